@@ -1,0 +1,34 @@
+#pragma once
+// The fused router: one launch per call, one warp per token. Host-callable API; pointers are
+// device pointers. Semantics as the CPU reference (lib/reference/router.h).
+#include <cstdint>
+
+#include "reference/router.h"
+
+namespace moeprep::gpu {
+
+enum class IndexDtype { Int16, Int32, Int64 };
+enum class LogitsDtype { F32, BF16 };
+
+// Device-side copy of the router parameters (correction bias, per-expert scale).
+struct DeviceRouterParams {
+  reference::RouterVariant variant = reference::RouterVariant::SoftmaxAfterTopk;
+  int top_k = 1;
+  bool renormalize = false;
+  int n_group = 1;
+  int topk_group = 1;
+  float routed_scaling_factor = 1.0f;
+  const float* correction_bias = nullptr;   // [E] device, or null
+  const float* per_expert_scale = nullptr;  // [E] device, or null
+};
+
+// logits [T, E] (fp32 or bf16 bits); writes topk_weights [T, k] fp32, topk_ids [T, k] in
+// `index_dtype`, optionally routing_map [T, E] bytes (1 where picked), and for each token with a
+// NaN logit sets nan_flags[t] = 1 (ids -1, weights 0). Rows t in [valid_tokens, tokens) are
+// padding: ids -1, weights 0. Returns an error string, empty on success (launch errors checked).
+const char* launch_fused_router(const void* logits, LogitsDtype logits_dtype, int64_t tokens, int64_t valid_tokens,
+                                int64_t experts, const DeviceRouterParams& params, float* topk_weights,
+                                void* topk_ids, IndexDtype index_dtype, uint8_t* routing_map, uint8_t* nan_flags,
+                                void* stream);
+
+}  // namespace moeprep::gpu

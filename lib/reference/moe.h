@@ -1,0 +1,79 @@
+#pragma once
+// One MoE layer's forward pass, three ways:
+//  - moe_forward_reference: from dense float weights derived from the *source* tensors, in
+//    double, with the model's own gate/up rule (GPT-OSS reads gate = h[0::2], up = h[1::2]);
+//  - moe_forward_kernel_layout_cpu: from the kernel-ready tensors, addressing shuffled tiles
+//    and scales through layout/addressing.h exactly as the GPU kernel does;
+//  - the GPU kernel (kernels/fused_moe.h), same inputs as the CPU kernel-layout version.
+// Stage 5 of verify compares the second or third with the first.
+#include <cstdint>
+#include <vector>
+
+#include "layout/addressing.h"
+#include "reference/router.h"
+
+namespace moeprep::reference {
+
+enum class Activation {
+  GptOssClampedSwiglu,  // gate = min(g, limit); up = clamp(u, -limit, limit); g*sigmoid(alpha g)*(up+1)
+  SiluGated,            // silu(g) * u (Mixtral, Qwen, DeepSeek, Gemma)
+};
+
+struct ActivationParams {
+  Activation kind = Activation::GptOssClampedSwiglu;
+  double alpha = 1.702;
+  double limit = 7.0;
+};
+
+// Router weights of the layer (bf16 bits), logits = x . W^T + b.
+struct RouterWeights {
+  const uint16_t* weight = nullptr;  // [E, H] bf16
+  const uint16_t* bias = nullptr;    // [E] bf16, may be null
+};
+
+// Expert weights as dense floats, exactly dequantized from the source.
+struct DenseMoeLayer {
+  int64_t experts = 0, hidden = 0, intermediate = 0;
+  bool gate_up_interleaved = false;  // rows of w13 are (g0,u0,g1,u1,...) rather than [gate; up]
+  std::vector<float> w13;            // [E, 2I, H]
+  std::vector<float> b13;            // [E, 2I]
+  std::vector<float> w2;             // [E, H, I]
+  std::vector<float> b2;             // [E, H]
+};
+
+// Pointers to the kernel-ready tensors of one layer (host memory for the CPU version, device
+// memory for the GPU one). Shapes as written by convert (layouts.md section 8).
+struct KernelReadyLayer {
+  layout::GateMode mode = layout::GateMode::Separated;
+  int64_t experts = 0;
+  int64_t hidden = 0, intermediate = 0;          // logical sizes
+  int64_t hidden_pad = 0, intermediate_pad = 0;  // physical sizes (>= logical)
+  int64_t w13_scale_cols = 0;  // second dim of w13_weight_scale as stored (S', padded)
+  int64_t w2_scale_cols = 0;
+  const uint8_t* w13_weight = nullptr;  // [E, 2I', H'/2] shuffled
+  const uint8_t* w13_scale = nullptr;   // shuffled E8M0
+  const float* w13_bias = nullptr;      // [E, 2I'] f32, [gate; up]
+  const uint8_t* w2_weight = nullptr;   // [E, H', I'/2] shuffled
+  const uint8_t* w2_scale = nullptr;
+  const float* w2_bias = nullptr;       // [E, H'] f32
+};
+
+struct MoeOutput {
+  std::vector<float> out;  // [T, H]
+  Routing routing;
+};
+
+// x: [T, H] bf16 bits. `valid_tokens` <= tokens: rows past it are padding and come out zero.
+MoeOutput moe_forward_reference(const DenseMoeLayer& layer, const RouterWeights& router, const RouterConfig& rc,
+                                const ActivationParams& act, const uint16_t* x, int64_t tokens,
+                                int64_t valid_tokens);
+
+MoeOutput moe_forward_kernel_layout_cpu(const KernelReadyLayer& layer, const RouterWeights& router,
+                                        const RouterConfig& rc, const ActivationParams& act, const uint16_t* x,
+                                        int64_t tokens, int64_t valid_tokens);
+
+// Router logits in double-accumulated fp32, shared by both CPU paths: [T, E].
+std::vector<float> router_logits(const RouterWeights& router, const uint16_t* x, int64_t tokens, int64_t experts,
+                                 int64_t hidden);
+
+}  // namespace moeprep::reference
