@@ -1,0 +1,78 @@
+#include "formats/fp8_block_dequant.h"
+
+#include <cmath>
+
+#include "core/error.h"
+#include "formats/bf16.h"
+#include "formats/fp8_e4m3.h"
+
+namespace moeprep {
+namespace {
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+template <class ScaleAt>
+void dequant(const uint8_t* weight, int64_t n, int64_t k, ScaleAt scale_at, int64_t scale_rows,
+             int64_t scale_cols, float* out, const std::string& context, int64_t block_n,
+             int64_t block_k) {
+  if (n < 0 || k < 0 || block_n <= 0 || block_k <= 0)
+    throw_bad_input(context + ": FP8 block dequantization: bad shape [" + std::to_string(n) +
+                    ", " + std::to_string(k) + "] or block [" + std::to_string(block_n) + ", " +
+                    std::to_string(block_k) + "]");
+  const int64_t want_rows = ceil_div(n, block_n);
+  const int64_t want_cols = ceil_div(k, block_k);
+  if (scale_rows != want_rows || scale_cols != want_cols)
+    throw_bad_input(context + ": weight_scale_inv has shape [" + std::to_string(scale_rows) +
+                    ", " + std::to_string(scale_cols) + "], expected [" +
+                    std::to_string(want_rows) + ", " + std::to_string(want_cols) +
+                    "] for weight [" + std::to_string(n) + ", " + std::to_string(k) +
+                    "] with blocks of [" + std::to_string(block_n) + ", " +
+                    std::to_string(block_k) + "]");
+  for (int64_t sr = 0; sr < scale_rows; ++sr)
+    for (int64_t sc = 0; sc < scale_cols; ++sc)
+      if (!std::isfinite(scale_at(sr * scale_cols + sc)))
+        throw_bad_input(context + ": weight_scale_inv block [" + std::to_string(sr) + ", " +
+                        std::to_string(sc) + "] is not finite");
+
+  const float* table = kFp8E4m3ToFloat.data();
+  for (int64_t i = 0; i < n; ++i) {
+    const uint8_t* w = weight + i * k;
+    float* dst = out + i * k;
+    // One OR per element keeps the loop branch-free; the position is searched only when a
+    // NaN is present.
+    uint8_t nan_seen = 0;
+    for (int64_t c0 = 0; c0 < k; c0 += block_k) {
+      const float s = scale_at((i / block_n) * scale_cols + c0 / block_k);
+      const int64_t c1 = c0 + block_k < k ? c0 + block_k : k;
+      for (int64_t j = c0; j < c1; ++j) {
+        nan_seen |= static_cast<uint8_t>((w[j] & 0x7f) == 0x7f);
+        dst[j] = table[w[j]] * s;
+      }
+    }
+    if (nan_seen) {
+      for (int64_t j = 0; j < k; ++j)
+        if (fp8_e4m3_is_nan(w[j]))
+          throw_bad_input(context + ": NaN in FP8 E4M3 weight at row " + std::to_string(i) +
+                          ", column " + std::to_string(j));
+    }
+  }
+}
+
+}  // namespace
+
+void fp8_block_dequant(const uint8_t* weight, int64_t n, int64_t k, const float* scale_inv,
+                       int64_t scale_rows, int64_t scale_cols, float* out,
+                       const std::string& context, int64_t block_n, int64_t block_k) {
+  dequant(weight, n, k, [scale_inv](int64_t i) { return scale_inv[i]; }, scale_rows, scale_cols,
+          out, context, block_n, block_k);
+}
+
+void fp8_block_dequant_bf16_scales(const uint8_t* weight, int64_t n, int64_t k,
+                                   const uint16_t* scale_inv, int64_t scale_rows,
+                                   int64_t scale_cols, float* out, const std::string& context,
+                                   int64_t block_n, int64_t block_k) {
+  dequant(weight, n, k, [scale_inv](int64_t i) { return bf16_to_float(scale_inv[i]); },
+          scale_rows, scale_cols, out, context, block_n, block_k);
+}
+
+}  // namespace moeprep

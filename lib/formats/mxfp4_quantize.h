@@ -1,0 +1,52 @@
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace moeprep {
+
+// MXFP4 quantization following the conversion the OCP Microscaling Formats (MX) v1.0
+// specification recommends for FP32 input:
+//
+//   * A block is 32 consecutive elements of one row (along K, the last dimension).
+//   * Shared exponent X = floor(log2(amax)) - emax_elem, where amax is the block's largest
+//     magnitude and emax_elem = 2 is the largest exponent of E2M1 (6 = 1.5 * 2^2).
+//     X is clamped to the E8M0 range [-127, 127] and stored as the code X + 127, so the
+//     NaN code 255 is never produced. For float32 inputs the clamp only acts at the low end
+//     (amax < 2^-125); the largest finite float gives X = 125, code 252.
+//   * Every element is divided by 2^X and rounded to the nearest E2M1 value (0, 0.5, 1,
+//     1.5, 2, 3, 4, 6) with ties to even, "even" meaning the code whose mantissa bit is 0
+//     (so 0.25 -> 0, 0.75 -> 1, 1.25 -> 1, 1.75 -> 2, 2.5 -> 2, 3.5 -> 4, 5 -> 4), and
+//     magnitudes above 6 saturate to 6 (they occur because amax / 2^X lies in [4, 8)).
+//
+// Choices the spec leaves open, fixed here:
+//   * An all-zero block (every element +0 or -0) has no amax exponent; it gets scale code
+//     127 (2^0), the neutral scale, so its dequantized values are exactly zero.
+//   * The sign bit is always copied: -0.0, and any negative value that rounds to zero,
+//     encodes as code 8 (-0), as IEEE rounding would give and as torchao's and Triton's MX
+//     casts do. Dequantization turns it into -0.0f, which compares equal to 0.
+//   * NaN or +-Inf anywhere in a block is an error (BadInput naming the tensor, the row and
+//     the block): MXFP4 has no encoding for them and silently saturating would hide a
+//     corrupt source.
+//
+// Output layout (the GPT-OSS checkpoint's): codes are rows x k/2 bytes, element 2b of a row
+// in the low nibble of byte b and element 2b+1 in the high nibble; scales are rows x k/32
+// E8M0 bytes. `context` names the tensor in error messages. K must be a multiple of 32.
+void quantize_mxfp4_rows(const float* src, int64_t rows, int64_t k, uint8_t* codes,
+                         uint8_t* scales, const std::string& context);
+
+// The same quantization of bfloat16 input (raw bits), bit for bit equal to converting to
+// float first and calling quantize_mxfp4_rows. This is the hot path when converting BF16
+// checkpoints: the block maximum and the non-finite check are one integer max over the
+// 16-bit patterns, and the per-element rounding is branch-free compares that vectorize.
+void quantize_mxfp4_rows_bf16(const uint16_t* src, int64_t rows, int64_t k, uint8_t* codes,
+                              uint8_t* scales, const std::string& context);
+
+// The E8M0 scale code quantize_mxfp4_rows chooses for a block whose largest magnitude is
+// `amax` (finite, >= 0). Exposed so that callers and tests can state the rule directly.
+uint8_t mxfp4_scale_code_for_amax(float amax);
+
+// ||approx - ref||_2 / ||ref||_2 over n values, accumulated in double. 0 when both are all
+// zero; +Inf when ref is all zero and approx is not.
+double relative_frobenius_error(const float* ref, const float* approx, size_t n);
+
+}  // namespace moeprep
