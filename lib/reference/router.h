@@ -37,6 +37,10 @@ struct Routing {
   std::vector<int64_t> nan_tokens;  // tokens whose logits held a NaN
 };
 
+// Throws BadInput naming the parameter when `config` cannot route E = `experts` experts
+// (top_k outside [1, E], groups that do not divide E, bias/scale vectors of the wrong length, ...).
+void validate_router_config(const RouterConfig& config, int64_t experts);
+
 // logits: [T, E] row-major fp32.
 Routing route(const float* logits, int64_t tokens, int64_t experts, const RouterConfig& config);
 
