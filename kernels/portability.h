@@ -29,6 +29,8 @@ using gpuError_t = hipError_t;
 #define MOEPREP_WARP_SIZE 64
 #define MOEPREP_SHFL_XOR(v, m) __shfl_xor((v), (m))
 #define MOEPREP_FULL_MASK 0
+// Ballot of a predicate over the whole wavefront, widened to 64 bits on both platforms.
+#define MOEPREP_BALLOT(p) static_cast<unsigned long long>(__ballot(p))
 #else
 #include <cuda_runtime.h>
 #define MOEPREP_GPU_API "CUDA"
@@ -58,4 +60,5 @@ using gpuError_t = cudaError_t;
 #define MOEPREP_WARP_SIZE 32
 #define MOEPREP_SHFL_XOR(v, m) __shfl_xor_sync(0xffffffffu, (v), (m))
 #define MOEPREP_FULL_MASK 0xffffffffu
+#define MOEPREP_BALLOT(p) static_cast<unsigned long long>(__ballot_sync(0xffffffffu, (p)))
 #endif
