@@ -76,4 +76,29 @@ MoeOutput moe_forward_kernel_layout_cpu(const KernelReadyLayer& layer, const Rou
 std::vector<float> router_logits(const RouterWeights& router, const uint16_t* x, int64_t tokens, int64_t experts,
                                  int64_t hidden);
 
+// Dense float weights from the HF GPT-OSS source tensors of one layer (gpt-oss-format.md):
+// gate_up_proj_blocks [E, 2I, H/32, 16], _scales [E, 2I, H/32], _bias bf16 [E, 2I] and
+// down_proj_blocks [E, H, I/32, 16], _scales [E, H, I/32], _bias bf16 [E, H]. Exact (ldexp)
+// dequantization; gate_up_interleaved = true. A scale of 255 (E8M0 NaN) throws BadInput naming
+// the tensor and the element.
+DenseMoeLayer dense_from_gpt_oss_source(const uint8_t* gu_blocks, const uint8_t* gu_scales, const uint16_t* gu_bias,
+                                        const uint8_t* dn_blocks, const uint8_t* dn_scales, const uint16_t* dn_bias,
+                                        int64_t E, int64_t H, int64_t I);
+
+// Byte sizes of the six kernel-ready tensors implied by a KernelReadyLayer's sizes and mode
+// (layouts.md sections 3-8). Separated-mode scales are [M', S'] with M' = ceil(E*N/256)*256.
+struct KernelReadySizes {
+  int64_t w13_weight = 0, w13_scale = 0, w13_bias = 0;  // bytes
+  int64_t w2_weight = 0, w2_scale = 0, w2_bias = 0;
+};
+
+// Checks the sizes against the layout's constraints (rows multiple of 16, K bytes multiple of
+// 32, or 64 in the interleaved mode, scale columns as the mode stores them, padded >= logical)
+// and throws BadInput naming the violated one. Returns the tensor sizes.
+KernelReadySizes check_kernel_ready_layer(const KernelReadyLayer& layer);
+
+// The SwiGLU variants on one (gate, up) pair, in the precision of the caller.
+template <typename Real>
+Real moe_activation(const ActivationParams& act, Real gate, Real up);
+
 }  // namespace moeprep::reference
