@@ -31,11 +31,36 @@ class AtomicOutputDir {
   bool committed_ = false;
 };
 
+// The absolute, lexically normal form of a destination (no trailing '/'), from which the
+// sibling names DST.moeprep-tmp-*, DST.moeprep-old-* and DST.moeprep-lock are made.
+std::filesystem::path normalize_destination(const std::filesystem::path& destination);
+
 // Removes staging directories of `destination` left behind by earlier runs whose process is
-// gone. Returns how many were removed.
+// gone (kill(pid, 0) fails with ESRCH), and old copies set aside by an interrupted replace.
+// Returns how many were removed. The constructor of AtomicOutputDir calls it. Pids are only
+// meaningful on this host: do not share one output directory between machines.
 int remove_stale_staging(const std::filesystem::path& destination);
 
 // fsync a file or directory by path; throws Io.
 void fsync_path(const std::filesystem::path& path);
+
+// An advisory lock so that two runs writing the same destination cannot overlap: flock(2) on
+// `<DST>.moeprep-lock` beside DST, taken without waiting. The lock file is removed on release;
+// a run that locked a file which was removed meanwhile notices and locks the new one.
+class DestinationLock {
+ public:
+  // Throws BadInput "another moeprep is writing <DST> ..." when the lock is held (by any
+  // process, or by another DestinationLock in this one); Io when the lock file cannot be made.
+  explicit DestinationLock(const std::filesystem::path& destination);
+  ~DestinationLock();
+  DestinationLock(const DestinationLock&) = delete;
+  DestinationLock& operator=(const DestinationLock&) = delete;
+
+  const std::filesystem::path& lock_path() const { return lock_path_; }
+
+ private:
+  std::filesystem::path lock_path_;
+  int fd_ = -1;
+};
 
 }  // namespace moeprep::io

@@ -31,6 +31,11 @@ struct ShardPlan {
 // Splits tensors, in the given order, into shards of at most `max_shard_bytes` of tensor
 // data (a single tensor larger than that gets a shard of its own), named
 // model-0000K-of-0000N.safetensors.
+// "model-%05d-of-%05d.safetensors" for shard `index` (0-based) of `count`.
+std::string shard_file_name(size_t index, size_t count);
+
+// An empty tensor list gives one shard with no tensors, so a writer always has a file to
+// write. Throws BadInput on an invalid or repeated tensor name, Usage on max_shard_bytes == 0.
 std::vector<ShardPlan> plan_shards(const std::vector<PlannedTensor>& tensors, uint64_t max_shard_bytes);
 
 // The header bytes (8-byte length + padded JSON) for a shard plan; keys in a fixed order so
@@ -52,6 +57,8 @@ class ShardWriter {
   // fsyncs and closes; throws if any tensor was not written.
   void finish();
   uint64_t tensor_offset_in_file(size_t index) const;  // absolute byte offset of tensor i
+  const std::filesystem::path& path() const { return path_; }
+  uint64_t data_start() const { return data_start_; }  // header bytes, a multiple of 8
 
  private:
   void flush_buffer();
