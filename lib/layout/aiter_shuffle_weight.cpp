@@ -1,0 +1,99 @@
+// `aiter_shuffle_weight`: the MXFP4 weight tile shuffle of ROCm/aiter's shuffle_weight
+// (layouts.md sections 3 and 4). WeightTileLayout in addressing.h is the same map written as
+// logical -> physical offsets; the tests hold the two together.
+#include "core/error.h"
+#include "layout/permute.h"
+#include "layout/step_support.h"
+#include "layout/steps.h"
+
+namespace moeprep::layout {
+namespace {
+
+constexpr const char* kId = "aiter_shuffle_weight";
+
+class AiterShuffleWeight final : public LayoutStep {
+ public:
+  AiterShuffleWeight(GateMode mode, bool gate_up) : mode_(mode), gate_up_(mode == GateMode::Interleave && gate_up) {}
+
+  std::string id() const override { return kId; }
+  nlohmann::ordered_json params() const override {
+    nlohmann::ordered_json p = {{"gate_mode", gate_mode_name(mode_)}};
+    if (mode_ == GateMode::Interleave) p["gate_up"] = gate_up_;
+    return p;
+  }
+
+  Shape output_shape(const Shape& in) const override {
+    tile_view(in);
+    return in;
+  }
+  Dtype output_dtype(Dtype in) const override {
+    if (dtype_bits(in) != 8) throw_bad_input(label() + ": dtype " + dtype_name(in) + " is not a byte dtype (U8)");
+    return in;
+  }
+
+  ByteTensor apply(const ByteTensor& in) const override {
+    output_dtype(in.dtype);
+    detail::check_tensor_bytes(in, label());
+    ByteTensor out{in.dtype, in.shape, std::vector<uint8_t>(in.bytes.size())};
+    permute_bytes(in.bytes.data(), out.bytes.data(), tile_view(in.shape), order(), 1);
+    return out;
+  }
+
+  ByteTensor undo(const ByteTensor& out, const Shape& in_shape, Dtype in_dtype) const override {
+    detail::check_undo_input(*this, label(), out, in_shape, in_dtype);
+    ByteTensor in{in_dtype, in_shape, std::vector<uint8_t>(out.bytes.size())};
+    unpermute_bytes(out.bytes.data(), in.bytes.data(), tile_view(in_shape), order(), 1);
+    return in;
+  }
+
+ private:
+  std::string label() const {
+    if (mode_ == GateMode::Separated) return std::string(kId) + "(separated)";
+    return std::string(kId) + (gate_up_ ? "(interleave, gate_up)" : "(interleave, down)");
+  }
+
+  [[noreturn]] void reject(const std::string& why) const { throw_bad_input(label() + ": " + why); }
+
+  // The view of [E, N, Kb] that order() permutes; checks the constraints on the way.
+  Shape tile_view(const Shape& in) const {
+    checked_numel(in, label());
+    if (in.size() != 3) reject("input " + shape_to_string(in) + " is not [E, N, Kb]");
+    const int64_t e = in[0], n = in[1], kb = in[2];
+    if (mode_ == GateMode::Separated) {
+      if (n % 16 != 0) reject("N=" + std::to_string(n) + " is not a multiple of 16");
+      if (kb % 32 != 0) reject("Kb=" + std::to_string(kb) + " is not a multiple of 32");
+      return {e, n / 16, 16, kb / 32, 2, 16};
+    }
+    if (gate_up_ && n % 32 != 0)
+      reject("N=" + std::to_string(n) + " is not a multiple of 32 (gate and up halves of 16-row tiles)");
+    if (n % 16 != 0) reject("N=" + std::to_string(n) + " is not a multiple of 16");
+    if (kb % 64 != 0) reject("Kb=" + std::to_string(kb) + " is not a multiple of 64");
+    if (gate_up_) return {e, 2, n / 32, 16, kb / 64, 4, 16};
+    return {e, n / 16, 16, kb / 64, 4, 16};
+  }
+
+  Permutation order() const {
+    if (mode_ == GateMode::Separated) return {0, 1, 3, 4, 2, 5};
+    if (gate_up_) return {0, 2, 1, 4, 5, 3, 6};
+    return {0, 1, 3, 4, 2, 5};
+  }
+
+  GateMode mode_;
+  bool gate_up_;
+};
+
+}  // namespace
+
+StepPtr make_aiter_shuffle_weight_step(GateMode mode, bool gate_up) {
+  return std::make_shared<AiterShuffleWeight>(mode, gate_up);
+}
+
+StepPtr aiter_shuffle_weight_step_from_params(const nlohmann::ordered_json& params) {
+  detail::ParamReader p(kId, params, {"gate_mode", "gate_up"});
+  const GateMode mode = gate_mode_from_name(p.string("gate_mode"), kId);
+  // The separated mode ignores gate_up (AITER does too), so it may be absent there.
+  const bool gate_up = mode == GateMode::Interleave || p.has("gate_up") ? p.boolean("gate_up") : false;
+  return make_aiter_shuffle_weight_step(mode, gate_up);
+}
+
+}  // namespace moeprep::layout
