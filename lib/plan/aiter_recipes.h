@@ -1,0 +1,44 @@
+#pragma once
+// The recipes of the `aiter` target: for each kernel-ready expert tensor, the ordered layout
+// steps that turn the source tensor into it (layouts.md sections 1-7).
+#include <string>
+
+#include "core/shape.h"
+#include "layout/recipe.h"
+#include "plan/options.h"
+
+namespace moeprep::plan {
+
+enum class ExpertRole { W13Weight, W13Scale, W13Bias, W2Weight, W2Scale, W2Bias };
+const char* role_name(ExpertRole role);  // "w13_weight", "w13_weight_scale", ...
+inline constexpr ExpertRole kAllRoles[] = {ExpertRole::W13Weight, ExpertRole::W13Scale, ExpertRole::W13Bias,
+                                           ExpertRole::W2Weight,  ExpertRole::W2Scale,  ExpertRole::W2Bias};
+
+struct ExpertDims {
+  int64_t experts = 0, hidden = 0, intermediate = 0;
+  int64_t hidden_pad = 0, intermediate_pad = 0;  // physical sizes
+};
+
+// Rounds `value` up to a multiple of `multiple`.
+int64_t round_up(int64_t value, int64_t multiple);
+// Physical sizes for the options; throws BadInput naming the constraint a pad value breaks.
+ExpertDims padded_dims(int64_t experts, int64_t hidden, int64_t intermediate, const ConvertOptions& options);
+
+struct RecipeSpec {
+  layout::Recipe recipe;
+  Dtype in_dtype = Dtype::U8;
+  Shape in_shape;  // the source tensor's shape
+  Dtype out_dtype = Dtype::U8;
+  Shape out_shape;
+  bool shuffled = false;
+  std::string layout_id;  // e.g. "aiter/separated/w13_weight"
+};
+
+// The tensor's shape before padding and shuffling: what the kernel computes with.
+Shape logical_shape(ExpertRole role, const ExpertDims& dims);
+
+// The recipe for one role of a GPT-OSS MXFP4 source (gate/up rows interleaved in pairs),
+// for `dims.experts` experts (the executor asks for smaller expert counts to stream).
+RecipeSpec aiter_gpt_oss_recipe(ExpertRole role, const ExpertDims& dims, const ConvertOptions& options);
+
+}  // namespace moeprep::plan

@@ -1,0 +1,239 @@
+#include "plan/convert.h"
+
+#include <deque>
+#include <fstream>
+#include <future>
+#include <map>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/hash.h"
+#include "core/version.h"
+#include "io/atomic_dir.h"
+#include "io/safetensors_writer.h"
+#include "plan/expert_chunks.h"
+
+namespace moeprep::plan {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::ordered_json;
+
+std::string read_small_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw_io(path.string() + ": cannot open");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) throw_io(path.string() + ": read failed");
+  return ss.str();
+}
+
+// One piece of work for the ordered pipeline: a chunk of one job.
+struct Unit {
+  size_t job = 0;
+  ExpertChunk chunk;
+  bool first_of_job = false, last_of_job = false;
+};
+
+// What a worker hands back: the output bytes of the unit (or a view of the source for copies).
+struct UnitOutput {
+  std::vector<uint8_t> owned;
+  const uint8_t* data = nullptr;
+  size_t size = 0;
+};
+
+UnitOutput run_unit(const ConvertPlan& plan, const TensorJob& job, const Unit& unit, io::ByteView src) {
+  UnitOutput out;
+  const ChunkBytes cb = chunk_bytes(job, plan.dims.experts, unit.chunk);
+  if (!job.transformed) {
+    out.data = src.data + cb.in_begin;
+    out.size = cb.in_size;
+    return out;
+  }
+  const RecipeSpec spec = chunk_recipe(plan, job, unit.chunk);
+  ByteTensor in;
+  in.dtype = spec.in_dtype;
+  in.shape = spec.in_shape;
+  in.bytes.assign(src.data + cb.in_begin, src.data + cb.in_begin + cb.in_size);
+  ByteTensor result = spec.recipe.apply(in);
+  if (result.bytes.size() != cb.out_size)
+    throw_internal("recipe for '" + job.output_name + "' produced " + std::to_string(result.bytes.size()) +
+                   " bytes, planned " + std::to_string(cb.out_size));
+  out.owned = std::move(result.bytes);
+  out.data = out.owned.data();
+  out.size = out.owned.size();
+  return out;
+}
+
+// A copied tensor is one unit: a view of the memory-mapped source that the writer streams
+// through its own bounded buffer.
+std::vector<ExpertChunk> copy_chunks() { return {ExpertChunk{0, 1, true}}; }
+
+ordered_json model_json(const ConvertPlan& plan) {
+  const auto& m = plan.model;
+  ordered_json j;
+  j["family"] = m.family;
+  j["model_type"] = m.model_type;
+  j["layers"] = m.layers;
+  j["experts"] = m.experts;
+  j["hidden"] = m.hidden;
+  j["intermediate"] = m.intermediate;
+  j["hidden_pad"] = plan.dims.hidden_pad;
+  j["intermediate_pad"] = plan.dims.intermediate_pad;
+  j["gate_mode"] = gate_mode_name(plan.options.gate_mode);
+  j["router"] = m.router.to_json();
+  j["activation"] = {{"kind", m.activation.kind == reference::Activation::GptOssClampedSwiglu ? "gpt_oss_clamped_swiglu"
+                                                                                              : "silu_gated"},
+                     {"alpha", m.activation.alpha},
+                     {"limit", m.activation.limit}};
+  return j;
+}
+
+}  // namespace
+
+ordered_json source_identity(const io::Checkpoint& source) {
+  ordered_json j;
+  j["path"] = fs::absolute(source.root()).lexically_normal().string();
+  if (source.is_directory()) {
+    const std::string config = read_small_file(source.root() / io::kConfigFileName);
+    j["config_xxh3_128"] = xxh3_128_hex(config.data(), config.size());
+    if (source.has_index()) {
+      const std::string index = read_small_file(source.root() / io::kIndexFileName);
+      j["index_xxh3_128"] = xxh3_128_hex(index.data(), index.size());
+    }
+  }
+  uint64_t total = 0;
+  size_t count = 0;
+  for (const auto& shard : source.shards())
+    for (const auto& t : shard->tensors()) {
+      total += t.byte_length();
+      ++count;
+    }
+  j["tensor_count"] = count;
+  j["total_size"] = total;
+  return j;
+}
+
+Manifest execute_plan(const ConvertPlan& plan, const io::Checkpoint& source, const fs::path& staging,
+                      ProgressSink& progress, const std::atomic<bool>* cancel) {
+  Manifest manifest;
+  manifest.tool_version = kVersion;
+  manifest.options = plan.options.to_json();
+  manifest.source = source_identity(source);
+  manifest.model = model_json(plan);
+
+  // The flat, ordered list of units: shards in order, jobs in order, chunks in order.
+  std::vector<Unit> units;
+  for (size_t j = 0; j < plan.jobs.size(); ++j) {
+    const TensorJob& job = plan.jobs[j];
+    auto chunks = job.transformed ? expert_chunks(plan, job) : copy_chunks();
+    for (size_t c = 0; c < chunks.size(); ++c)
+      units.push_back({j, chunks[c], c == 0, c + 1 == chunks.size()});
+  }
+  std::vector<io::ByteView> sources(plan.jobs.size());
+  for (size_t j = 0; j < plan.jobs.size(); ++j) sources[j] = source.data(source.find(plan.jobs[j].source_name));
+
+  // Workers compute units ahead of the writer; the writer consumes them strictly in order, so
+  // hashes and file contents never depend on the thread count. In-flight units bound memory.
+  const size_t in_flight = static_cast<size_t>(std::max(1, plan.options.threads));
+  std::deque<std::future<UnitOutput>> pending;
+  size_t next_unit = 0;
+  auto launch_more = [&] {
+    while (next_unit < units.size() && pending.size() < in_flight) {
+      const Unit& u = units[next_unit];
+      const TensorJob& job = plan.jobs[u.job];
+      const io::ByteView src = sources[u.job];
+      auto policy = job.transformed ? std::launch::async : std::launch::deferred;
+      pending.push_back(std::async(policy, [&plan, &job, u, src] { return run_unit(plan, job, u, src); }));
+      ++next_unit;
+    }
+  };
+
+  progress.start("convert", plan.total_in_bytes);
+  uint64_t done = 0;
+  size_t job_index = 0;
+  size_t unit_index = 0;
+  std::map<std::string, std::string> weight_map;
+  for (const auto& shard : plan.shards) {
+    io::ShardWriter writer(staging / shard.file_name, shard);
+    uint64_t offset = 0;
+    for (size_t i = 0; i < shard.tensors.size(); ++i, ++job_index) {
+      const TensorJob& job = plan.jobs[job_index];
+      if (job.output_name != shard.tensors[i].name) throw_internal("plan order mismatch at " + job.output_name);
+      Xxh3Hasher source_hash;
+      writer.begin_tensor(job.output_name);
+      while (true) {
+        if (cancel && cancel->load()) throw Error(ErrorKind::Io, "interrupted; nothing was written to the destination");
+        launch_more();
+        const Unit unit = units[unit_index++];
+        UnitOutput out = pending.front().get();
+        pending.pop_front();
+        launch_more();
+        const ChunkBytes cb = chunk_bytes(job, plan.dims.experts, unit.chunk);
+        source_hash.update(sources[job_index].data + cb.in_begin, cb.in_size);
+        writer.write(out.data, out.size);
+        done += cb.in_size;
+        progress.advance(done, job.output_name);
+        if (unit.last_of_job) break;
+      }
+      ManifestTensor t;
+      t.name = job.output_name;
+      t.shard = shard.file_name;
+      t.dtype = job.out_dtype;
+      t.shape = job.out_shape;
+      t.logical_shape = job.transformed ? logical_shape(job.role, plan.dims) : job.out_shape;
+      t.data_begin = offset;
+      t.data_end = offset + job.out_bytes;
+      offset = t.data_end;
+      t.xxh3_128 = writer.end_tensor();
+      t.transformed = job.transformed;
+      const auto& src_info = *source.find(job.source_name).info;
+      t.source = {job.source_name, src_info.dtype, src_info.shape, source_hash.hex_digest()};
+      if (job.transformed) {
+        t.is_shuffled = job.spec.shuffled;
+        t.layout = job.spec.layout_id;
+        t.gate_mode = gate_mode_name(plan.options.gate_mode);
+        t.role = role_name(job.role);
+        t.layer = job.layer;
+        t.steps = job.spec.recipe.to_json();
+      }
+      manifest.tensors.push_back(std::move(t));
+      weight_map[job.output_name] = shard.file_name;
+    }
+    writer.finish();
+    const std::string header = io::encode_header(shard);
+    manifest.shards.push_back({shard.file_name, header.size() + offset, xxh3_128_hex(header.data(), header.size())});
+  }
+  progress.finish();
+  io::write_index_file(staging / io::kIndexFileName, weight_map, plan.total_out_bytes);
+  const std::string index_text = read_small_file(staging / io::kIndexFileName);
+  manifest.index_xxh3_128 = xxh3_128_hex(index_text.data(), index_text.size());
+  for (const auto& name : plan.extra_files) {
+    const std::string contents = read_small_file(source.root() / name);
+    std::ofstream out(staging / name, std::ios::binary);
+    out.write(contents.data(), static_cast<std::streamsize>(contents.size()));
+    out.close();
+    if (!out) throw_io((staging / name).string() + ": write failed");
+    manifest.files.push_back({name, xxh3_128_hex(contents.data(), contents.size()), contents.size()});
+  }
+  return manifest;
+}
+
+ConvertSummary convert_checkpoint(const ConvertRequest& request, ProgressSink& progress) {
+  const io::Checkpoint source = io::Checkpoint::open(request.source);
+  const ConvertPlan plan = build_plan(source, request.options);
+  io::DestinationLock lock(request.destination);
+  io::remove_stale_staging(request.destination);
+  io::AtomicOutputDir out(request.destination, request.replace_existing);
+  ConvertSummary summary;
+  summary.manifest = execute_plan(plan, source, out.staging(), progress, request.cancel);
+  out.write_file(kManifestFileName, summary.manifest.serialize());
+  out.commit();
+  summary.bytes_in = plan.total_in_bytes;
+  summary.bytes_out = plan.total_out_bytes;
+  summary.shards = plan.shards.size();
+  for (const auto& j : plan.jobs) (j.transformed ? summary.transformed : summary.copied)++;
+  return summary;
+}
+
+}  // namespace moeprep::plan

@@ -1,0 +1,19 @@
+#pragma once
+// What a manifest says about the conversion, read back into the planner's terms, so that
+// verify can recompute what each kernel-ready tensor must be.
+#include <optional>
+#include <string>
+
+#include "models/model_info.h"
+#include "plan/aiter_recipes.h"
+#include "plan/manifest.h"
+#include "plan/options.h"
+
+namespace moeprep::plan {
+
+ConvertOptions options_from_manifest(const Manifest& m, const std::string& context);
+ExpertDims dims_from_manifest(const Manifest& m, const std::string& context);
+models::ModelInfo model_from_manifest(const Manifest& m, const std::string& context);
+std::optional<ExpertRole> role_from_name(const std::string& name);
+
+}  // namespace moeprep::plan

@@ -1,0 +1,73 @@
+#include <cstdio>
+#include <iostream>
+
+#include "commands.h"
+#include "core/error.h"
+#include "exit_codes.h"
+#include "gpu_backend.h"
+#include "plan/verify.h"
+#include "progress_display.h"
+
+namespace moeprep::cli {
+namespace {
+
+struct VerifyArgs {
+  std::string destination, source, layers, device = "auto";
+  std::vector<int64_t> tokens = {1, 7, 64, 512};
+  double threshold = 2e-2;
+  uint64_t seed = 0;
+};
+
+void print_report(const plan::VerifyReport& r) {
+  for (const auto& s : r.stages) {
+    std::printf("%-11s %-7s %6llu checked %6llu failed%s%s\n", s.name.c_str(), plan::stage_status_name(s.status),
+                static_cast<unsigned long long>(s.checked), static_cast<unsigned long long>(s.failed),
+                s.note.empty() ? "" : "  ", s.note.c_str());
+    for (const auto& f : s.failures) std::printf("  - %s\n", f.c_str());
+    if (s.failed > s.failures.size())
+      std::printf("  ... and %llu more\n", static_cast<unsigned long long>(s.failed - s.failures.size()));
+  }
+  if (!r.numerics.empty()) {
+    std::printf("\nnumerics on %s (threshold %.1e): relative error ||out-ref||/||ref|| per layer\n", r.device.c_str(),
+                r.threshold);
+    std::printf("%6s %7s %12s %16s %s\n", "layer", "tokens", "rel_err", "routing_diff", "");
+    for (const auto& n : r.numerics)
+      std::printf("%6lld %7lld %12.3e %16lld %s\n", static_cast<long long>(n.layer), static_cast<long long>(n.tokens),
+                  n.rel_err, static_cast<long long>(n.routing_mismatches), n.passed ? "ok" : "FAIL");
+  }
+  std::printf("\n%s\n", r.passed() ? "verify: passed" : "verify: FAILED");
+}
+
+}  // namespace
+
+CommandRunner add_verify_command(CLI::App& app, const GlobalOptions& global) {
+  auto args = std::make_shared<VerifyArgs>();
+  app.add_option("DST", args->destination, "Directory written by 'moeprep convert'")->required();
+  app.add_option("--source", args->source, "The original checkpoint: enables the round trip and numerics stages");
+  app.add_option("--layers", args->layers, "MoE layers for the numerics stage, e.g. 0,5-7 (default: all)");
+  app.add_option("--tokens", args->tokens, "Token counts for the numerics stage")->capture_default_str()->delimiter(',');
+  app.add_option("--threshold", args->threshold, "Largest relative error that passes")->capture_default_str();
+  app.add_option("--seed", args->seed, "Seed of the random activations")->capture_default_str();
+  app.add_option("--device", args->device, "Where the fused MoE runs: auto, cuda, hip or cpu")
+      ->check(CLI::IsMember({"auto", "cuda", "hip", "cpu"}))
+      ->capture_default_str();
+  return [args, &global]() -> int {
+    plan::VerifyOptions o;
+    if (!args->source.empty()) o.source = args->source;
+    if (!args->layers.empty()) o.layers = plan::parse_layer_list(args->layers);
+    for (int64_t t : args->tokens)
+      if (t < 1 || t > (1 << 20)) throw_usage("--tokens values must lie in 1..1048576");
+    o.token_counts = args->tokens;
+    if (!(args->threshold > 0)) throw_usage("--threshold must be positive");
+    o.threshold = args->threshold;
+    o.seed = args->seed;
+    o.backend = select_backend(args->device, &o.backend_name);
+    ProgressDisplay progress(global.quiet || global.json, false);
+    const plan::VerifyReport report = plan::verify_checkpoint(args->destination, o, progress);
+    if (global.json) std::cout << report.to_json().dump(2) << "\n";
+    else print_report(report);
+    return report.passed() ? kExitOk : kExitVerificationFailed;
+  };
+}
+
+}  // namespace moeprep::cli
