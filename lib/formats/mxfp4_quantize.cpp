@@ -9,15 +9,44 @@ namespace moeprep {
 namespace {
 
 constexpr int64_t kBlock = 32;
-constexpr uint32_t kF32AbsMask = 0x7fffffffu;
-constexpr uint32_t kF32Inf = 0x7f800000u;
-constexpr uint16_t kBf16AbsMask = 0x7fff;
-constexpr uint16_t kBf16Inf = 0x7f80;
 
-float float_from_bits(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
+// Rounding boundaries: midpoints between neighbouring E2M1 magnitudes. A value exactly on a
+// boundary goes to the neighbour whose code has an even mantissa bit (codes 0, 2, 4, 6 =
+// 0, 1, 2, 4), so a boundary whose lower neighbour is even is crossed only by a strictly
+// larger value (">"), one whose upper neighbour is even already at equality (">=").
+constexpr float kBoundary[7] = {0.25f, 0.75f, 1.25f, 1.75f, 2.5f, 3.5f, 5.0f};
+constexpr bool kTieGoesUp[7] = {false, true, false, true, false, true, false};
+
+// The boundaries of one scale, as bit patterns to compare with |x|'s bit pattern. For
+// non-negative IEEE values (subnormals included) the integer order of the bit patterns is
+// the order of the values, and every boundary times 2^X (X = code - 127, codes 0..252) has
+// at most three significant bits and lies within [2^-129, 5 * 2^125], so it is exact in
+// float and in bf16: |x| / 2^X > b  <=>  bits(|x|) > bits(b * 2^X), with no rounding
+// anywhere. A ">=" boundary is stored minus one so that every test is ">".
+struct ScaleBoundaries {
+  int32_t f32[7];
+  int16_t bf16[7];
+};
+
+struct BoundaryTable {
+  ScaleBoundaries by_code[256];
+  BoundaryTable() {
+    for (int code = 0; code <= 252; ++code) {
+      for (int i = 0; i < 7; ++i) {
+        const float b = std::ldexp(kBoundary[i], code - 127);
+        uint32_t u;
+        std::memcpy(&u, &b, 4);
+        const int32_t below = kTieGoesUp[i] ? 1 : 0;
+        by_code[code].f32[i] = static_cast<int32_t>(u) - below;
+        by_code[code].bf16[i] = static_cast<int16_t>((u >> 16) - below);
+      }
+    }
+  }
+};
+
+const BoundaryTable& boundary_table() {
+  static const BoundaryTable table;
+  return table;
 }
 
 // Scale code from the bit pattern of a block's largest magnitude, given its biased binary
@@ -29,27 +58,23 @@ uint8_t scale_code_from_exponent(uint32_t amax_bits, uint32_t biased_exponent) {
   return biased_exponent > 2 ? static_cast<uint8_t>(biased_exponent - 2) : 0;
 }
 
-// 2^-X for code = X + 127, as a float built from its exponent field 254 - code, which is a
-// normal float for every code the quantizer produces (0..252). Multiplying by it is exact
-// except where the product is subnormal, and such products (< 2^-126) are far below the
-// first rounding boundary 0.25, so every rounding decision below is made on the exact value.
-float inverse_scale(uint8_t code) { return float_from_bits(static_cast<uint32_t>(254 - code) << 23); }
-
-// Rounds 32 scaled magnitudes to E2M1 with ties to even and saturation at 6, copies the sign
-// bits and packs two codes per byte (first element in the low nibble). Each boundary is a
-// midpoint between neighbouring E2M1 values; a tie goes to the code with an even mantissa
-// bit, so the comparison is ">" where the lower neighbour is even (0, 1, 2, 4 have codes 0,
-// 2, 4, 6) and ">=" where the upper one is. Written as branch-free compares over a fixed
-// trip count so that the compiler vectorizes it.
-void encode_block(const uint32_t* bits, float inv_scale, uint8_t* packed) {
-  uint8_t code[kBlock];
+// Rounds 32 elements (raw float bits as int32, or bf16 bits as int16) to E2M1 with ties to
+// even and saturation at 6 (nothing beyond the last boundary), copies the sign bits and packs
+// two codes per byte, the first element in the low nibble. The magnitude code is the number
+// of boundaries crossed. Branch-free over a fixed trip count so that the compiler vectorizes
+// it; with int16 lanes a vector holds twice as many bf16 elements.
+template <class Bits>
+void encode_block(const Bits* x, const Bits* boundary, uint8_t* packed) {
+  constexpr int kSignToBit3 = static_cast<int>(sizeof(Bits)) * 8 - 4;
+  constexpr Bits kAbsMask = static_cast<Bits>(~(Bits(1) << (sizeof(Bits) * 8 - 1)));
+  const Bits b0 = boundary[0], b1 = boundary[1], b2 = boundary[2], b3 = boundary[3],
+             b4 = boundary[4], b5 = boundary[5], b6 = boundary[6];
+  Bits code[kBlock];
   for (int i = 0; i < kBlock; ++i) {
-    float m = float_from_bits(bits[i] & kF32AbsMask) * inv_scale;
-    uint32_t c = static_cast<uint32_t>(m > 0.25f) + static_cast<uint32_t>(m >= 0.75f) +
-                 static_cast<uint32_t>(m > 1.25f) + static_cast<uint32_t>(m >= 1.75f) +
-                 static_cast<uint32_t>(m > 2.5f) + static_cast<uint32_t>(m >= 3.5f) +
-                 static_cast<uint32_t>(m > 5.0f);
-    code[i] = static_cast<uint8_t>(c | ((bits[i] >> 28) & 8u));
+    const Bits a = static_cast<Bits>(x[i] & kAbsMask);
+    const Bits c = static_cast<Bits>((a > b0) + (a > b1) + (a > b2) + (a > b3) + (a > b4) +
+                                     (a > b5) + (a > b6));
+    code[i] = static_cast<Bits>(c | ((x[i] >> kSignToBit3) & 8));
   }
   for (int b = 0; b < kBlock / 2; ++b)
     packed[b] = static_cast<uint8_t>(code[2 * b] | (code[2 * b + 1] << 4));
@@ -80,7 +105,7 @@ void check_shape(int64_t rows, int64_t k, const std::string& context) {
 uint8_t mxfp4_scale_code_for_amax(float amax) {
   uint32_t u;
   std::memcpy(&u, &amax, 4);
-  u &= kF32AbsMask;
+  u &= 0x7fffffffu;
   return scale_code_from_exponent(u, u >> 23);
 }
 
@@ -88,26 +113,26 @@ void quantize_mxfp4_rows(const float* src, int64_t rows, int64_t k, uint8_t* cod
                          uint8_t* scales, const std::string& context) {
   check_shape(rows, k, context);
   const int64_t blocks = k / kBlock;
-  uint32_t bits[kBlock];
+  const BoundaryTable& table = boundary_table();
+  int32_t bits[kBlock];
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t b = 0; b < blocks; ++b) {
-      const float* x = src + r * k + b * kBlock;
-      std::memcpy(bits, x, sizeof bits);
-      // Magnitude order of non-negative floats is the integer order of their bits, and
-      // every NaN or Inf pattern is >= the Inf pattern: one max finds amax and checks.
-      uint32_t amax = 0;
+      std::memcpy(bits, src + r * k + b * kBlock, sizeof bits);
+      // Every NaN or Inf pattern is >= the Inf pattern, so one max finds amax and checks.
+      int32_t amax = 0;
       for (int i = 0; i < kBlock; ++i) {
-        uint32_t a = bits[i] & kF32AbsMask;
+        const int32_t a = bits[i] & 0x7fffffff;
         amax = a > amax ? a : amax;
       }
-      if (amax >= kF32Inf) {
+      if (amax >= 0x7f800000) {
         for (int i = 0; i < kBlock; ++i)
-          if ((bits[i] & kF32AbsMask) >= kF32Inf)
-            throw_non_finite(context, r, b, b * kBlock + i, (bits[i] & kF32AbsMask) > kF32Inf);
+          if ((bits[i] & 0x7fffffff) >= 0x7f800000)
+            throw_non_finite(context, r, b, b * kBlock + i, (bits[i] & 0x7fffffff) > 0x7f800000);
       }
-      const uint8_t scale = scale_code_from_exponent(amax, amax >> 23);
+      const auto a = static_cast<uint32_t>(amax);
+      const uint8_t scale = scale_code_from_exponent(a, a >> 23);
       scales[r * blocks + b] = scale;
-      encode_block(bits, inverse_scale(scale), codes + r * (k / 2) + b * (kBlock / 2));
+      encode_block(bits, table.by_code[scale].f32, codes + r * (k / 2) + b * (kBlock / 2));
     }
   }
 }
@@ -116,26 +141,28 @@ void quantize_mxfp4_rows_bf16(const uint16_t* src, int64_t rows, int64_t k, uint
                               uint8_t* scales, const std::string& context) {
   check_shape(rows, k, context);
   const int64_t blocks = k / kBlock;
-  uint32_t bits[kBlock];
+  const BoundaryTable& table = boundary_table();
+  // int16_t may alias uint16_t; the signed view makes the compares plain signed ones, which
+  // is what SIMD integer compares are.
+  const int16_t* all = reinterpret_cast<const int16_t*>(src);
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t b = 0; b < blocks; ++b) {
-      const uint16_t* x = src + r * k + b * kBlock;
-      uint16_t amax = 0;
+      const int16_t* x = all + r * k + b * kBlock;
+      int16_t amax = 0;
       for (int i = 0; i < kBlock; ++i) {
-        uint16_t a = static_cast<uint16_t>(x[i] & kBf16AbsMask);
+        const int16_t a = static_cast<int16_t>(x[i] & 0x7fff);
         amax = a > amax ? a : amax;
       }
-      if (amax >= kBf16Inf) {
+      if (amax >= 0x7f80) {
         for (int i = 0; i < kBlock; ++i)
-          if ((x[i] & kBf16AbsMask) >= kBf16Inf)
-            throw_non_finite(context, r, b, b * kBlock + i, (x[i] & kBf16AbsMask) > kBf16Inf);
+          if ((x[i] & 0x7fff) >= 0x7f80)
+            throw_non_finite(context, r, b, b * kBlock + i, (x[i] & 0x7fff) > 0x7f80);
       }
-      // A bf16 is the high half of a float, so its exponent field is bits 7..14 and the
-      // widened value is exact.
-      const uint8_t scale = scale_code_from_exponent(amax, amax >> 7u);
+      // A bf16 is the high half of a float: its exponent field is bits 7..14.
+      const auto a = static_cast<uint32_t>(amax);
+      const uint8_t scale = scale_code_from_exponent(a, a >> 7);
       scales[r * blocks + b] = scale;
-      for (int i = 0; i < kBlock; ++i) bits[i] = static_cast<uint32_t>(x[i]) << 16;
-      encode_block(bits, inverse_scale(scale), codes + r * (k / 2) + b * (kBlock / 2));
+      encode_block(x, table.by_code[scale].bf16, codes + r * (k / 2) + b * (kBlock / 2));
     }
   }
 }

@@ -292,6 +292,16 @@ TEST(Mxfp4Quantize, RandomBitPatternsMatchTheReferenceAndBf16EqualsFloat) {
       h[b * 32 + i] = v;
     }
   }
+  // Explicit edge blocks first: +0, -0, the largest finite bf16 with everything else, the
+  // smallest subnormal and the smallest normal.
+  const uint16_t edges[] = {0x0000, 0x8000, 0x7f7f, 0xff7f, 0x0001, 0x8001, 0x0080, 0x8080,
+                            0x3f80, 0x4000, 0x40c0, 0x3e80, 0x3f40, 0x0040, 0x007f, 0x7f00};
+  for (int e = 0; e < 16; ++e)
+    for (int i = 0; i < 32; ++i) {
+      h[e * 32 + i] = edges[e];                              // a block of one pattern
+      h[(16 + e) * 32 + i] = edges[(e + i) % 16];            // all patterns mixed
+      h[(32 + e) * 32 + i] = i < 16 ? edges[e] : edges[i - 16];  // one pattern vs each
+    }
   std::vector<float> f(h.size());
   for (size_t i = 0; i < h.size(); ++i) f[i] = bf16_to_float(h[i]);
 
