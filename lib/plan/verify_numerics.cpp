@@ -141,7 +141,7 @@ void check_numerics(const OpenedDestination& dst, const io::Checkpoint& source, 
       r.fail("layer " + std::to_string(layer) + " does not exist (the model has " + std::to_string(info.layers) + ")");
       continue;
     }
-    const std::string layer_name = "layer " + std::to_string(layer);
+    const std::string layer_name = models::gpt_oss::experts_prefix(layer) + "* (layer " + std::to_string(layer) + ")";
     try {
       LayerTensors kr = load_kernel_ready(dst.checkpoint, m, layer, context);
       const reference::DenseMoeLayer dense = load_source_dense(source, layer, dims);
@@ -175,7 +175,7 @@ void check_numerics(const OpenedDestination& dst, const io::Checkpoint& source, 
           std::snprintf(buf, sizeof buf, ": T=%lld relative error %.3e exceeds %.1e (%lld of %lld tokens routed differently)",
                         static_cast<long long>(tokens), row.rel_err, options.threshold,
                         static_cast<long long>(row.routing_mismatches), static_cast<long long>(tokens));
-          r.fail(models::gpt_oss::experts_prefix(layer) + "w13_weight/w2_weight (" + layer_name + ")" + buf);
+          r.fail(layer_name + buf);
         }
         rows.push_back(row);
         progress.advance(++done, layer_name);
