@@ -68,8 +68,9 @@ ordered_json inspect_path(const fs::path& path) {
   }
   uint64_t total = 0;
   size_t count = 0, shuffled = 0, original = 0;
-  auto& shards = j["shards"] = ordered_json::array();
-  auto& tensors = j["tensors"] = ordered_json::array();
+  // Built apart and moved in: references into an ordered_json object do not survive inserts.
+  ordered_json shards = ordered_json::array();
+  ordered_json tensors = ordered_json::array();
   for (const auto& name : ckpt.tensor_names()) {
     const auto& t = ckpt.find(name);
     ordered_json e;
@@ -92,6 +93,8 @@ ordered_json inspect_path(const fs::path& path) {
     e["metadata"] = s->metadata();
     shards.push_back(std::move(e));
   }
+  j["shards"] = std::move(shards);
+  j["tensors"] = std::move(tensors);
   j["totals"] = {{"tensors", count},
                  {"bytes", total},
                  {"expert_tensors_original", original},
