@@ -36,7 +36,9 @@ TEST(ShardPlan, RespectsTheBoundGreedilyInOrder) {
     EXPECT_LE(sum, bound) << plans[s].file_name;
     EXPECT_FALSE(plans[s].tensors.empty());
     // Greedy: the first tensor of the next shard did not fit in this one.
-    if (s + 1 < plans.size()) EXPECT_GT(sum + plans[s + 1].tensors.front().byte_length(), bound);
+    if (s + 1 < plans.size()) {
+      EXPECT_GT(sum + plans[s + 1].tensors.front().byte_length(), bound);
+    }
   }
   EXPECT_EQ(next, tensors.size());
 }
