@@ -247,6 +247,7 @@ TEST(HeaderValidation, RejectsDuplicateTensorNames) {
 TEST(HeaderValidation, RejectsBadMetadata) {
   EXPECT_TRUE(bad_input([] { parse(R"({"__metadata__":[1]})", 0); }, {kFile, "__metadata__ is not an object"}));
   EXPECT_TRUE(bad_input([] { parse(R"({"__metadata__":"x"})", 0); }, {"__metadata__ is not an object"}));
+  EXPECT_TRUE(bad_input([] { parse(R"({"__metadata__":0})", 0); }, {"__metadata__ is not an object"}));
   EXPECT_TRUE(bad_input([] { parse(R"({"__metadata__":{"k":1}})", 0); },
                         {kFile, "__metadata__ value of key 'k' is not a string", "a number"}));
   EXPECT_TRUE(bad_input([] { parse(R"({"__metadata__":{"k":null}})", 0); }, {"key 'k' is not a string"}));
@@ -256,6 +257,13 @@ TEST(HeaderValidation, RejectsBadMetadata) {
                         {"__metadata__ has duplicate key 'k'"}));
   EXPECT_TRUE(bad_input([] { parse(R"({"__metadata__":{},"__metadata__":{}})", 0); },
                         {"__metadata__ appears twice"}));
+}
+
+TEST(HeaderValidation, AcceptsNullMetadataAsAbsentLikeTheReference) {
+  Header h = parse(R"({"__metadata__":null,"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})", 1);
+  EXPECT_TRUE(h.metadata.empty());
+  EXPECT_EQ(h.tensors.size(), 1u);
+  EXPECT_TRUE(bad_input([] { parse(R"({"__metadata__":null,"__metadata__":{}})", 0); }, {"__metadata__ appears twice"}));
 }
 
 TEST(HeaderValidation, RejectsEntryThatIsNotAnObject) {
