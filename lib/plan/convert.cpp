@@ -10,6 +10,7 @@
 #include "core/hash.h"
 #include "core/version.h"
 #include "io/atomic_dir.h"
+#include "io/page_release.h"
 #include "io/safetensors_writer.h"
 #include "plan/expert_chunks.h"
 
@@ -172,6 +173,8 @@ Manifest execute_plan(const ConvertPlan& plan, const io::Checkpoint& source, con
         const ChunkBytes cb = chunk_bytes(job, plan.dims.experts, unit.chunk);
         source_hash.update(sources[job_index].data + cb.in_begin, cb.in_size);
         writer.write(out.data, out.size);
+        // Consumed: let the source pages go (the units already in flight read other slices).
+        io::release_mapped_pages({sources[job_index].data + cb.in_begin, cb.in_size});
         done += cb.in_size;
         progress.advance(done, job.output_name);
         if (unit.last_of_job) break;

@@ -9,7 +9,7 @@
 namespace moeprep::plan {
 
 // Input bytes per slice the executor aims for; bounds the memory of each worker.
-inline constexpr uint64_t kTargetChunkBytes = 64ull << 20;
+inline constexpr uint64_t kTargetChunkBytes = 8ull << 20;
 
 struct ExpertChunk {
   int64_t first = 0, count = 0;  // experts [first, first + count)

@@ -3,6 +3,7 @@
 
 #include "core/error.h"
 #include "core/hash.h"
+#include "io/page_release.h"
 #include "layout/recipe.h"
 #include "plan/manifest_model.h"
 #include "plan/verify_stages.h"
@@ -102,6 +103,8 @@ void check_round_trip(const OpenedDestination& dst, const io::Checkpoint& source
       diff = std::string("undo failed: ") + e.what();
     }
     if (!diff.empty()) r.fail(ref(t) + ": round trip to '" + t.source.name + "' is not exact: " + diff);
+    io::release_mapped_pages(out);
+    io::release_mapped_pages(src);
     done += out.size;
     progress.advance(done, t.name);
   }

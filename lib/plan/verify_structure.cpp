@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/hash.h"
+#include "io/page_release.h"
 #include "plan/manifest_model.h"
 #include "plan/verify_stages.h"
 
@@ -119,6 +120,7 @@ void check_integrity(const OpenedDestination& dst, StageReport& r, ProgressSink&
     const io::ByteView bytes = ckpt.data(*loc);
     if (xxh3_128_hex(bytes.data, bytes.size) != t.xxh3_128)
       r.fail(tensor_ref(t) + ": XXH3-128 of its bytes differs from the manifest (data corrupted or altered)");
+    io::release_mapped_pages(bytes);
     done += bytes.size;
     progress.advance(done, t.name);
   }
