@@ -1,0 +1,335 @@
+// Host side of the fused MoE: device buffers, uploads, the workspace, the stage sequence and
+// the one-call convenience used by verify. The kernels live in moe_routing_prep.cu and
+// moe_expert_gemm.cu.
+#include "kernels/portability.h"  // first: defines what MOEPREP_HD needs under HIP
+#include "kernels/fused_moe.h"
+
+#include <algorithm>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/error.h"
+#include "kernels/moe_internal.h"
+
+namespace moeprep::gpu {
+namespace {
+
+void check(gpuError_t err, const std::string& what) {
+  if (err != gpuSuccess) throw_internal("fused_moe: " + what + ": " + gpuGetErrorString(err));
+}
+
+gpuStream_t as_stream(void* s) { return static_cast<gpuStream_t>(s); }
+
+int64_t max_tiles_for(int64_t pairs, int64_t experts, int token_tile) {
+  return std::min(experts, pairs) + (pairs + token_tile - 1) / token_tile;
+}
+
+// The GEMM kernels advance weight and scale offsets by a constant per 64 K bytes instead of
+// calling the addressing functions for every round. True for both gate modes' formulas; checked
+// here for every row of expert 0 (the formulas are the same for every expert), so that a future
+// layout that breaks it fails loudly instead of computing garbage.
+void check_affine_k_steps(const reference::KernelReadyLayer& L) {
+  struct Tensor {
+    layout::WeightTileLayout wl;
+    layout::ScaleLayout sl;
+    const char* name;
+  };
+  const Tensor tensors[2] = {
+      {{L.mode, true, 2 * L.intermediate_pad, L.hidden_pad / 2}, {L.mode, true, 2 * L.intermediate_pad, L.w13_scale_cols}, "w13"},
+      {{L.mode, false, L.hidden_pad, L.intermediate_pad / 2}, {L.mode, false, L.hidden_pad, L.w2_scale_cols}, "w2"}};
+  for (const Tensor& t : tensors) {
+    const int64_t wstep = t.wl.offset(0, 0, 64) - t.wl.offset(0, 0, 0);
+    const int64_t sstep = t.sl.offset(0, 0, 8) - t.sl.offset(0, 0, 0);
+    for (int64_t n = 0; n < t.wl.rows; ++n) {
+      for (int64_t kb = 0; kb + 64 < t.wl.kbytes; kb += 16) {
+        if (t.wl.offset(0, n, kb + 64) - t.wl.offset(0, n, kb) != wstep) {
+          throw_internal(std::string("fused_moe: ") + t.name + " weight offsets are not affine in 64-byte K steps");
+        }
+      }
+      for (int64_t s = 0; s + 8 < t.wl.kbytes / 16; ++s) {
+        if (t.sl.offset(0, n, s + 8) - t.sl.offset(0, n, s) != sstep) {
+          throw_internal(std::string("fused_moe: ") + t.name + " scale offsets are not affine in 8-group K steps");
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+bool gpu_available(std::string* why) {
+  int count = 0;
+  const gpuError_t err = gpuGetDeviceCount(&count);
+  if (err != gpuSuccess) {
+    (void)gpuGetLastError();  // clear the sticky error for later callers
+    if (why) *why = std::string("no GPU device present: ") + gpuGetErrorString(err);
+    return false;
+  }
+  if (count == 0) {
+    if (why) *why = "no GPU device present: the " MOEPREP_GPU_API " runtime reports 0 devices";
+    return false;
+  }
+  return true;
+}
+
+// ---- DeviceBuffer ----------------------------------------------------------------------------
+
+DeviceBuffer::DeviceBuffer(size_t bytes) : size_(bytes) {
+  if (bytes > 0) check(gpuMalloc(&ptr_, bytes), "allocating " + std::to_string(bytes) + " bytes");
+}
+DeviceBuffer::~DeviceBuffer() {
+  if (ptr_) (void)gpuFree(ptr_);
+}
+DeviceBuffer::DeviceBuffer(DeviceBuffer&& o) noexcept : ptr_(o.ptr_), size_(o.size_) {
+  o.ptr_ = nullptr;
+  o.size_ = 0;
+}
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
+  if (this != &o) {
+    if (ptr_) (void)gpuFree(ptr_);
+    ptr_ = o.ptr_;
+    size_ = o.size_;
+    o.ptr_ = nullptr;
+    o.size_ = 0;
+  }
+  return *this;
+}
+void DeviceBuffer::upload(const void* host, size_t bytes) {
+  if (bytes > size_) throw_internal("fused_moe: upload of " + std::to_string(bytes) + " bytes into a smaller buffer");
+  if (bytes) check(gpuMemcpy(ptr_, host, bytes, gpuMemcpyHostToDevice), "copy to device");
+}
+void DeviceBuffer::download(void* host, size_t bytes) const {
+  if (bytes > size_) throw_internal("fused_moe: download of " + std::to_string(bytes) + " bytes from a smaller buffer");
+  if (bytes) check(gpuMemcpy(host, ptr_, bytes, gpuMemcpyDeviceToHost), "copy to host");
+}
+void DeviceBuffer::fill_bytes(uint8_t value) {
+  if (size_) check(gpuMemset(ptr_, value, size_), "memset");
+  check(gpuDeviceSynchronize(), "memset");
+}
+
+// ---- uploads ---------------------------------------------------------------------------------
+
+DeviceMoeLayer upload_layer(const reference::KernelReadyLayer& host) {
+  const reference::KernelReadySizes z = reference::check_kernel_ready_layer(host);
+  check_affine_k_steps(host);
+  DeviceMoeLayer d;
+  auto copy = [](DeviceBuffer& b, const void* src, int64_t bytes, const char* name) {
+    if (!src) throw_bad_input(std::string("fused_moe: kernel-ready tensor ") + name + " is missing");
+    b = DeviceBuffer(static_cast<size_t>(bytes));
+    b.upload(src, static_cast<size_t>(bytes));
+  };
+  copy(d.w13, host.w13_weight, z.w13_weight, "w13_weight");
+  copy(d.w13_scale, host.w13_scale, z.w13_scale, "w13_weight_scale");
+  copy(d.w13_bias, host.w13_bias, z.w13_bias, "w13_weight_bias");
+  copy(d.w2, host.w2_weight, z.w2_weight, "w2_weight");
+  copy(d.w2_scale, host.w2_scale, z.w2_scale, "w2_weight_scale");
+  copy(d.w2_bias, host.w2_bias, z.w2_bias, "w2_weight_bias");
+  d.view = host;
+  d.view.w13_weight = d.w13.as<uint8_t>();
+  d.view.w13_scale = d.w13_scale.as<uint8_t>();
+  d.view.w13_bias = d.w13_bias.as<float>();
+  d.view.w2_weight = d.w2.as<uint8_t>();
+  d.view.w2_scale = d.w2_scale.as<uint8_t>();
+  d.view.w2_bias = d.w2_bias.as<float>();
+  return d;
+}
+
+DeviceRouter upload_router(const reference::RouterWeights& w, const reference::RouterConfig& rc, int64_t experts,
+                           int64_t hidden) {
+  if (!w.weight) throw_bad_input("fused_moe: router weight is missing");
+  reference::validate_router_config(rc, experts);
+  DeviceRouter d;
+  d.experts = experts;
+  d.hidden = hidden;
+  d.weight = DeviceBuffer(static_cast<size_t>(experts * hidden * 2));
+  d.weight.upload(w.weight, d.weight.size());
+  if (w.bias) {
+    d.bias = DeviceBuffer(static_cast<size_t>(experts * 2));
+    d.bias.upload(w.bias, d.bias.size());
+  }
+  d.params.variant = rc.variant;
+  d.params.top_k = rc.top_k;
+  d.params.renormalize = rc.renormalize;
+  d.params.n_group = rc.n_group;
+  d.params.topk_group = rc.topk_group;
+  d.params.routed_scaling_factor = static_cast<float>(rc.routed_scaling_factor);
+  if (!rc.correction_bias.empty()) {
+    d.correction_bias = DeviceBuffer(rc.correction_bias.size() * sizeof(float));
+    d.correction_bias.upload(rc.correction_bias.data(), d.correction_bias.size());
+    d.params.correction_bias = d.correction_bias.as<float>();
+  }
+  if (!rc.per_expert_scale.empty()) {
+    d.per_expert_scale = DeviceBuffer(rc.per_expert_scale.size() * sizeof(float));
+    d.per_expert_scale.upload(rc.per_expert_scale.data(), d.per_expert_scale.size());
+    d.params.per_expert_scale = d.per_expert_scale.as<float>();
+  }
+  return d;
+}
+
+// ---- workspace -------------------------------------------------------------------------------
+
+MoeWorkspace::MoeWorkspace(const reference::KernelReadyLayer& L, int top_k, int64_t max_tokens)
+    : max_tokens_(max_tokens), top_k_(top_k) {
+  if (max_tokens < 1 || top_k < 1) throw_bad_input("fused_moe: workspace needs max_tokens >= 1 and top_k >= 1");
+  const int64_t T = max_tokens, P = T * top_k, E = L.experts;
+  x_perm = DeviceBuffer(static_cast<size_t>(T * L.hidden_pad * 2));
+  logits = DeviceBuffer(static_cast<size_t>(T * E * 4));
+  topk_weights = DeviceBuffer(static_cast<size_t>(P * 4));
+  topk_ids = DeviceBuffer(static_cast<size_t>(P * 4));
+  nan_flags = DeviceBuffer(static_cast<size_t>(T));
+  expert_counts = DeviceBuffer(static_cast<size_t>(E * 4));
+  sorted_pairs = DeviceBuffer(static_cast<size_t>(P * 4));
+  slot_of_pair = DeviceBuffer(static_cast<size_t>(P * 4));
+  tiles = DeviceBuffer(static_cast<size_t>(max_tiles_for(P, E, 8)) * sizeof(detail::Tile));
+  num_tiles = DeviceBuffer(4);
+  act = DeviceBuffer(static_cast<size_t>(P * L.intermediate_pad * 2));
+  y = DeviceBuffer(static_cast<size_t>(P * L.hidden * 4));
+}
+
+reference::Routing MoeWorkspace::download_routing(int64_t tokens) const {
+  reference::Routing r;
+  r.tokens = tokens;
+  r.top_k = top_k_;
+  r.ids.resize(static_cast<size_t>(tokens * top_k_));
+  r.weights.resize(r.ids.size());
+  std::vector<uint8_t> nan(static_cast<size_t>(tokens));
+  topk_ids.download(r.ids.data(), r.ids.size() * 4);
+  topk_weights.download(r.weights.data(), r.weights.size() * 4);
+  nan_flags.download(nan.data(), nan.size());
+  for (int64_t t = 0; t < tokens; ++t) {
+    if (nan[t]) r.nan_tokens.push_back(t);
+  }
+  return r;
+}
+
+// ---- stage timing ------------------------------------------------------------------------------
+
+StageEvents::StageEvents() {
+  for (auto& e : events_) {
+    gpuEvent_t ev;
+    check(gpuEventCreate(&ev), "creating an event");
+    e = ev;
+  }
+}
+StageEvents::~StageEvents() {
+  for (auto e : events_) {
+    if (e) (void)gpuEventDestroy(static_cast<gpuEvent_t>(e));
+  }
+}
+void StageEvents::record(int i, void* stream) {
+  check(gpuEventRecord(static_cast<gpuEvent_t>(events_[i]), as_stream(stream)), "recording an event");
+}
+StageTimes StageEvents::elapsed() const {
+  check(gpuEventSynchronize(static_cast<gpuEvent_t>(events_[kCount - 1])), "waiting for the last event");
+  float ms[kCount - 1];
+  for (int i = 0; i + 1 < kCount; ++i) {
+    check(gpuEventElapsedTime(&ms[i], static_cast<gpuEvent_t>(events_[i]), static_cast<gpuEvent_t>(events_[i + 1])),
+          "reading an event");
+  }
+  return {ms[0], ms[1], ms[2], ms[3], ms[4], ms[5], ms[6]};
+}
+
+// ---- the forward ---------------------------------------------------------------------------------
+
+void enqueue_fused_moe(const DeviceMoeLayer& layer, const DeviceRouter& router, const reference::ActivationParams& act,
+                       const uint16_t* x, int64_t tokens, int64_t valid_tokens, MoeWorkspace& ws, float* out,
+                       void* stream, const FusedMoeOptions& options, StageEvents* events) {
+  const reference::KernelReadyLayer& L = layer.view;
+  const int k = router.params.top_k;
+  if (tokens < 0 || tokens > ws.max_tokens()) {
+    throw_bad_input("fused_moe: " + std::to_string(tokens) + " tokens outside the workspace's [0, " +
+                    std::to_string(ws.max_tokens()) + "]");
+  }
+  if (valid_tokens < 0 || valid_tokens > tokens) {
+    throw_bad_input("fused_moe: valid_tokens " + std::to_string(valid_tokens) + " outside [0, tokens=" +
+                    std::to_string(tokens) + "]");
+  }
+  if (k != ws.top_k()) throw_bad_input("fused_moe: router top_k differs from the workspace's");
+  if (router.experts != L.experts || router.hidden != L.hidden) {
+    throw_bad_input("fused_moe: router shape [" + std::to_string(router.experts) + ", " +
+                    std::to_string(router.hidden) + "] does not match the layer's experts and hidden size");
+  }
+  if (tokens == 0) return;
+  const int64_t P = tokens * k, E = L.experts;
+  // Token tile from the mean picks per expert; K split for batches too small to fill the GPU.
+  int tile = options.token_tile;
+  if (tile == 0) {
+    const int64_t mean = (P + E - 1) / E;
+    tile = mean <= 8 ? 8 : mean <= 16 ? 16 : mean <= 32 ? 32 : 64;
+  }
+  int ksplit = options.k_split;
+  if (ksplit == 0) ksplit = (P <= 64 && tile <= 16) ? 4 : 1;
+  if (tile != 8 && tile != 16 && tile != 32 && tile != 64) {
+    throw_bad_input("fused_moe: token_tile " + std::to_string(tile) + " is not 8, 16, 32 or 64");
+  }
+  if (ksplit != 1 && ksplit != 4) throw_bad_input("fused_moe: k_split " + std::to_string(ksplit) + " is not 1 or 4");
+
+  auto mark = [&](int i) {
+    if (events) events->record(i, stream);
+  };
+  mark(0);
+  detail::launch_prep_x(x, tokens, valid_tokens, L.hidden, L.hidden_pad, ws.x_perm.as<uint16_t>(), stream);
+  mark(1);
+  detail::launch_router_logits(x, router.weight.as<uint16_t>(), router.bias.as<uint16_t>(), tokens, valid_tokens, E,
+                               L.hidden, ws.logits.as<float>(), stream);
+  mark(2);
+  const char* err = launch_fused_router(ws.logits.get(), LogitsDtype::F32, tokens, valid_tokens, E, router.params,
+                                        ws.topk_weights.as<float>(), ws.topk_ids.get(), IndexDtype::Int32, nullptr,
+                                        ws.nan_flags.as<uint8_t>(), stream);
+  if (err && *err) throw_internal(std::string("fused_moe: router: ") + err);
+  mark(3);
+  detail::launch_group(ws.topk_ids.as<int32_t>(), P, E, tile, ws.expert_counts.as<int32_t>(),
+                       ws.sorted_pairs.as<int32_t>(), ws.slot_of_pair.as<int32_t>(), ws.tiles.as<detail::Tile>(),
+                       ws.num_tiles.as<int32_t>(), stream);
+  mark(4);
+  detail::ExpertGemmArgs g;
+  g.layer = &L;
+  g.sorted_pairs = ws.sorted_pairs.as<int32_t>();
+  g.top_k = k;
+  g.tiles = ws.tiles.as<detail::Tile>();
+  g.num_tiles = ws.num_tiles.as<int32_t>();
+  g.max_tiles = max_tiles_for(P, E, tile);
+  g.token_tile = tile;
+  g.k_split = ksplit;
+  g.simple = options.simple;
+  g.act = act;
+  detail::launch_gate_up(g, ws.x_perm.as<uint16_t>(), ws.act.as<uint16_t>(), stream);
+  mark(5);
+  detail::launch_down(g, ws.act.as<uint16_t>(), ws.y.as<float>(), stream);
+  mark(6);
+  detail::launch_combine(ws.y.as<float>(), ws.topk_ids.as<int32_t>(), ws.topk_weights.as<float>(),
+                         ws.slot_of_pair.as<int32_t>(), tokens, valid_tokens, k, L.hidden, out, stream);
+  mark(7);
+}
+
+reference::MoeOutput run_fused_moe(const DeviceMoeLayer& layer, const DeviceRouter& router,
+                                   const reference::ActivationParams& act, const uint16_t* x_host, int64_t tokens,
+                                   int64_t valid_tokens, const FusedMoeOptions& options) {
+  reference::MoeOutput result;
+  const int64_t H = layer.view.hidden;
+  result.out.assign(static_cast<size_t>(tokens * H), 0.0f);
+  if (tokens == 0) {
+    result.routing.top_k = router.params.top_k;
+    return result;
+  }
+  MoeWorkspace ws(layer.view, router.params.top_k, tokens);
+  DeviceBuffer x(static_cast<size_t>(tokens * H * 2)), out(static_cast<size_t>(tokens * H * 4));
+  x.upload(x_host, x.size());
+  enqueue_fused_moe(layer, router, act, x.as<uint16_t>(), tokens, valid_tokens, ws, out.as<float>(), nullptr, options);
+  check(gpuDeviceSynchronize(), "running the fused MoE");
+  out.download(result.out.data(), out.size());
+  result.routing = ws.download_routing(tokens);
+  return result;
+}
+
+reference::MoeOutput moe_forward_gpu(const reference::KernelReadyLayer& host_layer,
+                                     const reference::RouterWeights& router, const reference::RouterConfig& rc,
+                                     const reference::ActivationParams& act, const uint16_t* x, int64_t tokens,
+                                     int64_t valid_tokens) {
+  const DeviceMoeLayer layer = upload_layer(host_layer);
+  const DeviceRouter r = upload_router(router, rc, host_layer.experts, host_layer.hidden);
+  return run_fused_moe(layer, r, act, x, tokens, valid_tokens);
+}
+
+}  // namespace moeprep::gpu

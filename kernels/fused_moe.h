@@ -1,0 +1,132 @@
+#pragma once
+// The fused MXFP4 MoE forward on the GPU (kernels/fused_moe.cu; CUDA, and HIP from the same
+// source). It reads the kernel-ready tensors where convert put them, addressing shuffled tiles
+// and scales through layout/addressing.h; nothing is un-shuffled first. Pipeline per call:
+//   x -> K-permuted, padded copy -> router logits -> launch_fused_router -> per-expert grouping
+//   (counts, offsets, stable permutation, token tiles) -> gate_up GEMM + bias + activation
+//   (bf16 out) -> down GEMM + bias (fp32 per pick) -> combine over the k picks in pick order.
+// Deterministic: no float atomics; every sum has a fixed order. Rows of padding tokens are zero.
+//
+// This header is plain C++ (no CUDA types), so the CLI and the tests include it directly.
+// Errors are moeprep::Error: BadInput for shapes, Internal for a failed device call (the
+// message names the call and the runtime's error string).
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "kernels/router.h"
+#include "reference/moe.h"
+
+namespace moeprep::gpu {
+
+// True when a device is usable; otherwise `why` (if given) says "no GPU device present: ...".
+bool gpu_available(std::string* why);
+
+// An owned device allocation (move-only).
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t bytes);
+  ~DeviceBuffer();
+  DeviceBuffer(DeviceBuffer&& o) noexcept;
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  void* get() const { return ptr_; }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(ptr_);
+  }
+  size_t size() const { return size_; }
+  void upload(const void* host, size_t bytes);           // synchronous, bytes <= size()
+  void download(void* host, size_t bytes) const;         // synchronous
+  void fill_bytes(uint8_t value);                        // synchronous memset (poisoning in tests)
+
+ private:
+  void* ptr_ = nullptr;
+  size_t size_ = 0;
+};
+
+// Device copies of one layer's six kernel-ready tensors; `view` holds the device pointers.
+struct DeviceMoeLayer {
+  reference::KernelReadyLayer view;
+  DeviceBuffer w13, w13_scale, w13_bias, w2, w2_scale, w2_bias;
+};
+// Checks the sizes (reference::check_kernel_ready_layer) and copies the tensors.
+DeviceMoeLayer upload_layer(const reference::KernelReadyLayer& host);
+
+// The router's weights [E, H] bf16, bias [E] bf16 (optional) and configuration on the device.
+struct DeviceRouter {
+  int64_t experts = 0, hidden = 0;
+  DeviceBuffer weight, bias, correction_bias, per_expert_scale;
+  DeviceRouterParams params;  // points into the buffers above
+};
+DeviceRouter upload_router(const reference::RouterWeights& w, const reference::RouterConfig& rc, int64_t experts,
+                           int64_t hidden);
+
+// Scratch for calls of up to `max_tokens` tokens on one layer shape and top_k.
+class MoeWorkspace {
+ public:
+  MoeWorkspace(const reference::KernelReadyLayer& layer, int top_k, int64_t max_tokens);
+  int64_t max_tokens() const { return max_tokens_; }
+  int top_k() const { return top_k_; }
+
+  // Routing of the last call (synchronous copy): ids -1 / weights 0 for padding and NaN tokens.
+  reference::Routing download_routing(int64_t tokens) const;
+
+  // Buffers (device), public for the launcher.
+  DeviceBuffer x_perm, logits, topk_weights, topk_ids, nan_flags, expert_counts, sorted_pairs, slot_of_pair,
+      tiles, num_tiles, act, y;
+
+ private:
+  int64_t max_tokens_ = 0;
+  int top_k_ = 0;
+};
+
+// How the expert GEMMs run. 0 = chosen from the shape (tokens * top_k / experts).
+struct FusedMoeOptions {
+  int token_tile = 0;   // tokens per GEMM tile: 8, 16, 32 or 64
+  int k_split = 0;      // warps of a block that split K (small batches): 1 or 4
+  bool simple = false;  // the plain one-thread-per-output kernels (the portable, slow path)
+};
+
+// Timing hook: events recorded between the stages of one enqueue_fused_moe call.
+struct StageTimes {
+  float prep_ms = 0, logits_ms = 0, route_ms = 0, group_ms = 0, gate_up_ms = 0, down_ms = 0, combine_ms = 0;
+  float total_ms() const { return prep_ms + logits_ms + route_ms + group_ms + gate_up_ms + down_ms + combine_ms; }
+};
+class StageEvents {
+ public:
+  static constexpr int kCount = 8;
+  StageEvents();
+  ~StageEvents();
+  StageEvents(const StageEvents&) = delete;
+  StageEvents& operator=(const StageEvents&) = delete;
+  void record(int i, void* stream);
+  StageTimes elapsed() const;  // synchronizes on the last event
+
+ private:
+  void* events_[kCount] = {};
+};
+
+// Enqueues the whole forward on `stream` (nullptr = default stream) without synchronizing, so
+// it can be captured in a graph. x: device bf16 [tokens, H]; out: device fp32 [tokens, H], every
+// element written (padding rows zero).
+void enqueue_fused_moe(const DeviceMoeLayer& layer, const DeviceRouter& router, const reference::ActivationParams& act,
+                       const uint16_t* x, int64_t tokens, int64_t valid_tokens, MoeWorkspace& ws, float* out,
+                       void* stream, const FusedMoeOptions& options = {}, StageEvents* events = nullptr);
+
+// One call from host memory to host memory: upload, run, copy back output and routing. What
+// verify calls.
+reference::MoeOutput moe_forward_gpu(const reference::KernelReadyLayer& host_layer,
+                                     const reference::RouterWeights& router, const reference::RouterConfig& rc,
+                                     const reference::ActivationParams& act, const uint16_t* x, int64_t tokens,
+                                     int64_t valid_tokens);
+
+// The same with the layer and router already on the device.
+reference::MoeOutput run_fused_moe(const DeviceMoeLayer& layer, const DeviceRouter& router,
+                                   const reference::ActivationParams& act, const uint16_t* x_host, int64_t tokens,
+                                   int64_t valid_tokens, const FusedMoeOptions& options = {});
+
+}  // namespace moeprep::gpu

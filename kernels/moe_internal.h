@@ -1,0 +1,65 @@
+#pragma once
+// What the fused MoE's kernel files share: the token-tile record, the K permutation of the
+// GEMM operands, and the launchers (host functions; pointers are device pointers; each checks
+// its launch and throws moeprep::Error naming the kernel). Plain C++: no CUDA types.
+#include <cstdint>
+
+#include "layout/addressing.h"
+#include "reference/moe.h"
+
+namespace moeprep::gpu::detail {
+
+// One GEMM work item: `count` (<= the token tile) consecutive expert-sorted slots starting at
+// `start`, all routed to `expert`.
+struct Tile {
+  int32_t expert, start, count, unused;
+};
+
+// The B operand (activations) of the expert GEMMs is stored K-permuted inside each aligned
+// group of 8 elements, so that one 16-byte load per lane matches the A fragments that the MXFP4
+// dequantization produces (kernels/moe_expert_gemm.cu): position p of a group holds element
+// (3, 7, 2, 6, 1, 5, 0, 4)[p]. A sum over K does not care about the order.
+MOEPREP_HD int permuted_element(int p) { return ((p & 1) ? 7 : 3) - (p >> 1); }
+MOEPREP_HD int permuted_position(int i) { return i < 4 ? 6 - 2 * i : 15 - 2 * i; }
+MOEPREP_HD int64_t permuted_index(int64_t k) { return (k & ~int64_t{7}) | permuted_position(static_cast<int>(k & 7)); }
+
+// x [T, H] bf16 -> x_perm [T, Hp] bf16 (K-permuted, zero past H and for tokens >= valid).
+void launch_prep_x(const uint16_t* x, int64_t tokens, int64_t valid, int64_t H, int64_t Hp, uint16_t* x_perm,
+                   void* stream);
+
+// logits [T, E] fp32 = x . W^T + b for t < valid (0 for padding rows).
+void launch_router_logits(const uint16_t* x, const uint16_t* w, const uint16_t* bias, int64_t tokens, int64_t valid,
+                          int64_t E, int64_t H, float* logits, void* stream);
+
+// Groups the T*k picks by expert, stable in pick order: sorted_pairs (pick index per slot),
+// slot_of_pair, counts [E], tiles of `token_tile` slots and their number.
+void launch_group(const int32_t* topk_ids, int64_t pairs, int64_t E, int token_tile, int32_t* counts,
+                  int32_t* sorted_pairs, int32_t* slot_of_pair, Tile* tiles, int32_t* num_tiles, void* stream);
+
+// out[t, h] = sum over picks j in order of w[t, j] * y[slot(t, j), h]; zero rows for padding.
+void launch_combine(const float* y, const int32_t* topk_ids, const float* topk_weights, const int32_t* slot_of_pair,
+                    int64_t tokens, int64_t valid, int top_k, int64_t H, float* out, void* stream);
+
+// The expert GEMMs. Common arguments of both.
+struct ExpertGemmArgs {
+  const reference::KernelReadyLayer* layer = nullptr;  // device pointers
+  const int32_t* sorted_pairs = nullptr;
+  int top_k = 0;
+  const Tile* tiles = nullptr;
+  const int32_t* num_tiles = nullptr;
+  int64_t max_tiles = 0;
+  int token_tile = 8;  // 8, 16, 32, 64
+  int k_split = 1;     // 1 or 4
+  bool simple = false;
+  reference::ActivationParams act;
+};
+
+// gate_up: act [P, Ip] bf16 (K-permuted) from x_perm [T, Hp].
+void launch_gate_up(const ExpertGemmArgs& a, const uint16_t* x_perm, uint16_t* act, void* stream);
+// down: y [P, H] fp32 from act.
+void launch_down(const ExpertGemmArgs& a, const uint16_t* act, float* y, void* stream);
+
+// Throws Internal naming `what` when the last launch or call failed.
+void check_launch(const char* what);
+
+}  // namespace moeprep::gpu::detail
