@@ -39,6 +39,10 @@ struct DenseMoeLayer {
   std::vector<float> b13;            // [E, 2I]
   std::vector<float> w2;             // [E, H, I]
   std::vector<float> b2;             // [E, H]
+  // Which experts are held: slot[e] indexes w13/b13/w2/b2 (each then [S, ...] for S held
+  // experts), -1 when not loaded. Empty: all E experts, slot = identity. Lets verify of a
+  // large layer load only the experts the tokens are routed to.
+  std::vector<int32_t> slot;
 };
 
 // Pointers to the kernel-ready tensors of one layer (host memory for the CPU version, device

@@ -14,8 +14,16 @@ MoeOutput moe_forward_reference(const DenseMoeLayer& layer, const RouterWeights&
                                 int64_t valid_tokens) {
   const int64_t E = layer.experts, H = layer.hidden, I = layer.intermediate;
   if (E <= 0 || H <= 0 || I <= 0) throw_bad_input("moe reference: empty layer");
-  if (static_cast<int64_t>(layer.w13.size()) != E * 2 * I * H || static_cast<int64_t>(layer.b13.size()) != E * 2 * I ||
-      static_cast<int64_t>(layer.w2.size()) != E * H * I || static_cast<int64_t>(layer.b2.size()) != E * H) {
+  if (!layer.slot.empty() && static_cast<int64_t>(layer.slot.size()) != E)
+    throw_bad_input("moe reference: slot map of " + std::to_string(layer.slot.size()) + " entries for " +
+                    std::to_string(E) + " experts");
+  int64_t held = E;
+  if (!layer.slot.empty()) {
+    held = 0;
+    for (int32_t s : layer.slot) held = std::max<int64_t>(held, s + 1);
+  }
+  if (static_cast<int64_t>(layer.w13.size()) != held * 2 * I * H || static_cast<int64_t>(layer.b13.size()) != held * 2 * I ||
+      static_cast<int64_t>(layer.w2.size()) != held * H * I || static_cast<int64_t>(layer.b2.size()) != held * H) {
     throw_bad_input("moe reference: dense layer tensors do not match E=" + std::to_string(E) + " H=" +
                     std::to_string(H) + " I=" + std::to_string(I));
   }
@@ -31,8 +39,10 @@ MoeOutput moe_forward_reference(const DenseMoeLayer& layer, const RouterWeights&
     for (int64_t c = 0; c < H; ++c) xd[c] = bf16_to_float(x[t * H + c]);
     std::fill(out.begin(), out.end(), 0.0);
     for (int j = 0; j < k; ++j) {
-      const int32_t e = result.routing.ids[t * k + j];
-      if (e < 0) continue;  // a NaN token: no expert, output stays zero
+      const int32_t picked = result.routing.ids[t * k + j];
+      if (picked < 0) continue;  // a NaN token: no expert, output stays zero
+      const int64_t e = layer.slot.empty() ? picked : layer.slot[picked];
+      if (e < 0) throw_internal("moe reference: expert " + std::to_string(picked) + " was routed to but not loaded");
       const double weight = result.routing.weights[t * k + j];
       for (int64_t n = 0; n < 2 * I; ++n) {
         const float* w = layer.w13.data() + (e * 2 * I + n) * H;

@@ -1,0 +1,86 @@
+#pragma once
+// A model adapter maps one model family's checkpoint onto the kernel-ready MoE tensors.
+//
+// For every MoE layer it describes, per role (w13 weights/scales/bias, w2 ...), a *canonical
+// source*: the tensor in the GPT-OSS MXFP4 layout that the aiter recipes start from
+// (blocks U8 [E, N, K/32, 16], scales U8 [E, N, K/32], bias BF16 [E, N]). For GPT-OSS MXFP4
+// checkpoints that is a source tensor as it is; for BF16/FP8 checkpoints it is assembled on the
+// fly (experts gathered, transposed, dequantized, quantized to MXFP4). The planner and verify
+// only ever see canonical sources, so every family shares the same recipes, manifest and
+// checks.
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/byte_tensor.h"
+#include "io/checkpoint.h"
+#include "models/model_info.h"
+#include "reference/moe.h"
+
+namespace moeprep::models {
+
+enum class Role { W13Weight, W13Scale, W13Bias, W2Weight, W2Scale, W2Bias };
+
+// One canonical source tensor of one layer.
+struct CanonicalSource {
+  Dtype dtype = Dtype::U8;
+  Shape shape;  // canonical shape for all experts, e.g. [E, 2I, H/32, 16]
+  // The checkpoint tensors it is made from, in a fixed order (hashed into the manifest).
+  std::vector<std::string> tensors;
+  // "" when the canonical source *is* tensors[0] byte for byte (then the executor reads the
+  // memory map directly); otherwise the name of the transform, e.g. "quantize_mxfp4" or
+  // "dequantize_fp8_block+quantize_mxfp4", recorded in the manifest.
+  std::string transform;
+  // Produces experts [first, first + count) of the canonical tensor. Must be deterministic.
+  // Unused when transform is empty.
+  std::function<ByteTensor(int64_t first, int64_t count)> assemble;
+};
+
+struct MoeLayer {
+  int64_t layer = 0;
+  std::string output_prefix;  // e.g. "model.layers.3.mlp.experts." (+ "w13_weight", ...)
+  // Whether the w13 canonical rows are gate/up pairs (g0,u0,g1,u1,...) (GPT-OSS) that the
+  // recipe must de-interleave, or already [gate; up].
+  bool gate_up_interleaved = false;
+  std::map<Role, CanonicalSource> sources;  // bias roles absent when the model has no bias
+  // Tensors of this layer that the conversion consumes (not copied through).
+  std::vector<std::string> consumed;
+};
+
+// What verify's numerics stage needs from the source for one layer.
+struct LayerReference {
+  // Exact float weights of the source (before any quantization). Only the experts asked for
+  // are filled in: dense.slot maps expert -> slot (-1: not loaded), so that verify of a
+  // 128-expert layer holds a few experts, not all of them.
+  reference::DenseMoeLayer dense;
+  std::vector<uint16_t> router_weight; // [E, H] bf16
+  std::vector<uint16_t> router_bias;   // [E] bf16 or empty
+  reference::RouterConfig router;      // with per-layer tensors (correction bias, expert scales)
+};
+
+class ModelAdapter {
+ public:
+  virtual ~ModelAdapter() = default;
+  virtual std::string family() const = 0;
+  virtual const ModelInfo& info() const = 0;
+  // Every MoE layer, in layer order. Throws BadInput naming a missing or mis-shaped tensor, or
+  // an unknown tensor inside an expert block.
+  virtual std::vector<MoeLayer> moe_layers() const = 0;
+  // The reference data of one layer for verify's numerics stage. `experts_needed` lists the
+  // experts whose dense weights must be filled in (others may be left zero), so that verify of
+  // a large model stays within memory.
+  virtual LayerReference layer_reference(int64_t layer, const std::vector<int32_t>& experts_needed) const = 0;
+  // Router weights only: enough to route and so to know which experts are needed.
+  virtual LayerReference layer_router(int64_t layer) const = 0;
+};
+
+// Picks the adapter for a checkpoint from its config.json. Throws BadInput: no config.json; a
+// dense (non-MoE) model ("nothing to convert"); an MoE model_type without an adapter (listing
+// the supported ones).
+std::unique_ptr<ModelAdapter> make_adapter(const io::Checkpoint& checkpoint);
+
+}  // namespace moeprep::models
