@@ -148,7 +148,7 @@ StepPtr make_aiter_shuffle_scale_interleave_step(bool gate_up, int64_t experts) 
 
 StepPtr aiter_shuffle_scale_step_from_params(const nlohmann::ordered_json& params) {
   detail::ParamReader p(kId, params, {"gate_mode", "pad_value", "gate_up", "experts"});
-  if (gate_mode_from_name(p.string("gate_mode"), kId) == GateMode::Separated) {
+  if (detail::gate_mode_from_name(p.string("gate_mode"), kId) == GateMode::Separated) {
     if (p.has("gate_up") || p.has("experts"))
       throw_bad_input(std::string(kId) + "(separated): params gate_up and experts belong to the interleave mode");
     const int64_t pad = p.has("pad_value") ? p.integer("pad_value") : 127;

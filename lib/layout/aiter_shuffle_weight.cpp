@@ -17,7 +17,7 @@ class AiterShuffleWeight final : public LayoutStep {
 
   std::string id() const override { return kId; }
   nlohmann::ordered_json params() const override {
-    nlohmann::ordered_json p = {{"gate_mode", gate_mode_name(mode_)}};
+    nlohmann::ordered_json p = {{"gate_mode", detail::gate_mode_name(mode_)}};
     if (mode_ == GateMode::Interleave) p["gate_up"] = gate_up_;
     return p;
   }
@@ -90,7 +90,7 @@ StepPtr make_aiter_shuffle_weight_step(GateMode mode, bool gate_up) {
 
 StepPtr aiter_shuffle_weight_step_from_params(const nlohmann::ordered_json& params) {
   detail::ParamReader p(kId, params, {"gate_mode", "gate_up"});
-  const GateMode mode = gate_mode_from_name(p.string("gate_mode"), kId);
+  const GateMode mode = detail::gate_mode_from_name(p.string("gate_mode"), kId);
   // The separated mode ignores gate_up (AITER does too), so it may be absent there.
   const bool gate_up = mode == GateMode::Interleave || p.has("gate_up") ? p.boolean("gate_up") : false;
   return make_aiter_shuffle_weight_step(mode, gate_up);

@@ -1,7 +1,7 @@
 #include "core/error.h"
-#include "layout/steps.h"
+#include "layout/step_support.h"
 
-namespace moeprep::layout {
+namespace moeprep::layout::detail {
 
 const char* gate_mode_name(GateMode mode) { return mode == GateMode::Separated ? "separated" : "interleave"; }
 
@@ -11,4 +11,4 @@ GateMode gate_mode_from_name(const std::string& name, const std::string& context
   throw_bad_input(context + ": unknown gate_mode \"" + name + "\" (known: separated, interleave)");
 }
 
-}  // namespace moeprep::layout
+}  // namespace moeprep::layout::detail

@@ -45,6 +45,7 @@ struct FillBlock {
   }
   // Both start at an element boundary, so the pattern is aligned with the data.
   void write(uint8_t* dst, size_t n) const {
+    if (n == 0) return;
     if (uniform) {
       std::memset(dst, bytes[0], n);
       return;
@@ -96,10 +97,11 @@ void embed_padded(const uint8_t* src, const Shape& view, uint8_t* dst, const Sha
                   const std::vector<uint8_t>& fill) {
   const RowPlan plan = plan_rows(view, padded, fill.size());
   const FillBlock block(fill);
+  if (plan.row_bytes == 0) return;
   for_each_row(plan, [&](int64_t row, bool inside) {
     uint8_t* d = dst + row * plan.row_bytes;
     size_t copied = 0;
-    if (inside) {
+    if (inside && plan.run_bytes > 0) {
       std::memcpy(d, src, plan.run_bytes);
       src += plan.run_bytes;
       copied = plan.run_bytes;
@@ -113,10 +115,11 @@ std::optional<int64_t> crop_padded(const uint8_t* src, const Shape& padded, uint
   const RowPlan plan = plan_rows(view, padded, fill.size());
   const FillBlock block(fill);
   std::optional<int64_t> bad;
+  if (plan.row_bytes == 0) return bad;
   for_each_row(plan, [&](int64_t row, bool inside) {
     const uint8_t* s = src + row * plan.row_bytes;
     size_t copied = 0;
-    if (inside) {
+    if (inside && plan.run_bytes > 0) {
       std::memcpy(dst, s, plan.run_bytes);
       dst += plan.run_bytes;
       copied = plan.run_bytes;

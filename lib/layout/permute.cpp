@@ -62,24 +62,53 @@ CopyPlan plan_copy(const Shape& dims, const Permutation& perm, size_t elem_bytes
   return plan;
 }
 
+// Source offsets of the runs of the innermost levels, in output order. Small inner levels
+// (the scale shuffles move single bytes, two at a time per level) would otherwise pay the
+// odometer for every couple of bytes; a table of up to kMaxBlock runs makes the hot loop one
+// flat gather.
+constexpr int64_t kMaxBlock = 4096;
+
+struct InnerBlock {
+  std::vector<int64_t> offsets;
+  size_t outer_levels;  // the levels left to the odometer
+};
+
+InnerBlock make_inner_block(const CopyPlan& plan) {
+  size_t k = plan.levels.size();
+  int64_t count = 1;
+  while (k > 0 && count * plan.levels[k - 1].count <= kMaxBlock) count *= plan.levels[--k].count;
+  if (k == plan.levels.size()) --k;  // one level larger than kMaxBlock: it alone is the block
+  InnerBlock block{{0}, k};
+  for (size_t d = plan.levels.size(); d-- > k;) {
+    // Prepend level d: each existing offset repeated for every step of d (d varies slowest).
+    std::vector<int64_t> next;
+    next.reserve(block.offsets.size() * static_cast<size_t>(plan.levels[d].count));
+    for (int64_t i = 0; i < plan.levels[d].count; ++i)
+      for (int64_t o : block.offsets) next.push_back(i * plan.levels[d].src_stride + o);
+    block.offsets.swap(next);
+  }
+  return block;
+}
+
 // kRun > 0: the run size is known at compile time and the memcpy becomes one or two vector
 // moves; kRun == 0: any run size.
 template <size_t kRun>
 void copy_runs(const uint8_t* src, uint8_t* dst, const CopyPlan& plan) {
   const size_t run = kRun ? kRun : plan.run;
-  const size_t n = plan.levels.size();
-  const Level inner = plan.levels[n - 1];
+  const InnerBlock block = make_inner_block(plan);
+  const int64_t* offsets = block.offsets.data();
+  const size_t block_size = block.offsets.size();
+  const size_t n = block.outer_levels;
   std::vector<int64_t> index(n, 0);
   int64_t offset = 0;
   for (;;) {
     const uint8_t* s = src + offset;
-    for (int64_t j = 0; j < inner.count; ++j) {
-      std::memcpy(dst, s, kRun ? kRun : run);
-      s += inner.src_stride;
+    for (size_t j = 0; j < block_size; ++j) {
+      std::memcpy(dst, s + offsets[j], kRun ? kRun : run);
       dst += run;
     }
     // Odometer over the outer levels.
-    size_t d = n - 1;
+    size_t d = n;
     for (;;) {
       if (d == 0) return;
       --d;

@@ -5,9 +5,16 @@
 #include <string>
 
 #include "core/byte_tensor.h"
+#include "layout/addressing.h"
 #include "layout/step.h"
 
 namespace moeprep::layout::detail {
+
+// "separated" / "interleave", the strings the manifest records. (In detail so that ADL on a
+// GateMode argument never makes a caller's own helper of the same name ambiguous.)
+const char* gate_mode_name(GateMode mode);
+// Throws BadInput naming `context` for any other string.
+GateMode gate_mode_from_name(const std::string& name, const std::string& context);
 
 // Bytes per element; throws BadInput naming `step` for sub-byte dtypes (F4, F6_*).
 size_t element_bytes(Dtype dtype, const std::string& step);

@@ -13,11 +13,6 @@
 
 namespace moeprep::layout {
 
-// "separated" / "interleave", the strings the manifest records.
-const char* gate_mode_name(GateMode mode);
-// Throws BadInput naming `context` for any other string.
-GateMode gate_mode_from_name(const std::string& name, const std::string& context);
-
 // `view` {"shape": [...]}: a reshape, same bytes; the element count must match.
 StepPtr make_view_step(Shape shape);
 

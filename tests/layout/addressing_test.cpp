@@ -20,7 +20,7 @@ TEST(Addressing, WeightTileLayoutMatchesShuffleWeight) {
     const int64_t n = mode == GateMode::Separated ? 16 * random_int(rng, 1, 4)
                                                   : (gate_up ? 32 * random_int(rng, 1, 3) : 16 * random_int(rng, 1, 4));
     const int64_t kb = mode == GateMode::Separated ? 32 * random_int(rng, 1, 4) : 64 * random_int(rng, 1, 3);
-    SCOPED_TRACE(std::string(gate_mode_name(mode)) + (gate_up ? " gate_up" : " down") + " [" + std::to_string(e) +
+    SCOPED_TRACE(std::string(mode_name(mode)) + (gate_up ? " gate_up" : " down") + " [" + std::to_string(e) +
                  ", " + std::to_string(n) + ", " + std::to_string(kb) + "]");
     const ByteTensor in = random_tensor(Dtype::U8, {e, n, kb}, rng);
     const ByteTensor out = make_aiter_shuffle_weight_step(mode, gate_up)->apply(in);

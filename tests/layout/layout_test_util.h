@@ -11,6 +11,7 @@
 
 #include "core/byte_tensor.h"
 #include "core/error.h"
+#include "layout/addressing.h"
 
 namespace moeprep::layout::testing {
 
@@ -28,6 +29,8 @@ inline ByteTensor random_tensor(Dtype dtype, Shape shape, std::mt19937_64& rng) 
 inline int64_t random_int(std::mt19937_64& rng, int64_t lo, int64_t hi) {
   return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
 }
+
+inline const char* mode_name(GateMode mode) { return mode == GateMode::Separated ? "separated" : "interleave"; }
 
 // Runs fn, expects a moeprep::Error of `kind` whose message contains every fragment.
 inline void expect_error(const std::function<void()>& fn, std::initializer_list<std::string> fragments,

@@ -61,6 +61,22 @@ TEST(PermuteBytes, MatchesDefinitionOnRandomViews) {
   }
 }
 
+TEST(PermuteBytes, InnerLevelsLargerThanOneOffsetTable) {
+  // Inner levels are gathered through a table of at most 4096 runs; these views cross that
+  // bound in both ways (one level alone over it; several levels whose product is).
+  std::mt19937_64 rng(3);
+  const std::pair<Shape, Permutation> cases[] = {
+      {{2, 4100, 3}, {0, 2, 1}}, {{70, 70, 3}, {2, 1, 0}}, {{3, 64, 64, 2}, {3, 2, 1, 0}}, {{5000, 2}, {1, 0}}};
+  for (const auto& [dims, perm] : cases) {
+    const auto src = random_bytes(static_cast<size_t>(checked_numel(dims, "t")) * 2, rng);
+    std::vector<uint8_t> dst(src.size()), back(src.size());
+    permute_bytes(src.data(), dst.data(), dims, perm, 2);
+    EXPECT_EQ(dst, naive_permute(src, dims, perm, 2)) << shape_to_string(dims);
+    unpermute_bytes(dst.data(), back.data(), dims, perm, 2);
+    EXPECT_EQ(back, src);
+  }
+}
+
 TEST(PermuteBytes, IdentityAndZeroSizedViews) {
   std::mt19937_64 rng(2);
   const auto src = random_bytes(2 * 3 * 4, rng);

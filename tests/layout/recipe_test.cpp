@@ -55,7 +55,7 @@ void check_undo_and_json(const Recipe& r, const ByteTensor& src, const ByteTenso
 
 TEST(Recipe, W13WeightsBothModes) {
   for (GateMode mode : {GateMode::Separated, GateMode::Interleave}) {
-    SCOPED_TRACE(gate_mode_name(mode));
+    SCOPED_TRACE(mode_name(mode));
     std::mt19937_64 rng(41);
     const ByteTensor src = random_tensor(Dtype::U8, {E, 2 * I, H / 32, 16}, rng);  // HF gate_up_proj_blocks
     const Recipe r = w13_weight_recipe(mode);
@@ -89,7 +89,7 @@ TEST(Recipe, W13WeightsBothModes) {
 
 TEST(Recipe, W13ScalesBothModes) {
   for (GateMode mode : {GateMode::Separated, GateMode::Interleave}) {
-    SCOPED_TRACE(gate_mode_name(mode));
+    SCOPED_TRACE(mode_name(mode));
     std::mt19937_64 rng(42);
     const ByteTensor src = random_tensor(Dtype::U8, {E, 2 * I, H / 32}, rng);
     const Recipe r = w13_scale_recipe(mode);
