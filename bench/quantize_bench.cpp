@@ -123,9 +123,12 @@ void BM_Fp8BlockDequant(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(BM_QuantizeMxfp4Bf16)->Unit(benchmark::kMillisecond)->UseRealTime()->Threads(1)->Threads(2);
-BENCHMARK(BM_QuantizeMxfp4F32)->Unit(benchmark::kMillisecond)->UseRealTime()->Threads(1)->Threads(2);
-BENCHMARK(BM_DequantizeMxfp4)->Unit(benchmark::kMillisecond)->UseRealTime()->Threads(1)->Threads(2);
-BENCHMARK(BM_Fp8BlockDequant)->Unit(benchmark::kMillisecond)->UseRealTime()->Threads(1)->Threads(2);
+#define MOEPREP_THROUGHPUT_BENCHMARK(fn) \
+  BENCHMARK(fn)->Unit(benchmark::kMillisecond)->UseRealTime()->Threads(1)->Threads(2)
+
+MOEPREP_THROUGHPUT_BENCHMARK(BM_QuantizeMxfp4Bf16);
+MOEPREP_THROUGHPUT_BENCHMARK(BM_QuantizeMxfp4F32);
+MOEPREP_THROUGHPUT_BENCHMARK(BM_DequantizeMxfp4);
+MOEPREP_THROUGHPUT_BENCHMARK(BM_Fp8BlockDequant);
 
 BENCHMARK_MAIN();

@@ -58,7 +58,8 @@ TEST(Fp8BlockDequant, RaggedEdgesUseTheRightBlockScale) {
   fp8_block_dequant(t.weight.data(), t.n, t.k, t.scale.data(), t.srows, t.scols, out.data(), "w");
   for (int64_t i = 0; i < t.n; ++i)
     for (int64_t j = 0; j < t.k; ++j) {
-      const float want = fp8_e4m3_to_float(t.weight[i * t.k + j]) * t.scale[(i / 128) * 2 + j / 128];
+      const float want =
+          fp8_e4m3_to_float(t.weight[i * t.k + j]) * t.scale[(i / 128) * 2 + j / 128];
       ASSERT_EQ(out[i * t.k + j], want) << i << "," << j;
     }
   // Spot checks of the corners of the grid by hand.
