@@ -1,0 +1,409 @@
+// The fused router: one launch per call. A token is handled by LPT consecutive lanes of one
+// warp (LPT a power of two, chosen from E so that each lane holds at most kSlots experts:
+// expert e = j * LPT + sub for slot j of sub-lane sub). Each of the k picks is a max-reduction of
+// packed (score, index) keys over those lanes (reference/topk_key.h), so ties go to the lower
+// index and negative scores rank correctly. Every collective runs on all lanes of the warp,
+// whatever k, E, the token count or the token's state (NaN, padding): only the stores are
+// predicated.
+#include <climits>
+#include <cmath>
+#include <string>
+
+// The runtime header first: the host+device helpers below need its qualifiers under HIP.
+#include "kernels/portability.h"
+
+#include "formats/bf16.h"
+#include "kernels/router.h"
+#include "reference/topk_key.h"
+
+namespace moeprep::gpu {
+namespace {
+
+using reference::float_from_order_key;
+using reference::kNoCandidate;
+using reference::pack_topk_key;
+using reference::RouterVariant;
+using reference::selection_value_key;
+using reference::topk_key_index;
+using reference::topk_key_value_key;
+
+constexpr int kSlots = 16;  // experts held per lane, in registers
+constexpr int kMaxTopK = 16;
+constexpr int kMaxExperts = 512;  // kSlots * 32 lanes
+constexpr int kMaxGroups = 32;    // kept-group mask is one 32-bit word
+constexpr int kBlockThreads = 4 * MOEPREP_WARP_SIZE;
+
+struct RouterLaunch {
+  int64_t tokens;
+  int64_t valid_tokens;
+  int experts;
+  DeviceRouterParams params;
+  float* topk_weights;
+  void* topk_ids;
+  IndexDtype index_dtype;
+  uint8_t* routing_map;
+  uint8_t* nan_flags;
+};
+
+__device__ __forceinline__ float to_float(float x) { return x; }
+__device__ __forceinline__ float to_float(uint16_t bf16_bits) { return bf16_to_float(bf16_bits); }
+
+__device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+// exp(x - max) with x == max giving 1, as in the CPU reference (+inf rows share the weight).
+__device__ __forceinline__ float shifted_exp(float x, float max) { return x == max ? 1.0f : expf(x - max); }
+
+// Butterfly reductions over the LPT lanes of a token (xor offsets below LPT stay inside the
+// aligned segment). Executed by every lane of the warp.
+template <int LPT>
+__device__ __forceinline__ uint64_t segment_max(uint64_t v) {
+#pragma unroll
+  for (int m = 1; m < LPT; m <<= 1) {
+    const uint32_t lo = MOEPREP_SHFL_XOR(static_cast<uint32_t>(v), m);
+    const uint32_t hi = MOEPREP_SHFL_XOR(static_cast<uint32_t>(v >> 32), m);
+    const uint64_t other = (static_cast<uint64_t>(hi) << 32) | lo;
+    v = other > v ? other : v;
+  }
+  return v;
+}
+
+template <int LPT>
+__device__ __forceinline__ float segment_sum(float v) {
+#pragma unroll
+  for (int m = 1; m < LPT; m <<= 1) v += MOEPREP_SHFL_XOR(v, m);
+  return v;
+}
+
+template <int LPT>
+__device__ __forceinline__ uint32_t segment_or(uint32_t v) {
+#pragma unroll
+  for (int m = 1; m < LPT; m <<= 1) v |= MOEPREP_SHFL_XOR(v, m);
+  return v;
+}
+
+// Group selection of sigmoid_grouped_biased. `choice` holds the token's E choice scores (shared
+// memory), `group_score` room for its n_group scores. Lanes split into runs of `lpg` lanes per
+// group; each run finds its group's two largest scores, then every lane ranks the groups and a
+// ballot gathers the kept ones. Returns the kept-group bit mask (same on all lanes of a token).
+template <int LPT>
+__device__ uint32_t kept_groups(const float* choice, float* group_score, int experts, const DeviceRouterParams& p,
+                                int sub, int lane) {
+  const int n_group = p.n_group;
+  const int group_size = experts / n_group;
+  int lpg = 1;
+  while (lpg * 2 * n_group <= LPT) lpg *= 2;
+  const int groups_per_pass = LPT / lpg;
+  for (int g0 = 0; g0 < n_group; g0 += groups_per_pass) {
+    const int g = g0 + sub / lpg;
+    const int r = sub % lpg;
+    float top1 = -INFINITY, top2 = -INFINITY;
+    if (g < n_group) {
+      for (int i = r; i < group_size; i += lpg) {
+        const float c = choice[g * group_size + i];
+        if (c > top1) {
+          top2 = top1;
+          top1 = c;
+        } else if (c > top2) {
+          top2 = c;
+        }
+      }
+    }
+#pragma unroll
+    for (int m = 1; m < LPT; m <<= 1) {
+      if (m < lpg) {  // same for the whole warp: no lane leaves the shuffle alone
+        const float o1 = MOEPREP_SHFL_XOR(top1, m);
+        const float o2 = MOEPREP_SHFL_XOR(top2, m);
+        const float hi = top1 > o1 ? top1 : o1;
+        const float lo = top1 > o1 ? o1 : top1;
+        top2 = lo > top2 ? lo : top2;
+        top2 = o2 > top2 ? o2 : top2;
+        top1 = hi;
+      }
+    }
+    if (g < n_group && r == 0) group_score[g] = group_size >= 2 ? top1 + top2 : top1;
+  }
+  __syncthreads();
+  const uint32_t segment_bits = 0xffffffffu >> (32 - LPT);
+  uint32_t kept = 0;
+  for (int g0 = 0; g0 < n_group; g0 += LPT) {
+    const int g = g0 + sub;
+    bool keep = false;
+    if (g < n_group) {
+      const float mine = group_score[g];
+      int better = 0;
+      for (int h = 0; h < n_group; ++h) {
+        const float other = group_score[h];
+        better += (other > mine || (other == mine && h < g)) ? 1 : 0;
+      }
+      keep = better < p.topk_group;
+    }
+    const unsigned long long ballot = MOEPREP_BALLOT(keep);
+    kept |= (static_cast<uint32_t>(ballot >> (lane - sub)) & segment_bits) << g0;
+  }
+  return kept;
+}
+
+__device__ __forceinline__ void store_id(void* ids, IndexDtype dtype, int64_t at, int32_t id) {
+  switch (dtype) {
+    case IndexDtype::Int16: static_cast<int16_t*>(ids)[at] = static_cast<int16_t>(id); break;
+    case IndexDtype::Int32: static_cast<int32_t*>(ids)[at] = id; break;
+    case IndexDtype::Int64: static_cast<int64_t*>(ids)[at] = id; break;
+  }
+}
+
+template <typename LogitT, int LPT>
+__global__ void __launch_bounds__(kBlockThreads) fused_router_kernel(const LogitT* __restrict__ logits, RouterLaunch a) {
+  extern __shared__ float group_scratch[];
+  constexpr int kPicks = (kMaxTopK + LPT - 1) / LPT;  // picks held per lane
+  const DeviceRouterParams& p = a.params;
+  const int lane = threadIdx.x % MOEPREP_WARP_SIZE;
+  const int sub = lane % LPT;
+  const int64_t token = (static_cast<int64_t>(blockIdx.x) * kBlockThreads + threadIdx.x) / LPT;
+  const bool live = token < a.tokens;
+  const bool real = token < a.valid_tokens;  // padding rows are never read
+  const int experts = a.experts;
+  const bool sigmoid_variant = p.variant == RouterVariant::SigmoidGroupedBiased;
+  const LogitT* row = logits + (real ? token * experts : 0);
+
+  // Scores -> selection keys; kNoCandidate marks empty slots (and everything of a padding row).
+  uint32_t key[kSlots];
+  uint32_t has_nan = 0;
+#pragma unroll
+  for (int j = 0; j < kSlots; ++j) {
+    const int e = j * LPT + sub;
+    key[j] = kNoCandidate;
+    if (real && e < experts) {
+      const float x = to_float(row[e]);
+      has_nan |= isnan(x) ? 1u : 0u;
+      float score = x;
+      if (sigmoid_variant) {
+        score = sigmoid(x);
+        if (p.correction_bias) score += p.correction_bias[e];  // choice only
+      }
+      key[j] = selection_value_key(score);
+    }
+  }
+  has_nan = segment_or<LPT>(has_nan);
+
+  if (sigmoid_variant && p.n_group > 1) {  // uniform over the launch, so the barriers are safe
+    float* choice = group_scratch + (threadIdx.x - sub) * kSlots;
+    float* group_score = group_scratch + kBlockThreads * kSlots + (threadIdx.x - sub) * kSlots;
+#pragma unroll
+    for (int j = 0; j < kSlots; ++j) {
+      const int e = j * LPT + sub;
+      if (e < experts) choice[e] = float_from_order_key(key[j]);
+    }
+    __syncthreads();
+    const uint32_t kept = kept_groups<LPT>(choice, group_score, experts, p, sub, lane);
+    const int group_size = experts / p.n_group;
+#pragma unroll
+    for (int j = 0; j < kSlots; ++j) {
+      const int e = j * LPT + sub;
+      if (e < experts && !((kept >> (e / group_size)) & 1u)) key[j] = kNoCandidate;
+    }
+  }
+
+  // Local best of this lane: strict '>' over ascending slots keeps the lower index on ties.
+  uint32_t best = kNoCandidate;
+  int best_j = 0;
+#pragma unroll
+  for (int j = 0; j < kSlots; ++j) {
+    if (key[j] > best) {
+      best = key[j];
+      best_j = j;
+    }
+  }
+
+  // k rounds of segment-wide argmax. Pick r is kept by lane r % LPT in pick[r / LPT]; the loop
+  // is unrolled so these indices are constants (registers, not local memory).
+  uint64_t pick[kPicks];
+#pragma unroll
+  for (int i = 0; i < kPicks; ++i) pick[i] = 0;
+  uint32_t taken = 0;  // slots of this lane that were picked (for the routing map)
+  uint32_t top_value_key = 0;
+  float row_sum = 0.0f;  // softmax_then_topk: sum of exp over all E
+#pragma unroll
+  for (int r = 0; r < kMaxTopK; ++r) {
+    if (r >= p.top_k) continue;  // not break: a loop with one exit unrolls on both compilers
+    const uint64_t mine = best ? pack_topk_key(best, static_cast<uint32_t>(best_j * LPT + sub)) : 0;
+    const uint64_t win = segment_max<LPT>(mine);
+    if (sub == r % LPT) pick[r / LPT] = win;
+    if (r == 0) {
+      top_value_key = topk_key_value_key(win);
+      if (p.variant == RouterVariant::SoftmaxThenTopk) {
+        const float top = float_from_order_key(top_value_key);
+        float s = 0.0f;
+#pragma unroll
+        for (int j = 0; j < kSlots; ++j) {
+          if (key[j] != kNoCandidate) s += shifted_exp(float_from_order_key(key[j]), top);
+        }
+        row_sum = segment_sum<LPT>(s);
+      }
+    }
+    if (win != 0 && mine == win) {  // this lane owns the pick: drop it, find its next best
+      taken |= 1u << best_j;
+      uint32_t next = kNoCandidate;
+      int next_j = 0;
+#pragma unroll
+      for (int j = 0; j < kSlots; ++j) {
+        if (j == best_j) key[j] = kNoCandidate;
+        if (key[j] > next) {
+          next = key[j];
+          next_j = j;
+        }
+      }
+      best = next;
+      best_j = next_j;
+    }
+  }
+
+  // Weights. Every lane joins the sum, holding 0 where it has no pick.
+  const float top = float_from_order_key(top_value_key);
+  float weight[kPicks];
+  int32_t id[kPicks];
+  float local_sum = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kPicks; ++i) {
+    const int r = i * LPT + sub;
+    weight[i] = 0.0f;
+    id[i] = -1;
+    if (r < p.top_k && pick[i] != 0) {
+      const uint32_t picked = topk_key_index(pick[i]);
+      if (picked < static_cast<uint32_t>(experts)) id[i] = static_cast<int32_t>(picked);
+      const float v = float_from_order_key(topk_key_value_key(pick[i]));
+      switch (p.variant) {
+        case RouterVariant::SoftmaxAfterTopk:
+        case RouterVariant::Gemma4: weight[i] = shifted_exp(v, top); break;
+        case RouterVariant::SoftmaxThenTopk: weight[i] = shifted_exp(v, top) / row_sum; break;
+        case RouterVariant::SigmoidGroupedBiased:  // the unbiased score: re-read the logit
+          weight[i] = (real && id[i] >= 0) ? sigmoid(to_float(row[id[i]])) : 0.0f;
+          break;
+      }
+      local_sum += weight[i];
+    }
+  }
+  const float sum = segment_sum<LPT>(local_sum);
+
+  if (!live) return;  // after the last collective
+  const bool no_picks = !real || has_nan;
+#pragma unroll
+  for (int i = 0; i < kPicks; ++i) {
+    const int r = i * LPT + sub;
+    if (r >= p.top_k) continue;
+    float w = weight[i];
+    switch (p.variant) {
+      case RouterVariant::SoftmaxAfterTopk: w /= sum; break;
+      case RouterVariant::Gemma4:
+        w /= sum;
+        if (p.per_expert_scale && id[i] >= 0) w *= p.per_expert_scale[id[i]];
+        break;
+      case RouterVariant::SoftmaxThenTopk:
+        if (p.renormalize) w /= sum;
+        break;
+      case RouterVariant::SigmoidGroupedBiased:
+        if (p.renormalize) w /= sum + 1e-20f;
+        w *= p.routed_scaling_factor;
+        break;
+    }
+    const bool empty = no_picks || id[i] < 0;
+    const int64_t at = token * p.top_k + r;
+    a.topk_weights[at] = empty ? 0.0f : w;
+    store_id(a.topk_ids, a.index_dtype, at, empty ? -1 : id[i]);
+  }
+  if (a.nan_flags && sub == 0) a.nan_flags[token] = (real && has_nan) ? 1 : 0;
+  if (a.routing_map) {
+    uint8_t* map_row = a.routing_map + token * experts;
+#pragma unroll
+    for (int j = 0; j < kSlots; ++j) {
+      const int e = j * LPT + sub;
+      if (e < experts) map_row[e] = (!no_picks && ((taken >> j) & 1u)) ? 1 : 0;
+    }
+  }
+}
+
+template <typename LogitT, int LPT>
+gpuError_t launch_with(const void* logits, const RouterLaunch& a, size_t shared_bytes, gpuStream_t stream) {
+  constexpr int tokens_per_block = kBlockThreads / LPT;
+  const int64_t blocks = (a.tokens + tokens_per_block - 1) / tokens_per_block;
+  fused_router_kernel<LogitT, LPT><<<static_cast<unsigned>(blocks), kBlockThreads, shared_bytes, stream>>>(
+      static_cast<const LogitT*>(logits), a);
+  return gpuGetLastError();
+}
+
+template <typename LogitT>
+gpuError_t launch_for_experts(const void* logits, const RouterLaunch& a, size_t shared_bytes, gpuStream_t stream) {
+  const int needed = (a.experts + kSlots - 1) / kSlots;  // lanes per token, before rounding up
+  if (needed <= 1) return launch_with<LogitT, 1>(logits, a, shared_bytes, stream);
+  if (needed <= 2) return launch_with<LogitT, 2>(logits, a, shared_bytes, stream);
+  if (needed <= 4) return launch_with<LogitT, 4>(logits, a, shared_bytes, stream);
+  if (needed <= 8) return launch_with<LogitT, 8>(logits, a, shared_bytes, stream);
+  if (needed <= 16) return launch_with<LogitT, 16>(logits, a, shared_bytes, stream);
+  return launch_with<LogitT, 32>(logits, a, shared_bytes, stream);
+}
+
+// Spelled out here rather than taken from the reference library, which the kernels do not link.
+const char* variant_label(RouterVariant v) {
+  switch (v) {
+    case RouterVariant::SoftmaxAfterTopk: return "softmax_after_topk";
+    case RouterVariant::SoftmaxThenTopk: return "softmax_then_topk";
+    case RouterVariant::SigmoidGroupedBiased: return "sigmoid_grouped_biased";
+    case RouterVariant::Gemma4: return "gemma4";
+  }
+  return "unknown variant";
+}
+
+// The reason the arguments cannot be routed, or an empty string.
+std::string check_arguments(const void* logits, int64_t tokens, int64_t valid_tokens, int64_t experts,
+                            const DeviceRouterParams& p, const float* topk_weights, const void* topk_ids) {
+  const std::string k = std::to_string(p.top_k), e = std::to_string(experts);
+  if (experts < 1 || experts > kMaxExperts) return "experts = " + e + " is outside [1, 512]";
+  if (p.top_k < 1 || p.top_k > kMaxTopK || p.top_k > experts) {
+    return "top_k = " + k + " is outside [1, min(16, experts = " + e + ")]";
+  }
+  if (tokens < 0 || valid_tokens < 0 || valid_tokens > tokens) {
+    return "valid_tokens = " + std::to_string(valid_tokens) + " is outside [0, tokens = " + std::to_string(tokens) + "]";
+  }
+  if (tokens > 0 && (!logits || !topk_weights || !topk_ids)) return "logits, topk_weights and topk_ids must be non-null";
+  if ((tokens + kBlockThreads - 1) / kBlockThreads > INT_MAX) return "tokens = " + std::to_string(tokens) + " is too many";
+  if (p.variant == RouterVariant::SigmoidGroupedBiased) {
+    if (p.n_group < 1 || p.n_group > kMaxGroups || experts % p.n_group != 0) {
+      return "n_group = " + std::to_string(p.n_group) + " must divide experts = " + e + " and be at most 32";
+    }
+    if (p.topk_group < 1 || p.topk_group > p.n_group) {
+      return "topk_group = " + std::to_string(p.topk_group) + " is outside [1, n_group]";
+    }
+    if (p.top_k > p.topk_group * (experts / p.n_group)) {
+      return "top_k = " + k + " exceeds the experts of the topk_group kept groups";
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+const char* launch_fused_router(const void* logits, LogitsDtype logits_dtype, int64_t tokens, int64_t valid_tokens,
+                                int64_t experts, const DeviceRouterParams& params, float* topk_weights,
+                                void* topk_ids, IndexDtype index_dtype, uint8_t* routing_map, uint8_t* nan_flags,
+                                void* stream) {
+  static thread_local std::string error;
+  std::string reason = check_arguments(logits, tokens, valid_tokens, experts, params, topk_weights, topk_ids);
+  if (!reason.empty()) {
+    error = std::string("fused router (") + variant_label(params.variant) + "): " + reason;
+    return error.c_str();
+  }
+  if (tokens == 0) return "";
+  RouterLaunch a{tokens, valid_tokens, static_cast<int>(experts), params, topk_weights, topk_ids,
+                 index_dtype, routing_map, nan_flags};
+  const bool grouped = params.variant == RouterVariant::SigmoidGroupedBiased && params.n_group > 1;
+  const size_t shared_bytes = grouped ? 2 * kBlockThreads * kSlots * sizeof(float) : 0;
+  gpuStream_t s = static_cast<gpuStream_t>(stream);
+  gpuError_t status = logits_dtype == LogitsDtype::F32 ? launch_for_experts<float>(logits, a, shared_bytes, s)
+                                                       : launch_for_experts<uint16_t>(logits, a, shared_bytes, s);
+  if (status != gpuSuccess) {
+    error = std::string("fused router: launch failed: ") + gpuGetErrorString(status);
+    return error.c_str();
+  }
+  return "";
+}
+
+}  // namespace moeprep::gpu

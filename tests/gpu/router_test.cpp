@@ -1,0 +1,437 @@
+// The fused GPU router against the CPU reference (lib/reference/router.h), compared as sets by
+// scattering (id, weight) into dense [T, E]. Every output buffer is filled with garbage before a
+// launch, so a row the kernel forgets to write cannot pass.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "formats/bf16.h"
+#include "kernels/portability.h"
+#include "kernels/router.h"
+#include "reference/router.h"
+#include "reference/topk_key.h"
+
+namespace moeprep::gpu {
+namespace {
+
+using reference::RouterConfig;
+using reference::RouterVariant;
+using reference::Routing;
+
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+constexpr uint8_t kGarbage = 0xAB;
+const RouterVariant kVariants[] = {RouterVariant::SoftmaxAfterTopk, RouterVariant::SoftmaxThenTopk,
+                                   RouterVariant::SigmoidGroupedBiased, RouterVariant::Gemma4};
+
+std::string no_device_reason() {
+  int count = 0;
+  gpuError_t e = gpuGetDeviceCount(&count);
+  if (e != gpuSuccess) return std::string("device count query failed: ") + gpuGetErrorString(e);
+  if (count == 0) return "the runtime reports 0 devices";
+  return {};
+}
+
+#define REQUIRE_GPU()                                                          \
+  do {                                                                         \
+    std::string why = no_device_reason();                                      \
+    if (!why.empty()) GTEST_SKIP() << "no GPU device present: " << why;        \
+  } while (0)
+
+void check(gpuError_t e, const char* what) {
+  if (e != gpuSuccess) throw std::runtime_error(std::string(what) + ": " + gpuGetErrorString(e));
+}
+
+// Device memory for one test, freed on scope exit; filled with garbage on creation.
+class DeviceBytes {
+ public:
+  explicit DeviceBytes(size_t bytes) : bytes_(bytes) {
+    if (bytes_ == 0) return;
+    check(gpuMalloc(&ptr_, bytes_), "gpuMalloc");
+    check(gpuMemset(ptr_, kGarbage, bytes_), "gpuMemset");
+  }
+  DeviceBytes(const DeviceBytes&) = delete;
+  DeviceBytes& operator=(const DeviceBytes&) = delete;
+  ~DeviceBytes() {
+    if (ptr_) gpuFree(ptr_);
+  }
+  void upload(const void* src) { check(gpuMemcpy(ptr_, src, bytes_, gpuMemcpyHostToDevice), "upload"); }
+  template <typename T>
+  std::vector<T> download() const {
+    std::vector<T> out(bytes_ / sizeof(T));
+    if (bytes_) check(gpuMemcpy(out.data(), ptr_, bytes_, gpuMemcpyDeviceToHost), "download");
+    return out;
+  }
+  void* get() const { return ptr_; }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_;
+};
+
+struct Case {
+  int64_t tokens = 1;
+  int64_t valid_tokens = -1;  // -1: all tokens are real
+  int64_t experts = 16;
+  RouterConfig config;
+  LogitsDtype dtype = LogitsDtype::F32;
+  IndexDtype index = IndexDtype::Int32;
+  int64_t valid() const { return valid_tokens < 0 ? tokens : valid_tokens; }
+};
+
+struct GpuResult {
+  std::vector<int64_t> ids;
+  std::vector<float> weights;
+  std::vector<uint8_t> map;
+  std::vector<uint8_t> nan_flags;
+};
+
+// Rounds the logits to bf16 in place when the case asks for bf16, so that the CPU reference sees
+// exactly the values the kernel reads.
+void round_for_dtype(std::vector<float>& logits, LogitsDtype dtype) {
+  if (dtype == LogitsDtype::F32) return;
+  for (float& x : logits) x = bf16_to_float(float_to_bf16(x));
+}
+
+size_t index_bytes(IndexDtype d) { return d == IndexDtype::Int16 ? 2 : d == IndexDtype::Int32 ? 4 : 8; }
+
+GpuResult run_gpu(const std::vector<float>& logits, const Case& c) {
+  const RouterConfig& rc = c.config;
+  const int64_t T = c.tokens, E = c.experts, k = rc.top_k;
+  DeviceBytes d_logits(logits.size() * (c.dtype == LogitsDtype::F32 ? 4 : 2));
+  if (c.dtype == LogitsDtype::F32) {
+    d_logits.upload(logits.data());
+  } else {
+    std::vector<uint16_t> bits;
+    for (float x : logits) bits.push_back(float_to_bf16(x));
+    d_logits.upload(bits.data());
+  }
+  DeviceBytes d_bias(rc.correction_bias.size() * 4), d_scale(rc.per_expert_scale.size() * 4);
+  if (!rc.correction_bias.empty()) d_bias.upload(rc.correction_bias.data());
+  if (!rc.per_expert_scale.empty()) d_scale.upload(rc.per_expert_scale.data());
+  DeviceRouterParams p;
+  p.variant = rc.variant;
+  p.top_k = rc.top_k;
+  p.renormalize = rc.renormalize;
+  p.n_group = rc.n_group;
+  p.topk_group = rc.topk_group;
+  p.routed_scaling_factor = static_cast<float>(rc.routed_scaling_factor);
+  p.correction_bias = static_cast<const float*>(d_bias.get());
+  p.per_expert_scale = static_cast<const float*>(d_scale.get());
+
+  DeviceBytes d_weights(T * k * 4), d_ids(T * k * index_bytes(c.index)), d_map(T * E), d_nan(T);
+  const char* err = launch_fused_router(d_logits.get(), c.dtype, T, c.valid(), E, p,
+                                        static_cast<float*>(d_weights.get()), d_ids.get(), c.index,
+                                        static_cast<uint8_t*>(d_map.get()), static_cast<uint8_t*>(d_nan.get()), nullptr);
+  if (*err) throw std::runtime_error(err);
+  check(gpuDeviceSynchronize(), "kernel execution");
+
+  GpuResult r;
+  r.weights = d_weights.download<float>();
+  switch (c.index) {
+    case IndexDtype::Int16:
+      for (int16_t x : d_ids.download<int16_t>()) r.ids.push_back(x);
+      break;
+    case IndexDtype::Int32:
+      for (int32_t x : d_ids.download<int32_t>()) r.ids.push_back(x);
+      break;
+    case IndexDtype::Int64: r.ids = d_ids.download<int64_t>(); break;
+  }
+  r.map = d_map.download<uint8_t>();
+  r.nan_flags = d_nan.download<uint8_t>();
+  return r;
+}
+
+// Compares the kernel's output with the CPU reference: picks as sets with their weights, the
+// NaN report, the routing map, and the padding rows.
+void expect_matches_reference(const std::vector<float>& logits, const Case& c, const GpuResult& g,
+                              const std::string& label) {
+  const int64_t E = c.experts, k = c.config.top_k, valid = c.valid();
+  Routing ref = reference::route(logits.data(), valid, E, c.config);
+  Routing got;
+  got.tokens = valid;
+  got.top_k = static_cast<int>(k);
+  for (int64_t i = 0; i < valid * k; ++i) {
+    got.ids.push_back(static_cast<int32_t>(g.ids[i]));
+    got.weights.push_back(g.weights[i]);
+  }
+  std::vector<float> want = reference::routing_to_dense(ref, E);
+  std::vector<float> have = reference::routing_to_dense(got, E);
+  int reported = 0;
+  for (int64_t i = 0; i < valid * E; ++i) {
+    if (std::fabs(have[i] - want[i]) <= 1e-6 + 1e-5 * std::fabs(want[i])) continue;
+    ADD_FAILURE() << label << ": token " << i / E << " expert " << i % E << ": gpu weight " << have[i]
+                  << ", reference " << want[i];
+    if (++reported == 5) return;
+  }
+  std::vector<uint8_t> want_nan(c.tokens, 0);
+  for (int64_t t : ref.nan_tokens) want_nan[t] = 1;
+  EXPECT_EQ(g.nan_flags, want_nan) << label;
+  for (int64_t t = 0; t < c.tokens; ++t) {
+    const bool empty = t >= valid || want_nan[t];
+    int64_t picked = 0;
+    for (int64_t i = 0; i < k; ++i) {
+      const int64_t id = g.ids[t * k + i];
+      if (empty) {
+        EXPECT_EQ(id, -1) << label << ": token " << t << " has no picks";
+        EXPECT_EQ(g.weights[t * k + i], 0.0f) << label << ": token " << t;
+      } else {
+        ASSERT_TRUE(id >= 0 && id < E) << label << ": token " << t << " id " << id;
+        EXPECT_EQ(g.map[t * E + id], 1) << label << ": routing map misses token " << t << " expert " << id;
+      }
+    }
+    for (int64_t e = 0; e < E; ++e) picked += g.map[t * E + e] == 1 ? 1 : 0;
+    EXPECT_EQ(picked, empty ? 0 : k) << label << ": routing map row " << t;
+    for (int64_t e = 0; e < E; ++e) ASSERT_LE(g.map[t * E + e], 1) << label << ": map byte unwritten, token " << t;
+  }
+}
+
+std::vector<float> random_logits(int64_t count, uint32_t seed, float lo = -4.0f, float hi = 4.0f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(count);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+// A config of each variant for E experts and k picks, with every parameter in play.
+RouterConfig config_for(RouterVariant v, int64_t E, int k, uint32_t seed) {
+  RouterConfig c;
+  c.variant = v;
+  c.top_k = k;
+  if (v == RouterVariant::SoftmaxThenTopk) c.renormalize = k % 2 == 0;
+  if (v == RouterVariant::SigmoidGroupedBiased) {
+    c.n_group = E >= 256 ? 16 : E >= 64 ? 8 : 4;
+    c.topk_group = c.n_group / 2;
+    c.renormalize = true;
+    c.routed_scaling_factor = 2.5;
+    c.correction_bias = random_logits(E, seed + 1, -0.2f, 0.2f);  // mixed signs
+  }
+  if (v == RouterVariant::Gemma4) c.per_expert_scale = random_logits(E, seed + 2, 0.5f, 1.5f);
+  return c;
+}
+
+std::string describe(const Case& c) {
+  return std::string(reference::router_variant_name(c.config.variant)) + " T=" + std::to_string(c.tokens) +
+         " E=" + std::to_string(c.experts) + " k=" + std::to_string(c.config.top_k) +
+         (c.dtype == LogitsDtype::BF16 ? " bf16" : " f32");
+}
+
+void run_and_compare(std::vector<float> logits, const Case& c) {
+  round_for_dtype(logits, c.dtype);
+  GpuResult g = run_gpu(logits, c);
+  expect_matches_reference(logits, c, g, describe(c));
+}
+
+TEST(GpuRouter, MatchesReferenceForEveryVariantShapeAndLogitDtype) {
+  REQUIRE_GPU();
+  struct Shape { int64_t T, E; int k; };
+  const Shape shapes[] = {{1, 16, 3}, {17, 128, 6}, {128, 192, 8}, {33, 512, 7}, {64, 128, 4}};
+  uint32_t seed = 100;
+  for (const Shape& s : shapes) {
+    for (RouterVariant v : kVariants) {
+      for (LogitsDtype dtype : {LogitsDtype::F32, LogitsDtype::BF16}) {
+        Case c;
+        c.tokens = s.T;
+        c.experts = s.E;
+        c.config = config_for(v, s.E, s.k, ++seed);
+        c.dtype = dtype;
+        run_and_compare(random_logits(s.T * s.E, seed), c);
+      }
+    }
+  }
+}
+
+// Regression: negative scores under bit packing. With correction_bias all -2.0 every choice score
+// is negative; ranking float bits as unsigned would pick the smallest.
+TEST(GpuRouter, NegativeAndMixedSignCorrectionBias) {
+  REQUIRE_GPU();
+  const int64_t T = 64, E = 128;
+  std::vector<float> logits = random_logits(T * E, 7);
+  for (int n_group : {1, 8}) {
+    Case c;
+    c.tokens = T;
+    c.experts = E;
+    c.config = config_for(RouterVariant::SigmoidGroupedBiased, E, 8, 7);
+    c.config.n_group = n_group;
+    c.config.topk_group = n_group == 1 ? 1 : 4;
+    c.config.correction_bias.assign(E, -2.0f);
+    run_and_compare(logits, c);
+    c.config.correction_bias = random_logits(E, 8, -2.0f, 2.0f);
+    run_and_compare(logits, c);
+  }
+  // The check has teeth: on these inputs the naive key order picks differently for most tokens.
+  int differ = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    std::vector<uint64_t> naive, monotone;
+    for (int64_t e = 0; e < E; ++e) {
+      float choice = static_cast<float>(1.0 / (1.0 + std::exp(-double(logits[t * E + e])))) - 2.0f;
+      uint32_t bits;
+      std::memcpy(&bits, &choice, 4);
+      naive.push_back(reference::pack_topk_key(bits, static_cast<uint32_t>(e)));
+      monotone.push_back(reference::pack_topk_key(reference::selection_value_key(choice), static_cast<uint32_t>(e)));
+    }
+    std::sort(naive.rbegin(), naive.rend());
+    std::sort(monotone.rbegin(), monotone.rend());
+    differ += reference::topk_key_index(naive[0]) != reference::topk_key_index(monotone[0]) ? 1 : 0;
+  }
+  EXPECT_GT(differ, T / 2);
+}
+
+TEST(GpuRouter, AllEqualAndSignedZeroRowsPickTheLowestIndices) {
+  REQUIRE_GPU();
+  const int64_t E = 128;
+  const int k = 6;
+  std::vector<float> logits;
+  for (float value : {0.5f, -3.0f, 0.0f}) logits.insert(logits.end(), E, value);
+  std::vector<float> zeros(E, -1.0f);  // -0/+0 alternating over the first 32 experts, -1 after
+  for (int e = 0; e < 32; ++e) zeros[e] = e % 2 ? 0.0f : -0.0f;
+  logits.insert(logits.end(), zeros.begin(), zeros.end());
+  for (RouterVariant v : kVariants) {
+    for (LogitsDtype dtype : {LogitsDtype::F32, LogitsDtype::BF16}) {
+      Case c;
+      c.tokens = 4;
+      c.experts = E;
+      c.config = config_for(v, E, k, 3);
+      c.config.correction_bias.clear();  // a bias would break the tie on purpose
+      if (v == RouterVariant::Gemma4) c.config.per_expert_scale.clear();
+      c.dtype = dtype;
+      GpuResult g = run_gpu(logits, c);
+      expect_matches_reference(logits, c, g, describe(c));
+      for (int64_t t = 0; t < 4; ++t) {
+        std::vector<int64_t> ids(g.ids.begin() + t * k, g.ids.begin() + (t + 1) * k);
+        std::sort(ids.begin(), ids.end());
+        EXPECT_EQ(ids, (std::vector<int64_t>{0, 1, 2, 3, 4, 5})) << describe(c) << " token " << t;
+      }
+    }
+  }
+}
+
+TEST(GpuRouter, NaNTokensAreFlaggedWithNoPicks) {
+  REQUIRE_GPU();
+  const int64_t T = 20, E = 128;
+  std::vector<float> logits = random_logits(T * E, 11);
+  logits[3 * E + 0] = kNaN;
+  logits[7 * E + 77] = kNaN;
+  logits[19 * E + 127] = -kNaN;  // sign bit set: the largest key under the naive order
+  for (RouterVariant v : kVariants) {
+    for (LogitsDtype dtype : {LogitsDtype::F32, LogitsDtype::BF16}) {
+      Case c;
+      c.tokens = T;
+      c.experts = E;
+      c.config = config_for(v, E, 6, 11);
+      c.dtype = dtype;
+      std::vector<float> rounded = logits;
+      round_for_dtype(rounded, dtype);
+      GpuResult g = run_gpu(rounded, c);
+      expect_matches_reference(rounded, c, g, describe(c));
+      EXPECT_EQ(std::count(g.nan_flags.begin(), g.nan_flags.end(), 1), 3) << describe(c);
+      EXPECT_EQ(g.nan_flags[19], 1) << describe(c);
+    }
+  }
+}
+
+TEST(GpuRouter, EveryIndexDtypeIncludingInt16WithE512) {
+  REQUIRE_GPU();
+  for (IndexDtype index : {IndexDtype::Int16, IndexDtype::Int32, IndexDtype::Int64}) {
+    for (RouterVariant v : kVariants) {
+      Case c;
+      c.tokens = 33;
+      c.experts = 512;
+      c.config = config_for(v, 512, 7, 21);
+      c.index = index;
+      std::vector<float> logits = random_logits(c.tokens * 512, 21);
+      // Put the winners high up, so an int16 id above 255 must survive the narrow store.
+      for (int64_t t = 0; t < c.tokens; ++t) logits[t * 512 + 500 - t] = 9.0f;
+      run_and_compare(logits, c);
+    }
+  }
+}
+
+// Regression: padded rows. Rows past valid_tokens (graph-captured batches padded past the real
+// count) come out as ids -1, weights 0, zero map rows and no NaN flag, whatever the buffers held
+// and whatever the padding logits are.
+TEST(GpuRouter, PaddedRowsAreWrittenEmptyOverGarbage) {
+  REQUIRE_GPU();
+  const int64_t T = 40, E = 128;
+  std::vector<float> logits = random_logits(T * E, 31);
+  for (int64_t t = 29; t < T; ++t) {
+    logits[t * E + 5] = kNaN;
+    logits[t * E + 6] = 1e30f;
+  }
+  for (int64_t valid : {int64_t{29}, int64_t{0}, T}) {
+    for (RouterVariant v : kVariants) {
+      Case c;
+      c.tokens = T;
+      c.valid_tokens = valid;
+      c.experts = E;
+      c.config = config_for(v, E, 6, 31);
+      GpuResult g = run_gpu(logits, c);  // buffers start as 0xAB garbage
+      expect_matches_reference(logits, c, g, describe(c) + " valid=" + std::to_string(valid));
+      for (int64_t t = valid; t < T; ++t) {
+        for (int i = 0; i < 6; ++i) {
+          ASSERT_EQ(g.ids[t * 6 + i], -1) << "padded token " << t;
+          ASSERT_EQ(g.weights[t * 6 + i], 0.0f) << "padded token " << t;
+        }
+        ASSERT_EQ(g.nan_flags[t], 0) << "padded token " << t;
+        ASSERT_EQ(std::count(g.map.begin() + t * E, g.map.begin() + (t + 1) * E, 0), E) << "padded token " << t;
+      }
+    }
+  }
+}
+
+// Regression: k not a power of two. Every k from 1 to 16 on every lanes-per-token layout
+// (E = 16: one lane per token; 128: 8 lanes; 512: 32 lanes), including the renormalizing sum,
+// which must run on all lanes however many hold a pick.
+TEST(GpuRouter, EveryTopKFromOneToSixteen) {
+  REQUIRE_GPU();
+  for (int64_t E : {16, 128, 512}) {
+    std::vector<float> logits = random_logits(37 * E, static_cast<uint32_t>(E));
+    for (int k = 1; k <= 16; ++k) {
+      for (RouterVariant v : {RouterVariant::SoftmaxAfterTopk, RouterVariant::SigmoidGroupedBiased}) {
+        Case c;
+        c.tokens = 37;
+        c.experts = E;
+        c.config = config_for(v, E, k, static_cast<uint32_t>(k));
+        c.config.n_group = 1;  // every k must be reachable
+        c.config.topk_group = 1;
+        run_and_compare(logits, c);
+      }
+    }
+  }
+}
+
+TEST(GpuRouter, RejectsArgumentsItCannotRouteWithAReason) {
+  DeviceRouterParams p;
+  p.top_k = 4;
+  float w[4] = {};
+  int32_t ids[4] = {};
+  std::string msg = launch_fused_router(w, LogitsDtype::F32, 1, 1, 513, p, w, ids, IndexDtype::Int32, nullptr,
+                                        nullptr, nullptr);
+  EXPECT_NE(msg.find("experts = 513 is outside [1, 512]"), std::string::npos) << msg;
+  p.top_k = 17;
+  msg = launch_fused_router(w, LogitsDtype::F32, 1, 1, 128, p, w, ids, IndexDtype::Int32, nullptr, nullptr, nullptr);
+  EXPECT_NE(msg.find("top_k = 17"), std::string::npos) << msg;
+  p.top_k = 4;
+  msg = launch_fused_router(w, LogitsDtype::F32, 2, 3, 128, p, w, ids, IndexDtype::Int32, nullptr, nullptr, nullptr);
+  EXPECT_NE(msg.find("valid_tokens = 3 is outside [0, tokens = 2]"), std::string::npos) << msg;
+  p.variant = RouterVariant::SigmoidGroupedBiased;
+  p.n_group = 3;
+  msg = launch_fused_router(w, LogitsDtype::F32, 1, 1, 128, p, w, ids, IndexDtype::Int32, nullptr, nullptr, nullptr);
+  EXPECT_NE(msg.find("n_group = 3 must divide experts = 128"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("sigmoid_grouped_biased"), std::string::npos) << msg;
+  p.n_group = 8;
+  p.topk_group = 1;
+  p.top_k = 17 - 1;  // 16 picks from one kept group of 16: fine; 17 would not be
+  msg = launch_fused_router(w, LogitsDtype::F32, 0, 0, 128, p, w, ids, IndexDtype::Int32, nullptr, nullptr, nullptr);
+  EXPECT_EQ(msg, "") << "zero tokens is a no-op";
+}
+
+}  // namespace
+}  // namespace moeprep::gpu
