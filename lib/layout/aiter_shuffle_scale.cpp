@@ -16,9 +16,6 @@ int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 class ScaleShuffleBase : public LayoutStep {
  public:
   std::string id() const override { return kId; }
-  // Both variants fix something global: the row padding (separated) or the expert count
-  // (interleave), so a slice of experts cannot be shuffled on its own.
-  bool expert_separable() const override { return false; }
   Dtype output_dtype(Dtype in) const override {
     if (dtype_bits(in) != 8) throw_bad_input(label() + ": dtype " + dtype_name(in) + " is not a byte dtype (U8)");
     return in;
@@ -42,6 +39,9 @@ class SeparatedScaleShuffle final : public ScaleShuffleBase {
       reject("pad_value " + std::to_string(pad_value) + " is not a byte (0..255)");
   }
   nlohmann::ordered_json params() const override { return {{"gate_mode", "separated"}, {"pad_value", pad_value_}}; }
+  // The rows of all experts are padded to a multiple of 256 as one matrix: a slice would get
+  // its own padding in the middle of the tensor.
+  bool expert_separable() const override { return false; }
 
   Shape output_shape(const Shape& in) const override {
     check_2d(in);
@@ -88,6 +88,8 @@ class InterleaveScaleShuffle final : public ScaleShuffleBase {
   nlohmann::ordered_json params() const override {
     return {{"gate_mode", "interleave"}, {"gate_up", gate_up_}, {"experts", experts_}};
   }
+  // Each expert's rows are shuffled on their own (rebuild with the slice's expert count).
+  bool expert_separable() const override { return true; }
 
   Shape output_shape(const Shape& in) const override {
     tile_view(in);

@@ -94,7 +94,8 @@ class PadStep final : public LayoutStep {
   nlohmann::ordered_json params() const override {
     return {{"view", view_}, {"padded", padded_}, {"value", value_json(value_)}, {"out_shape", out_shape_}};
   }
-  bool expert_separable() const override { return infer_; }
+  // Padding dim 0 would append whole fake experts: only the last slice would get them.
+  bool expert_separable() const override { return !view_.empty() && view_[0] == padded_[0]; }
 
   Shape output_shape(const Shape& in) const override { return with_experts(out_shape_, resolved_view(in)); }
   Dtype output_dtype(Dtype in) const override {

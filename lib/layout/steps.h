@@ -2,9 +2,12 @@
 // The layout steps moeprep knows (spec/layouts.md), built directly by the planner or from a
 // manifest's (id, params) through make_step (step.h). Each is implemented in its own file.
 //
-// Shapes in view and pad params may start with -1: the leading (expert) dim, inferred from the
-// input's element count. Only such a view or pad is expert_separable(), since one that names
-// the expert count cannot be applied to a slice of experts.
+// expert_separable() here means: experts (dim 0) map independently, each expert's output bytes
+// coming from that expert's input bytes alone, so a slice of experts can be converted on its
+// own. Params that name the expert count (view and pad shapes, the interleaved scale shuffle's
+// `experts`) must then be rebuilt with the slice's count, as the planner does; shapes in view
+// and pad params may instead start with -1, the leading dim inferred from the input's element
+// count, and such a step applies to any slice unchanged.
 #include <cstdint>
 #include <string>
 
@@ -13,7 +16,8 @@
 
 namespace moeprep::layout {
 
-// `view` {"shape": [...]}: a reshape, same bytes; the element count must match.
+// `view` {"shape": [...]}: a reshape, same bytes; the element count must match. Always
+// expert-separable (the bytes do not move).
 StepPtr make_view_step(Shape shape);
 
 // `deinterleave_gate_up_rows` {}: [E, 2I, ...] rows (g0,u0,g1,u1,...) -> (g0..g_{I-1}, u0..u_{I-1})
@@ -25,7 +29,8 @@ StepPtr make_deinterleave_gate_up_rows_step();
 // (same element count as `padded`). v is the stored byte for 8-bit dtypes (scales: 127), the
 // integer for wider integer dtypes, the number for BF16/F32/F64 (it must be exactly
 // representable); F16 supports only 0. The inverse crops and rejects a tensor whose padding is
-// not v. out_shape defaults to padded when built from params without it.
+// not v. out_shape defaults to padded when built from params without it. Expert-separable when
+// dim 0 is not padded.
 StepPtr make_pad_step(Shape view, Shape padded, double value, Shape out_shape);
 
 // `aiter_shuffle_weight` {"gate_mode": ..., "gate_up": bool}: MXFP4 weights [E, N, Kb] U8
@@ -36,7 +41,9 @@ StepPtr make_aiter_shuffle_weight_step(GateMode mode, bool gate_up);
 // -> [M', S'] (section 5); not expert-separable (M is padded as a whole).
 StepPtr make_aiter_shuffle_scale_separated_step(int pad_value = 127);
 // `aiter_shuffle_scale` {"gate_mode": "interleave", "gate_up": bool, "experts": E}: [E*n, S]
-// (section 6). Not expert-separable either: `experts` fixes how rows split into experts.
+// (section 6). Expert-separable (each expert's n rows are shuffled on their own), but a slice
+// of experts needs the step rebuilt with its own count: with the whole tensor's E, a slice
+// could pass the constraints and be split into the wrong rows per expert.
 StepPtr make_aiter_shuffle_scale_interleave_step(bool gate_up, int64_t experts);
 
 // `cast_bf16_to_f32` {}: exact widening; the inverse rejects floats that BF16 cannot hold.

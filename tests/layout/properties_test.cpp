@@ -2,6 +2,9 @@
 // undo(apply(x)) == x, and make_step(id(), params()) rebuilds a step that behaves the same.
 #include <gtest/gtest.h>
 
+#include <functional>
+#include <tuple>
+
 #include "layout/steps.h"
 #include "layout_test_util.h"
 
@@ -34,21 +37,36 @@ void check_round_trip_and_rebuild(const Case& c) {
   EXPECT_EQ(rebuilt->apply(c.input).bytes, out.bytes);
 }
 
-// An expert-separable step applied to experts [e0, e1) gives that slice of the whole output.
-void check_expert_slice(const Case& c, std::mt19937_64& rng) {
-  if (!c.step->expert_separable() || c.input.shape.empty() || c.input.shape[0] < 2) return;
-  const int64_t e = c.input.shape[0];
-  const int64_t e0 = random_int(rng, 0, e - 1), e1 = random_int(rng, e0 + 1, e);
-  const size_t in_per = c.input.bytes.size() / static_cast<size_t>(e);
-  ByteTensor slice{c.input.dtype, c.input.shape, {}};
-  slice.shape[0] = e1 - e0;
-  slice.bytes.assign(c.input.bytes.begin() + e0 * in_per, c.input.bytes.begin() + e1 * in_per);
+// The step and input shape for a slice of `count` experts: params that name the expert count
+// rebuilt for the slice, as the planner does. Empty: the same step, dim 0 = count.
+using SliceBuilder = std::function<std::pair<StepPtr, Shape>(int64_t count)>;
+
+// An expert-separable step converts experts [e0, e1) alone into that slice of the whole output.
+void check_expert_slice(const Case& c, int64_t experts, std::mt19937_64& rng, const SliceBuilder& for_slice = {}) {
+  ASSERT_TRUE(c.step->expert_separable()) << c.step->id() << " " << c.step->params().dump();
+  if (experts < 2) return;
+  const int64_t e0 = random_int(rng, 0, experts - 1), e1 = random_int(rng, e0 + 1, experts);
+  StepPtr step = c.step;
+  Shape shape = c.input.shape;
+  if (for_slice) {
+    std::tie(step, shape) = for_slice(e1 - e0);
+  } else {
+    shape[0] = e1 - e0;
+  }
+  const size_t in_per = c.input.bytes.size() / static_cast<size_t>(experts);
+  const ByteTensor slice{c.input.dtype, shape,
+                         {c.input.bytes.begin() + e0 * in_per, c.input.bytes.begin() + e1 * in_per}};
   const ByteTensor whole = c.step->apply(c.input);
-  const ByteTensor part = c.step->apply(slice);
-  const size_t out_per = whole.bytes.size() / static_cast<size_t>(e);
+  const ByteTensor part = step->apply(slice);
+  const size_t out_per = whole.bytes.size() / static_cast<size_t>(experts);
+  ASSERT_EQ(part.bytes.size(), (e1 - e0) * out_per);
   EXPECT_TRUE(std::equal(part.bytes.begin(), part.bytes.end(), whole.bytes.begin() + e0 * out_per))
-      << c.step->id() << " experts [" << e0 << ", " << e1 << ")";
-  EXPECT_EQ(part.bytes.size(), (e1 - e0) * out_per);
+      << c.step->id() << " " << c.step->params().dump() << " experts [" << e0 << ", " << e1 << ")";
+}
+
+Shape with_dim0(Shape s, int64_t v) {
+  s[0] = v;
+  return s;
 }
 
 }  // namespace
@@ -61,7 +79,7 @@ TEST(StepProperties, DeinterleaveAnyTrailingDimsAndDtypes) {
     for (int64_t extra = random_int(rng, 0, 2); extra > 0; --extra) s.push_back(random_int(rng, 1, 5));
     Case c{make_deinterleave_gate_up_rows_step(), random_tensor(dtypes[t % 4], s, rng)};
     check_round_trip_and_rebuild(c);
-    check_expert_slice(c, rng);
+    check_expert_slice(c, s[0], rng);
   }
 }
 
@@ -86,7 +104,7 @@ TEST(StepProperties, ShuffleWeightBothModes) {
     }
     Case c{step, random_tensor(Dtype::U8, s, rng)};
     check_round_trip_and_rebuild(c);
-    check_expert_slice(c, rng);
+    check_expert_slice(c, e, rng);
     // Every tile here spans several rows, so the shuffle really moves bytes.
     EXPECT_NE(step->apply(c.input).bytes, c.input.bytes);
   }
@@ -104,10 +122,12 @@ TEST(StepProperties, ShuffleScaleBothModes) {
     } else {
       const bool gate_up = t % 3 == 1;
       const int64_t e = random_int(rng, 1, 3);
-      Case c{make_aiter_shuffle_scale_interleave_step(gate_up, e),
-             random_tensor(Dtype::U8, {e * 32 * random_int(rng, 1, 3), 8 * random_int(rng, 1, 3)}, rng)};
+      const int64_t n = 32 * random_int(rng, 1, 3), groups = 8 * random_int(rng, 1, 3);
+      Case c{make_aiter_shuffle_scale_interleave_step(gate_up, e), random_tensor(Dtype::U8, {e * n, groups}, rng)};
       check_round_trip_and_rebuild(c);
-      EXPECT_FALSE(c.step->expert_separable());
+      check_expert_slice(c, e, rng, [&](int64_t count) {
+        return std::make_pair(make_aiter_shuffle_scale_interleave_step(gate_up, count), Shape{count * n, groups});
+      });
     }
   }
 }
@@ -123,7 +143,7 @@ TEST(StepProperties, PadRandomShapesAndDtypes) {
       padded[d] = view[d] + random_int(rng, 0, 3);
     }
     const bool infer = t % 2 == 1;
-    if (infer) padded[0] = view[0];  // the inferred leading (expert) dim is never padded
+    padded[0] = view[0];  // the expert dim is not padded
     // Store the padded array flattened after the leading dim, as the planner does for w13.
     Shape out_shape{padded[0], checked_numel(Shape(padded.begin() + 1, padded.end()), "t")};
     const Shape in_shape = view;
@@ -131,9 +151,16 @@ TEST(StepProperties, PadRandomShapesAndDtypes) {
     const Dtype dtype = dtypes[t % 4];
     const double value = dtype == Dtype::U8 ? 127 : (dtype == Dtype::I32 ? -7 : 0.5);
     Case c{make_pad_step(view, padded, value, out_shape), random_tensor(dtype, in_shape, rng)};
-    EXPECT_EQ(c.step->expert_separable(), infer);
     check_round_trip_and_rebuild(c);
-    check_expert_slice(c, rng);
+    if (infer) {
+      check_expert_slice(c, in_shape[0], rng);
+    } else {
+      check_expert_slice(c, in_shape[0], rng, [&](int64_t count) {
+        return std::make_pair(make_pad_step(with_dim0(view, count), with_dim0(padded, count), value,
+                                            with_dim0(out_shape, count)),
+                              with_dim0(in_shape, count));
+      });
+    }
   }
 }
 
@@ -141,16 +168,31 @@ TEST(StepProperties, ViewAndCast) {
   std::mt19937_64 rng(25);
   for (int t = 0; t < 20; ++t) {
     const int64_t e = random_int(rng, 1, 4), a = random_int(rng, 1, 6), b = random_int(rng, 1, 6);
-    check_round_trip_and_rebuild({make_view_step({e * a, b}), random_tensor(Dtype::U8, {e, a, b}, rng)});
+    Case flat{make_view_step({e * a, b}), random_tensor(Dtype::U8, {e, a, b}, rng)};
+    check_round_trip_and_rebuild(flat);
+    check_expert_slice(flat, e, rng, [&](int64_t count) {
+      return std::make_pair(make_view_step({count * a, b}), Shape{count, a, b});
+    });
     Case inferred{make_view_step({-1, a * b}), random_tensor(Dtype::F32, {e, a, b}, rng)};
-    EXPECT_TRUE(inferred.step->expert_separable());
     EXPECT_EQ(inferred.step->output_shape({e, a, b}), (Shape{e, a * b}));
     check_round_trip_and_rebuild(inferred);
-    check_expert_slice(inferred, rng);
+    check_expert_slice(inferred, e, rng);
     Case cast{make_cast_bf16_to_f32_step(), random_tensor(Dtype::BF16, {e, a, b}, rng)};
     check_round_trip_and_rebuild(cast);
-    check_expert_slice(cast, rng);
+    check_expert_slice(cast, e, rng);
   }
+}
+
+TEST(StepProperties, StepsThatAreNotExpertSeparable) {
+  // The separated scale shuffle pads all experts' rows as one matrix: 2 experts of 64 rows
+  // make one 256-row block, but each expert alone would be padded to 256 rows of its own.
+  const auto sep = make_aiter_shuffle_scale_separated_step();
+  EXPECT_FALSE(sep->expert_separable());
+  EXPECT_EQ(sep->output_shape({128, 8}), (Shape{256, 8}));
+  EXPECT_EQ(sep->output_shape({64, 8}), (Shape{256, 8}));
+  // Padding dim 0 adds whole experts at the end; a slice would get them in the middle.
+  EXPECT_FALSE(make_pad_step({2, 4}, {3, 4}, 0, {3, 4})->expert_separable());
+  EXPECT_TRUE(make_pad_step({2, 4}, {2, 5}, 0, {2, 5})->expert_separable());
 }
 
 TEST(StepProperties, RegistryKnowsEveryStep) {
