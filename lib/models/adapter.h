@@ -8,7 +8,9 @@
 // fly (experts gathered, transposed, dequantized, quantized to MXFP4). The planner and verify
 // only ever see canonical sources, so every family shares the same recipes, manifest and
 // checks.
+#include <cmath>
 #include <cstdint>
+#include <mutex>
 #include <functional>
 #include <map>
 #include <memory>
@@ -25,6 +27,22 @@ namespace moeprep::models {
 
 enum class Role { W13Weight, W13Scale, W13Bias, W2Weight, W2Scale, W2Bias };
 
+// Quantization error of an assembled source, summed over the slices assemble() produced (from
+// several threads): relative Frobenius norm ||dequant(q) - w|| / ||w||.
+struct QuantizationStats {
+  void add(double error_squared, double reference_squared) {
+    std::lock_guard<std::mutex> lock(mutex);
+    err2 += error_squared;
+    ref2 += reference_squared;
+  }
+  double relative_error() const {
+    std::lock_guard<std::mutex> lock(mutex);
+    return ref2 > 0 ? std::sqrt(err2 / ref2) : std::sqrt(err2);
+  }
+  mutable std::mutex mutex;
+  double err2 = 0, ref2 = 0;
+};
+
 // One canonical source tensor of one layer.
 struct CanonicalSource {
   Dtype dtype = Dtype::U8;
@@ -38,6 +56,8 @@ struct CanonicalSource {
   // Produces experts [first, first + count) of the canonical tensor. Must be deterministic.
   // Unused when transform is empty.
   std::function<ByteTensor(int64_t first, int64_t count)> assemble;
+  // Set for quantized sources (assemble() feeds it); reported in the manifest.
+  std::shared_ptr<QuantizationStats> quantization;
 };
 
 struct MoeLayer {

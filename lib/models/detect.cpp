@@ -1,11 +1,33 @@
 #include "models/detect.h"
 
+#include <functional>
+#include <map>
+
 #include "core/error.h"
+#include "models/adapter.h"
 #include "models/gpt_oss.h"
+#include "models/gpt_oss_adapter.h"
 
 namespace moeprep::models {
+namespace {
 
-std::vector<std::string> supported_families() { return {gpt_oss::kModelType}; }
+using Factory = std::function<std::unique_ptr<ModelAdapter>(const io::Checkpoint&, const std::string&)>;
+
+// model_type (config.json) -> adapter. One line per family.
+const std::map<std::string, Factory>& registry() {
+  static const std::map<std::string, Factory> r = {
+      {gpt_oss::kModelType, make_gpt_oss_adapter},
+  };
+  return r;
+}
+
+}  // namespace
+
+std::vector<std::string> supported_families() {
+  std::vector<std::string> names;
+  for (const auto& [name, factory] : registry()) names.push_back(name);
+  return names;
+}
 
 bool looks_like_moe(const nlohmann::json& config) {
   if (!config.is_object()) return false;
@@ -16,20 +38,23 @@ bool looks_like_moe(const nlohmann::json& config) {
   return false;
 }
 
-ModelInfo detect_model(const io::Checkpoint& checkpoint) {
+std::unique_ptr<ModelAdapter> make_adapter(const io::Checkpoint& checkpoint) {
   const std::string where = checkpoint.root().string();
   if (!checkpoint.has_config())
     throw_bad_input(where + ": no config.json: convert needs the model's config to find its experts");
   const std::string config_path = (checkpoint.root() / io::kConfigFileName).string();
   const nlohmann::json& config = checkpoint.config();
-  std::string model_type = config.is_object() ? config.value("model_type", "") : "";
+  const std::string model_type = config.is_object() ? config.value("model_type", "") : "";
   std::string supported;
   for (const auto& f : supported_families()) supported += (supported.empty() ? "" : ", ") + f;
-  if (model_type == gpt_oss::kModelType) return gpt_oss::read_config(config, config_path);
+  auto it = registry().find(model_type);
+  if (it != registry().end()) return it->second(checkpoint, config_path);
   if (!looks_like_moe(config))
     throw_bad_input(config_path + ": model_type '" + model_type +
                     "' is not a mixture-of-experts model: there is nothing to convert (supported: " + supported + ")");
   throw_bad_input(config_path + ": unsupported MoE model_type '" + model_type + "' (supported: " + supported + ")");
 }
+
+ModelInfo detect_model(const io::Checkpoint& checkpoint) { return make_adapter(checkpoint)->info(); }
 
 }  // namespace moeprep::models

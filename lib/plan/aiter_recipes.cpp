@@ -107,11 +107,11 @@ Shape logical_shape(ExpertRole role, const ExpertDims& d) {
   return {};
 }
 
-RecipeSpec aiter_gpt_oss_recipe(ExpertRole role, const ExpertDims& d, const ConvertOptions& o) {
+RecipeSpec aiter_recipe(ExpertRole role, const ExpertDims& d, const ConvertOptions& o, bool gate_up_interleaved) {
   const int64_t E = d.experts, H = d.hidden, I = d.intermediate, Hp = d.hidden_pad, Ip = d.intermediate_pad;
   const GateMode mode = o.gate_mode;
   const InjectedFault fault = o.fault;
-  const bool deinterleave_w13 = fault != InjectedFault::SkipGateUpDeinterleave;
+  const bool deinterleave_w13 = gate_up_interleaved && fault != InjectedFault::SkipGateUpDeinterleave;
   const bool deinterleave_scales = deinterleave_w13 && fault != InjectedFault::SkipScaleDeinterleave;
   const GateMode tile_mode = fault == InjectedFault::OtherGateModeTiles ? other(mode) : mode;
 

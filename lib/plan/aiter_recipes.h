@@ -5,11 +5,12 @@
 
 #include "core/shape.h"
 #include "layout/recipe.h"
+#include "models/adapter.h"
 #include "plan/options.h"
 
 namespace moeprep::plan {
 
-enum class ExpertRole { W13Weight, W13Scale, W13Bias, W2Weight, W2Scale, W2Bias };
+using ExpertRole = models::Role;
 const char* role_name(ExpertRole role);  // "w13_weight", "w13_weight_scale", ...
 inline constexpr ExpertRole kAllRoles[] = {ExpertRole::W13Weight, ExpertRole::W13Scale, ExpertRole::W13Bias,
                                            ExpertRole::W2Weight,  ExpertRole::W2Scale,  ExpertRole::W2Bias};
@@ -37,8 +38,11 @@ struct RecipeSpec {
 // The tensor's shape before padding and shuffling: what the kernel computes with.
 Shape logical_shape(ExpertRole role, const ExpertDims& dims);
 
-// The recipe for one role of a GPT-OSS MXFP4 source (gate/up rows interleaved in pairs),
-// for `dims.experts` experts (the executor asks for smaller expert counts to stream).
-RecipeSpec aiter_gpt_oss_recipe(ExpertRole role, const ExpertDims& dims, const ConvertOptions& options);
+// The recipe for one role, from a canonical source (models/adapter.h: MXFP4 blocks, E8M0
+// scales, BF16 bias), whose w13 rows are gate/up pairs when `gate_up_interleaved` (GPT-OSS)
+// or already [gate; up]; for `dims.experts` experts (the executor asks for smaller expert
+// counts to stream).
+RecipeSpec aiter_recipe(ExpertRole role, const ExpertDims& dims, const ConvertOptions& options,
+                        bool gate_up_interleaved);
 
 }  // namespace moeprep::plan

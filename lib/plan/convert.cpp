@@ -53,9 +53,17 @@ UnitOutput run_unit(const ConvertPlan& plan, const TensorJob& job, const Unit& u
   }
   const RecipeSpec spec = chunk_recipe(plan, job, unit.chunk);
   ByteTensor in;
-  in.dtype = spec.in_dtype;
-  in.shape = spec.in_shape;
-  in.bytes.assign(src.data + cb.in_begin, src.data + cb.in_begin + cb.in_size);
+  if (job.reads_source_directly()) {
+    in.dtype = spec.in_dtype;
+    in.shape = spec.in_shape;
+    in.bytes.assign(src.data + cb.in_begin, src.data + cb.in_begin + cb.in_size);
+  } else {
+    in = unit.chunk.whole ? job.canonical.assemble(0, plan.dims.experts)
+                          : job.canonical.assemble(unit.chunk.first, unit.chunk.count);
+    if (in.dtype != spec.in_dtype || in.shape != spec.in_shape)
+      throw_internal("assembled source of '" + job.output_name + "' is " + dtype_name(in.dtype) + " " +
+                     shape_to_string(in.shape) + ", expected " + shape_to_string(spec.in_shape));
+  }
   ByteTensor result = spec.recipe.apply(in);
   if (result.bytes.size() != cb.out_size)
     throw_internal("recipe for '" + job.output_name + "' produced " + std::to_string(result.bytes.size()) +
@@ -64,6 +72,15 @@ UnitOutput run_unit(const ConvertPlan& plan, const TensorJob& job, const Unit& u
   out.data = out.owned.data();
   out.size = out.owned.size();
   return out;
+}
+
+// XXH3-128 of a whole checkpoint tensor, its pages released afterwards.
+ManifestSourceTensor hash_source_tensor(const io::Checkpoint& source, const std::string& name) {
+  const io::LocatedTensor& t = source.find(name);
+  const io::ByteView b = source.data(t);
+  ManifestSourceTensor m{name, t.info->dtype, t.info->shape, xxh3_128_hex(b.data, b.size)};
+  io::release_mapped_pages(b);
+  return m;
 }
 
 // A copied tensor is one unit: a view of the memory-mapped source that the writer streams
@@ -82,6 +99,7 @@ ordered_json model_json(const ConvertPlan& plan) {
   j["hidden_pad"] = plan.dims.hidden_pad;
   j["intermediate_pad"] = plan.dims.intermediate_pad;
   j["gate_mode"] = gate_mode_name(plan.options.gate_mode);
+  j["source_gate_up_interleaved"] = plan.gate_up_interleaved;
   j["router"] = m.router.to_json();
   j["activation"] = {{"kind", m.activation.kind == reference::Activation::GptOssClampedSwiglu ? "gpt_oss_clamped_swiglu"
                                                                                               : "silu_gated"},
@@ -131,8 +149,11 @@ Manifest execute_plan(const ConvertPlan& plan, const io::Checkpoint& source, con
     for (size_t c = 0; c < chunks.size(); ++c)
       units.push_back({j, chunks[c], c == 0, c + 1 == chunks.size()});
   }
+  // Direct sources are read from the map by the workers; assembled ones by their adapter.
   std::vector<io::ByteView> sources(plan.jobs.size());
-  for (size_t j = 0; j < plan.jobs.size(); ++j) sources[j] = source.data(source.find(plan.jobs[j].source_name));
+  for (size_t j = 0; j < plan.jobs.size(); ++j)
+    if (plan.jobs[j].reads_source_directly())
+      sources[j] = source.data(source.find(plan.jobs[j].source_tensors().front()));
 
   // Workers compute units ahead of the writer; the writer consumes them strictly in order, so
   // hashes and file contents never depend on the thread count. In-flight units bound memory.
@@ -171,10 +192,12 @@ Manifest execute_plan(const ConvertPlan& plan, const io::Checkpoint& source, con
         pending.pop_front();
         launch_more();
         const ChunkBytes cb = chunk_bytes(job, plan.dims.experts, unit.chunk);
-        source_hash.update(sources[job_index].data + cb.in_begin, cb.in_size);
         writer.write(out.data, out.size);
-        // Consumed: let the source pages go (the units already in flight read other slices).
-        io::release_mapped_pages({sources[job_index].data + cb.in_begin, cb.in_size});
+        if (job.reads_source_directly()) {
+          source_hash.update(sources[job_index].data + cb.in_begin, cb.in_size);
+          // Consumed: let the source pages go (the units already in flight read other slices).
+          io::release_mapped_pages({sources[job_index].data + cb.in_begin, cb.in_size});
+        }
         done += cb.in_size;
         progress.advance(done, job.output_name);
         if (unit.last_of_job) break;
@@ -190,8 +213,14 @@ Manifest execute_plan(const ConvertPlan& plan, const io::Checkpoint& source, con
       offset = t.data_end;
       t.xxh3_128 = writer.end_tensor();
       t.transformed = job.transformed;
-      const auto& src_info = *source.find(job.source_name).info;
-      t.source = {job.source_name, src_info.dtype, src_info.shape, source_hash.hex_digest()};
+      if (job.reads_source_directly()) {
+        const auto& info = *source.find(job.source_tensors().front()).info;
+        t.sources = {{job.source_tensors().front(), info.dtype, info.shape, source_hash.hex_digest()}};
+      } else {
+        for (const auto& name : job.source_tensors()) t.sources.push_back(hash_source_tensor(source, name));
+        t.source_transform = job.canonical.transform;
+        if (job.canonical.quantization) t.quantization_rel_error = job.canonical.quantization->relative_error();
+      }
       if (job.transformed) {
         t.is_shuffled = job.spec.shuffled;
         t.layout = job.spec.layout_id;

@@ -107,7 +107,10 @@ ordered_json Manifest::to_json() const {
       e["layout"] = t.layout;
       e["steps"] = t.steps;
     }
-    e["source"] = source_to_json(t.source);
+    auto& srcs = e["sources"] = ordered_json::array();
+    for (const auto& src : t.sources) srcs.push_back(source_to_json(src));
+    if (!t.source_transform.empty()) e["source_transform"] = t.source_transform;
+    if (t.quantization_rel_error >= 0) e["quantization_rel_error"] = t.quantization_rel_error;
     arr.push_back(std::move(e));
   }
   auto& files_j = j["files"] = ordered_json::array();
@@ -160,11 +163,18 @@ Manifest Manifest::from_json(const json& j, const std::string& context) {
       if (!rt.at("steps").is_array()) rt.fail("steps", "must be an array");
       t.steps = rt.at("steps");
     }
-    Reader rs(rt.at("source"), rt.context() + ": source");
-    t.source.name = rs.str("name");
-    t.source.dtype = rs.dtype("dtype");
-    t.source.shape = rs.shape("shape");
-    t.source.xxh3_128 = rs.str("xxh3_128");
+    const json& srcs = rt.at("sources");
+    if (!srcs.is_array() || srcs.empty()) rt.fail("sources", "must be a non-empty array");
+    for (size_t k = 0; k < srcs.size(); ++k) {
+      Reader rs(srcs[k], rt.context() + ": sources[" + std::to_string(k) + "]");
+      t.sources.push_back({rs.str("name"), rs.dtype("dtype"), rs.shape("shape"), rs.str("xxh3_128")});
+    }
+    if (arr[i].contains("source_transform")) t.source_transform = rt.str("source_transform");
+    if (arr[i].contains("quantization_rel_error")) {
+      const json& q = rt.at("quantization_rel_error");
+      if (!q.is_number()) rt.fail("quantization_rel_error", "must be a number");
+      t.quantization_rel_error = q.get<double>();
+    }
     m.tensors.push_back(std::move(t));
   }
   const json& shards_j = top.at("shards");

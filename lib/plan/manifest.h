@@ -38,7 +38,11 @@ struct ManifestTensor {
   std::string gate_mode;   // empty for copied tensors
   std::string role;        // w13_weight, ...; empty for copied tensors
   int64_t layer = -1;
-  ManifestSourceTensor source;
+  // The checkpoint tensors it is made from (copied tensors: itself) and, for tensors made from
+  // an assembled canonical source, how (e.g. "quantize_mxfp4"); empty when read as is.
+  std::vector<ManifestSourceTensor> sources;
+  std::string source_transform;
+  double quantization_rel_error = -1;  // ||dequant(q) - w|| / ||w|| when quantized, else -1
   nlohmann::ordered_json steps = nlohmann::ordered_json::array();  // [{"id":..., "params":...}]
 };
 

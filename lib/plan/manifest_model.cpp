@@ -65,4 +65,18 @@ std::optional<ExpertRole> role_from_name(const std::string& name) {
   return std::nullopt;
 }
 
+bool gate_up_interleaved_from_manifest(const Manifest& m, const std::string& context) {
+  auto it = m.model.find("source_gate_up_interleaved");
+  if (it == m.model.end() || !it->is_boolean())
+    throw_bad_input(context + ": model: \"source_gate_up_interleaved\" must be true or false");
+  return it->get<bool>();
+}
+
+RecipeSpec manifest_recipe(const Manifest& m, ExpertRole role, const std::string& context,
+                           std::optional<int64_t> experts) {
+  ExpertDims d = dims_from_manifest(m, context);
+  if (experts) d.experts = *experts;
+  return aiter_recipe(role, d, options_from_manifest(m, context), gate_up_interleaved_from_manifest(m, context));
+}
+
 }  // namespace moeprep::plan

@@ -15,5 +15,9 @@ ConvertOptions options_from_manifest(const Manifest& m, const std::string& conte
 ExpertDims dims_from_manifest(const Manifest& m, const std::string& context);
 models::ModelInfo model_from_manifest(const Manifest& m, const std::string& context);
 std::optional<ExpertRole> role_from_name(const std::string& name);
+bool gate_up_interleaved_from_manifest(const Manifest& m, const std::string& context);
+// The canonical recipe of `role` under the manifest's options, for all experts or `experts`.
+RecipeSpec manifest_recipe(const Manifest& m, ExpertRole role, const std::string& context,
+                           std::optional<int64_t> experts = std::nullopt);
 
 }  // namespace moeprep::plan

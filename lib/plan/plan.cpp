@@ -2,11 +2,11 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 
 #include "core/error.h"
 #include "core/version.h"
 #include "models/detect.h"
-#include "models/gpt_oss.h"
 #include "plan/manifest.h"
 
 namespace moeprep::plan {
@@ -52,15 +52,6 @@ void refuse_kernel_ready(const io::Checkpoint& source) {
                     "' is shuffled); convert takes an original Hugging Face checkpoint");
 }
 
-void expect_tensor(const io::Checkpoint& source, const std::string& name, Dtype dtype, const Shape& shape) {
-  const io::LocatedTensor* t = source.try_find(name);
-  if (!t) throw_bad_input(source.root().string() + ": tensor '" + name + "' is missing (expected by the GPT-OSS layout)");
-  if (t->info->dtype != dtype || t->info->shape != shape)
-    throw_bad_input(t->file->path().string() + ": tensor '" + name + "' is " + dtype_name(t->info->dtype) + " " +
-                    shape_to_string(t->info->shape) + ", expected " + dtype_name(dtype) + " " +
-                    shape_to_string(shape) + " from config.json");
-}
-
 std::vector<std::string> extra_files(const io::Checkpoint& source) {
   std::vector<std::string> files;
   if (!source.is_directory()) return files;
@@ -80,7 +71,7 @@ std::vector<std::string> extra_files(const io::Checkpoint& source) {
 RecipeSpec recipe_for_experts(const ConvertPlan& plan, const TensorJob& job, int64_t experts) {
   ExpertDims d = plan.dims;
   d.experts = experts;
-  return aiter_gpt_oss_recipe(job.role, d, plan.options);
+  return aiter_recipe(job.role, d, plan.options, plan.gate_up_interleaved);
 }
 
 ConvertPlan build_plan(const io::Checkpoint& source, const ConvertOptions& options) {
@@ -89,64 +80,53 @@ ConvertPlan build_plan(const io::Checkpoint& source, const ConvertOptions& optio
   refuse_kernel_ready(source);
   ConvertPlan plan;
   plan.options = options;
-  plan.model = models::detect_model(source);
+  plan.adapter = models::make_adapter(source);
+  plan.model = plan.adapter->info();
   const auto& m = plan.model;
   plan.dims = padded_dims(m.experts, m.hidden, m.intermediate, options);
 
-  // Expert tensors by name -> (layer, role).
-  std::map<std::string, std::pair<int64_t, ExpertRole>> expert_sources;
-  for (int64_t l = 0; l < m.layers; ++l) {
-    const auto s = models::gpt_oss::source_names(l);
-    const std::pair<std::string, ExpertRole> roles[] = {
-        {s.gate_up_blocks, ExpertRole::W13Weight}, {s.gate_up_scales, ExpertRole::W13Scale},
-        {s.gate_up_bias, ExpertRole::W13Bias},     {s.down_blocks, ExpertRole::W2Weight},
-        {s.down_scales, ExpertRole::W2Scale},      {s.down_bias, ExpertRole::W2Bias}};
-    for (const auto& [name, role] : roles) expert_sources[name] = {l, role};
-    expect_tensor(source, s.router_weight, Dtype::BF16, {m.experts, m.hidden});
+  std::set<std::string> consumed;
+  const std::vector<models::MoeLayer> layers = plan.adapter->moe_layers();
+  if (layers.empty()) throw_bad_input(source.root().string() + ": no MoE layer found: there is nothing to convert");
+  plan.gate_up_interleaved = layers.front().gate_up_interleaved;
+  for (const auto& layer : layers) {
+    if (layer.gate_up_interleaved != plan.gate_up_interleaved)
+      throw_bad_input(source.root().string() + ": layers disagree on the gate/up row order");
+    for (const auto& name : layer.consumed) consumed.insert(name);
+    for (const auto& [role, canonical] : layer.sources) {
+      TensorJob job;
+      job.transformed = true;
+      job.layer = layer.layer;
+      job.role = role;
+      job.canonical = canonical;
+      job.spec = aiter_recipe(role, plan.dims, options, plan.gate_up_interleaved);
+      if (job.spec.in_dtype != canonical.dtype || job.spec.in_shape != canonical.shape)
+        throw_internal("adapter " + plan.adapter->family() + " gives " + role_name(role) + " of layer " +
+                       std::to_string(layer.layer) + " as " + dtype_name(canonical.dtype) + " " +
+                       shape_to_string(canonical.shape) + ", the recipe expects " + dtype_name(job.spec.in_dtype) +
+                       " " + shape_to_string(job.spec.in_shape));
+      job.output_name = layer.output_prefix + role_name(role);
+      if (source.try_find(job.output_name))
+        throw_bad_input(source.root().string() + ": output tensor '" + job.output_name + "' already exists in the source");
+      job.out_dtype = job.spec.out_dtype;
+      job.out_shape = job.spec.out_shape;
+      job.in_bytes = io::PlannedTensor{"", canonical.dtype, canonical.shape}.byte_length();
+      plan.jobs.push_back(std::move(job));
+    }
   }
-
-  const auto names = source.tensor_names();
-  for (const auto& name : names) {
-    // Every tensor of an MoE expert block must be understood: dropping or copying an unknown
-    // one would hand the engine a checkpoint it cannot load correctly.
-    if (name.find(".mlp.experts.") != std::string::npos && !expert_sources.count(name))
-      throw_bad_input(source.find(name).file->path().string() + ": tensor '" + name +
-                      "' inside an MoE expert block is not part of the GPT-OSS layout (known: gate_up_proj_blocks, "
-                      "gate_up_proj_scales, gate_up_proj_bias, down_proj_blocks, down_proj_scales, down_proj_bias)");
-  }
-
-  for (const auto& [name, lr] : expert_sources) {
-    TensorJob job;
-    job.source_name = name;
-    job.transformed = true;
-    job.layer = lr.first;
-    job.role = lr.second;
-    job.spec = aiter_gpt_oss_recipe(job.role, plan.dims, options);
-    expect_tensor(source, name, job.spec.in_dtype, job.spec.in_shape);
-    const auto out = models::gpt_oss::output_names(job.layer);
-    const std::string* out_names[] = {&out.w13_weight, &out.w13_weight_scale, &out.w13_weight_bias,
-                                      &out.w2_weight,  &out.w2_weight_scale,  &out.w2_weight_bias};
-    job.output_name = *out_names[static_cast<int>(job.role)];
-    job.out_dtype = job.spec.out_dtype;
-    job.out_shape = job.spec.out_shape;
-    plan.jobs.push_back(std::move(job));
-  }
-  for (const auto& name : names) {
-    if (expert_sources.count(name)) continue;
+  for (const auto& name : source.tensor_names()) {
+    if (consumed.count(name)) continue;
     const auto& t = source.find(name);
     TensorJob job;
     job.output_name = name;
     job.source_name = name;
     job.out_dtype = t.info->dtype;
     job.out_shape = t.info->shape;
+    job.in_bytes = t.info->byte_length();
     plan.jobs.push_back(std::move(job));
   }
   for (auto& job : plan.jobs) {
-    if (source.try_find(job.output_name) && job.transformed)
-      throw_bad_input(source.root().string() + ": output tensor '" + job.output_name + "' already exists in the source");
-    job.in_bytes = source.find(job.source_name).info->byte_length();
-    io::PlannedTensor pt{job.output_name, job.out_dtype, job.out_shape};
-    job.out_bytes = pt.byte_length();
+    job.out_bytes = io::PlannedTensor{job.output_name, job.out_dtype, job.out_shape}.byte_length();
     plan.total_in_bytes += job.in_bytes;
     plan.total_out_bytes += job.out_bytes;
   }
@@ -179,6 +159,7 @@ ConvertPlan build_plan(const io::Checkpoint& source, const ConvertOptions& optio
 nlohmann::ordered_json ConvertPlan::to_json() const {
   nlohmann::ordered_json j;
   j["model"] = {{"family", model.family},
+                {"gate_up_interleaved", gate_up_interleaved},
                 {"layers", model.layers},
                 {"experts", model.experts},
                 {"hidden", model.hidden},
@@ -198,7 +179,8 @@ nlohmann::ordered_json ConvertPlan::to_json() const {
       const TensorJob& job = jobs[next++];
       nlohmann::ordered_json t;
       t["name"] = job.output_name;
-      t["source"] = job.source_name;
+      t["sources"] = job.source_tensors();
+      if (job.transformed && !job.canonical.transform.empty()) t["source_transform"] = job.canonical.transform;
       t["action"] = job.transformed ? "transform" : "copy";
       if (job.transformed) {
         t["layer"] = job.layer;

@@ -2,12 +2,14 @@
 // computed from the source tensors.
 #include <cmath>
 #include <cstring>
+#include <algorithm>
+#include <map>
 #include <set>
 
 #include "core/error.h"
 #include "core/random.h"
 #include "formats/bf16.h"
-#include "models/gpt_oss.h"
+#include "models/adapter.h"
 #include "plan/manifest_model.h"
 #include "plan/verify_stages.h"
 
@@ -34,48 +36,65 @@ struct LayerTensors {
   reference::KernelReadyLayer view;
 };
 
+// The output names of one layer's kernel-ready tensors, from the manifest: role -> name.
+std::map<std::string, std::string> layer_tensor_names(const Manifest& m, int64_t layer) {
+  std::map<std::string, std::string> names;
+  for (const auto& t : m.tensors)
+    if (t.transformed && t.layer == layer) names[t.role] = t.name;
+  return names;
+}
+
 // The kernel-ready layer; checks that every tensor is at least as large as the addressing of
 // the layout will reach, so that a mislabelled tensor fails the check instead of being read
-// out of bounds.
+// out of bounds. Models without expert biases get zero biases.
 LayerTensors load_kernel_ready(const io::Checkpoint& c, const Manifest& m, int64_t layer, const std::string& context) {
-  const auto names = models::gpt_oss::output_names(layer);
+  const auto names = layer_tensor_names(m, layer);
+  auto name_of = [&](ExpertRole role) -> std::string {
+    auto it = names.find(role_name(role));
+    return it == names.end() ? std::string() : it->second;
+  };
+  for (ExpertRole role : {ExpertRole::W13Weight, ExpertRole::W13Scale, ExpertRole::W2Weight, ExpertRole::W2Scale})
+    if (name_of(role).empty())
+      throw_bad_input(std::string("the manifest lists no ") + role_name(role) + " for layer " + std::to_string(layer));
   const ExpertDims d = dims_from_manifest(m, context);
   const ConvertOptions o = options_from_manifest(m, context);
+  const int64_t E = d.experts, Hp = d.hidden_pad, Ip = d.intermediate_pad;
   LayerTensors t;
-  t.w13 = copy_as<uint8_t>(c, names.w13_weight, Dtype::U8);
-  t.w13_scale = copy_as<uint8_t>(c, names.w13_weight_scale, Dtype::U8);
-  t.w13_bias = copy_as<float>(c, names.w13_weight_bias, Dtype::F32);
-  t.w2 = copy_as<uint8_t>(c, names.w2_weight, Dtype::U8);
-  t.w2_scale = copy_as<uint8_t>(c, names.w2_weight_scale, Dtype::U8);
-  t.w2_bias = copy_as<float>(c, names.w2_weight_bias, Dtype::F32);
+  t.w13 = copy_as<uint8_t>(c, name_of(ExpertRole::W13Weight), Dtype::U8);
+  t.w13_scale = copy_as<uint8_t>(c, name_of(ExpertRole::W13Scale), Dtype::U8);
+  t.w2 = copy_as<uint8_t>(c, name_of(ExpertRole::W2Weight), Dtype::U8);
+  t.w2_scale = copy_as<uint8_t>(c, name_of(ExpertRole::W2Scale), Dtype::U8);
+  t.w13_bias = name_of(ExpertRole::W13Bias).empty() ? std::vector<float>(static_cast<size_t>(E * 2 * Ip), 0.0f)
+                                                    : copy_as<float>(c, name_of(ExpertRole::W13Bias), Dtype::F32);
+  t.w2_bias = name_of(ExpertRole::W2Bias).empty() ? std::vector<float>(static_cast<size_t>(E * Hp), 0.0f)
+                                                  : copy_as<float>(c, name_of(ExpertRole::W2Bias), Dtype::F32);
   auto& v = t.view;
   v.mode = o.gate_mode;
-  v.experts = d.experts;
+  v.experts = E;
   v.hidden = d.hidden;
   v.intermediate = d.intermediate;
-  v.hidden_pad = d.hidden_pad;
-  v.intermediate_pad = d.intermediate_pad;
-  const auto& s13 = c.find(names.w13_weight_scale).info->shape;
-  const auto& s2 = c.find(names.w2_weight_scale).info->shape;
-  if (s13.size() != 2 || s2.size() != 2) throw_bad_input(names.w13_weight_scale + ": scales must be 2-D");
+  v.hidden_pad = Hp;
+  v.intermediate_pad = Ip;
+  const auto& s13 = c.find(name_of(ExpertRole::W13Scale)).info->shape;
+  const auto& s2 = c.find(name_of(ExpertRole::W2Scale)).info->shape;
+  if (s13.size() != 2 || s2.size() != 2) throw_bad_input(name_of(ExpertRole::W13Scale) + ": scales must be 2-D");
   v.w13_scale_cols = s13[1];
   v.w2_scale_cols = s2[1];
-  const int64_t E = d.experts, Hp = d.hidden_pad, Ip = d.intermediate_pad;
   auto need = [&](const std::string& name, size_t have, int64_t want) {
     if (static_cast<int64_t>(have) < want)
       throw_bad_input(name + ": " + std::to_string(have) + " elements, the kernel-ready layout needs " +
                       std::to_string(want));
   };
-  need(names.w13_weight, t.w13.size(), E * 2 * Ip * Hp / 2);
-  need(names.w2_weight, t.w2.size(), E * Hp * Ip / 2);
-  need(names.w13_weight_bias, t.w13_bias.size(), E * 2 * Ip);
-  need(names.w2_weight_bias, t.w2_bias.size(), E * Hp);
+  need(name_of(ExpertRole::W13Weight), t.w13.size(), E * 2 * Ip * Hp / 2);
+  need(name_of(ExpertRole::W2Weight), t.w2.size(), E * Hp * Ip / 2);
+  need(name_of(ExpertRole::W13Bias), t.w13_bias.size(), E * 2 * Ip);
+  need(name_of(ExpertRole::W2Bias), t.w2_bias.size(), E * Hp);
+  if (v.w13_scale_cols < Hp / 32 || v.w2_scale_cols < Ip / 32)
+    throw_bad_input(name_of(ExpertRole::W13Scale) + ": fewer scale columns than K/32");
   const layout::ScaleLayout l13{o.gate_mode, true, 2 * Ip, v.w13_scale_cols};
   const layout::ScaleLayout l2{o.gate_mode, false, Hp, v.w2_scale_cols};
-  need(names.w13_weight_scale, t.w13_scale.size(), l13.offset(E - 1, 2 * Ip - 1, Hp / 32 - 1) + 1);
-  need(names.w2_weight_scale, t.w2_scale.size(), l2.offset(E - 1, Hp - 1, Ip / 32 - 1) + 1);
-  if (v.w13_scale_cols < Hp / 32 || v.w2_scale_cols < Ip / 32)
-    throw_bad_input(names.w13_weight_scale + ": fewer scale columns than K/32");
+  need(name_of(ExpertRole::W13Scale), t.w13_scale.size(), l13.offset(E - 1, 2 * Ip - 1, Hp / 32 - 1) + 1);
+  need(name_of(ExpertRole::W2Scale), t.w2_scale.size(), l2.offset(E - 1, Hp - 1, Ip / 32 - 1) + 1);
   v.w13_weight = t.w13.data();
   v.w13_scale = t.w13_scale.data();
   v.w13_bias = t.w13_bias.data();
@@ -83,18 +102,6 @@ LayerTensors load_kernel_ready(const io::Checkpoint& c, const Manifest& m, int64
   v.w2_scale = t.w2_scale.data();
   v.w2_bias = t.w2_bias.data();
   return t;
-}
-
-reference::DenseMoeLayer load_source_dense(const io::Checkpoint& src, int64_t layer, const ExpertDims& d) {
-  const auto n = models::gpt_oss::source_names(layer);
-  auto gu_blocks = copy_as<uint8_t>(src, n.gate_up_blocks, Dtype::U8);
-  auto gu_scales = copy_as<uint8_t>(src, n.gate_up_scales, Dtype::U8);
-  auto gu_bias = copy_as<uint16_t>(src, n.gate_up_bias, Dtype::BF16);
-  auto dn_blocks = copy_as<uint8_t>(src, n.down_blocks, Dtype::U8);
-  auto dn_scales = copy_as<uint8_t>(src, n.down_scales, Dtype::U8);
-  auto dn_bias = copy_as<uint16_t>(src, n.down_bias, Dtype::BF16);
-  return reference::dense_from_gpt_oss_source(gu_blocks.data(), gu_scales.data(), gu_bias.data(), dn_blocks.data(),
-                                              dn_scales.data(), dn_bias.data(), d.experts, d.hidden, d.intermediate);
 }
 
 std::vector<uint16_t> random_activations(uint64_t seed, int64_t layer, int64_t tokens, int64_t hidden) {
@@ -120,11 +127,13 @@ void check_numerics(const OpenedDestination& dst, const io::Checkpoint& source, 
                     StageReport& r, std::vector<NumericsRow>& rows, ProgressSink& progress) {
   const Manifest& m = dst.manifest;
   const std::string context = (dst.checkpoint.root() / kManifestFileName).string();
-  models::ModelInfo info;
   ExpertDims dims;
+  int64_t layer_count = 0;
+  std::unique_ptr<models::ModelAdapter> adapter;
   try {
-    info = model_from_manifest(m, context);
     dims = dims_from_manifest(m, context);
+    layer_count = model_from_manifest(m, context).layers;
+    adapter = models::make_adapter(source);
   } catch (const Error& e) {
     r.fail(e.what());
     r.status = StageStatus::Failed;
@@ -132,29 +141,45 @@ void check_numerics(const OpenedDestination& dst, const io::Checkpoint& source, 
   }
   std::vector<int64_t> layers = options.layers;
   if (layers.empty())
-    for (int64_t l = 0; l < info.layers; ++l) layers.push_back(l);
-  MoeBackend backend = options.backend ? options.backend : MoeBackend(reference::moe_forward_kernel_layout_cpu);
+    for (const auto& t : m.tensors)
+      if (t.transformed && t.role == "w13_weight") layers.push_back(t.layer);
+  std::sort(layers.begin(), layers.end());
+  const MoeBackend backend = options.backend ? options.backend : MoeBackend(reference::moe_forward_kernel_layout_cpu);
+  const reference::ActivationParams act = adapter->info().activation;
   progress.start("numerics", layers.size() * options.token_counts.size());
   uint64_t done = 0;
   for (int64_t layer : layers) {
-    if (layer < 0 || layer >= info.layers) {
-      r.fail("layer " + std::to_string(layer) + " does not exist (the model has " + std::to_string(info.layers) + ")");
+    const auto names = layer_tensor_names(m, layer);
+    if (names.empty()) {
+      r.fail("layer " + std::to_string(layer) + " has no MoE tensors (the model has " + std::to_string(layer_count) +
+             " layers)");
       continue;
     }
-    const std::string layer_name = models::gpt_oss::experts_prefix(layer) + "* (layer " + std::to_string(layer) + ")";
+    const std::string w13 = names.count("w13_weight") ? names.at("w13_weight") : names.begin()->second;
+    const std::string layer_name = w13.substr(0, w13.rfind('.') + 1) + "* (layer " + std::to_string(layer) + ")";
     try {
       LayerTensors kr = load_kernel_ready(dst.checkpoint, m, layer, context);
-      const reference::DenseMoeLayer dense = load_source_dense(source, layer, dims);
-      const auto names = models::gpt_oss::source_names(layer);
-      const auto router_w = copy_as<uint16_t>(source, names.router_weight, Dtype::BF16);
-      std::vector<uint16_t> router_b;
-      if (source.try_find(names.router_bias)) router_b = copy_as<uint16_t>(source, names.router_bias, Dtype::BF16);
-      const reference::RouterWeights router{router_w.data(), router_b.empty() ? nullptr : router_b.data()};
+      // Route every token count first, then load the source weights of only the experts used.
+      const models::LayerReference routing_only = adapter->layer_router(layer);
+      const reference::RouterWeights router{routing_only.router_weight.data(),
+                                            routing_only.router_bias.empty() ? nullptr : routing_only.router_bias.data()};
+      std::vector<std::vector<uint16_t>> xs;
+      std::set<int32_t> used;
       for (int64_t tokens : options.token_counts) {
+        xs.push_back(random_activations(options.seed, layer, tokens, dims.hidden));
+        const auto logits = reference::router_logits(router, xs.back().data(), tokens, dims.experts, dims.hidden);
+        const auto routing = reference::route(logits.data(), tokens, dims.experts, routing_only.router);
+        for (int32_t e : routing.ids)
+          if (e >= 0) used.insert(e);
+      }
+      const models::LayerReference ref_layer = adapter->layer_reference(layer, {used.begin(), used.end()});
+      for (size_t ti = 0; ti < options.token_counts.size(); ++ti) {
+        const int64_t tokens = options.token_counts[ti];
+        const auto& x = xs[ti];
         ++r.checked;
-        const auto x = random_activations(options.seed, layer, tokens, dims.hidden);
-        const auto ref = reference::moe_forward_reference(dense, router, info.router, info.activation, x.data(), tokens, tokens);
-        const auto got = backend(kr.view, router, info.router, info.activation, x.data(), tokens, tokens);
+        const auto ref =
+            reference::moe_forward_reference(ref_layer.dense, router, ref_layer.router, act, x.data(), tokens, tokens);
+        const auto got = backend(kr.view, router, ref_layer.router, act, x.data(), tokens, tokens);
         NumericsRow row;
         row.layer = layer;
         row.tokens = tokens;

@@ -25,8 +25,7 @@ std::string tensor_ref(const ManifestTensor& t) { return t.shard + ": tensor '" 
 std::optional<RecipeSpec> expected_spec(const Manifest& m, const ManifestTensor& t, const std::string& context) {
   auto role = role_from_name(t.role);
   if (!role) return std::nullopt;
-  ExpertDims d = dims_from_manifest(m, context);
-  return aiter_gpt_oss_recipe(*role, d, options_from_manifest(m, context));
+  return manifest_recipe(m, *role, context);
 }
 
 std::string file_hash(const fs::path& path, uint64_t* size) {
@@ -182,8 +181,7 @@ void check_flags(const OpenedDestination& dst, StageReport& r) {
       try {
         auto role = role_from_name(t.role);
         if (!role) continue;  // reported by the structure stage
-        const RecipeSpec spec = aiter_gpt_oss_recipe(*role, dims_from_manifest(m, manifest_path),
-                                                     options_from_manifest(m, manifest_path));
+        const RecipeSpec spec = manifest_recipe(m, *role, manifest_path);
         if (spec.layout_id != t.layout)
           r.fail(file + ": tensor '" + t.name + "': layout id '" + t.layout + "' does not match its role, expected '" +
                  spec.layout_id + "'");

@@ -48,8 +48,9 @@ TEST_P(ConvertBothModes, ManifestAndFlagsDescribeEveryTransformedTensor) {
   int shuffled = 0;
   for (const auto& t : m.tensors) {
     if (!t.transformed) {
-      EXPECT_EQ(t.source.name, t.name);
-      EXPECT_EQ(t.source.xxh3_128, t.xxh3_128) << t.name;
+      ASSERT_EQ(t.sources.size(), 1u);
+      EXPECT_EQ(t.sources[0].name, t.name);
+      EXPECT_EQ(t.sources[0].xxh3_128, t.xxh3_128) << t.name;
       continue;
     }
     EXPECT_FALSE(t.steps.empty()) << t.name;
@@ -136,7 +137,7 @@ TEST(ConvertPlan, DryRunPlanListsStepsAndShapes) {
     for (const auto& t : shard["tensors"])
       if (t["name"] == "model.layers.1.mlp.experts.w13_weight") {
         saw_w13 = true;
-        EXPECT_EQ(t["source"], "model.layers.1.mlp.experts.gate_up_proj_blocks");
+        EXPECT_EQ(t["sources"], nlohmann::ordered_json::array({"model.layers.1.mlp.experts.gate_up_proj_blocks"}));
         std::vector<std::string> ids;
         for (const auto& s : t["steps"]) ids.push_back(s["id"]);
         EXPECT_EQ(ids, (std::vector<std::string>{"view", "deinterleave_gate_up_rows", "pad", "aiter_shuffle_weight"}));
@@ -160,7 +161,7 @@ TEST(ConvertStreaming, ChunkedExecutionEqualsWholeTensors) {
   const ConvertPlan p = build_plan(ckpt, ConvertOptions{});
   for (const auto& job : p.jobs) {
     if (!job.transformed || !job.spec.recipe.expert_separable()) continue;
-    io::ByteView in = ckpt.data(ckpt.find(job.source_name));
+    io::ByteView in = ckpt.data(ckpt.find(job.source_tensors().front()));
     ByteTensor whole{job.spec.in_dtype, job.spec.in_shape, std::vector<uint8_t>(in.data, in.data + in.size)};
     const ByteTensor expect = job.spec.recipe.apply(whole);
     std::vector<uint8_t> got;

@@ -77,7 +77,8 @@ TEST(ConvertRefuses, AnUnknownTensorInsideAnExpertBlock) {
   TempDir dir;
   const fs::path src = make_tiny(dir);
   // Rename a tensor by rewriting the shard and index.
-  const std::string old_name = "model.layers.0.mlp.experts.down_proj_bias";
+  // A tensor that is copied through today, renamed into the expert block.
+  const std::string old_name = "model.layers.0.input_layernorm.weight";
   const fs::path shard = shard_of(src, old_name);
   {
     auto f = io::SafetensorsFile::open(shard);
@@ -109,7 +110,7 @@ TEST(ConvertRefuses, AnExpertTensorWhoseShapeDisagreesWithConfig) {
   TempDir dir;
   const fs::path src = make_tiny(dir);
   edit_config(src, [](auto& j) { j["intermediate_size"] = 64; });
-  expect_bad_input([&] { convert(src, dir / "dst"); }, "'model.layers.0.mlp.experts.down_proj_blocks' is U8 [4, 160, 3, 16], expected U8 [4, 160, 2, 16] from config.json");
+  expect_bad_input([&] { convert(src, dir / "dst"); }, "'model.layers.0.mlp.experts.gate_up_proj_blocks' is U8 [4, 192, 5, 16], expected U8 [4, 128, 5, 16] from config.json");
 }
 
 TEST(ConvertRefuses, PaddingThatBreaksALayoutConstraint) {

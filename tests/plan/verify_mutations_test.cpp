@@ -166,7 +166,7 @@ TEST(VerifyOptionsParsing, SelectedLayersOnly) {
   EXPECT_EQ(r.numerics[0].layer, 1);
   o.layers = {9};
   const VerifyReport bad = verify_checkpoint(c.dst, o, p);
-  expect_stage_names(bad, "numerics", "layer 9 does not exist");
+  expect_stage_names(bad, "numerics", "layer 9 has no MoE tensors");
 }
 
 }  // namespace

@@ -42,7 +42,12 @@ void print_plan(const plan::ConvertPlan& p) {
     for (const auto& t : shard["tensors"]) {
       std::printf("  %-9s %s\n", t["action"].get<std::string>().c_str(), t["name"].get<std::string>().c_str());
       if (t["action"] == "transform") {
-        std::printf("            from %s  %s\n", t["source"].get<std::string>().c_str(), t["in"].get<std::string>().c_str());
+        std::string from;
+        for (const auto& name : t["sources"]) from += (from.empty() ? "" : ", ") + name.get<std::string>();
+        if (from.size() > 100) from = from.substr(0, 97) + "...";
+        std::printf("            from %s%s  %s\n", from.c_str(),
+                    t.contains("source_transform") ? (" via " + t["source_transform"].get<std::string>()).c_str() : "",
+                    t["in"].get<std::string>().c_str());
         for (const auto& s : t["steps"]) std::printf("            - %s %s\n", s["id"].get<std::string>().c_str(), s["params"].dump().c_str());
       }
       std::printf("            -> %s (%s bytes)\n", t["out"].get<std::string>().c_str(), t["bytes"].dump().c_str());
