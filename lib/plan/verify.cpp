@@ -67,7 +67,7 @@ VerifyReport verify_checkpoint(const std::filesystem::path& destination, const V
   report.destination = destination;
   report.source = options.source;
   report.device = options.backend_name;
-  report.threshold = options.threshold;
+  report.threshold = options.threshold.value_or(kDefaultThreshold);
   report.stages = {{"structure"}, {"integrity"}, {"flags"}, {"round_trip"}, {"numerics"}};
   StageReport& structure = report.stages[0];
   StageReport& integrity = report.stages[1];
@@ -83,6 +83,12 @@ VerifyReport verify_checkpoint(const std::filesystem::path& destination, const V
     skip_rest(1, "the destination could not be read");
     return report;
   }
+  if (!options.threshold) {
+    for (const auto& t : dst->manifest.tensors)
+      if (!t.source_transform.empty()) report.threshold = kQuantizedThreshold;
+  }
+  VerifyOptions resolved = options;
+  resolved.threshold = report.threshold;
   check_integrity(*dst, integrity, progress);
   check_flags(*dst, flags);
   if (!options.source) {
@@ -98,7 +104,7 @@ VerifyReport verify_checkpoint(const std::filesystem::path& destination, const V
     return report;
   }
   check_round_trip(*dst, *source, round_trip, progress);
-  check_numerics(*dst, *source, options, numerics, report.numerics, progress);
+  check_numerics(*dst, *source, resolved, numerics, report.numerics, progress);
   numerics.note = "device " + options.backend_name;
   return report;
 }

@@ -194,11 +194,11 @@ void check_numerics(const OpenedDestination& dst, const io::Checkpoint& source, 
         row.rel_err = !finite ? INFINITY : den > 0 ? std::sqrt(num / den) : std::sqrt(num);
         row.routing_mismatches = routing_mismatches(got.routing, ref.routing);
         row.nan_tokens = static_cast<int64_t>(got.routing.nan_tokens.size());
-        row.passed = finite && row.rel_err <= options.threshold;
+        row.passed = finite && row.rel_err <= *options.threshold;
         if (!row.passed) {
           char buf[160];
           std::snprintf(buf, sizeof buf, ": T=%lld relative error %.3e exceeds %.1e (%lld of %lld tokens routed differently)",
-                        static_cast<long long>(tokens), row.rel_err, options.threshold,
+                        static_cast<long long>(tokens), row.rel_err, *options.threshold,
                         static_cast<long long>(row.routing_mismatches), static_cast<long long>(tokens));
           r.fail(layer_name + buf);
         }
