@@ -13,6 +13,7 @@
 #include "io/page_release.h"
 #include "io/safetensors_writer.h"
 #include "plan/expert_chunks.h"
+#include "plan/fused_weight_recipe.h"
 
 namespace moeprep::plan {
 namespace {
@@ -52,6 +53,17 @@ UnitOutput run_unit(const ConvertPlan& plan, const TensorJob& job, const Unit& u
     return out;
   }
   const RecipeSpec spec = chunk_recipe(plan, job, unit.chunk);
+  if (job.reads_source_directly()) {
+    ExpertDims dims = plan.dims;
+    dims.experts = unit.chunk.whole ? plan.dims.experts : unit.chunk.count;
+    if (auto fused = apply_weight_recipe_fused(job.role, dims, plan.options, plan.gate_up_interleaved,
+                                               src.data + cb.in_begin, cb.in_size)) {
+      out.owned = std::move(fused->bytes);
+      out.data = out.owned.data();
+      out.size = out.owned.size();
+      return out;
+    }
+  }
   ByteTensor in;
   if (job.reads_source_directly()) {
     in.dtype = spec.in_dtype;

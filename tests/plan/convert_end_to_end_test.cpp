@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include "plan/manifest.h"
+#include "core/random.h"
+#include "plan/fused_weight_recipe.h"
 #include "plan/plan.h"
 #include "plan_test_util.h"
 
@@ -175,6 +177,47 @@ TEST(ConvertStreaming, ChunkedExecutionEqualsWholeTensors) {
     }
     EXPECT_TRUE(got == expect.bytes) << job.output_name;
   }
+}
+
+}  // namespace
+}  // namespace moeprep::plan::testing
+
+namespace moeprep::plan::testing {
+namespace {
+
+// The one-pass weight path must give exactly the recipe's bytes: every mode, interleaved and
+// separated sources, padded and unpadded sizes.
+TEST(FusedWeightRecipe, EqualsTheStepByStepRecipe) {
+  SplitMix64 rng(7);
+  for (auto mode : {layout::GateMode::Separated, layout::GateMode::Interleave})
+    for (bool interleaved : {true, false})
+      for (auto [H, I] : {std::pair<int64_t, int64_t>{160, 96}, {256, 256}, {512, 384}}) {
+        ConvertOptions o;
+        o.gate_mode = mode;
+        const ExpertDims d = padded_dims(3, H, I, o);
+        for (ExpertRole role : {ExpertRole::W13Weight, ExpertRole::W2Weight}) {
+          const RecipeSpec spec = aiter_recipe(role, d, o, interleaved);
+          ByteTensor in{spec.in_dtype, spec.in_shape, {}};
+          in.bytes.resize(static_cast<size_t>(checked_numel(spec.in_shape, "t")));
+          for (auto& b : in.bytes) b = static_cast<uint8_t>(rng.next());
+          const ByteTensor expect = spec.recipe.apply(in);
+          const auto fused = apply_weight_recipe_fused(role, d, o, interleaved, in.bytes.data(), in.bytes.size());
+          ASSERT_TRUE(fused.has_value());
+          EXPECT_EQ(fused->shape, expect.shape);
+          EXPECT_TRUE(fused->bytes == expect.bytes)
+              << gate_mode_name(mode) << " interleaved=" << interleaved << " H=" << H << " I=" << I << " "
+              << role_name(role);
+        }
+      }
+}
+
+TEST(FusedWeightRecipe, NotUsedForInjectedFaultsOrOtherRoles) {
+  ConvertOptions o;
+  const ExpertDims d = padded_dims(2, 160, 96, o);
+  std::vector<uint8_t> bytes(2 * 192 * 80);
+  EXPECT_FALSE(apply_weight_recipe_fused(ExpertRole::W13Scale, d, o, true, bytes.data(), bytes.size()));
+  o.fault = InjectedFault::SkipGateUpDeinterleave;
+  EXPECT_FALSE(apply_weight_recipe_fused(ExpertRole::W13Weight, d, o, true, bytes.data(), bytes.size()));
 }
 
 }  // namespace
