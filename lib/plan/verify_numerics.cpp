@@ -30,8 +30,17 @@ std::vector<T> copy_as(const io::Checkpoint& c, const std::string& name, Dtype e
   return v;
 }
 
+io::ByteView bytes_of(const io::Checkpoint& c, const std::string& name) {
+  const io::LocatedTensor& t = c.find(name);
+  if (t.info->dtype != Dtype::U8)
+    throw_bad_input(t.file->path().filename().string() + ": tensor '" + name + "' is " + dtype_name(t.info->dtype) +
+                    ", the kernel reads U8");
+  return c.data(t);
+}
+
 struct LayerTensors {
-  std::vector<uint8_t> w13, w13_scale, w2, w2_scale;
+  // Byte tensors are read in place from the memory map; floats are copied (alignment).
+  io::ByteView w13, w13_scale, w2, w2_scale;
   std::vector<float> w13_bias, w2_bias;
   reference::KernelReadyLayer view;
 };
@@ -60,10 +69,10 @@ LayerTensors load_kernel_ready(const io::Checkpoint& c, const Manifest& m, int64
   const ConvertOptions o = options_from_manifest(m, context);
   const int64_t E = d.experts, Hp = d.hidden_pad, Ip = d.intermediate_pad;
   LayerTensors t;
-  t.w13 = copy_as<uint8_t>(c, name_of(ExpertRole::W13Weight), Dtype::U8);
-  t.w13_scale = copy_as<uint8_t>(c, name_of(ExpertRole::W13Scale), Dtype::U8);
-  t.w2 = copy_as<uint8_t>(c, name_of(ExpertRole::W2Weight), Dtype::U8);
-  t.w2_scale = copy_as<uint8_t>(c, name_of(ExpertRole::W2Scale), Dtype::U8);
+  t.w13 = bytes_of(c, name_of(ExpertRole::W13Weight));
+  t.w13_scale = bytes_of(c, name_of(ExpertRole::W13Scale));
+  t.w2 = bytes_of(c, name_of(ExpertRole::W2Weight));
+  t.w2_scale = bytes_of(c, name_of(ExpertRole::W2Scale));
   t.w13_bias = name_of(ExpertRole::W13Bias).empty() ? std::vector<float>(static_cast<size_t>(E * 2 * Ip), 0.0f)
                                                     : copy_as<float>(c, name_of(ExpertRole::W13Bias), Dtype::F32);
   t.w2_bias = name_of(ExpertRole::W2Bias).empty() ? std::vector<float>(static_cast<size_t>(E * Hp), 0.0f)
@@ -85,21 +94,21 @@ LayerTensors load_kernel_ready(const io::Checkpoint& c, const Manifest& m, int64
       throw_bad_input(name + ": " + std::to_string(have) + " elements, the kernel-ready layout needs " +
                       std::to_string(want));
   };
-  need(name_of(ExpertRole::W13Weight), t.w13.size(), E * 2 * Ip * Hp / 2);
-  need(name_of(ExpertRole::W2Weight), t.w2.size(), E * Hp * Ip / 2);
+  need(name_of(ExpertRole::W13Weight), t.w13.size, E * 2 * Ip * Hp / 2);
+  need(name_of(ExpertRole::W2Weight), t.w2.size, E * Hp * Ip / 2);
   need(name_of(ExpertRole::W13Bias), t.w13_bias.size(), E * 2 * Ip);
   need(name_of(ExpertRole::W2Bias), t.w2_bias.size(), E * Hp);
   if (v.w13_scale_cols < Hp / 32 || v.w2_scale_cols < Ip / 32)
     throw_bad_input(name_of(ExpertRole::W13Scale) + ": fewer scale columns than K/32");
   const layout::ScaleLayout l13{o.gate_mode, true, 2 * Ip, v.w13_scale_cols};
   const layout::ScaleLayout l2{o.gate_mode, false, Hp, v.w2_scale_cols};
-  need(name_of(ExpertRole::W13Scale), t.w13_scale.size(), l13.offset(E - 1, 2 * Ip - 1, Hp / 32 - 1) + 1);
-  need(name_of(ExpertRole::W2Scale), t.w2_scale.size(), l2.offset(E - 1, Hp - 1, Ip / 32 - 1) + 1);
-  v.w13_weight = t.w13.data();
-  v.w13_scale = t.w13_scale.data();
+  need(name_of(ExpertRole::W13Scale), t.w13_scale.size, l13.offset(E - 1, 2 * Ip - 1, Hp / 32 - 1) + 1);
+  need(name_of(ExpertRole::W2Scale), t.w2_scale.size, l2.offset(E - 1, Hp - 1, Ip / 32 - 1) + 1);
+  v.w13_weight = t.w13.data;
+  v.w13_scale = t.w13_scale.data;
   v.w13_bias = t.w13_bias.data();
-  v.w2_weight = t.w2.data();
-  v.w2_scale = t.w2_scale.data();
+  v.w2_weight = t.w2.data;
+  v.w2_scale = t.w2_scale.data;
   v.w2_bias = t.w2_bias.data();
   return t;
 }
