@@ -31,6 +31,13 @@ using gpuError_t = hipError_t;
 #define MOEPREP_FULL_MASK 0
 // Ballot of a predicate over the whole wavefront, widened to 64 bits on both platforms.
 #define MOEPREP_BALLOT(p) static_cast<unsigned long long>(__ballot(p))
+// Orders shared-memory accesses among the lanes of one wavefront (CUDA's __syncwarp).
+#define MOEPREP_SYNCWARP()                               \
+  do {                                                   \
+    __builtin_amdgcn_fence(__ATOMIC_RELEASE, "wavefront"); \
+    __builtin_amdgcn_wave_barrier();                     \
+    __builtin_amdgcn_fence(__ATOMIC_ACQUIRE, "wavefront"); \
+  } while (0)
 #else
 #include <cuda_runtime.h>
 #define MOEPREP_GPU_API "CUDA"
@@ -61,4 +68,5 @@ using gpuError_t = cudaError_t;
 #define MOEPREP_SHFL_XOR(v, m) __shfl_xor_sync(0xffffffffu, (v), (m))
 #define MOEPREP_FULL_MASK 0xffffffffu
 #define MOEPREP_BALLOT(p) static_cast<unsigned long long>(__ballot_sync(0xffffffffu, (p)))
+#define MOEPREP_SYNCWARP() __syncwarp()
 #endif

@@ -1,10 +1,12 @@
 // The fused router: one launch per call. A token is handled by LPT consecutive lanes of one
-// warp (LPT a power of two, chosen from E so that each lane holds at most kSlots experts:
-// expert e = j * LPT + sub for slot j of sub-lane sub). Each of the k picks is a max-reduction of
-// packed (score, index) keys over those lanes (reference/topk_key.h), so ties go to the lower
-// index and negative scores rank correctly. Every collective runs on all lanes of the warp,
-// whatever k, E, the token count or the token's state (NaN, padding): only the stores are
-// predicated.
+// warp (LPT a power of two chosen from E so that each lane holds at most kSlots experts, in
+// registers, read as 16-byte vectors where the row allows). Each lane's experts form its
+// "partition"; the lane caches the partition's best (score, index) key (reference/topk_key.h), so
+// a pick is one max-reduction of those keys over the token's lanes: ties go to the lower index,
+// negative scores rank correctly. The winning partition is then rescanned by all LPT lanes
+// together from a shared-memory copy of the keys (kSlots / LPT slots each), rather than by its
+// owner alone while the other lanes wait. Every collective runs on all lanes of the warp,
+// whatever k, E, the token count or the token's state (NaN, padding): only stores are predicated.
 #include <climits>
 #include <cmath>
 #include <string>
@@ -51,7 +53,71 @@ __device__ __forceinline__ float to_float(uint16_t bf16_bits) { return bf16_to_f
 __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 // exp(x - max) with x == max giving 1, as in the CPU reference (+inf rows share the weight).
-__device__ __forceinline__ float shifted_exp(float x, float max) { return x == max ? 1.0f : expf(x - max); }
+// Computed unconditionally and then selected, which keeps it branch-free.
+__device__ __forceinline__ float shifted_exp(float x, float max) {
+  const float e = expf(x - max);
+  return x == max ? 1.0f : e;
+}
+
+// Register slot j of sub-lane `sub` holds expert e: chunks of VEC consecutive experts (one 16-byte
+// load when VEC > 1), the LPT lanes side by side. e grows with j, so within a lane the lower slot
+// is the lower index.
+template <int LPT, int VEC>
+__device__ __forceinline__ int expert_of(int sub, int j) {
+  return (j / VEC) * (LPT * VEC) + sub * VEC + (j % VEC);
+}
+template <int LPT, int VEC>
+__device__ __forceinline__ void slot_of(int e, int& sub, int& j) {
+  sub = (e / VEC) % LPT;
+  j = (e / (LPT * VEC)) * VEC + (e % VEC);
+}
+
+// VEC logits starting at `p` as floats: one 16-byte load when VEC > 1.
+template <int VEC>
+__device__ __forceinline__ void load_chunk(const float* p, float* out) {
+  if constexpr (VEC == 4) {
+    const float4 v = *reinterpret_cast<const float4*>(p);
+    out[0] = v.x;
+    out[1] = v.y;
+    out[2] = v.z;
+    out[3] = v.w;
+  } else {
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) out[i] = p[i];
+  }
+}
+template <int VEC>
+__device__ __forceinline__ void load_chunk(const uint16_t* p, float* out) {
+  if constexpr (VEC == 8) {
+    const uint4 v = *reinterpret_cast<const uint4*>(p);
+    const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      out[2 * i] = bf16_to_float(static_cast<uint16_t>(words[i] & 0xffffu));
+      out[2 * i + 1] = bf16_to_float(static_cast<uint16_t>(words[i] >> 16));
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) out[i] = bf16_to_float(p[i]);
+  }
+}
+
+// One level of a max tournament over keys[0, 2 * kWidth): the winners land in [0, kWidth), and on
+// equal keys the left (lower slot) wins. Constant bounds keep the arrays in registers.
+template <int kWidth>
+__device__ __forceinline__ void tournament_level(uint32_t* keys, int* slots) {
+#pragma unroll
+  for (int i = 0; i < kWidth; ++i) {
+    const bool right = keys[2 * i + 1] > keys[2 * i];
+    keys[i] = right ? keys[2 * i + 1] : keys[2 * i];
+    slots[i] = right ? slots[2 * i + 1] : slots[2 * i];
+  }
+}
+
+// (score key, expert) as the 64-bit selection key; an empty slot (key 0) stays 0.
+__device__ __forceinline__ uint64_t candidate(uint32_t value_key, int expert) {
+  return value_key == kNoCandidate ? 0 : pack_topk_key(value_key, static_cast<uint32_t>(expert));
+}
 
 // Butterfly reductions over the LPT lanes of a token (xor offsets below LPT stay inside the
 // aligned segment). Executed by every lane of the warp.
@@ -151,10 +217,11 @@ __device__ __forceinline__ void store_id(void* ids, IndexDtype dtype, int64_t at
   }
 }
 
-template <typename LogitT, int LPT>
+template <typename LogitT, int LPT, int VEC>
 __global__ void __launch_bounds__(kBlockThreads) fused_router_kernel(const LogitT* __restrict__ logits, RouterLaunch a) {
-  extern __shared__ float group_scratch[];
-  constexpr int kPicks = (kMaxTopK + LPT - 1) / LPT;  // picks held per lane
+  extern __shared__ uint32_t shared_words[];
+  constexpr int kPicks = (kMaxTopK + LPT - 1) / LPT;           // picks held per lane
+  constexpr int kRescan = kSlots / LPT > 0 ? kSlots / LPT : 1;  // slots per lane in a rescan
   const DeviceRouterParams& p = a.params;
   const int lane = threadIdx.x % MOEPREP_WARP_SIZE;
   const int sub = lane % LPT;
@@ -164,33 +231,49 @@ __global__ void __launch_bounds__(kBlockThreads) fused_router_kernel(const Logit
   const int experts = a.experts;
   const bool sigmoid_variant = p.variant == RouterVariant::SigmoidGroupedBiased;
   const LogitT* row = logits + (real ? token * experts : 0);
+  // This token's kSlots * LPT keys, partition by partition; behind them, for grouped routing,
+  // as much room again for the choice scores and the group scores.
+  uint32_t* token_keys = shared_words + (threadIdx.x - sub) * kSlots;
 
-  // Scores -> selection keys; kNoCandidate marks empty slots (and everything of a padding row).
-  uint32_t key[kSlots];
+  // All loads first, so that the row's chunks are in flight together (one DRAM round trip, not
+  // one per chunk); then scores -> selection keys, kNoCandidate marking empty slots (and all of
+  // a padding row).
+  float x[kSlots];
+#pragma unroll
+  for (int c = 0; c < kSlots / VEC; ++c) {
+    const int e0 = expert_of<LPT, VEC>(sub, c * VEC);
+    if (real && e0 < experts) {  // E % VEC == 0: a chunk is all in or all out
+      load_chunk<VEC>(row + e0, x + c * VEC);
+    } else {
+#pragma unroll
+      for (int i = 0; i < VEC; ++i) x[c * VEC + i] = 0.0f;
+    }
+  }
   uint32_t has_nan = 0;
 #pragma unroll
-  for (int j = 0; j < kSlots; ++j) {
-    const int e = j * LPT + sub;
-    key[j] = kNoCandidate;
-    if (real && e < experts) {
-      const float x = to_float(row[e]);
-      has_nan |= isnan(x) ? 1u : 0u;
-      float score = x;
-      if (sigmoid_variant) {
-        score = sigmoid(x);
-        if (p.correction_bias) score += p.correction_bias[e];  // choice only
-      }
-      key[j] = selection_value_key(score);
+  for (int j = 0; j < kSlots; ++j) has_nan |= isnan(x[j]) ? 1u : 0u;
+  if (sigmoid_variant) {  // uniform: one branch around the loop, not one per slot
+#pragma unroll
+    for (int j = 0; j < kSlots; ++j) {
+      const int e = expert_of<LPT, VEC>(sub, j);
+      x[j] = sigmoid(x[j]);
+      if (p.correction_bias && e < experts) x[j] += p.correction_bias[e];  // choice only
     }
+  }
+  uint32_t key[kSlots];
+#pragma unroll
+  for (int j = 0; j < kSlots; ++j) {
+    const bool present = real && expert_of<LPT, VEC>(sub, j) < experts;
+    key[j] = present ? selection_value_key(x[j]) : kNoCandidate;
   }
   has_nan = segment_or<LPT>(has_nan);
 
   if (sigmoid_variant && p.n_group > 1) {  // uniform over the launch, so the barriers are safe
-    float* choice = group_scratch + (threadIdx.x - sub) * kSlots;
-    float* group_score = group_scratch + kBlockThreads * kSlots + (threadIdx.x - sub) * kSlots;
+    float* choice = reinterpret_cast<float*>(shared_words) + kBlockThreads * kSlots + (threadIdx.x - sub) * kSlots;
+    float* group_score = choice + kBlockThreads * kSlots;
 #pragma unroll
     for (int j = 0; j < kSlots; ++j) {
-      const int e = j * LPT + sub;
+      const int e = expert_of<LPT, VEC>(sub, j);
       if (e < experts) choice[e] = float_from_order_key(key[j]);
     }
     __syncthreads();
@@ -198,24 +281,34 @@ __global__ void __launch_bounds__(kBlockThreads) fused_router_kernel(const Logit
     const int group_size = experts / p.n_group;
 #pragma unroll
     for (int j = 0; j < kSlots; ++j) {
-      const int e = j * LPT + sub;
+      const int e = expert_of<LPT, VEC>(sub, j);
       if (e < experts && !((kept >> (e / group_size)) & 1u)) key[j] = kNoCandidate;
     }
   }
 
-  // Local best of this lane: strict '>' over ascending slots keeps the lower index on ties.
-  uint32_t best = kNoCandidate;
-  int best_j = 0;
+  // The shared copy of this lane's partition, and its best key: a tournament in which the lower
+  // slot (the lower index) wins ties.
+  uint32_t* my_keys = token_keys + sub * kSlots;
+#pragma unroll
+  for (int q = 0; q < kSlots; q += 4) {
+    *reinterpret_cast<uint4*>(my_keys + q) = make_uint4(key[q], key[q + 1], key[q + 2], key[q + 3]);
+  }
+  uint32_t tk[kSlots];
+  int ts[kSlots];
 #pragma unroll
   for (int j = 0; j < kSlots; ++j) {
-    if (key[j] > best) {
-      best = key[j];
-      best_j = j;
-    }
+    tk[j] = key[j];
+    ts[j] = j;
   }
+  tournament_level<8>(tk, ts);
+  tournament_level<4>(tk, ts);
+  tournament_level<2>(tk, ts);
+  tournament_level<1>(tk, ts);
+  uint64_t partition_best = candidate(tk[0], expert_of<LPT, VEC>(sub, ts[0]));
+  MOEPREP_SYNCWARP();  // the partition copies are complete before anyone rescans
 
-  // k rounds of segment-wide argmax. Pick r is kept by lane r % LPT in pick[r / LPT]; the loop
-  // is unrolled so these indices are constants (registers, not local memory).
+  // k rounds. Pick r is kept by lane r % LPT in pick[r / LPT]; the loop is unrolled so these
+  // indices are constants (registers, not local memory).
   uint64_t pick[kPicks];
 #pragma unroll
   for (int i = 0; i < kPicks; ++i) pick[i] = 0;
@@ -225,8 +318,7 @@ __global__ void __launch_bounds__(kBlockThreads) fused_router_kernel(const Logit
 #pragma unroll
   for (int r = 0; r < kMaxTopK; ++r) {
     if (r >= p.top_k) continue;  // not break: a loop with one exit unrolls on both compilers
-    const uint64_t mine = best ? pack_topk_key(best, static_cast<uint32_t>(best_j * LPT + sub)) : 0;
-    const uint64_t win = segment_max<LPT>(mine);
+    const uint64_t win = segment_max<LPT>(partition_best);
     if (sub == r % LPT) pick[r / LPT] = win;
     if (r == 0) {
       top_value_key = topk_key_value_key(win);
@@ -235,26 +327,53 @@ __global__ void __launch_bounds__(kBlockThreads) fused_router_kernel(const Logit
         float s = 0.0f;
 #pragma unroll
         for (int j = 0; j < kSlots; ++j) {
-          if (key[j] != kNoCandidate) s += shifted_exp(float_from_order_key(key[j]), top);
+          const float term = shifted_exp(float_from_order_key(key[j]), top);
+          s += key[j] != kNoCandidate ? term : 0.0f;
         }
         row_sum = segment_sum<LPT>(s);
       }
     }
-    if (win != 0 && mine == win) {  // this lane owns the pick: drop it, find its next best
-      taken |= 1u << best_j;
-      uint32_t next = kNoCandidate;
-      int next_j = 0;
+    // Drop the pick from its partition, then rescan that partition with all LPT lanes. A token
+    // with nothing left (padding) rescans partition 0 harmlessly.
+    int owner = 0, owner_slot = 0;
+    if (win != 0) slot_of<LPT, VEC>(static_cast<int>(topk_key_index(win)), owner, owner_slot);
+    uint32_t* owner_keys = token_keys + owner * kSlots;
+    MOEPREP_SYNCWARP();  // last round's rescan reads are done before this write
+    if (win != 0 && sub == owner) {
+      owner_keys[owner_slot] = kNoCandidate;
+      taken |= 1u << owner_slot;
+    }
+    MOEPREP_SYNCWARP();
+    uint32_t best = kNoCandidate;
+    int best_slot = 0;
+    if (sub * kRescan < kSlots) {
+      uint32_t k4[kRescan];
+      if constexpr (kRescan % 4 == 0) {
 #pragma unroll
-      for (int j = 0; j < kSlots; ++j) {
-        if (j == best_j) key[j] = kNoCandidate;
-        if (key[j] > next) {
-          next = key[j];
-          next_j = j;
+        for (int q = 0; q < kRescan; q += 4) {
+          const uint4 v = *reinterpret_cast<const uint4*>(owner_keys + sub * kRescan + q);
+          k4[q] = v.x;
+          k4[q + 1] = v.y;
+          k4[q + 2] = v.z;
+          k4[q + 3] = v.w;
+        }
+      } else if constexpr (kRescan == 2) {
+        const uint2 v = *reinterpret_cast<const uint2*>(owner_keys + sub * 2);
+        k4[0] = v.x;
+        k4[1] = v.y;
+      } else {
+        k4[0] = owner_keys[sub];
+      }
+#pragma unroll
+      for (int t = 0; t < kRescan; ++t) {
+        if (k4[t] > best) {
+          best = k4[t];
+          best_slot = sub * kRescan + t;
         }
       }
-      best = next;
-      best_j = next_j;
     }
+    const uint64_t next = segment_max<LPT>(candidate(best, expert_of<LPT, VEC>(owner, best_slot)));
+    if (sub == owner) partition_best = next;
   }
 
   // Weights. Every lane joins the sum, holding 0 where it has no pick.
@@ -315,30 +434,39 @@ __global__ void __launch_bounds__(kBlockThreads) fused_router_kernel(const Logit
     uint8_t* map_row = a.routing_map + token * experts;
 #pragma unroll
     for (int j = 0; j < kSlots; ++j) {
-      const int e = j * LPT + sub;
+      const int e = expert_of<LPT, VEC>(sub, j);
       if (e < experts) map_row[e] = (!no_picks && ((taken >> j) & 1u)) ? 1 : 0;
     }
   }
 }
 
 template <typename LogitT, int LPT>
-gpuError_t launch_with(const void* logits, const RouterLaunch& a, size_t shared_bytes, gpuStream_t stream) {
+gpuError_t launch_with(const void* logits, const RouterLaunch& a, bool vector_loads, size_t shared_bytes,
+                       gpuStream_t stream) {
   constexpr int tokens_per_block = kBlockThreads / LPT;
-  const int64_t blocks = (a.tokens + tokens_per_block - 1) / tokens_per_block;
-  fused_router_kernel<LogitT, LPT><<<static_cast<unsigned>(blocks), kBlockThreads, shared_bytes, stream>>>(
-      static_cast<const LogitT*>(logits), a);
+  constexpr int kVec = 16 / sizeof(LogitT);
+  const unsigned blocks = static_cast<unsigned>((a.tokens + tokens_per_block - 1) / tokens_per_block);
+  const LogitT* in = static_cast<const LogitT*>(logits);
+  if (vector_loads) {
+    fused_router_kernel<LogitT, LPT, kVec><<<blocks, kBlockThreads, shared_bytes, stream>>>(in, a);
+  } else {
+    fused_router_kernel<LogitT, LPT, 1><<<blocks, kBlockThreads, shared_bytes, stream>>>(in, a);
+  }
   return gpuGetLastError();
 }
 
 template <typename LogitT>
 gpuError_t launch_for_experts(const void* logits, const RouterLaunch& a, size_t shared_bytes, gpuStream_t stream) {
+  // 16-byte loads need every row to start on a 16-byte boundary.
+  constexpr int kVec = 16 / sizeof(LogitT);
+  const bool vector_loads = a.experts % kVec == 0 && reinterpret_cast<uintptr_t>(logits) % 16 == 0;
   const int needed = (a.experts + kSlots - 1) / kSlots;  // lanes per token, before rounding up
-  if (needed <= 1) return launch_with<LogitT, 1>(logits, a, shared_bytes, stream);
-  if (needed <= 2) return launch_with<LogitT, 2>(logits, a, shared_bytes, stream);
-  if (needed <= 4) return launch_with<LogitT, 4>(logits, a, shared_bytes, stream);
-  if (needed <= 8) return launch_with<LogitT, 8>(logits, a, shared_bytes, stream);
-  if (needed <= 16) return launch_with<LogitT, 16>(logits, a, shared_bytes, stream);
-  return launch_with<LogitT, 32>(logits, a, shared_bytes, stream);
+  if (needed <= 1) return launch_with<LogitT, 1>(logits, a, vector_loads, shared_bytes, stream);
+  if (needed <= 2) return launch_with<LogitT, 2>(logits, a, vector_loads, shared_bytes, stream);
+  if (needed <= 4) return launch_with<LogitT, 4>(logits, a, vector_loads, shared_bytes, stream);
+  if (needed <= 8) return launch_with<LogitT, 8>(logits, a, vector_loads, shared_bytes, stream);
+  if (needed <= 16) return launch_with<LogitT, 16>(logits, a, vector_loads, shared_bytes, stream);
+  return launch_with<LogitT, 32>(logits, a, vector_loads, shared_bytes, stream);
 }
 
 // Spelled out here rather than taken from the reference library, which the kernels do not link.
@@ -394,8 +522,9 @@ const char* launch_fused_router(const void* logits, LogitsDtype logits_dtype, in
   if (tokens == 0) return "";
   RouterLaunch a{tokens, valid_tokens, static_cast<int>(experts), params, topk_weights, topk_ids,
                  index_dtype, routing_map, nan_flags};
+  // The partition keys; grouped routing adds its choice and group scores.
   const bool grouped = params.variant == RouterVariant::SigmoidGroupedBiased && params.n_group > 1;
-  const size_t shared_bytes = grouped ? 2 * kBlockThreads * kSlots * sizeof(float) : 0;
+  const size_t shared_bytes = (grouped ? 3 : 1) * kBlockThreads * kSlots * sizeof(uint32_t);
   gpuStream_t s = static_cast<gpuStream_t>(stream);
   gpuError_t status = logits_dtype == LogitsDtype::F32 ? launch_for_experts<float>(logits, a, shared_bytes, s)
                                                        : launch_for_experts<uint16_t>(logits, a, shared_bytes, s);

@@ -3,7 +3,8 @@
 // Benchmark one: per-launch medians over stream and graph replays are what is compared with the
 // PyTorch chain (bench/router_torch_baseline.py), which is timed the same way.
 //
-// Usage: router_bench [--csv FILE] [--quick]
+// Usage: router_bench [--csv FILE] [--quick] [--variant NAME] [--tokens T] [--k K]
+// (the last three keep only matching cases: one case under a profiler)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -97,14 +98,22 @@ struct Row {
 
 int main(int argc, char** argv) try {
   const char* csv_path = nullptr;
+  const char* only_variant = nullptr;
+  long long only_tokens = -1, only_k = -1;
   bool quick = false;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--csv") && i + 1 < argc) {
       csv_path = argv[++i];
+    } else if (!std::strcmp(argv[i], "--variant") && i + 1 < argc) {
+      only_variant = argv[++i];
+    } else if (!std::strcmp(argv[i], "--tokens") && i + 1 < argc) {
+      only_tokens = std::atoll(argv[++i]);
+    } else if (!std::strcmp(argv[i], "--k") && i + 1 < argc) {
+      only_k = std::atoll(argv[++i]);
     } else if (!std::strcmp(argv[i], "--quick")) {
       quick = true;
     } else {
-      std::fprintf(stderr, "usage: router_bench [--csv FILE] [--quick]\n");
+      std::fprintf(stderr, "usage: router_bench [--csv FILE] [--quick] [--variant NAME] [--tokens T] [--k K]\n");
       return 2;
     }
   }
@@ -157,6 +166,8 @@ int main(int argc, char** argv) try {
     for (int64_t T : token_counts) {
       for (int k : ks) {
         if (quick && k != 8) continue;
+        if (only_variant && std::strcmp(only_variant, moeprep::reference::router_variant_name(v))) continue;
+        if ((only_tokens >= 0 && only_tokens != T) || (only_k >= 0 && only_k != k)) continue;
         DeviceRouterParams p;
         p.variant = v;
         p.top_k = k;

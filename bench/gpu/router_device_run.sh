@@ -1,37 +1,62 @@
 #!/usr/bin/env bash
-# One device call for the router: the GPU router tests, the fused-kernel timings, the PyTorch
-# chain on the same device, and compute-sanitizer (memcheck, racecheck) over the tests.
+# One device call for the router: the GPU router tests, compute-sanitizer (memcheck, racecheck)
+# over them, the fused-kernel timings, the PyTorch chain on the same device, and optionally an
+# Nsight Compute profile of one large case plus the SASS of the E = 128 kernel.
 # Usage, on the device machine from the repo root:
-#   bash bench/gpu/router_device_run.sh BIN_DIR OUT_DIR
-# BIN_DIR holds test_gpu and router_bench (prebuilt here, or from a build-gpu/ tree there).
+#   bash bench/gpu/router_device_run.sh BIN_DIR OUT_DIR [BASELINE_BIN_DIR]
+# BIN_DIR holds test_gpu, router_bench and optionally router.o (prebuilt here, or from a
+# build-gpu/ tree there); BASELINE_BIN_DIR an earlier router_bench timed on the same card.
+# PROFILE=1 adds ncu and cuobjdump. Everything lands in OUT_DIR/router_run.tgz too.
 set -uo pipefail
 bin=${1:?BIN_DIR}
 out=${2:?OUT_DIR}
-mkdir -p "$out"
+baseline=${3:-}
+logs=$(mktemp -d)
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv | tee "$out/device.txt"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv | tee "$logs/device.txt"
 
 echo "== GPU router tests"
-"$bin/test_gpu" --gtest_filter='GpuRouter*' >"$out/test_gpu.log" 2>&1
+"$bin/test_gpu" --gtest_filter='GpuRouter*' >"$logs/test_gpu.log" 2>&1
 echo "test_gpu exit $?"
-grep -E '^\[  (PASSED|FAILED|SKIPPED) |Failure|error|weight' "$out/test_gpu.log" | head -40
+grep -E '^\[  (PASSED|FAILED|SKIPPED) |Failure|weight|error' "$logs/test_gpu.log" | head -40
 
 echo "== fused router timings"
-"$bin/router_bench" --csv "$out/fused.csv" 2>&1 | tee "$out/bench.log"
+"$bin/router_bench" --csv "$logs/fused.csv" 2>&1 | tee "$logs/bench.log"
+if [ -n "$baseline" ]; then
+  echo "== baseline build, same card"
+  "$baseline/router_bench" --csv "$logs/fused_baseline.csv" >"$logs/bench_baseline.log" 2>&1
+  grep -E "softmax_after_topk|gemma4" "$logs/bench_baseline.log" | head -24
+fi
 
 echo "== PyTorch chain timings"
-PYTHONUNBUFFERED=1 python3 bench/router_torch_baseline.py --csv "$out/torch.csv" --fused-csv "$out/fused.csv" \
-  --markdown "$out/table.md" >"$out/torch.log" 2>&1
+PYTHONUNBUFFERED=1 python3 bench/router_torch_baseline.py --csv "$logs/torch.csv" --fused-csv "$logs/fused.csv" \
+  --markdown "$logs/table.md" >"$logs/torch.log" 2>&1
 echo "torch exit $?"
-tail -n 45 "$out/torch.log"
+cat "$logs/table.md"
 
 echo "== compute-sanitizer"
 {
-  timeout 150 compute-sanitizer --tool memcheck "$bin/test_gpu" \
-    --gtest_filter='GpuRouter.MatchesReference*:GpuRouter.Padded*:GpuRouter.EveryTopK*'
+  timeout 200 compute-sanitizer --tool memcheck "$bin/test_gpu" \
+    --gtest_filter='GpuRouter.MatchesReference*:GpuRouter.Padded*:GpuRouter.OddExpert*:GpuRouter.NaN*'
   echo "memcheck exit $?"
-  timeout 150 compute-sanitizer --tool racecheck "$bin/test_gpu" \
-    --gtest_filter='GpuRouter.MatchesReference*:GpuRouter.NegativeAndMixed*'
+  timeout 200 compute-sanitizer --tool racecheck "$bin/test_gpu" \
+    --gtest_filter='GpuRouter.MatchesReference*:GpuRouter.NegativeAndMixed*:GpuRouter.OddExpert*'
   echo "racecheck exit $?"
-} >"$out/sanitizer.log" 2>&1
-grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|exit|PASSED|FAILED' "$out/sanitizer.log" | head -20
+} >"$logs/sanitizer.log" 2>&1
+grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|exit|PASSED|FAILED' "$logs/sanitizer.log" | head -20
+
+if [ "${PROFILE:-0}" = 1 ]; then
+  echo "== ncu, softmax_after_topk T=16384 k=8"
+  timeout 200 ncu --kernel-name regex:fused_router --launch-skip 60 --launch-count 1 \
+    --section SpeedOfLight --section LaunchStats --section Occupancy --section SchedulerStats \
+    --section WarpStateStats --section InstructionStats --section MemoryWorkloadAnalysis \
+    "$bin/router_bench" --variant softmax_after_topk --tokens 16384 --k 8 >"$logs/ncu.txt" 2>&1
+  echo "ncu exit $?"
+  grep -E "Duration|Memory Throughput|DRAM Throughput|Compute \(SM\)|Executed Ipc A|Issue Slots Busy|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|Executed Instructions  " "$logs/ncu.txt" | head -20
+  if [ -f "$bin/router.o" ]; then
+    cuobjdump -sass "$bin/router.o" >"$logs/router_sass.txt" 2>&1
+    echo "sass lines $(wc -l <"$logs/router_sass.txt")"
+  fi
+fi
+tar czf "$out/router_run.tgz" -C "$logs" .
+cp "$logs/table.md" "$out/" 2>/dev/null

@@ -82,6 +82,7 @@ struct Case {
   RouterConfig config;
   LogitsDtype dtype = LogitsDtype::F32;
   IndexDtype index = IndexDtype::Int32;
+  bool misaligned = false;  // logits one element past a 16-byte boundary (no vector loads)
   int64_t valid() const { return valid_tokens < 0 ? tokens : valid_tokens; }
 };
 
@@ -104,14 +105,20 @@ size_t index_bytes(IndexDtype d) { return d == IndexDtype::Int16 ? 2 : d == Inde
 GpuResult run_gpu(const std::vector<float>& logits, const Case& c) {
   const RouterConfig& rc = c.config;
   const int64_t T = c.tokens, E = c.experts, k = rc.top_k;
-  DeviceBytes d_logits(logits.size() * (c.dtype == LogitsDtype::F32 ? 4 : 2));
-  if (c.dtype == LogitsDtype::F32) {
-    d_logits.upload(logits.data());
-  } else {
-    std::vector<uint16_t> bits;
-    for (float x : logits) bits.push_back(float_to_bf16(x));
-    d_logits.upload(bits.data());
+  const size_t element = c.dtype == LogitsDtype::F32 ? 4 : 2;
+  const size_t skip = c.misaligned ? 1 : 0;
+  std::vector<uint8_t> staged((logits.size() + skip) * element, 0);
+  for (size_t i = 0; i < logits.size(); ++i) {
+    if (c.dtype == LogitsDtype::F32) {
+      std::memcpy(&staged[(i + skip) * element], &logits[i], 4);
+    } else {
+      const uint16_t bits = float_to_bf16(logits[i]);
+      std::memcpy(&staged[(i + skip) * element], &bits, 2);
+    }
   }
+  DeviceBytes d_logits(staged.size());
+  d_logits.upload(staged.data());
+  const void* logits_ptr = static_cast<const uint8_t*>(d_logits.get()) + skip * element;
   DeviceBytes d_bias(rc.correction_bias.size() * 4), d_scale(rc.per_expert_scale.size() * 4);
   if (!rc.correction_bias.empty()) d_bias.upload(rc.correction_bias.data());
   if (!rc.per_expert_scale.empty()) d_scale.upload(rc.per_expert_scale.data());
@@ -126,7 +133,7 @@ GpuResult run_gpu(const std::vector<float>& logits, const Case& c) {
   p.per_expert_scale = static_cast<const float*>(d_scale.get());
 
   DeviceBytes d_weights(T * k * 4), d_ids(T * k * index_bytes(c.index)), d_map(T * E), d_nan(T);
-  const char* err = launch_fused_router(d_logits.get(), c.dtype, T, c.valid(), E, p,
+  const char* err = launch_fused_router(logits_ptr, c.dtype, T, c.valid(), E, p,
                                         static_cast<float*>(d_weights.get()), d_ids.get(), c.index,
                                         static_cast<uint8_t*>(d_map.get()), static_cast<uint8_t*>(d_nan.get()), nullptr);
   if (*err) throw std::runtime_error(err);
@@ -220,7 +227,7 @@ RouterConfig config_for(RouterVariant v, int64_t E, int k, uint32_t seed) {
 std::string describe(const Case& c) {
   return std::string(reference::router_variant_name(c.config.variant)) + " T=" + std::to_string(c.tokens) +
          " E=" + std::to_string(c.experts) + " k=" + std::to_string(c.config.top_k) +
-         (c.dtype == LogitsDtype::BF16 ? " bf16" : " f32");
+         (c.dtype == LogitsDtype::BF16 ? " bf16" : " f32") + (c.misaligned ? " misaligned" : "");
 }
 
 void run_and_compare(std::vector<float> logits, const Case& c) {
@@ -243,6 +250,32 @@ TEST(GpuRouter, MatchesReferenceForEveryVariantShapeAndLogitDtype) {
         c.config = config_for(v, s.E, s.k, ++seed);
         c.dtype = dtype;
         run_and_compare(random_logits(s.T * s.E, seed), c);
+      }
+    }
+  }
+}
+
+// Expert counts that are not a multiple of the 16-byte vector, and a logits pointer off the
+// 16-byte grid, take the scalar load path; it must route the same.
+TEST(GpuRouter, OddExpertCountsAndMisalignedLogitsUseTheScalarPath) {
+  REQUIRE_GPU();
+  struct Shape { int64_t T, E; int k; int n_group; };
+  const Shape shapes[] = {{5, 37, 5, 1}, {19, 100, 8, 4}, {9, 250, 6, 5}, {23, 128, 7, 8}};
+  uint32_t seed = 400;
+  for (const Shape& s : shapes) {
+    for (RouterVariant v : kVariants) {
+      for (LogitsDtype dtype : {LogitsDtype::F32, LogitsDtype::BF16}) {
+        for (bool misaligned : {false, true}) {
+          Case c;
+          c.tokens = s.T;
+          c.experts = s.E;
+          c.config = config_for(v, s.E, s.k, ++seed);
+          c.config.n_group = s.n_group;
+          c.config.topk_group = s.n_group == 1 ? 1 : s.n_group / 2 + 1;
+          c.dtype = dtype;
+          c.misaligned = misaligned;
+          run_and_compare(random_logits(s.T * s.E, seed), c);
+        }
       }
     }
   }
