@@ -5,8 +5,12 @@
 
 #include "core/error.h"
 #include "models/adapter.h"
+#include "models/deepseek_v3_adapter.h"
+#include "models/gemma4_adapter.h"
 #include "models/gpt_oss.h"
 #include "models/gpt_oss_adapter.h"
+#include "models/mixtral_adapter.h"
+#include "models/qwen_moe_adapter.h"
 
 namespace moeprep::models {
 namespace {
@@ -17,6 +21,12 @@ using Factory = std::function<std::unique_ptr<ModelAdapter>(const io::Checkpoint
 const std::map<std::string, Factory>& registry() {
   static const std::map<std::string, Factory> r = {
       {gpt_oss::kModelType, make_gpt_oss_adapter},
+      {kQwen3MoeModelType, make_qwen_moe_adapter},
+      {kQwen2MoeModelType, make_qwen_moe_adapter},
+      {kMixtralModelType, make_mixtral_adapter},
+      {kDeepseekV3ModelType, make_deepseek_v3_adapter},
+      {kGemma4ModelType, make_gemma4_adapter},
+      {kGemma4TextModelType, make_gemma4_adapter},
   };
   return r;
 }

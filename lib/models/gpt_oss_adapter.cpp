@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "models/adapter_support.h"
+#include "models/gpt_oss_bf16_adapter.h"
 #include "models/gpt_oss.h"
 
 namespace moeprep::models {
@@ -98,6 +99,7 @@ class GptOssAdapter : public ModelAdapter {
 }  // namespace
 
 std::unique_ptr<ModelAdapter> make_gpt_oss_adapter(const io::Checkpoint& checkpoint, const std::string& config_path) {
+  if (has_gpt_oss_bf16_experts(checkpoint)) return make_gpt_oss_bf16_adapter(checkpoint, config_path);
   return std::make_unique<GptOssAdapter>(checkpoint, gpt_oss::read_config(checkpoint.config(), config_path));
 }
 

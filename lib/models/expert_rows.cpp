@@ -1,0 +1,161 @@
+#include "models/expert_rows.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/error.h"
+#include "formats/bf16.h"
+#include "formats/fp8_block_dequant.h"
+#include "models/adapter_support.h"
+
+namespace moeprep::models {
+namespace {
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+const io::LocatedTensor& expect_bf16(const io::Checkpoint& c, const std::string& name, const Shape& shape,
+                                     const std::string& why) {
+  expect_tensor(c, name, Dtype::BF16, shape, why);
+  return c.find(name);
+}
+
+std::string join_labels(const std::vector<std::string>& names) {
+  std::string s;
+  for (const auto& n : names) s += (s.empty() ? "" : " + ") + n;
+  return s;
+}
+
+}  // namespace
+
+void ExpertRows::read_float(int64_t expert, float* out) const {
+  if (read_f32) {
+    read_f32(expert, out);
+    return;
+  }
+  std::vector<uint16_t> bits(static_cast<size_t>(elements()));
+  read_bf16(expert, bits.data());
+  for (size_t i = 0; i < bits.size(); ++i) out[i] = bf16_to_float(bits[i]);
+}
+
+ExpertRowsPtr stacked_bf16_rows(const io::Checkpoint& c, const std::vector<std::vector<std::string>>& parts,
+                                const std::vector<int64_t>& part_rows, int64_t cols, const std::string& why) {
+  auto m = std::make_shared<ExpertRows>();
+  m->experts = static_cast<int64_t>(parts.size());
+  m->cols = cols;
+  for (int64_t r : part_rows) m->rows += r;
+  std::vector<std::vector<const io::LocatedTensor*>> located(parts.size());
+  for (size_t e = 0; e < parts.size(); ++e) {
+    if (parts[e].size() != part_rows.size()) throw_internal("stacked_bf16_rows: parts and part_rows disagree");
+    for (size_t i = 0; i < parts[e].size(); ++i) {
+      located[e].push_back(&expect_bf16(c, parts[e][i], {part_rows[i], cols}, why));
+      m->tensors.push_back(parts[e][i]);
+    }
+    m->labels.push_back(join_labels(parts[e]));
+  }
+  m->read_bf16 = [&c, located](int64_t e, uint16_t* out) {
+    for (const io::LocatedTensor* t : located[static_cast<size_t>(e)]) {
+      const io::ByteView b = c.data(*t);
+      std::memcpy(out, b.data, b.size);
+      out += b.size / 2;
+    }
+  };
+  return m;
+}
+
+ExpertRowsPtr stacked_fp8_rows(const io::Checkpoint& c, const std::vector<std::vector<std::string>>& parts,
+                               const std::vector<std::vector<std::string>>& scales,
+                               const std::vector<int64_t>& part_rows, int64_t cols, int64_t block_n,
+                               int64_t block_k, const std::string& why) {
+  auto m = std::make_shared<ExpertRows>();
+  m->experts = static_cast<int64_t>(parts.size());
+  m->cols = cols;
+  m->from_fp8 = true;
+  for (int64_t r : part_rows) m->rows += r;
+  struct Part {
+    const io::LocatedTensor* weight;
+    const io::LocatedTensor* scale;
+    int64_t rows;
+    std::string name;
+  };
+  std::vector<std::vector<Part>> located(parts.size());
+  for (size_t e = 0; e < parts.size(); ++e) {
+    for (size_t i = 0; i < parts[e].size(); ++i) {
+      const Shape grid{ceil_div(part_rows[i], block_n), ceil_div(cols, block_k)};
+      expect_tensor(c, parts[e][i], Dtype::F8_E4M3, {part_rows[i], cols}, why);
+      const io::LocatedTensor* s = c.try_find(scales[e][i]);
+      if (!s)
+        throw_bad_input(c.root().string() + ": tensor '" + scales[e][i] + "' is missing (the block scales of FP8 '" +
+                        parts[e][i] + "')");
+      const Dtype sd = s->info->dtype == Dtype::BF16 ? Dtype::BF16 : Dtype::F32;
+      expect_tensor(c, scales[e][i], sd, grid, why + " (block " + std::to_string(block_n) + "x" +
+                                                    std::to_string(block_k) + " scales)");
+      located[e].push_back({&c.find(parts[e][i]), s, part_rows[i], parts[e][i]});
+      m->tensors.push_back(parts[e][i]);
+      m->tensors.push_back(scales[e][i]);
+    }
+    m->labels.push_back(join_labels(parts[e]));
+  }
+  m->read_f32 = [&c, located, cols, block_n, block_k](int64_t e, float* out) {
+    for (const Part& p : located[static_cast<size_t>(e)]) {
+      const io::ByteView w = c.data(*p.weight);
+      const io::ByteView s = c.data(*p.scale);
+      const Shape& grid = p.scale->info->shape;
+      // Mapped tensors need not be aligned for their element type: copy the (small) scales.
+      if (p.scale->info->dtype == Dtype::BF16) {
+        std::vector<uint16_t> sc(s.size / 2);
+        std::memcpy(sc.data(), s.data, s.size);
+        fp8_block_dequant_bf16_scales(w.data, p.rows, cols, sc.data(), grid[0], grid[1], out, p.name, block_n,
+                                      block_k);
+      } else {
+        std::vector<float> sc(s.size / 4);
+        std::memcpy(sc.data(), s.data, s.size);
+        fp8_block_dequant(w.data, p.rows, cols, sc.data(), grid[0], grid[1], out, p.name, block_n, block_k);
+      }
+      out += p.rows * cols;
+    }
+  };
+  return m;
+}
+
+ExpertRowsPtr sliced_bf16_rows(const io::Checkpoint& c, const std::string& name, int64_t experts, int64_t rows,
+                               int64_t cols, const std::string& why) {
+  auto m = std::make_shared<ExpertRows>();
+  m->experts = experts;
+  m->rows = rows;
+  m->cols = cols;
+  const io::LocatedTensor* t = &expect_bf16(c, name, {experts, rows, cols}, why);
+  m->tensors = {name};
+  for (int64_t e = 0; e < experts; ++e) m->labels.push_back(name + "[" + std::to_string(e) + "]");
+  const uint64_t per = static_cast<uint64_t>(rows * cols) * 2;
+  m->read_bf16 = [&c, t, per](int64_t e, uint16_t* out) {
+    std::memcpy(out, c.data(*t).data + per * static_cast<uint64_t>(e), per);
+  };
+  return m;
+}
+
+ExpertRowsPtr transposed_bf16_rows(const io::Checkpoint& c, const std::string& name, int64_t experts, int64_t rows,
+                                   int64_t cols, const std::string& why) {
+  auto m = std::make_shared<ExpertRows>();
+  m->experts = experts;
+  m->rows = rows;
+  m->cols = cols;
+  const io::LocatedTensor* t = &expect_bf16(c, name, {experts, cols, rows}, why);
+  m->tensors = {name};
+  for (int64_t e = 0; e < experts; ++e) m->labels.push_back(name + "[" + std::to_string(e) + "] transposed");
+  m->read_bf16 = [&c, t, rows, cols](int64_t e, uint16_t* out) {
+    const uint8_t* src = c.data(*t).data + static_cast<uint64_t>(e * rows * cols) * 2;
+    // Tiles of 32 x 32 keep both the reads and the writes within a few cache lines.
+    constexpr int64_t kTile = 32;
+    for (int64_t k0 = 0; k0 < cols; k0 += kTile)
+      for (int64_t n0 = 0; n0 < rows; n0 += kTile)
+        for (int64_t k = k0; k < std::min(cols, k0 + kTile); ++k)
+          for (int64_t n = n0; n < std::min(rows, n0 + kTile); ++n) {
+            uint16_t v;
+            std::memcpy(&v, src + (k * rows + n) * 2, 2);
+            out[n * cols + k] = v;
+          }
+  };
+  return m;
+}
+
+}  // namespace moeprep::models

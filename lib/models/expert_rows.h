@@ -1,0 +1,56 @@
+#pragma once
+// One matrix per expert in the canonical orientation of the kernels: `rows` outputs, each a
+// row of `cols` inputs (K), read from however a checkpoint stores its experts: per-expert 2-D
+// tensors stacked (Qwen, Mixtral, DeepSeek), slices of a 3-D tensor (Gemma4), or transposed
+// slices (GPT-OSS BF16). FP8 sources are block-dequantized on the way.
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "io/checkpoint.h"
+
+namespace moeprep::models {
+
+struct ExpertRows {
+  int64_t experts = 0, rows = 0, cols = 0;
+  // Every checkpoint tensor read, in a fixed order (the manifest hashes them).
+  std::vector<std::string> tensors;
+  // The tensors of expert e, for error messages.
+  std::vector<std::string> labels;
+  bool from_fp8 = false;
+  // Exactly one is set: BF16 sources hand over their bits (exact), FP8 sources floats.
+  std::function<void(int64_t expert, uint16_t* out)> read_bf16;
+  std::function<void(int64_t expert, float* out)> read_f32;
+
+  int64_t elements() const { return rows * cols; }
+  // Expert e's rows as floats, whichever the source (bf16 widens exactly).
+  void read_float(int64_t expert, float* out) const;
+};
+
+using ExpertRowsPtr = std::shared_ptr<const ExpertRows>;
+
+// Per-expert 2-D tensors stacked along the rows: parts[e] lists expert e's tensors, each
+// [part_rows[i], cols] BF16 (e.g. gate_proj and up_proj, giving [gate; up]). `why` names the
+// layout in errors. Throws BadInput naming a missing or mis-shaped tensor.
+ExpertRowsPtr stacked_bf16_rows(const io::Checkpoint& c, const std::vector<std::vector<std::string>>& parts,
+                                const std::vector<int64_t>& part_rows, int64_t cols, const std::string& why);
+
+// The same for F8_E4M3 weights with block scales: scales[e][i] is the weight_scale_inv of
+// parts[e][i] ([ceil(rows/block_n), ceil(cols/block_k)], F32 or BF16).
+ExpertRowsPtr stacked_fp8_rows(const io::Checkpoint& c, const std::vector<std::vector<std::string>>& parts,
+                               const std::vector<std::vector<std::string>>& scales,
+                               const std::vector<int64_t>& part_rows, int64_t cols, int64_t block_n,
+                               int64_t block_k, const std::string& why);
+
+// Expert e is `name`[e] of a BF16 [experts, rows, cols] tensor.
+ExpertRowsPtr sliced_bf16_rows(const io::Checkpoint& c, const std::string& name, int64_t experts, int64_t rows,
+                               int64_t cols, const std::string& why);
+
+// Expert e is the transpose of `name`[e] of a BF16 [experts, cols, rows] tensor (inputs
+// first, as transformers' GPT-OSS stores gate_up_proj and down_proj).
+ExpertRowsPtr transposed_bf16_rows(const io::Checkpoint& c, const std::string& name, int64_t experts, int64_t rows,
+                                   int64_t cols, const std::string& why);
+
+}  // namespace moeprep::models

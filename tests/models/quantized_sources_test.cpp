@@ -1,0 +1,177 @@
+// The quantizing canonical sources: blocks and scales equal the formats library's quantizer on
+// the same rows, the scale-only path agrees with it on edge values, the recorded error is the
+// relative Frobenius error, and each way of reading expert rows gives the right matrix.
+#include <cmath>
+#include <cstring>
+
+#include <gtest/gtest.h>
+
+#include "core/random.h"
+#include "formats/bf16.h"
+#include "formats/fp8_block_dequant.h"
+#include "formats/mxfp4_dequantize.h"
+#include "formats/mxfp4_quantize.h"
+#include "models/adapter.h"
+#include "models/adapter_support.h"
+#include "models/mxfp4_sources.h"
+#include "models_test_util.h"
+
+namespace moeprep::models::testing {
+namespace {
+
+std::vector<uint16_t> random_bf16(size_t n, uint64_t seed, double sd = 0.05) {
+  SplitMix64 rng(seed);
+  std::vector<uint16_t> v(n);
+  for (auto& x : v) x = float_to_bf16(static_cast<float>(rng.normal() * sd));
+  return v;
+}
+
+// Rows held in memory, as an adapter would read them from a checkpoint.
+ExpertRowsPtr memory_rows(std::vector<std::vector<uint16_t>> experts, int64_t rows, int64_t cols) {
+  auto m = std::make_shared<ExpertRows>();
+  m->experts = static_cast<int64_t>(experts.size());
+  m->rows = rows;
+  m->cols = cols;
+  for (size_t e = 0; e < experts.size(); ++e) {
+    m->tensors.push_back("t" + std::to_string(e));
+    m->labels.push_back("tensor t" + std::to_string(e));
+  }
+  m->read_bf16 = [experts](int64_t e, uint16_t* out) {
+    std::memcpy(out, experts[e].data(), experts[e].size() * 2);
+  };
+  return m;
+}
+
+TEST(QuantizedSources, BlocksAndScalesEqualTheQuantizerAndRecordItsError) {
+  const int64_t E = 3, N = 8, K = 96;
+  std::vector<std::vector<uint16_t>> experts;
+  for (int e = 0; e < E; ++e) experts.push_back(random_bf16(N * K, 10 + e));
+  const auto rows = memory_rows(experts, N, K);
+  const CanonicalSource blocks = mxfp4_blocks_source(rows);
+  const CanonicalSource scales = mxfp4_scales_source(rows);
+  EXPECT_EQ(blocks.shape, (Shape{E, N, K / 32, 16}));
+  EXPECT_EQ(scales.shape, (Shape{E, N, K / 32}));
+  EXPECT_EQ(blocks.transform, "quantize_mxfp4");
+  EXPECT_EQ(blocks.tensors, (std::vector<std::string>{"t0", "t1", "t2"}));
+
+  // A slice of two experts, starting at expert 1.
+  const ByteTensor b = blocks.assemble(1, 2);
+  const ByteTensor s = scales.assemble(1, 2);
+  ASSERT_EQ(b.shape, (Shape{2, N, K / 32, 16}));
+  ASSERT_EQ(s.shape, (Shape{2, N, K / 32}));
+  double err2 = 0, ref2 = 0;
+  for (int e = 1; e < 3; ++e) {
+    std::vector<uint8_t> codes(N * K / 2), sc(N * K / 32);
+    quantize_mxfp4_rows_bf16(experts[e].data(), N, K, codes.data(), sc.data(), "x");
+    EXPECT_EQ(0, std::memcmp(codes.data(), b.bytes.data() + (e - 1) * codes.size(), codes.size())) << e;
+    EXPECT_EQ(0, std::memcmp(sc.data(), s.bytes.data() + (e - 1) * sc.size(), sc.size())) << e;
+    std::vector<float> ref(N * K), deq(N * K);
+    for (size_t i = 0; i < ref.size(); ++i) ref[i] = bf16_to_float(experts[e][i]);
+    dequantize_mxfp4_rows(codes.data(), sc.data(), N, K, deq.data());
+    for (size_t i = 0; i < ref.size(); ++i) {
+      err2 += (double(deq[i]) - ref[i]) * (double(deq[i]) - ref[i]);
+      ref2 += double(ref[i]) * ref[i];
+    }
+  }
+  ASSERT_TRUE(blocks.quantization);
+  EXPECT_NEAR(blocks.quantization->relative_error(), std::sqrt(err2 / ref2), 1e-6);
+  // Gaussian weights lose about a tenth of their norm to MXFP4.
+  EXPECT_GT(blocks.quantization->relative_error(), 0.05);
+  EXPECT_LT(blocks.quantization->relative_error(), 0.2);
+}
+
+TEST(QuantizedSources, ScaleOnlyPathMatchesTheQuantizerOnEdgeValues) {
+  // Blocks of zeros, negative zeros, bf16 subnormals, the largest finite bf16, exact powers of
+  // two and values just below them: the scale path only looks at the block maximum, and must
+  // still choose what the quantizer chooses.
+  const uint16_t patterns[] = {0x0000, 0x8000, 0x0001, 0x807f, 0x0080, 0x7f7f, 0xff7f, 0x3f80,
+                               0x3f7f, 0xbfff, 0x4000, 0x40c0, 0x40bf, 0x0040, 0x3c00, 0xc2c8};
+  const int64_t K = 32;
+  std::vector<uint16_t> src;
+  for (uint16_t p : patterns) {
+    for (int i = 0; i < K; ++i) src.push_back(i == 7 ? p : static_cast<uint16_t>(p & 0x8000));
+  }
+  for (uint16_t p : patterns)  // a full block of the pattern
+    for (int i = 0; i < K; ++i) src.push_back(p);
+  const int64_t rows = static_cast<int64_t>(src.size()) / K;
+  std::vector<uint8_t> codes(src.size() / 2), expect(rows), got(rows), got_f32(rows);
+  quantize_mxfp4_rows_bf16(src.data(), rows, K, codes.data(), expect.data(), "edge");
+  mxfp4_scales_only(src.data(), rows, K, got.data(), "edge");
+  EXPECT_EQ(got, expect);
+  std::vector<float> f(src.size());
+  for (size_t i = 0; i < f.size(); ++i) f[i] = bf16_to_float(src[i]);
+  mxfp4_scales_only(f.data(), rows, K, got_f32.data(), "edge");
+  EXPECT_EQ(got_f32, expect);
+}
+
+TEST(QuantizedSources, NonFiniteValuesFailBothPathsNamingTheExpertTensors) {
+  auto experts = std::vector<std::vector<uint16_t>>{random_bf16(4 * 64, 3), random_bf16(4 * 64, 4)};
+  experts[1][2 * 64 + 40] = 0x7fc0;  // NaN in row 2, block 1 of expert 1
+  const auto rows = memory_rows(experts, 4, 64);
+  const std::string a = bad_input_message([&] { mxfp4_blocks_source(rows).assemble(0, 2); });
+  const std::string b = bad_input_message([&] { mxfp4_scales_source(rows).assemble(0, 2); });
+  EXPECT_NE(a.find("tensor t1 (expert 1"), std::string::npos) << a;
+  EXPECT_NE(a.find("NaN"), std::string::npos) << a;
+  EXPECT_NE(b.find("tensor t1 (expert 1"), std::string::npos) << b;
+  EXPECT_NE(b.find("NaN"), std::string::npos) << b;
+  EXPECT_NO_THROW(mxfp4_blocks_source(rows).assemble(0, 1));
+}
+
+TEST(QuantizedSources, ExpertRowsReadStackedSlicedTransposedAndFp8Layouts) {
+  // One synthetic checkpoint of each storage style, read back through ExpertRows and compared
+  // with the tensors' own bytes.
+  TempDir dir;
+  const fs::path q = make_family(dir, "qwen3_moe", "qwen");
+  const fs::path g = make_family(dir, "gpt_oss_bf16", "gptoss");
+  const fs::path d = make_family(dir, "deepseek_v3", "ds");
+  auto bf16_of = [](const io::Checkpoint& c, const std::string& name) { return copy_tensor<uint16_t>(c, name); };
+
+  const auto qc = io::Checkpoint::open(q);
+  std::vector<std::vector<std::string>> qparts;
+  for (int e = 0; e < 4; ++e) {
+    const std::string p = "model.layers.2.mlp.experts." + std::to_string(e) + ".";
+    qparts.push_back({p + "gate_proj.weight", p + "up_proj.weight"});
+  }
+  const std::string x = "model.layers.2.mlp.experts.3.";
+  const auto stacked = stacked_bf16_rows(qc, qparts, {64, 64}, 64, "test");
+  std::vector<uint16_t> got(128 * 64);
+  stacked->read_bf16(3, got.data());
+  auto gate = bf16_of(qc, x + "gate_proj.weight"), up = bf16_of(qc, x + "up_proj.weight");
+  gate.insert(gate.end(), up.begin(), up.end());
+  EXPECT_EQ(got, gate);
+
+  const auto gc = io::Checkpoint::open(g);
+  const std::string gu = "model.layers.1.mlp.experts.gate_up_proj";  // [E, H, 2I] = [4, 64, 128]
+  const auto all = bf16_of(gc, gu);
+  const auto transposed = transposed_bf16_rows(gc, gu, 4, 128, 64, "test");
+  std::vector<uint16_t> t(128 * 64);
+  transposed->read_bf16(2, t.data());
+  for (int n = 0; n < 128; ++n)
+    for (int k = 0; k < 64; ++k) ASSERT_EQ(t[n * 64 + k], all[(2 * 64 + k) * 128 + n]) << n << "," << k;
+  const auto sliced = sliced_bf16_rows(gc, gu, 4, 64, 128, "test");
+  std::vector<uint16_t> s(64 * 128);
+  sliced->read_bf16(3, s.data());
+  EXPECT_TRUE(std::equal(s.begin(), s.end(), all.begin() + 3 * 64 * 128));
+
+  const auto dc = io::Checkpoint::open(d);
+  std::vector<std::vector<std::string>> dparts, dscales;
+  for (int e = 0; e < 8; ++e) {
+    const std::string p = "model.layers.1.mlp.experts." + std::to_string(e) + ".down_proj.";
+    dparts.push_back({p + "weight"});
+    dscales.push_back({p + "weight_scale_inv"});
+  }
+  const std::string y = "model.layers.1.mlp.experts.5.down_proj.";  // [H, I] = [160, 32], scales [2, 1]
+  const auto fp8 = stacked_fp8_rows(dc, dparts, dscales, {160}, 32, 128, 128, "test");
+  EXPECT_TRUE(fp8->from_fp8);
+  EXPECT_EQ(quantize_transform_name(*fp8), "dequantize_fp8_block+quantize_mxfp4");
+  std::vector<float> deq(160 * 32), expect(160 * 32);
+  fp8->read_float(5, deq.data());
+  const auto w = copy_tensor<uint8_t>(dc, y + "weight");
+  const auto sc = copy_tensor<float>(dc, y + "weight_scale_inv");
+  fp8_block_dequant(w.data(), 160, 32, sc.data(), 2, 1, expect.data(), "ref");
+  EXPECT_EQ(deq, expect);
+  EXPECT_NE(sc[0], sc[1]);  // the two row blocks have their own scales
+}
+
+}  // namespace
+}  // namespace moeprep::models::testing
