@@ -1,5 +1,6 @@
 #pragma once
-// The fused router: one launch per call, one warp per token. Host-callable API; pointers are
+// The fused router: one launch per call; a token takes a power-of-two group of lanes of one warp
+// (up to the whole warp for E = 512; see kernels/router.cu). Host-callable API; pointers are
 // device pointers. Semantics as the CPU reference (lib/reference/router.h).
 #include <cstdint>
 
