@@ -70,7 +70,9 @@ TEST(ConvertRefuses, AnUnsupportedMoeModelListingSupportedOnes) {
   TempDir dir;
   const fs::path src = make_tiny(dir);
   edit_config(src, [](auto& j) { j["model_type"] = "jamba"; });
-  expect_bad_input([&] { convert(src, dir / "dst"); }, "unsupported MoE model_type 'jamba' (supported: gpt_oss");
+  expect_bad_input([&] { convert(src, dir / "dst"); },
+                   "unsupported MoE model_type 'jamba' (supported: deepseek_v3, gemma4, gemma4_text, gpt_oss, mixtral, "
+                   "qwen2_moe, qwen3_moe)");
 }
 
 TEST(ConvertRefuses, AnUnknownTensorInsideAnExpertBlock) {
