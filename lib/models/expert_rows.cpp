@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "formats/bf16.h"
 #include "formats/fp8_block_dequant.h"
+#include "io/page_release.h"
 #include "models/adapter_support.h"
 
 namespace moeprep::models {
@@ -18,6 +19,8 @@ const io::LocatedTensor& expect_bf16(const io::Checkpoint& c, const std::string&
   expect_tensor(c, name, Dtype::BF16, shape, why);
   return c.find(name);
 }
+
+bool aligned16(const uint8_t* p) { return reinterpret_cast<uintptr_t>(p) % alignof(uint16_t) == 0; }
 
 std::string join_labels(const std::vector<std::string>& names) {
   std::string s;
@@ -58,6 +61,19 @@ ExpertRowsPtr stacked_bf16_rows(const io::Checkpoint& c, const std::vector<std::
       std::memcpy(out, b.data, b.size);
       out += b.size / 2;
     }
+  };
+  m->mapped_bf16 = [&c, located, part_rows, names = parts](int64_t e) {
+    std::vector<Bf16Run> runs;
+    const auto& ts = located[static_cast<size_t>(e)];
+    for (size_t i = 0; i < ts.size(); ++i) {
+      const io::ByteView b = c.data(*ts[i]);
+      if (!aligned16(b.data)) return std::vector<Bf16Run>{};
+      runs.push_back({reinterpret_cast<const uint16_t*>(b.data), part_rows[i], &names[static_cast<size_t>(e)][i]});
+    }
+    return runs;
+  };
+  m->release = [&c, located](int64_t e) {
+    for (const io::LocatedTensor* t : located[static_cast<size_t>(e)]) io::release_mapped_pages(c.data(*t));
   };
   return m;
 }
@@ -114,6 +130,9 @@ ExpertRowsPtr stacked_fp8_rows(const io::Checkpoint& c, const std::vector<std::v
       out += p.rows * cols;
     }
   };
+  m->release = [&c, located](int64_t e) {
+    for (const Part& p : located[static_cast<size_t>(e)]) io::release_mapped_pages(c.data(*p.weight));
+  };
   return m;
 }
 
@@ -129,6 +148,14 @@ ExpertRowsPtr sliced_bf16_rows(const io::Checkpoint& c, const std::string& name,
   const uint64_t per = static_cast<uint64_t>(rows * cols) * 2;
   m->read_bf16 = [&c, t, per](int64_t e, uint16_t* out) {
     std::memcpy(out, c.data(*t).data + per * static_cast<uint64_t>(e), per);
+  };
+  m->mapped_bf16 = [&c, t, per, rows, name = m->tensors[0]](int64_t e) {
+    const uint8_t* p = c.data(*t).data + per * static_cast<uint64_t>(e);
+    if (!aligned16(p)) return std::vector<Bf16Run>{};
+    return std::vector<Bf16Run>{{reinterpret_cast<const uint16_t*>(p), rows, &name}};
+  };
+  m->release = [&c, t, per](int64_t e) {
+    io::release_mapped_pages({c.data(*t).data + per * static_cast<uint64_t>(e), per});
   };
   return m;
 }
@@ -154,6 +181,10 @@ ExpertRowsPtr transposed_bf16_rows(const io::Checkpoint& c, const std::string& n
             std::memcpy(&v, src + (k * rows + n) * 2, 2);
             out[n * cols + k] = v;
           }
+  };
+  const uint64_t per = static_cast<uint64_t>(rows * cols) * 2;
+  m->release = [&c, t, per](int64_t e) {
+    io::release_mapped_pages({c.data(*t).data + per * static_cast<uint64_t>(e), per});
   };
   return m;
 }

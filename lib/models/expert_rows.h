@@ -13,6 +13,13 @@
 
 namespace moeprep::models {
 
+// A contiguous run of one expert's rows inside the checkpoint's memory map.
+struct Bf16Run {
+  const uint16_t* data = nullptr;
+  int64_t rows = 0;
+  const std::string* name = nullptr;  // the tensor it lies in
+};
+
 struct ExpertRows {
   int64_t experts = 0, rows = 0, cols = 0;
   // Every checkpoint tensor read, in a fixed order (the manifest hashes them).
@@ -23,6 +30,12 @@ struct ExpertRows {
   // Exactly one is set: BF16 sources hand over their bits (exact), FP8 sources floats.
   std::function<void(int64_t expert, uint16_t* out)> read_bf16;
   std::function<void(int64_t expert, float* out)> read_f32;
+  // Optional, BF16 only: the rows as runs read in place (no copy), or empty when the map's
+  // bytes are not aligned for uint16_t (safetensors does not promise it).
+  std::function<std::vector<Bf16Run>(int64_t expert)> mapped_bf16;
+  // Lets the expert's source pages go once read (they stay in the page cache), so that
+  // quantizing a large layer does not hold all of it resident.
+  std::function<void(int64_t expert)> release;
 
   int64_t elements() const { return rows * cols; }
   // Expert e's rows as floats, whichever the source (bf16 widens exactly).

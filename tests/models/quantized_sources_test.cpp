@@ -80,6 +80,29 @@ TEST(QuantizedSources, BlocksAndScalesEqualTheQuantizerAndRecordItsError) {
   EXPECT_LT(blocks.quantization->relative_error(), 0.2);
 }
 
+TEST(QuantizedSources, SquaredErrorIsTheSameForBf16AndFloatRows) {
+  // The BF16 sum has its own (vector) implementation; both must measure the same error, and
+  // equal a plain double-precision sum over dequantized values.
+  const int64_t rows = 16, K = 256;
+  const auto x = random_bf16(rows * K, 99, 0.3);
+  std::vector<uint8_t> codes(rows * K / 2), scales(rows * K / 32);
+  quantize_mxfp4_rows_bf16(x.data(), rows, K, codes.data(), scales.data(), "x");
+  std::vector<float> xf(x.size()), deq(x.size());
+  for (size_t i = 0; i < x.size(); ++i) xf[i] = bf16_to_float(x[i]);
+  dequantize_mxfp4_rows(codes.data(), scales.data(), rows, K, deq.data());
+  double err2 = 0, ref2 = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    err2 += (double(deq[i]) - xf[i]) * (double(deq[i]) - xf[i]);
+    ref2 += double(xf[i]) * xf[i];
+  }
+  const SquaredError a = mxfp4_squared_error(x.data(), codes.data(), scales.data(), rows, K);
+  const SquaredError b = mxfp4_squared_error(xf.data(), codes.data(), scales.data(), rows, K);
+  EXPECT_NEAR(a.error, err2, 1e-5 * err2);
+  EXPECT_NEAR(b.error, err2, 1e-5 * err2);
+  EXPECT_NEAR(a.reference, ref2, 1e-5 * ref2);
+  EXPECT_NEAR(b.reference, ref2, 1e-5 * ref2);
+}
+
 TEST(QuantizedSources, ScaleOnlyPathMatchesTheQuantizerOnEdgeValues) {
   // Blocks of zeros, negative zeros, bf16 subnormals, the largest finite bf16, exact powers of
   // two and values just below them: the scale path only looks at the block maximum, and must
