@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Cost of quantizing during convert: a Qwen3-MoE-shaped BF16 checkpoint (experts quantized to
+# MXFP4 on the way) against a GPT-OSS MXFP4 checkpoint of the same expert shapes, whose
+# kernel-ready output is the same size. Reports time per output byte and the ratio (goal: the
+# quantizing path at most 1.5x slower per output byte), in wall time (best of RUNS, fsyncs
+# included) and in CPU time (user + sys, which a shared machine disturbs less), plus peak RSS
+# and verify's time on the quantized output.
+# Usage: bench/quantize_convert.sh [LAYERS=1] [THREADS=$(nproc)] [WORKDIR=/tmp/moeprep-qbench] [RUNS=3]
+# Shape: Qwen3-30B-A3B's experts (hidden 2048, moe_intermediate 768, 128 experts, top-8): one
+# layer is 1.2 GB of BF16 experts. Sources are read once before timing (page cache).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+layers=${1:-1}
+threads=${2:-$(nproc)}
+work=${3:-/tmp/moeprep-qbench}
+runs=${4:-3}
+bin=${MOEPREP_BIN:-build/moeprep}
+[[ -x "$bin" ]] || { echo "build first (scripts/build)"; exit 1; }
+shape=(--layers "$layers" --experts 128 --hidden 2048 --intermediate 768 --top-k 8 --max-shard-size 2GB -q)
+mkdir -p "$work"
+[[ -d "$work/qwen3-bf16-$layers" ]] || "$bin" generate "$work/qwen3-bf16-$layers" --model qwen3_moe "${shape[@]}"
+[[ -d "$work/gpt-oss-mxfp4-$layers" ]] || "$bin" generate "$work/gpt-oss-mxfp4-$layers" --model gpt_oss "${shape[@]}"
+
+seconds() { awk '{print $NF}' | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }'; }
+min() { if [[ -z "$1" ]] || (( $(echo "$2 < $1" | bc -l) )); then echo "$2"; else echo "$1"; fi; }
+declare -A wall cpu out_bytes rss
+names=(gpt-oss-mxfp4 qwen3-bf16)
+for name in "${names[@]}"; do cat "$work/$name-$layers"/*.safetensors >/dev/null; done
+# Alternate the two so that both see the same background load.
+for ((r = 0; r < runs; ++r)); do
+  for name in "${names[@]}"; do
+    rm -rf "$work/kr"
+    sync
+    /usr/bin/time -v -o "$work/time.txt" "$bin" convert "$work/$name-$layers" -o "$work/kr" --threads "$threads" \
+      --max-shard-size 2GB -q
+    wall[$name]=$(min "${wall[$name]:-}" "$(grep "Elapsed (wall clock)" "$work/time.txt" | seconds)")
+    c=$(awk -F: '/User time|System time/ {s += $2} END {print s}' "$work/time.txt")
+    cpu[$name]=$(min "${cpu[$name]:-}" "$c")
+    rss[$name]=$(( $(grep "Maximum resident set size" "$work/time.txt" | awk '{print $NF}') / 1024 ))
+    out_bytes[$name]=$(cat "$work/kr"/*.safetensors | wc -c)
+  done
+done
+/usr/bin/time -v -o "$work/time-verify.txt" "$bin" verify "$work/kr" --source "$work/qwen3-bf16-$layers" \
+  --tokens 1,64 -q >/dev/null
+ver_s=$(grep "Elapsed (wall clock)" "$work/time-verify.txt" | seconds)
+qerr=$(grep -o '"quantization_rel_error": [0-9.e-]*' "$work/kr/moeprep.json" | awk '{printf "%.4f\n", $2}' | sort -g |
+  sed -n '1p;$p' | xargs)
+rm -rf "$work/kr"
+
+echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; threads $threads;" \
+  "load average $(cut -d' ' -f1-3 /proc/loadavg); best of $runs runs"
+printf "%-28s %9s %9s %12s %12s %12s %9s\n" "convert" "wall s" "cpu s" "out bytes" "wall ns/B" "cpu ns/B" "peak RSS"
+for name in "${names[@]}"; do
+  in_gb=$(du -sb "$work/$name-$layers" | awk '{printf "%.2f", $1/1e9}')
+  printf "%-28s %9.2f %9.2f %12d %12.3f %12.3f %6s MB\n" "$name ($in_gb GB in)" "${wall[$name]}" "${cpu[$name]}" \
+    "${out_bytes[$name]}" "$(echo "${wall[$name]} * 1000000000 / ${out_bytes[$name]}" | bc -l)" \
+    "$(echo "${cpu[$name]} * 1000000000 / ${out_bytes[$name]}" | bc -l)" "${rss[$name]}"
+done
+ratio_wall=$(echo "(${wall[qwen3-bf16]} / ${out_bytes[qwen3-bf16]}) / (${wall[gpt-oss-mxfp4]} / ${out_bytes[gpt-oss-mxfp4]})" | bc -l)
+ratio_cpu=$(echo "(${cpu[qwen3-bf16]} / ${out_bytes[qwen3-bf16]}) / (${cpu[gpt-oss-mxfp4]} / ${out_bytes[gpt-oss-mxfp4]})" | bc -l)
+printf "ratio quantizing / MXFP4 per output byte: wall %.2f, cpu %.2f (goal <= 1.5)\n" "$ratio_wall" "$ratio_cpu"
+printf "verify of the quantized output (stages 1-5, tokens 1,64): %.2f s; quantization error per tensor: %s\n" \
+  "$ver_s" "$qerr"
