@@ -1,5 +1,6 @@
 #include "models/gated_moe_adapter.h"
 
+#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <set>

@@ -173,6 +173,44 @@ TEST_P(Family, ALayoutErrorFailsTheNumericsStage) {
   }
 }
 
+TEST(FamilyCopies, SharedExpertsRoutersAndDenseLayersAreCopiedThrough) {
+  const struct {
+    const char* family;
+    std::vector<std::string> copied;
+  } cases[] = {
+      {"qwen2_moe",
+       {"model.layers.1.mlp.shared_expert.gate_proj.weight", "model.layers.1.mlp.shared_expert_gate.weight",
+        "model.layers.1.mlp.gate.weight"}},
+      {"qwen3_moe", {"model.layers.1.mlp.down_proj.weight", "model.layers.2.mlp.gate.weight"}},
+      {"deepseek_v3",
+       {"model.layers.0.mlp.gate_proj.weight", "model.layers.0.mlp.gate_proj.weight_scale_inv",
+        "model.layers.2.mlp.shared_experts.down_proj.weight", "model.layers.2.mlp.shared_experts.down_proj.weight_scale_inv",
+        "model.layers.2.mlp.gate.e_score_correction_bias"}},
+      {"gemma4",
+       {"model.language_model.layers.0.mlp.up_proj.weight", "model.language_model.layers.0.router.per_expert_scale",
+        "model.language_model.layers.0.router.scale"}},
+      {"mixtral", {"model.layers.0.block_sparse_moe.gate.weight"}},
+  };
+  for (const auto& c : cases) {
+    TempDir dir;
+    convert(shipped_tiny(c.family), dir / "dst");
+    const plan::Manifest m = plan::Manifest::read(dir / "dst" / plan::kManifestFileName);
+    for (const auto& name : c.copied) {
+      const plan::ManifestTensor* t = m.find(name);
+      ASSERT_NE(t, nullptr) << c.family << ": " << name;
+      EXPECT_FALSE(t->transformed) << name;
+      ASSERT_EQ(t->sources.size(), 1u);
+      EXPECT_EQ(t->sources[0].name, name);
+    }
+    // No expert tensor of the source survives under its own name.
+    for (const auto& t : m.tensors) {
+      if (t.transformed) continue;
+      EXPECT_EQ(t.name.find(".experts.0."), std::string::npos) << c.family << ": " << t.name;
+      EXPECT_EQ(t.name.find("experts.gate_up_proj"), std::string::npos) << c.family << ": " << t.name;
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Families, Family, ::testing::ValuesIn(kFamilies),
                          [](const auto& info) { return std::string(info.param.family); });
 
