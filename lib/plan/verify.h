@@ -62,6 +62,7 @@ struct VerifyOptions {
   // rounding, about 0.1 on random weights, is part of the measured error).
   std::optional<double> threshold;
   uint64_t seed = 0;
+  int reference_threads = 2;    // CPU workers of the reference computation
   MoeBackend backend;           // null: the CPU kernel-layout implementation
   std::string backend_name = "cpu";
 };

@@ -12,6 +12,7 @@
 #include "models/adapter.h"
 #include "plan/manifest_model.h"
 #include "plan/verify_stages.h"
+#include "reference/moe_reference_by_expert.h"
 
 namespace moeprep::plan {
 namespace {
@@ -168,27 +169,37 @@ void check_numerics(const OpenedDestination& dst, const io::Checkpoint& source, 
     const std::string layer_name = w13.substr(0, w13.rfind('.') + 1) + "* (layer " + std::to_string(layer) + ")";
     try {
       LayerTensors kr = load_kernel_ready(dst.checkpoint, m, layer, context);
-      // Route every token count first, then load the source weights of only the experts used.
+      // The router (weights and per-layer parameters) from the source.
       const models::LayerReference routing_only = adapter->layer_router(layer);
       const reference::RouterWeights router{routing_only.router_weight.data(),
                                             routing_only.router_bias.empty() ? nullptr : routing_only.router_bias.data()};
-      std::vector<std::vector<uint16_t>> xs;
-      std::set<int32_t> used;
+      // One reference pass over all token counts together (tokens are independent), computed
+      // expert by expert so that only a few experts' dense weights are in memory at once.
+      std::vector<uint16_t> x_all;
+      std::vector<int64_t> first_token;
       for (int64_t tokens : options.token_counts) {
-        xs.push_back(random_activations(options.seed, layer, tokens, dims.hidden));
-        const auto logits = reference::router_logits(router, xs.back().data(), tokens, dims.experts, dims.hidden);
-        const auto routing = reference::route(logits.data(), tokens, dims.experts, routing_only.router);
-        for (int32_t e : routing.ids)
-          if (e >= 0) used.insert(e);
+        first_token.push_back(static_cast<int64_t>(x_all.size()) / dims.hidden);
+        const auto x = random_activations(options.seed, layer, tokens, dims.hidden);
+        x_all.insert(x_all.end(), x.begin(), x.end());
       }
-      const models::LayerReference ref_layer = adapter->layer_reference(layer, {used.begin(), used.end()});
+      const int64_t total_tokens = static_cast<int64_t>(x_all.size()) / dims.hidden;
+      const reference::ExpertwiseShape shape{dims.experts, dims.hidden, dims.intermediate};
+      const auto load = [&](int32_t e) { return adapter->layer_reference(layer, {e}).dense; };
+      const auto ref_all = reference::moe_forward_reference_by_expert(shape, load, router, routing_only.router, act,
+                                                                      x_all.data(), total_tokens, total_tokens,
+                                                                      options.reference_threads);
       for (size_t ti = 0; ti < options.token_counts.size(); ++ti) {
         const int64_t tokens = options.token_counts[ti];
-        const auto& x = xs[ti];
+        const uint16_t* x = x_all.data() + first_token[ti] * dims.hidden;
         ++r.checked;
-        const auto ref =
-            reference::moe_forward_reference(ref_layer.dense, router, ref_layer.router, act, x.data(), tokens, tokens);
-        const auto got = backend(kr.view, router, ref_layer.router, act, x.data(), tokens, tokens);
+        reference::MoeOutput ref;
+        ref.out.assign(ref_all.out.begin() + first_token[ti] * dims.hidden,
+                       ref_all.out.begin() + (first_token[ti] + tokens) * dims.hidden);
+        ref.routing.tokens = tokens;
+        ref.routing.top_k = ref_all.routing.top_k;
+        ref.routing.ids.assign(ref_all.routing.ids.begin() + first_token[ti] * ref_all.routing.top_k,
+                               ref_all.routing.ids.begin() + (first_token[ti] + tokens) * ref_all.routing.top_k);
+        const auto got = backend(kr.view, router, routing_only.router, act, x, tokens, tokens);
         NumericsRow row;
         row.layer = layer;
         row.tokens = tokens;
