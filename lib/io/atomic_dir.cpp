@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "io/mapped_input_guard.h"
 #include "io/names.h"
 #include "io/posix_file.h"
 
@@ -128,6 +129,9 @@ void AtomicOutputDir::write_file(const std::string& name, const std::string& con
 
 void AtomicOutputDir::commit() {
   if (committed_) throw_internal(destination_.string() + ": commit() called twice");
+  // The last chance to notice that an input was truncated while it was read (its bytes came in
+  // as zeros): nothing made from it may appear under the destination's name.
+  throw_if_mapped_input_changed();
   fsync_tree(staging_);
   const fs::path parent = destination_.parent_path();
   if (replace_ && exists_or_is_link(destination_)) {

@@ -31,10 +31,12 @@ bool is_within(const fs::path& inner, const fs::path& outer) {
   return !rel.empty() && *rel.begin() != ".." && !rel.is_absolute();
 }
 
-// A shard named by the index may be a symlink, but it must resolve inside the checkpoint: an
-// index must not be able to make us read arbitrary files. One layout is allowed out: the
-// Hugging Face hub cache, where snapshots/<rev>/<file> links to the same repository's blobs/.
-void check_resolves_inside(const fs::path& dir, const fs::path& file, const std::string& file_name) {
+// A shard named by the index (or config.json, or the index itself) may be a symlink, but it must
+// resolve inside the checkpoint: a checkpoint must not be able to make us read arbitrary files.
+// One layout is allowed out: the Hugging Face hub cache, where snapshots/<rev>/<file> links to
+// the same repository's blobs/.
+// `what` names the file in the message: "shard 'x.safetensors'", "config.json".
+void check_resolves_inside(const fs::path& dir, const fs::path& file, const std::string& what) {
   std::error_code ec;
   fs::path real_dir = fs::canonical(dir, ec);
   if (ec) throw Error(ErrorKind::Io, dir.string() + ": cannot resolve: " + ec.message());
@@ -44,8 +46,8 @@ void check_resolves_inside(const fs::path& dir, const fs::path& file, const std:
   bool hub_cache = real_dir.parent_path().filename() == "snapshots" &&
                    real_file.parent_path() == real_dir.parent_path().parent_path() / "blobs";
   if (hub_cache) return;
-  throw_bad_input(dir.string() + ": shard '" + printable(file_name) +
-                  "' is a symlink resolving outside the checkpoint directory (to " + real_file.string() + ")");
+  throw_bad_input(dir.string() + ": " + what + " is a symlink resolving outside the checkpoint directory (to " +
+                  real_file.string() + ")");
 }
 
 }  // namespace
@@ -65,6 +67,7 @@ Checkpoint Checkpoint::open(const fs::path& path) {
     ckpt.is_directory_ = true;
     const fs::path config_path = path / kConfigFileName;
     if (path_exists(config_path)) {
+      check_resolves_inside(path, config_path, kConfigFileName);
       ckpt.config_ = read_json_file(config_path);
       if (!ckpt.config_.is_object()) throw_bad_input(config_path.string() + ": not a JSON object");
     }
@@ -77,8 +80,9 @@ Checkpoint Checkpoint::open(const fs::path& path) {
                       "; remove the one that is stale");
     if (!has_index && !has_single)
       throw_bad_input(path.string() + ": no " + kSingleFileName + " or " + kIndexFileName);
+    if (has_index) check_resolves_inside(path, index_path, kIndexFileName);
     if (has_single) {
-      check_resolves_inside(path, single_path, kSingleFileName);
+      check_resolves_inside(path, single_path, std::string("shard '") + kSingleFileName + "'");
       ckpt.shards_.push_back(SafetensorsFile::open(single_path));
     } else {
       ckpt.has_index_ = true;
@@ -96,7 +100,7 @@ Checkpoint Checkpoint::open(const fs::path& path) {
                           "') does not exist");
         if (!path_exists(shard_path))
           throw_bad_input(index_name + ": shard '" + printable(shard) + "' is a dangling symlink");
-        check_resolves_inside(path, shard_path, shard);
+        check_resolves_inside(path, shard_path, "shard '" + printable(shard) + "'");
         ckpt.shards_.push_back(SafetensorsFile::open(shard_path));
         shard_by_name.emplace(shard, ckpt.shards_.back().get());
       }

@@ -13,6 +13,22 @@
 namespace fs = std::filesystem;
 
 namespace moeprep::io {
+namespace {
+
+// O_NOFOLLOW: a symlink planted under the lock's name (say in a shared /tmp) must not make us
+// create or lock a file somewhere else.
+UniqueFd open_lock_file(const fs::path& path) {
+  int fd;
+  do {
+    fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0 && errno == ELOOP)
+    throw_bad_input(path.string() + ": is a symbolic link; a lock file is never followed (remove it if it is stale)");
+  if (fd < 0) throw_io(path.string() + ": cannot open");
+  return UniqueFd(fd);
+}
+
+}  // namespace
 
 DestinationLock::DestinationLock(const fs::path& destination) {
   const fs::path dst = normalize_destination(destination);
@@ -21,7 +37,7 @@ DestinationLock::DestinationLock(const fs::path& destination) {
   fs::create_directories(dst.parent_path(), ec);
   if (ec) throw Error(ErrorKind::Io, dst.parent_path().string() + ": cannot create: " + ec.message());
   for (;;) {
-    UniqueFd fd = open_or_throw(lock_path_, O_RDWR | O_CREAT);
+    UniqueFd fd = open_lock_file(lock_path_);
     int rc;
     do {
       rc = ::flock(fd.get(), LOCK_EX | LOCK_NB);

@@ -65,6 +65,7 @@ class SafetensorsFile {
   Header header_;
   std::map<std::string, size_t, std::less<>> by_name_;
   const uint8_t* map_ = nullptr;
+  int guard_slot_ = -1;  // io/mapped_input_guard.h: a truncation under a read is an error, not SIGBUS
   uint64_t file_size_ = 0;
   uint64_t data_start_ = 0;
 };

@@ -7,6 +7,7 @@
 
 
 #include "core/error.h"
+#include "io/mapped_input_guard.h"
 #include "io/posix_file.h"
 #include "io/safetensors.h"
 
@@ -50,14 +51,21 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::pa
   file->path_ = path;
   file->map_ = static_cast<const uint8_t*>(map);
   file->file_size_ = size;
+  file->guard_slot_ = register_mapped_input(map, size, path);
   file->data_start_ = 8 + header_length;
   std::string_view header_text(reinterpret_cast<const char*>(file->map_) + 8, header_length);
-  file->header_ = parse_header(header_text, size - file->data_start_, name);
+  try {
+    file->header_ = parse_header(header_text, size - file->data_start_, name);
+  } catch (const Error&) {
+    throw_if_mapped_input_changed();  // zeros read from a file cut short are not a bad header
+    throw;
+  }
   for (size_t i = 0; i < file->header_.tensors.size(); ++i) file->by_name_.emplace(file->header_.tensors[i].name, i);
   return file;
 }
 
 SafetensorsFile::~SafetensorsFile() {
+  unregister_mapped_input(guard_slot_);
   if (map_) ::munmap(const_cast<uint8_t*>(map_), file_size_);
 }
 

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "io/mapped_input_guard.h"
 #include "io/names.h"
 #include "io/posix_file.h"
 #include "io/safetensors_writer.h"
@@ -64,6 +65,8 @@ void ShardWriter::write(const void* data, size_t size) {
     throw_internal(path_.string() + ": tensor '" + printable(t.name) + "': " +
                    std::to_string(written_in_tensor_ + size) + " bytes written, more than the planned " +
                    std::to_string(planned));
+  // Bytes read from an input that was truncated meanwhile are zeros, not the input: stop here.
+  throw_if_mapped_input_changed();
   hasher_->update(data, size);
   written_in_tensor_ += size;
   if (buffer_.size() + size <= kBufferBytes) {
@@ -73,7 +76,12 @@ void ShardWriter::write(const void* data, size_t size) {
   }
   flush_buffer();
   if (size >= kBufferBytes) {
-    write_all(fd_, data, size, path_.string());
+    try {
+      write_all(fd_, data, size, path_.string());
+    } catch (const Error&) {
+      throw_if_mapped_range_shrank(data, size);  // EFAULT from a truncated input: say so
+      throw;
+    }
   } else {
     const auto* p = static_cast<const uint8_t*>(data);
     buffer_.assign(p, p + size);
@@ -101,6 +109,7 @@ void ShardWriter::finish() {
     throw_internal(path_.string() + ": finish() before tensor '" + printable(plan_.tensors[next_].name) +
                    "' was written");
   flush_buffer();
+  throw_if_mapped_input_changed();
   UniqueFd fd(fd_);
   fd_ = -1;
   fsync_or_throw(fd.get(), path_.string());
