@@ -27,20 +27,27 @@ namespace moeprep::models {
 
 enum class Role { W13Weight, W13Scale, W13Bias, W2Weight, W2Scale, W2Bias };
 
-// Quantization error of an assembled source, summed over the slices assemble() produced (from
-// several threads): relative Frobenius norm ||dequant(q) - w|| / ||w||.
+// Quantization error of an assembled source: relative Frobenius norm ||dequant(q) - w|| / ||w||
+// over the whole tensor. assemble() records each expert's sums as it goes (from several
+// threads, slices in any order); the total is summed in expert order, so the figure the
+// manifest records does not depend on the thread count or the slicing. An expert assembled
+// again replaces its earlier sums.
 struct QuantizationStats {
-  void add(double error_squared, double reference_squared) {
+  void add(int64_t expert, double error_squared, double reference_squared) {
     std::lock_guard<std::mutex> lock(mutex);
-    err2 += error_squared;
-    ref2 += reference_squared;
+    per_expert[expert] = {error_squared, reference_squared};
   }
   double relative_error() const {
     std::lock_guard<std::mutex> lock(mutex);
+    double err2 = 0, ref2 = 0;
+    for (const auto& [expert, sums] : per_expert) {
+      err2 += sums.first;
+      ref2 += sums.second;
+    }
     return ref2 > 0 ? std::sqrt(err2 / ref2) : std::sqrt(err2);
   }
   mutable std::mutex mutex;
-  double err2 = 0, ref2 = 0;
+  std::map<int64_t, std::pair<double, double>> per_expert;
 };
 
 // One canonical source tensor of one layer.

@@ -239,7 +239,6 @@ CanonicalSource mxfp4_blocks_source(ExpertRowsPtr rows) {
     std::vector<uint8_t> scales(static_cast<size_t>(m.elements() / kBlock));
     std::vector<uint16_t> bf16;
     std::vector<float> f32(m.read_f32 ? static_cast<size_t>(m.elements()) : 0);
-    SquaredError total;
     for (int64_t e = first; e < first + count; ++e) {
       uint8_t* codes = out.bytes.data() + code_bytes * static_cast<size_t>(e - first);
       const std::string label = expert_context(m, e);
@@ -261,10 +260,8 @@ CanonicalSource mxfp4_blocks_source(ExpertRowsPtr rows) {
         }
       }
       if (m.release) m.release(e);
-      total.error += se.error;
-      total.reference += se.reference;
+      stats->add(e, se.error, se.reference);
     }
-    stats->add(total.error, total.reference);
     return out;
   };
   return s;

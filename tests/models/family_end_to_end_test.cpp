@@ -148,6 +148,20 @@ TEST_P(Family, ManifestRecordsSourcesTransformAndQuantizationError) {
     }
 }
 
+TEST_P(Family, OutputIsTheSameWhateverTheThreadCount) {
+  const FamilyCase& fc = GetParam();
+  TempDir dir;
+  const fs::path src = fc.shipped ? shipped_tiny(fc.family) : make_family(dir, fc.family);
+  ConvertOptions one, three;
+  one.threads = 1;
+  three.threads = 3;
+  convert(src, dir / "a", one);
+  convert(src, dir / "b", three);
+  const auto a = all_files(dir / "a"), b = all_files(dir / "b");
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& [name, bytes] : a) EXPECT_TRUE(b.at(name) == bytes) << fc.family << ": " << name << " differs";
+}
+
 TEST_P(Family, ALayoutErrorFailsTheNumericsStage) {
   const FamilyCase& fc = GetParam();
   TempDir dir;

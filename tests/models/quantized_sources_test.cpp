@@ -80,6 +80,27 @@ TEST(QuantizedSources, BlocksAndScalesEqualTheQuantizerAndRecordItsError) {
   EXPECT_LT(blocks.quantization->relative_error(), 0.2);
 }
 
+TEST(QuantizedSources, SlicesEqualTheWholeAndTheErrorDoesNotDependOnSlicing) {
+  // The executor assembles slices of experts from several threads in any order; bytes and the
+  // recorded error must be those of one whole assembly.
+  const int64_t E = 5, N = 4, K = 64;
+  std::vector<std::vector<uint16_t>> experts;
+  for (int e = 0; e < E; ++e) experts.push_back(random_bf16(N * K, 50 + e, 0.01 * (e + 1)));
+  const auto rows = memory_rows(experts, N, K);
+  const CanonicalSource whole = mxfp4_blocks_source(rows), sliced = mxfp4_blocks_source(rows);
+  const ByteTensor all = whole.assemble(0, E);
+  std::vector<uint8_t> parts;
+  for (const auto& [first, count] : std::vector<std::pair<int, int>>{{3, 2}, {0, 1}, {1, 2}}) {
+    const ByteTensor b = sliced.assemble(first, count);
+    parts.resize(all.bytes.size());
+    std::memcpy(parts.data() + first * N * K / 2, b.bytes.data(), b.bytes.size());
+  }
+  EXPECT_EQ(parts, all.bytes);
+  EXPECT_EQ(sliced.quantization->relative_error(), whole.quantization->relative_error());
+  sliced.assemble(1, 3);  // assembled again: replaces, does not count twice
+  EXPECT_EQ(sliced.quantization->relative_error(), whole.quantization->relative_error());
+}
+
 TEST(QuantizedSources, SquaredErrorIsTheSameForBf16AndFloatRows) {
   // The BF16 sum has its own (vector) implementation; both must measure the same error, and
   // equal a plain double-precision sum over dequantized values.
