@@ -81,6 +81,9 @@ TEST_P(Family, ConvertThenVerifyPassesEveryStageWithTheDefaultThreshold) {
   const plan::ConvertSummary s = convert(src, dir / "dst", o);
   EXPECT_EQ(s.transformed, static_cast<uint64_t>(fc.moe_layers * (fc.interleaved ? 6 : 4)));
 
+  // Not T=1: one token through a layer this small (H = 64..160 outputs, top-2) measures the
+  // MXFP4 rounding with a wide spread; the shipped checkpoints reach 0.27-0.31 there, above
+  // the 0.25 default for quantized sources, while T >= 7 stays within 0.19-0.23.
   const plan::VerifyReport r = verify(dir / "dst", &src, {7, 64, 512});
   for (const auto& st : r.stages)
     EXPECT_EQ(st.status, StageStatus::Passed) << fc.family << " " << st.name << ":\n" << failures_text(st);
