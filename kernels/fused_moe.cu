@@ -5,6 +5,7 @@
 #include "kernels/fused_moe.h"
 
 #include <algorithm>
+#include <climits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -25,35 +26,73 @@ int64_t max_tiles_for(int64_t pairs, int64_t experts, int token_tile) {
   return std::min(experts, pairs) + (pairs + token_tile - 1) / token_tile;
 }
 
-// The GEMM kernels advance weight and scale offsets by a constant per 64 K bytes instead of
-// calling the addressing functions for every round. True for both gate modes' formulas; checked
-// here for every row of expert 0 (the formulas are the same for every expert), so that a future
-// layout that breaks it fails loudly instead of computing garbage.
-void check_affine_k_steps(const reference::KernelReadyLayer& L) {
-  struct Tensor {
-    layout::WeightTileLayout wl;
-    layout::ScaleLayout sl;
-    const char* name;
+// The row tables of DeviceRowAddressing, from addressing.h, and their check: the derivation
+// (expert and K strides constant, per-row offsets of the first runs) holds for both gate modes'
+// formulas; a future layout that breaks it fails here, loudly, instead of computing garbage.
+struct HostRowTable {
+  std::vector<int32_t> table;
+  int64_t wes = 0, ses = 0;
+  int32_t wstep = 0, sstep = 0;
+};
+
+HostRowTable build_row_table(const layout::WeightTileLayout& wl, const layout::ScaleLayout& sl, int64_t experts,
+                             const char* name) {
+  HostRowTable t;
+  const int64_t rows = wl.rows, groups = wl.kbytes / 16;
+  t.wes = wl.offset(1, 0, 0) - wl.offset(0, 0, 0);
+  t.ses = sl.offset(1, 0, 0) - sl.offset(0, 0, 0);
+  t.wstep = static_cast<int32_t>(wl.offset(0, 0, 64) - wl.offset(0, 0, 0));
+  t.sstep = static_cast<int32_t>(sl.offset(0, 0, 8) - sl.offset(0, 0, 0));
+  t.table.resize(static_cast<size_t>(rows * 12));
+  auto narrow = [&](int64_t v) {
+    if (v < 0 || v > INT32_MAX) throw_bad_input(std::string("fused_moe: ") + name + " offsets exceed 32 bits");
+    return static_cast<int32_t>(v);
   };
-  const Tensor tensors[2] = {
-      {{L.mode, true, 2 * L.intermediate_pad, L.hidden_pad / 2}, {L.mode, true, 2 * L.intermediate_pad, L.w13_scale_cols}, "w13"},
-      {{L.mode, false, L.hidden_pad, L.intermediate_pad / 2}, {L.mode, false, L.hidden_pad, L.w2_scale_cols}, "w2"}};
-  for (const Tensor& t : tensors) {
-    const int64_t wstep = t.wl.offset(0, 0, 64) - t.wl.offset(0, 0, 0);
-    const int64_t sstep = t.sl.offset(0, 0, 8) - t.sl.offset(0, 0, 0);
-    for (int64_t n = 0; n < t.wl.rows; ++n) {
-      for (int64_t kb = 0; kb + 64 < t.wl.kbytes; kb += 16) {
-        if (t.wl.offset(0, n, kb + 64) - t.wl.offset(0, n, kb) != wstep) {
-          throw_internal(std::string("fused_moe: ") + t.name + " weight offsets are not affine in 64-byte K steps");
+  for (int64_t n = 0; n < rows; ++n) {
+    for (int q = 0; q < 4; ++q) {
+      t.table[n * 12 + q] = narrow(wl.offset(0, n, 16 * q));
+      t.table[n * 12 + 4 + q] = narrow(sl.offset(0, n, q));
+      t.table[n * 12 + 8 + q] = narrow(sl.offset(0, n, 4 + q));
+    }
+  }
+  for (int64_t e : {int64_t{0}, std::min<int64_t>(1, experts - 1), experts - 1}) {
+    for (int64_t n = 0; n < rows; ++n) {
+      for (int64_t run = 0; run < groups; ++run) {  // 16-byte run = scale group
+        const int64_t r = run / 4, q = run % 4;
+        if (wl.offset(e, n, 16 * run) != e * t.wes + t.table[n * 12 + q] + r * t.wstep) {
+          throw_internal(std::string("fused_moe: ") + name + " weight offsets do not follow the row table at expert " +
+                         std::to_string(e) + ", row " + std::to_string(n) + ", K byte " + std::to_string(16 * run));
         }
-      }
-      for (int64_t s = 0; s + 8 < t.wl.kbytes / 16; ++s) {
-        if (t.sl.offset(0, n, s + 8) - t.sl.offset(0, n, s) != sstep) {
-          throw_internal(std::string("fused_moe: ") + t.name + " scale offsets are not affine in 8-group K steps");
+        const int64_t m = run / 8, f = (run / 4) % 2;
+        if (sl.offset(e, n, run) != e * t.ses + t.table[n * 12 + 4 + 4 * f + q] + m * t.sstep) {
+          throw_internal(std::string("fused_moe: ") + name + " scale offsets do not follow the row table at expert " +
+                         std::to_string(e) + ", row " + std::to_string(n) + ", group " + std::to_string(run));
         }
       }
     }
   }
+  return t;
+}
+
+DeviceRowAddressing upload_row_table(const HostRowTable& h) {
+  DeviceRowAddressing d;
+  d.table = DeviceBuffer(h.table.size() * sizeof(int32_t));
+  d.table.upload(h.table.data(), d.table.size());
+  d.weight_expert_stride = h.wes;
+  d.scale_expert_stride = h.ses;
+  d.weight_k_step = h.wstep;
+  d.scale_k_step = h.sstep;
+  return d;
+}
+
+detail::RowTable as_row_table(const DeviceRowAddressing& d) {
+  detail::RowTable t;
+  t.table = d.table.as<int32_t>();
+  t.weight_expert_stride = d.weight_expert_stride;
+  t.scale_expert_stride = d.scale_expert_stride;
+  t.weight_k_step = d.weight_k_step;
+  t.scale_k_step = d.scale_k_step;
+  return t;
 }
 
 }  // namespace
@@ -112,8 +151,20 @@ void DeviceBuffer::fill_bytes(uint8_t value) {
 
 DeviceMoeLayer upload_layer(const reference::KernelReadyLayer& host) {
   const reference::KernelReadySizes z = reference::check_kernel_ready_layer(host);
-  check_affine_k_steps(host);
+  const reference::KernelReadyLayer& L = host;
+  const HostRowTable w13_rows =
+      build_row_table({L.mode, true, 2 * L.intermediate_pad, L.hidden_pad / 2},
+                      {L.mode, true, 2 * L.intermediate_pad, L.w13_scale_cols}, L.experts, "w13");
+  const HostRowTable w2_rows = build_row_table({L.mode, false, L.hidden_pad, L.intermediate_pad / 2},
+                                               {L.mode, false, L.hidden_pad, L.w2_scale_cols}, L.experts, "w2");
   DeviceMoeLayer d;
+  d.w13_rows = upload_row_table(w13_rows);
+  d.w2_rows = upload_row_table(w2_rows);
+  auto any_large = [](const uint8_t* s, int64_t n) {
+    return s != nullptr && std::any_of(s, s + n, [](uint8_t v) { return v > 128; });
+  };
+  d.w13_rows.large_scales = any_large(host.w13_scale, z.w13_scale);
+  d.w2_rows.large_scales = any_large(host.w2_scale, z.w2_scale);
   auto copy = [](DeviceBuffer& b, const void* src, int64_t bytes, const char* name) {
     if (!src) throw_bad_input(std::string("fused_moe: kernel-ready tensor ") + name + " is missing");
     b = DeviceBuffer(static_cast<size_t>(bytes));
@@ -227,7 +278,7 @@ StageTimes StageEvents::elapsed() const {
     check(gpuEventElapsedTime(&ms[i], static_cast<gpuEvent_t>(events_[i]), static_cast<gpuEvent_t>(events_[i + 1])),
           "reading an event");
   }
-  return {ms[0], ms[1], ms[2], ms[3], ms[4], ms[5], ms[6]};
+  return {ms[0], ms[1], ms[2], ms[3], ms[4], ms[5]};
 }
 
 // ---- the forward ---------------------------------------------------------------------------------
@@ -264,27 +315,34 @@ void enqueue_fused_moe(const DeviceMoeLayer& layer, const DeviceRouter& router, 
     throw_bad_input("fused_moe: token_tile " + std::to_string(tile) + " is not 8, 16, 32 or 64");
   }
   if (ksplit != 1 && ksplit != 4) throw_bad_input("fused_moe: k_split " + std::to_string(ksplit) + " is not 1 or 4");
+  // The GEMMs index B rows with 32-bit element offsets.
+  if (P * std::max(L.hidden_pad, L.intermediate_pad) >= (int64_t{1} << 32)) {
+    throw_bad_input("fused_moe: " + std::to_string(tokens) + " tokens x top_k " + std::to_string(k) +
+                    " is too large a batch for one call; split it");
+  }
 
   auto mark = [&](int i) {
     if (events) events->record(i, stream);
   };
   mark(0);
-  detail::launch_prep_x(x, tokens, valid_tokens, L.hidden, L.hidden_pad, ws.x_perm.as<uint16_t>(), stream);
-  mark(1);
   detail::launch_router_logits(x, router.weight.as<uint16_t>(), router.bias.as<uint16_t>(), tokens, valid_tokens, E,
-                               L.hidden, ws.logits.as<float>(), stream);
-  mark(2);
+                               L.hidden, L.hidden_pad, ws.logits.as<float>(), ws.x_perm.as<uint16_t>(), stream);
+  mark(1);
   const char* err = launch_fused_router(ws.logits.get(), LogitsDtype::F32, tokens, valid_tokens, E, router.params,
                                         ws.topk_weights.as<float>(), ws.topk_ids.get(), IndexDtype::Int32, nullptr,
                                         ws.nan_flags.as<uint8_t>(), stream);
   if (err && *err) throw_internal(std::string("fused_moe: router: ") + err);
-  mark(3);
+  mark(2);
   detail::launch_group(ws.topk_ids.as<int32_t>(), P, E, tile, ws.expert_counts.as<int32_t>(),
                        ws.sorted_pairs.as<int32_t>(), ws.slot_of_pair.as<int32_t>(), ws.tiles.as<detail::Tile>(),
                        ws.num_tiles.as<int32_t>(), stream);
-  mark(4);
+  mark(3);
   detail::ExpertGemmArgs g;
   g.layer = &L;
+  g.w13_rows = as_row_table(layer.w13_rows);
+  g.w2_rows = as_row_table(layer.w2_rows);
+  g.w13_large_scales = layer.w13_rows.large_scales;
+  g.w2_large_scales = layer.w2_rows.large_scales;
   g.sorted_pairs = ws.sorted_pairs.as<int32_t>();
   g.top_k = k;
   g.tiles = ws.tiles.as<detail::Tile>();
@@ -293,14 +351,16 @@ void enqueue_fused_moe(const DeviceMoeLayer& layer, const DeviceRouter& router, 
   g.token_tile = tile;
   g.k_split = ksplit;
   g.simple = options.simple;
+  // Direct loads up to tiles of 32 (memory-bound batches), the pipelined GEMM for 64.
+  g.staged = ksplit != 1 ? 0 : options.staged < 0 ? (tile >= 64 ? 1 : 0) : options.staged;
   g.act = act;
   detail::launch_gate_up(g, ws.x_perm.as<uint16_t>(), ws.act.as<uint16_t>(), stream);
-  mark(5);
+  mark(4);
   detail::launch_down(g, ws.act.as<uint16_t>(), ws.y.as<float>(), stream);
-  mark(6);
+  mark(5);
   detail::launch_combine(ws.y.as<float>(), ws.topk_ids.as<int32_t>(), ws.topk_weights.as<float>(),
                          ws.slot_of_pair.as<int32_t>(), tokens, valid_tokens, k, L.hidden, out, stream);
-  mark(7);
+  mark(6);
 }
 
 reference::MoeOutput run_fused_moe(const DeviceMoeLayer& layer, const DeviceRouter& router,

@@ -2,7 +2,7 @@
 // The fused MXFP4 MoE forward on the GPU (kernels/fused_moe.cu; CUDA, and HIP from the same
 // source). It reads the kernel-ready tensors where convert put them, addressing shuffled tiles
 // and scales through layout/addressing.h; nothing is un-shuffled first. Pipeline per call:
-//   x -> K-permuted, padded copy -> router logits -> launch_fused_router -> per-expert grouping
+//   x -> router logits (+ a K-permuted, padded copy of x) -> launch_fused_router -> per-expert grouping
 //   (counts, offsets, stable permutation, token tiles) -> gate_up GEMM + bias + activation
 //   (bf16 out) -> down GEMM + bias (fp32 per pick) -> combine over the k picks in pick order.
 // Deterministic: no float atomics; every sum has a fixed order. Rows of padding tokens are zero.
@@ -48,12 +48,30 @@ class DeviceBuffer {
   size_t size_ = 0;
 };
 
+// Where each row of a shuffled tensor starts, derived from layout/addressing.h at upload: per
+// row n of expert 0, int32 [n][12] = weight offsets of K bytes 16q (q = 0..3), then scale
+// offsets of groups q and 4 + q; other experts and later K add constant strides. upload_layer
+// checks the derivation against addressing.h (experts 0, 1 and E-1, every row, K byte run and
+// scale group), so the GEMM kernels look offsets up instead of evaluating the formulas (64-bit
+// divisions) in every block.
+struct DeviceRowAddressing {
+  DeviceBuffer table;
+  int64_t weight_expert_stride = 0, scale_expert_stride = 0;
+  int32_t weight_k_step = 0;  // per 64 K bytes
+  int32_t scale_k_step = 0;   // per 8 scale groups
+  // Some scale code above 128 (values past 12 need a second multiply when dequantizing to
+  // bf16) or 255 (NaN): found by scanning the scales at upload.
+  bool large_scales = true;
+};
+
 // Device copies of one layer's six kernel-ready tensors; `view` holds the device pointers.
 struct DeviceMoeLayer {
   reference::KernelReadyLayer view;
   DeviceBuffer w13, w13_scale, w13_bias, w2, w2_scale, w2_bias;
+  DeviceRowAddressing w13_rows, w2_rows;
 };
-// Checks the sizes (reference::check_kernel_ready_layer) and copies the tensors.
+// Checks the sizes (reference::check_kernel_ready_layer), copies the tensors and builds the row
+// addressing tables.
 DeviceMoeLayer upload_layer(const reference::KernelReadyLayer& host);
 
 // The router's weights [E, H] bf16, bias [E] bf16 (optional) and configuration on the device.
@@ -88,17 +106,20 @@ class MoeWorkspace {
 struct FusedMoeOptions {
   int token_tile = 0;   // tokens per GEMM tile: 8, 16, 32 or 64
   int k_split = 0;      // warps of a block that split K (small batches): 1 or 4
+  int staged = -1;      // 1: shared-memory pipelined GEMM, 0: direct loads; -1: by tile size
+                        // (2: pipelined, register budget for 3 blocks per SM at tile 64)
   bool simple = false;  // the plain one-thread-per-output kernels (the portable, slow path)
 };
 
 // Timing hook: events recorded between the stages of one enqueue_fused_moe call.
 struct StageTimes {
-  float prep_ms = 0, logits_ms = 0, route_ms = 0, group_ms = 0, gate_up_ms = 0, down_ms = 0, combine_ms = 0;
-  float total_ms() const { return prep_ms + logits_ms + route_ms + group_ms + gate_up_ms + down_ms + combine_ms; }
+  float logits_ms = 0;  // router logits and the activations' GEMM copy
+  float route_ms = 0, group_ms = 0, gate_up_ms = 0, down_ms = 0, combine_ms = 0;
+  float total_ms() const { return logits_ms + route_ms + group_ms + gate_up_ms + down_ms + combine_ms; }
 };
 class StageEvents {
  public:
-  static constexpr int kCount = 8;
+  static constexpr int kCount = 7;
   StageEvents();
   ~StageEvents();
   StageEvents(const StageEvents&) = delete;

@@ -45,6 +45,8 @@ struct GemmParams {
   bool gather;             // gate_up: B row = token of the pick; down: B row = slot
   const Tile* tiles;
   const int32_t* num_tiles;
+  RowTable rows_table;     // the fast path's offsets (derived from addressing.h at upload)
+  bool large_scales;       // some scale code > 128 (or 255): dequantization needs two multiplies
   int64_t row_groups;      // warp row groups
   int64_t up_offset;       // gate_up: I' (up rows follow the gate rows); down: 16
   int64_t rows_pad;        // rows per expert
@@ -155,14 +157,16 @@ __device__ __forceinline__ ScaleFactor scale_factor(uint32_t s) {
 }
 
 // Word q (elements 0..7, element i in nibble i) -> out[t] = bf16x2(element 3-t, element 7-t).
+// TWO_MUL: the tensor has scale codes above 128 (decided once per tensor at upload, so the
+// choice is uniform and outside the MMA loop; a per-value branch would split the loop into
+// basic blocks the scheduler cannot interleave).
+template <bool TWO_MUL>
 __device__ __forceinline__ void dequant_word(uint32_t q, ScaleFactor f, uint32_t* out) {
 #pragma unroll
   for (int t = 0; t < 4; ++t) {
     const uint32_t qt = q << (4 * t);
-    uint32_t v = (qt & 0x80008000u) | ((qt & 0x70007000u) >> 6);
-    v = bf16x2_mul(v, f.f1);
-    if (f.f2 != kOneX2) v = bf16x2_mul(v, f.f2);
-    out[t] = v;
+    const uint32_t v = (qt & 0x80008000u) | ((qt & 0x70007000u) >> 6);
+    out[t] = TWO_MUL ? bf16x2_mul(bf16x2_mul(v, f.f1), f.f2) : bf16x2_mul(v, f.f1);
   }
 }
 
@@ -174,114 +178,204 @@ __device__ __forceinline__ uint4 load_nc(const void* p) {
   return __ldg(reinterpret_cast<const uint4*>(p));
 }
 
-// NT: token sub-tiles of 8 per warp (the token tile is 8*NT). KSPLIT: warps of the block that
-// share one row group and split K (reduced through shared memory in warp order).
-template <int NT, int KSPLIT, bool GATE_UP>
-__global__ void __launch_bounds__(kWarps * 32) expert_gemm_kernel(GemmParams p) {
-  if (static_cast<int32_t>(blockIdx.x) >= *p.num_tiles) return;
-  const Tile tile = p.tiles[blockIdx.x];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int g = lane / 4, q = lane % 4;
-  constexpr int kGroupsPerBlock = kWarps / KSPLIT;
-  const int64_t rg = static_cast<int64_t>(blockIdx.y) * kGroupsPerBlock + warp / KSPLIT;
-  const int kpart = warp % KSPLIT;
-  // With KSPLIT > 1 the whole block shares rg, so this exit is uniform per block.
-  if (rg >= p.row_groups) return;
-  const int32_t e = tile.expert;
+// The rows one warp owns and where their bytes are. Fragment A = 16 rows at row_a, fragment
+// B = 16 rows at row_b (gate and up rows of the same units, or the two halves of a 32-row group
+// of w2). Offsets come from the layer's row table (DeviceRowAddressing: addressing.h's offsets
+// of expert 0's first runs, plus constant expert and K strides, checked at upload).
+struct WarpRows {
+  int64_t row_a, row_b;
+  bool b_rows_valid;
+  const uint8_t* wexp;
+  const uint8_t* sexp;
+  int32_t woff[4], wstep;
+  int32_t soff0[4], soff1[4], sstep;
+};
 
-  // Rows: fragment A = 16 rows at row_a, fragment B = 16 rows at row_b (gate/up, or the two
-  // halves of a 32-row group of w2).
-  const int64_t row_a = GATE_UP ? rg * 16 : rg * 32;
-  const int64_t row_b = row_a + p.up_offset;
-  const bool b_rows_valid = row_b < p.rows_pad;
-  int64_t rows[4] = {row_a + g, row_a + g + 8, row_b + g, row_b + g + 8};
-  if (!b_rows_valid) rows[2] = rows[3] = rows[0];  // loaded but never stored
-
-  // Weight runs and scale bytes: addressing.h gives the first round's offsets; both modes
-  // advance by a constant per 64 K bytes (checked on the host at upload).
-  const int64_t kb0 = 16 * q;
-  int64_t woff[4], soff0[4], soff1[4];
-  const int64_t wstep = p.wl.offset(e, rows[0], kb0 + 64) - p.wl.offset(e, rows[0], kb0);
-  const int64_t sstep = p.sl.offset(e, rows[0], q + 8) - p.sl.offset(e, rows[0], q);
+template <bool GATE_UP>
+__device__ __forceinline__ WarpRows warp_rows(const GemmParams& p, int32_t e, int64_t rg, int g, int q) {
+  WarpRows w;
+  w.row_a = GATE_UP ? rg * 16 : rg * 32;
+  w.row_b = w.row_a + p.up_offset;
+  w.b_rows_valid = w.row_b < p.rows_pad;
+  int64_t rows[4] = {w.row_a + g, w.row_a + g + 8, w.row_b + g, w.row_b + g + 8};
+  if (!w.b_rows_valid) rows[2] = rows[3] = rows[0];  // loaded but never stored
+  const RowTable& t = p.rows_table;
+  w.wexp = p.w + e * t.weight_expert_stride;
+  w.sexp = p.scale + e * t.scale_expert_stride;
+  w.wstep = t.weight_k_step;
+  w.sstep = t.scale_k_step;
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    woff[i] = p.wl.offset(e, rows[i], kb0);
-    soff0[i] = p.sl.offset(e, rows[i], q);      // even rounds: group 8m + q
-    soff1[i] = p.sl.offset(e, rows[i], q + 4);  // odd rounds: group 8m + 4 + q
+    const int32_t* row = t.table + rows[i] * 12;
+    w.woff[i] = __ldg(row + q);       // K bytes [16q, 16q + 16)
+    w.soff0[i] = __ldg(row + 4 + q);  // even rounds: group 8m + q
+    w.soff1[i] = __ldg(row + 8 + q);  // odd rounds: group 8m + 4 + q
   }
+  return w;
+}
 
-  // B rows of this lane's token column g in each sub-tile.
-  const uint16_t* brow[NT];
-  bool bvalid[NT];
+// Round r covers K elements [128r, 128r + 128); lane q's run is [128r + 32q, +32), one group.
+__device__ __forceinline__ bool lane_k_valid(const GemmParams& p, int64_t r, int q) { return r * 128 + 32 * q < p.K; }
+
+__device__ __forceinline__ const uint8_t* weight_run(const WarpRows& w, int i, int64_t r) {
+  return w.wexp + (w.woff[i] + static_cast<int32_t>(r) * w.wstep);
+}
+
+__device__ __forceinline__ void load_scales(const WarpRows& w, const GemmParams& p, int64_t r, int q, uint32_t* sv) {
+  const bool kvalid = lane_k_valid(p, r, q);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    // Past K the lane reads its first scale (always in bounds) and discards it: no branch.
+    const int32_t off = kvalid ? ((r & 1) ? w.soff1[i] : w.soff0[i]) + static_cast<int32_t>(r >> 1) * w.sstep : 0;
+    const uint32_t v = __ldg(w.sexp + w.soff0[i] + (off - w.soff0[i]));
+    sv[i] = kvalid ? v : 127u;
+  }
+}
+
+// One round of tensor-core work: wv = the lane's 4 weight runs (rows g, g+8 of fragments A and
+// B), sv their scales; bfetch(j, w) = the lane's 16 bytes of B for sub-tile j, word w.
+template <int NT, bool TWO_MUL, typename BFetch>
+__device__ __forceinline__ void mma_round_impl(float (&acc)[2][NT][4], const uint4* wv, const uint32_t* sv,
+                                               const BFetch& bfetch) {
+  ScaleFactor f[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) f[i] = scale_factor(sv[i]);
+#pragma unroll
+  for (int w = 0; w < 4; ++w) {
+    uint4 bv[NT];
+#pragma unroll
+    for (int j = 0; j < NT; ++j) bv[j] = bfetch(j, w);
+    uint32_t d[4][4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) dequant_word<TWO_MUL>(word_of(wv[i], w), f[i], d[i]);
+    // Empty sub-tiles and invalid rows (zero B, duplicated A rows) are computed and never
+    // stored: no branches inside the MMA loop.
+#pragma unroll
+    for (int u = 0; u < 2; ++u) {
+#pragma unroll
+      for (int j = 0; j < NT; ++j) {
+        const uint32_t b0 = word_of(bv[j], 2 * u), b1 = word_of(bv[j], 2 * u + 1);
+        mma_bf16_16816(acc[0][j], d[0][2 * u], d[1][2 * u], d[0][2 * u + 1], d[1][2 * u + 1], b0, b1);
+        mma_bf16_16816(acc[1][j], d[2][2 * u], d[3][2 * u], d[2][2 * u + 1], d[3][2 * u + 1], b0, b1);
+      }
+    }
+  }
+}
+
+template <int NT, typename BFetch>
+__device__ __forceinline__ void mma_round(bool large_scales, float (&acc)[2][NT][4], const uint4* wv,
+                                          const uint32_t* sv, const BFetch& bfetch) {
+  if (large_scales) {
+    mma_round_impl<NT, true>(acc, wv, sv, bfetch);
+  } else {
+    mma_round_impl<NT, false>(acc, wv, sv, bfetch);
+  }
+}
+
+// Accumulator c of sub-tile j: row (c < 2 ? g : g + 8), token column 8j + 2q + (c & 1).
+template <int NT, bool GATE_UP>
+__device__ __forceinline__ void epilogue(const GemmParams& p, const Tile& tile, const WarpRows& w,
+                                         const float (&acc)[2][NT][4], int g, int q) {
+  const float* bias = p.bias + static_cast<int64_t>(tile.expert) * p.rows_pad;
 #pragma unroll
   for (int j = 0; j < NT; ++j) {
-    const int32_t col = 8 * j + g;
-    bvalid[j] = col < tile.count;
-    brow[j] = p.b + (bvalid[j] ? b_row(p, tile.start + col) : 0) * p.K;
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const int32_t col = 8 * j + 2 * q + (c & 1);
+      if (col >= tile.count) continue;
+      const int64_t slot = tile.start + col;
+      const int64_t rr = (c < 2) ? g : g + 8;
+      if constexpr (GATE_UP) {
+        const int64_t unit = w.row_a + rr;
+        const float gate = acc[0][j][c] + bias[unit];
+        const float up = acc[1][j][c] + bias[w.row_b + rr];
+        p.act[slot * p.out_rows + permuted_index(unit)] = float_to_bf16(activation(p, gate, up));
+      } else {
+        const int64_t ra = w.row_a + rr, rb = w.row_b + rr;
+        if (ra < p.out_rows) p.y[slot * p.out_rows + ra] = acc[0][j][c] + bias[ra];
+        if (w.b_rows_valid && rb < p.out_rows) p.y[slot * p.out_rows + rb] = acc[1][j][c] + bias[rb];
+      }
+    }
   }
+}
 
-  float acc[2][NT][4];
+template <int NT>
+__device__ __forceinline__ void zero_acc(float (&acc)[2][NT][4]) {
 #pragma unroll
   for (int h = 0; h < 2; ++h)
 #pragma unroll
     for (int j = 0; j < NT; ++j)
 #pragma unroll
       for (int c = 0; c < 4; ++c) acc[h][j][c] = 0.0f;
+}
 
+// 1-D grids, row blocks fastest: the blocks running together share one token tile (its B rows
+// stay in L2) and walk one expert's weights, which the expert's next tile then finds in L2.
+struct BlockWork {
+  int32_t tile_index, row_block;
+};
+__device__ __forceinline__ BlockWork block_work(int32_t row_blocks) {
+  return {static_cast<int32_t>(blockIdx.x / row_blocks), static_cast<int32_t>(blockIdx.x % row_blocks)};
+}
+
+// ---- direct kernel: weights and B straight from global memory into registers ------------------
+// For small batches (memory-bound): each weight byte is read once, one round is prefetched into
+// registers. NT: token sub-tiles of 8 per warp (the token tile is 8*NT). KSPLIT: warps of the
+// block that share one row group and split K (reduced through shared memory in warp order).
+template <int NT, int KSPLIT, bool GATE_UP>
+__global__ void __launch_bounds__(kWarps * 32) expert_gemm_direct_kernel(GemmParams p, int32_t row_blocks) {
+  const BlockWork bw = block_work(row_blocks);
+  if (bw.tile_index >= *p.num_tiles) return;
+  const Tile tile = p.tiles[bw.tile_index];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, q = lane % 4;
+  constexpr int kGroupsPerBlock = kWarps / KSPLIT;
+  const int64_t rg = static_cast<int64_t>(bw.row_block) * kGroupsPerBlock + warp / KSPLIT;
+  const int kpart = warp % KSPLIT;
+  // With KSPLIT > 1 the whole block shares rg, so this exit is uniform per block.
+  if (rg >= p.row_groups) return;
+  const WarpRows wr = warp_rows<GATE_UP>(p, tile.expert, rg, g, q);
+
+  // B rows of this lane's token column g in each sub-tile (element offsets, 32 bits).
+  uint32_t brow[NT];
+  bool bvalid[NT];
+#pragma unroll
+  for (int j = 0; j < NT; ++j) {
+    const int32_t col = 8 * j + g;
+    bvalid[j] = col < tile.count;
+    brow[j] = static_cast<uint32_t>((bvalid[j] ? b_row(p, tile.start + col) : 0) * p.K) + 32 * q;
+  }
+
+  float acc[2][NT][4];
+  zero_acc<NT>(acc);
   const int64_t rounds = (p.K + 127) / 128;
   const int64_t per_part = (rounds + KSPLIT - 1) / KSPLIT;
   const int64_t r_begin = kpart * per_part;
   const int64_t r_end = r_begin + per_part < rounds ? r_begin + per_part : rounds;
 
-  uint4 wcur[4], wnext[4];
-  uint32_t scur[4], snext[4];
-  auto load_round = [&](int64_t r, uint4* wv, uint32_t* sv) {
-    const bool kvalid = r * 128 + 32 * q < p.K;  // K % 128 == 64 leaves half a round
+  {
+    uint4 wcur[4], wnext[4];
+    uint32_t scur[4], snext[4];
+    auto load_round = [&](int64_t r, uint4* wv, uint32_t* sv) {
+      const bool kvalid = lane_k_valid(p, r, q);  // K % 128 == 64 leaves half a round
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      if (kvalid) {
-        wv[i] = load_nc(p.w + woff[i] + r * wstep);
-        sv[i] = p.scale[((r & 1) ? soff1[i] : soff0[i]) + (r >> 1) * sstep];
-      } else {
-        wv[i] = make_uint4(0, 0, 0, 0);
-        sv[i] = 127;
+      for (int i = 0; i < 4; ++i) wv[i] = kvalid ? load_nc(weight_run(wr, i, r)) : make_uint4(0, 0, 0, 0);
+      load_scales(wr, p, r, q, sv);
+    };
+    if (r_begin < r_end) load_round(r_begin, wcur, scur);
+    for (int64_t r = r_begin; r < r_end; ++r) {
+      if (r + 1 < r_end) load_round(r + 1, wnext, snext);
+      const bool kvalid = lane_k_valid(p, r, q);
+      const uint32_t koff = static_cast<uint32_t>(r) * 128;
+      auto bfetch = [&](int j, int w) {
+        return (bvalid[j] && kvalid) ? load_nc(p.b + brow[j] + koff + 8 * w) : make_uint4(0, 0, 0, 0);
+      };
+      mma_round<NT>(p.large_scales, acc, wcur, scur, bfetch);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        wcur[i] = wnext[i];
+        scur[i] = snext[i];
       }
-    }
-  };
-  if (r_begin < r_end) load_round(r_begin, wcur, scur);
-  for (int64_t r = r_begin; r < r_end; ++r) {
-    if (r + 1 < r_end) load_round(r + 1, wnext, snext);
-    const bool kvalid = r * 128 + 32 * q < p.K;
-    ScaleFactor f[4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) f[i] = scale_factor(scur[i]);
-#pragma unroll
-    for (int w = 0; w < 4; ++w) {
-      uint4 bv[NT];
-#pragma unroll
-      for (int j = 0; j < NT; ++j) {
-        bv[j] = (bvalid[j] && kvalid) ? load_nc(brow[j] + r * 128 + 32 * q + 8 * w) : make_uint4(0, 0, 0, 0);
-      }
-      uint32_t d[4][4];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) dequant_word(word_of(wcur[i], w), f[i], d[i]);
-#pragma unroll
-      for (int u = 0; u < 2; ++u) {
-#pragma unroll
-        for (int j = 0; j < NT; ++j) {
-          if (8 * j >= tile.count) continue;  // uniform: an empty sub-tile
-          const uint32_t b0 = word_of(bv[j], 2 * u), b1 = word_of(bv[j], 2 * u + 1);
-          mma_bf16_16816(acc[0][j], d[0][2 * u], d[1][2 * u], d[0][2 * u + 1], d[1][2 * u + 1], b0, b1);
-          if (b_rows_valid || GATE_UP) {
-            mma_bf16_16816(acc[1][j], d[2][2 * u], d[3][2 * u], d[2][2 * u + 1], d[3][2 * u + 1], b0, b1);
-          }
-        }
-      }
-    }
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      wcur[i] = wnext[i];
-      scur[i] = snext[i];
     }
   }
 
@@ -299,60 +393,174 @@ __global__ void __launch_bounds__(kWarps * 32) expert_gemm_kernel(GemmParams p) 
     __syncthreads();
     if (kpart > 0) return;
 #pragma unroll
-    for (int s = 0; s < KSPLIT - 1; ++s)
+    for (int s2 = 0; s2 < KSPLIT - 1; ++s2)
 #pragma unroll
       for (int h = 0; h < 2; ++h)
 #pragma unroll
         for (int j = 0; j < NT; ++j)
 #pragma unroll
-          for (int c = 0; c < 4; ++c) acc[h][j][c] += red[s][(h * NT + j) * 4 + c][lane];
+          for (int c = 0; c < 4; ++c) acc[h][j][c] += red[s2][(h * NT + j) * 4 + c][lane];
+  }
+  epilogue<NT, GATE_UP>(p, tile, wr, acc, g, q);
+}
+
+// ---- staged kernel: a 3-stage cp.async pipeline through shared memory --------------------------
+// For larger token tiles (compute-bound): the block's B tile of each round (8*NT tokens x 128 K
+// bf16) is loaded once for its 4 warps, and every lane's weight runs are staged too, kStages - 1
+// rounds ahead, so neither waits on memory latency in the MMA loop. B is stored with its 16-byte
+// chunks XOR-swizzled so that the fragment reads (8 lanes: 2 rows x chunks w, w+4, w+8, w+12)
+// and the cp.async writes (consecutive chunks of a row) are both free of bank conflicts.
+constexpr int kStages = 3;
+
+template <int NT>
+struct StagedLayout {
+  static constexpr int kA = kWarps * 4 * 32;  // uint4 per stage: [warp][run i][lane]
+  static constexpr int kB = 8 * NT * 16;      // uint4 per stage: [token row][chunk (swizzled)]
+  static constexpr int kStage = kA + kB;
+  static constexpr size_t kBytes = static_cast<size_t>(kStage) * kStages * 16;
+};
+
+__device__ __forceinline__ int b_swizzle(int row, int chunk) { return chunk ^ (((chunk >> 3) & 1) << 1) ^ (row & 1); }
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  // src-size 0 zero-fills the 16 bytes (rows past the tile, K past the padded size).
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// MINB: blocks per SM the register allocation must allow (2: no spills at NT = 8; 3: more warps
+// to hide latency, a few spilled registers).
+template <int NT, bool GATE_UP, int MINB>
+__global__ void __launch_bounds__(kWarps * 32, MINB) expert_gemm_staged_kernel(GemmParams p, int32_t row_blocks) {
+  extern __shared__ uint4 smem[];
+  using Layout = StagedLayout<NT>;
+  const BlockWork bw = block_work(row_blocks);
+  if (bw.tile_index >= *p.num_tiles) return;  // uniform per block
+  const Tile tile = p.tiles[bw.tile_index];
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int g = lane / 4, q = lane % 4;
+  const int64_t rg = static_cast<int64_t>(bw.row_block) * kWarps + warp;
+  // A warp past the last row group still loads B and meets every barrier.
+  const bool active = rg < p.row_groups;
+  const WarpRows wr = warp_rows<GATE_UP>(p, tile.expert, active ? rg : 0, g, q);
+
+  // This thread's B chunks: chunk column c = tid % 16 of rows tid / 16 + 8i.
+  const int bchunk = tid % 16;
+  uint32_t bsrc[NT];
+  bool bvalid[NT];
+#pragma unroll
+  for (int i = 0; i < NT; ++i) {
+    const int32_t row = tid / 16 + 8 * i;
+    bvalid[i] = row < tile.count;
+    bsrc[i] = static_cast<uint32_t>((bvalid[i] ? b_row(p, tile.start + row) : 0) * p.K) + 8 * bchunk;
+  }
+  const int64_t rounds = (p.K + 127) / 128;
+
+  auto issue = [&](int64_t r) {
+    uint4* stage = smem + (r % kStages) * Layout::kStage;
+    const bool kvalid_a = active && lane_k_valid(p, r, q);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      cp_async16(stage + (warp * 4 + i) * 32 + lane, kvalid_a ? weight_run(wr, i, r) : p.w, kvalid_a);
+    }
+    const bool kvalid_b = r * 128 + 8 * bchunk < p.K;
+    uint4* bstage = stage + Layout::kA;
+#pragma unroll
+    for (int i = 0; i < NT; ++i) {
+      const int row = tid / 16 + 8 * i;
+      const bool ok = bvalid[i] && kvalid_b;
+      cp_async16(bstage + row * 16 + b_swizzle(row, bchunk), ok ? p.b + bsrc[i] + static_cast<uint32_t>(r) * 128 : p.b,
+                 ok);
+    }
+  };
+
+#pragma unroll
+  for (int s2 = 0; s2 < kStages - 1; ++s2) {
+    if (s2 < rounds) issue(s2);
+    cp_async_commit();  // empty groups keep the wait counts uniform
   }
 
-  // Epilogue. Accumulator c of sub-tile j: row (c < 2 ? g : g + 8), token column 8j + 2q + (c & 1).
-  const float* bias = p.bias + static_cast<int64_t>(e) * p.rows_pad;
+  float acc[2][NT][4];
+  zero_acc<NT>(acc);
+  uint32_t scur[4], snext[4];
+  if (active) load_scales(wr, p, 0, q, scur);
+  for (int64_t r = 0; r < rounds; ++r) {
+    cp_async_wait<kStages - 2>();
+    __syncthreads();  // round r is in shared memory; everyone is done with round r - 1's stage
+    if (r + kStages - 1 < rounds) issue(r + kStages - 1);
+    cp_async_commit();
+    if (active) {
+      if (r + 1 < rounds) load_scales(wr, p, r + 1, q, snext);
+      const uint4* stage = smem + (r % kStages) * Layout::kStage;
+      uint4 wv[4];
 #pragma unroll
-  for (int j = 0; j < NT; ++j) {
+      for (int i = 0; i < 4; ++i) wv[i] = stage[(warp * 4 + i) * 32 + lane];
+      const uint4* bstage = stage + Layout::kA;
+      auto bfetch = [&](int j, int w) {
+        const int row = 8 * j + g;
+        return bstage[row * 16 + b_swizzle(row, 4 * q + w)];
+      };
+      mma_round<NT>(p.large_scales, acc, wv, scur, bfetch);
 #pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      const int32_t col = 8 * j + 2 * q + (c & 1);
-      if (col >= tile.count) continue;
-      const int64_t slot = tile.start + col;
-      const int64_t rr = (c < 2) ? g : g + 8;
-      if constexpr (GATE_UP) {
-        const int64_t unit = row_a + rr;
-        const float gate = acc[0][j][c] + bias[unit];
-        const float up = acc[1][j][c] + bias[row_b + rr];
-        p.act[slot * p.out_rows + permuted_index(unit)] = float_to_bf16(activation(p, gate, up));
-      } else {
-        const int64_t ra = row_a + rr, rb = row_b + rr;
-        if (ra < p.out_rows) p.y[slot * p.out_rows + ra] = acc[0][j][c] + bias[ra];
-        if (b_rows_valid && rb < p.out_rows) p.y[slot * p.out_rows + rb] = acc[1][j][c] + bias[rb];
-      }
+      for (int i = 0; i < 4; ++i) scur[i] = snext[i];
     }
   }
+  cp_async_wait<0>();
+  if (active) epilogue<NT, GATE_UP>(p, tile, wr, acc, g, q);
 }
 
 template <int NT, int KSPLIT, bool GATE_UP>
-void launch_fast(const GemmParams& p, int64_t max_tiles, gpuStream_t stream) {
+void launch_direct(const GemmParams& p, int64_t max_tiles, gpuStream_t stream) {
   const int64_t groups_per_block = kWarps / KSPLIT;
-  const dim3 grid(static_cast<unsigned>(max_tiles),
-                  static_cast<unsigned>((p.row_groups + groups_per_block - 1) / groups_per_block));
-  expert_gemm_kernel<NT, KSPLIT, GATE_UP><<<grid, kWarps * 32, 0, stream>>>(p);
+  const int64_t row_blocks = (p.row_groups + groups_per_block - 1) / groups_per_block;
+  expert_gemm_direct_kernel<NT, KSPLIT, GATE_UP>
+      <<<static_cast<unsigned>(max_tiles * row_blocks), kWarps * 32, 0, stream>>>(p, static_cast<int32_t>(row_blocks));
+}
+
+template <int NT, bool GATE_UP, int MINB>
+void launch_staged(const GemmParams& p, int64_t max_tiles, gpuStream_t stream) {
+  const size_t bytes = StagedLayout<NT>::kBytes;
+  static bool configured = false;  // before any graph capture: the first call is eager
+  if (!configured) {
+    const cudaError_t err = cudaFuncSetAttribute(expert_gemm_staged_kernel<NT, GATE_UP, MINB>,
+                                                 cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+    if (err != cudaSuccess) throw_internal(std::string("fused_moe: shared memory attribute: ") + cudaGetErrorString(err));
+    configured = true;
+  }
+  const int64_t row_blocks = (p.row_groups + kWarps - 1) / kWarps;
+  expert_gemm_staged_kernel<NT, GATE_UP, MINB>
+      <<<static_cast<unsigned>(max_tiles * row_blocks), kWarps * 32, bytes, stream>>>(p,
+                                                                                     static_cast<int32_t>(row_blocks));
 }
 
 template <bool GATE_UP>
 void dispatch_fast(const GemmParams& p, const ExpertGemmArgs& a, gpuStream_t stream) {
   const int nt = a.token_tile / 8;
   if (a.k_split == 4) {
-    if (nt == 1) return launch_fast<1, 4, GATE_UP>(p, a.max_tiles, stream);
-    if (nt == 2) return launch_fast<2, 4, GATE_UP>(p, a.max_tiles, stream);
+    if (nt == 1) return launch_direct<1, 4, GATE_UP>(p, a.max_tiles, stream);
+    if (nt == 2) return launch_direct<2, 4, GATE_UP>(p, a.max_tiles, stream);
     throw_bad_input("fused_moe: k_split 4 supports token tiles of 8 and 16, not " + std::to_string(a.token_tile));
   }
-  switch (nt) {
-    case 1: return launch_fast<1, 1, GATE_UP>(p, a.max_tiles, stream);
-    case 2: return launch_fast<2, 1, GATE_UP>(p, a.max_tiles, stream);
-    case 4: return launch_fast<4, 1, GATE_UP>(p, a.max_tiles, stream);
-    case 8: return launch_fast<8, 1, GATE_UP>(p, a.max_tiles, stream);
+  if (a.staged == 2 && nt == 8) return launch_staged<8, GATE_UP, 3>(p, a.max_tiles, stream);
+  if (a.staged) {
+    switch (nt) {
+      case 1: return launch_staged<1, GATE_UP, 3>(p, a.max_tiles, stream);
+      case 2: return launch_staged<2, GATE_UP, 3>(p, a.max_tiles, stream);
+      case 4: return launch_staged<4, GATE_UP, 3>(p, a.max_tiles, stream);
+      case 8: return launch_staged<8, GATE_UP, 2>(p, a.max_tiles, stream);
+    }
+  } else {
+    switch (nt) {
+      case 1: return launch_direct<1, 1, GATE_UP>(p, a.max_tiles, stream);
+      case 2: return launch_direct<2, 1, GATE_UP>(p, a.max_tiles, stream);
+      case 4: return launch_direct<4, 1, GATE_UP>(p, a.max_tiles, stream);
+      case 8: return launch_direct<8, 1, GATE_UP>(p, a.max_tiles, stream);
+    }
   }
   throw_bad_input("fused_moe: token tile " + std::to_string(a.token_tile) + " is not 8, 16, 32 or 64");
 }
@@ -366,6 +574,7 @@ GemmParams common_params(const ExpertGemmArgs& a) {
   p.tiles = a.tiles;
   p.num_tiles = a.num_tiles;
   p.act_kind = a.act.kind == reference::Activation::SiluGated ? 1 : 0;
+  p.large_scales = true;  // set per tensor by the launchers
   p.alpha = static_cast<float>(a.act.alpha);
   p.limit = static_cast<float>(a.act.limit);
   return p;
@@ -378,6 +587,8 @@ void launch_gate_up(const ExpertGemmArgs& a, const uint16_t* x_perm, uint16_t* a
   GemmParams p = common_params(a);
   p.w = L.w13_weight;
   p.scale = L.w13_scale;
+  p.rows_table = a.w13_rows;
+  p.large_scales = a.w13_large_scales;
   p.bias = L.w13_bias;
   p.wl = WeightTileLayout{L.mode, true, 2 * L.intermediate_pad, L.hidden_pad / 2};
   p.sl = ScaleLayout{L.mode, true, 2 * L.intermediate_pad, L.w13_scale_cols};
@@ -407,6 +618,8 @@ void launch_down(const ExpertGemmArgs& a, const uint16_t* act, float* y, void* s
   GemmParams p = common_params(a);
   p.w = L.w2_weight;
   p.scale = L.w2_scale;
+  p.rows_table = a.w2_rows;
+  p.large_scales = a.w2_large_scales;
   p.bias = L.w2_bias;
   p.wl = WeightTileLayout{L.mode, false, L.hidden_pad, L.intermediate_pad / 2};
   p.sl = ScaleLayout{L.mode, false, L.hidden_pad, L.w2_scale_cols};

@@ -23,13 +23,10 @@ MOEPREP_HD int permuted_element(int p) { return ((p & 1) ? 7 : 3) - (p >> 1); }
 MOEPREP_HD int permuted_position(int i) { return i < 4 ? 6 - 2 * i : 15 - 2 * i; }
 MOEPREP_HD int64_t permuted_index(int64_t k) { return (k & ~int64_t{7}) | permuted_position(static_cast<int>(k & 7)); }
 
-// x [T, H] bf16 -> x_perm [T, Hp] bf16 (K-permuted, zero past H and for tokens >= valid).
-void launch_prep_x(const uint16_t* x, int64_t tokens, int64_t valid, int64_t H, int64_t Hp, uint16_t* x_perm,
-                   void* stream);
-
-// logits [T, E] fp32 = x . W^T + b for t < valid (0 for padding rows).
+// logits [T, E] fp32 = x . W^T + b for t < valid (0 for padding rows); also writes x_perm
+// [T, Hp] bf16: x K-permuted, zero past H and for tokens >= valid (the gate_up GEMM's B).
 void launch_router_logits(const uint16_t* x, const uint16_t* w, const uint16_t* bias, int64_t tokens, int64_t valid,
-                          int64_t E, int64_t H, float* logits, void* stream);
+                          int64_t E, int64_t H, int64_t Hp, float* logits, uint16_t* x_perm, void* stream);
 
 // Groups the T*k picks by expert, stable in pick order: sorted_pairs (pick index per slot),
 // slot_of_pair, counts [E], tiles of `token_tile` slots and their number.
@@ -40,9 +37,18 @@ void launch_group(const int32_t* topk_ids, int64_t pairs, int64_t E, int token_t
 void launch_combine(const float* y, const int32_t* topk_ids, const float* topk_weights, const int32_t* slot_of_pair,
                     int64_t tokens, int64_t valid, int top_k, int64_t H, float* out, void* stream);
 
+// A DeviceRowAddressing (fused_moe.h) as the kernels take it.
+struct RowTable {
+  const int32_t* table = nullptr;  // [rows][12]
+  int64_t weight_expert_stride = 0, scale_expert_stride = 0;
+  int32_t weight_k_step = 0, scale_k_step = 0;
+};
+
 // The expert GEMMs. Common arguments of both.
 struct ExpertGemmArgs {
   const reference::KernelReadyLayer* layer = nullptr;  // device pointers
+  RowTable w13_rows, w2_rows;
+  bool w13_large_scales = true, w2_large_scales = true;  // a scale code > 128 somewhere
   const int32_t* sorted_pairs = nullptr;
   int top_k = 0;
   const Tile* tiles = nullptr;
@@ -50,6 +56,7 @@ struct ExpertGemmArgs {
   int64_t max_tiles = 0;
   int token_tile = 8;  // 8, 16, 32, 64
   int k_split = 1;     // 1 or 4
+  int staged = 0;       // 0 direct loads; 1 shared-memory pipeline; 2 the same, 3 blocks/SM at NT 8
   bool simple = false;
   reference::ActivationParams act;
 };

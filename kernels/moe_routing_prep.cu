@@ -1,4 +1,4 @@
-// The fused MoE's small stages: activation preparation, router logits, per-expert grouping and
+// The fused MoE's small stages: router logits (with the activations' GEMM copy), per-expert grouping and
 // the final combine. Portable (CUDA and HIP): no vendor intrinsics beyond portability.h.
 #include "kernels/portability.h"  // first: defines what MOEPREP_HD needs under HIP
 #include <string>
@@ -17,55 +17,67 @@ namespace {
 
 __device__ __forceinline__ float bf16_bits_to_float(uint32_t bits) { return __uint_as_float(bits << 16); }
 
-__global__ void prep_x_kernel(const uint16_t* __restrict__ x, int64_t valid, int64_t H, int64_t Hp,
-                              uint16_t* __restrict__ x_perm) {
-  const int64_t t = blockIdx.x;
-  for (int64_t p = threadIdx.x; p < Hp; p += blockDim.x) {
-    const int64_t k = (p & ~int64_t{7}) | permuted_element(static_cast<int>(p & 7));
-    x_perm[t * Hp + p] = (t < valid && k < H) ? x[t * H + k] : uint16_t{0};
-  }
-}
+__device__ void write_x_perm(const uint16_t* __restrict__ x, int64_t t0, int count, int64_t tokens, int64_t valid,
+                             int64_t H, int64_t Hp, uint16_t* __restrict__ x_perm);
 
-// One warp per expert, 8 tokens per block: each W row is read once per 8 tokens.
+// Each expert's dot products are split over kLogitParts warps of a block (a quarter of H
+// each, so that small batches use many SMs), 8 tokens per block (each W row is read once per 8
+// tokens); the parts are added in part order (deterministic). The blocks of the first expert
+// group also write the GEMM's copy of their tokens (K-permuted, zero-padded to H', zero rows
+// past `valid`): one launch fewer for small batches.
 constexpr int kLogitTokens = 8;
 constexpr int kLogitThreads = 256;
+constexpr int kLogitParts = 4;
+constexpr int kLogitWarps = kLogitThreads / MOEPREP_WARP_SIZE;
+static_assert(kLogitWarps % kLogitParts == 0, "whole experts per block");
 
 __global__ void router_logits_kernel(const uint16_t* __restrict__ x, const uint16_t* __restrict__ w,
                                      const uint16_t* __restrict__ bias, int64_t tokens, int64_t valid, int64_t E,
-                                     int64_t H, float* __restrict__ logits) {
-  const int warps = blockDim.x / MOEPREP_WARP_SIZE;
+                                     int64_t H, int64_t Hp, float* __restrict__ logits,
+                                     uint16_t* __restrict__ x_perm) {
+  __shared__ float partial[kLogitWarps][kLogitTokens];
+  if (blockIdx.y == 0) {
+    write_x_perm(x, static_cast<int64_t>(blockIdx.x) * kLogitTokens, kLogitTokens, tokens, valid, H, Hp, x_perm);
+  }
+  const int wid = threadIdx.x / MOEPREP_WARP_SIZE;
   const int lane = threadIdx.x % MOEPREP_WARP_SIZE;
-  const int64_t e = static_cast<int64_t>(blockIdx.y) * warps + threadIdx.x / MOEPREP_WARP_SIZE;
+  const int part = wid % kLogitParts;
+  const int64_t e = static_cast<int64_t>(blockIdx.y) * (kLogitWarps / kLogitParts) + wid / kLogitParts;
   const int64_t t0 = static_cast<int64_t>(blockIdx.x) * kLogitTokens;
-  if (e >= E) return;
+  const int64_t ntok = valid - t0 < kLogitTokens ? valid - t0 : kLogitTokens;  // uniform; may be <= 0
+  const int64_t chunk = (H + kLogitParts * 8 - 1) / (kLogitParts * 8) * 8;  // multiple of 8
+  const int64_t k_begin = part * chunk;
+  const int64_t k_end = k_begin + chunk < H ? k_begin + chunk : H;
   float acc[kLogitTokens];
 #pragma unroll
   for (int i = 0; i < kLogitTokens; ++i) acc[i] = 0.0f;
-  const uint16_t* we = w + e * H;
-  if (H % 8 == 0) {
-    // 16-byte loads: 8 bf16 of W and of each token per step.
-    for (int64_t k = static_cast<int64_t>(lane) * 8; k < H; k += MOEPREP_WARP_SIZE * 8) {
-      const uint4 wv = *reinterpret_cast<const uint4*>(we + k);
-      const uint32_t ww[4] = {wv.x, wv.y, wv.z, wv.w};
+  if (e < E) {
+    const uint16_t* we = w + e * H;
+    if (H % 8 == 0) {
+      // 16-byte loads: 8 bf16 of W and of each token per step.
+#pragma unroll 2
+      for (int64_t k = k_begin + static_cast<int64_t>(lane) * 8; k < k_end; k += MOEPREP_WARP_SIZE * 8) {
+        const uint4 wv = *reinterpret_cast<const uint4*>(we + k);
+        const uint32_t ww[4] = {wv.x, wv.y, wv.z, wv.w};
 #pragma unroll
-      for (int i = 0; i < kLogitTokens; ++i) {
-        const int64_t t = t0 + i;
-        if (t >= valid) break;
-        const uint4 xv = *reinterpret_cast<const uint4*>(x + t * H + k);
-        const uint32_t xx[4] = {xv.x, xv.y, xv.z, xv.w};
+        for (int i = 0; i < kLogitTokens; ++i) {
+          if (i >= ntok) break;
+          const uint4 xv = *reinterpret_cast<const uint4*>(x + (t0 + i) * H + k);
+          const uint32_t xx[4] = {xv.x, xv.y, xv.z, xv.w};
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          acc[i] += bf16_bits_to_float(ww[j] & 0xffffu) * bf16_bits_to_float(xx[j] & 0xffffu);
-          acc[i] += bf16_bits_to_float(ww[j] >> 16) * bf16_bits_to_float(xx[j] >> 16);
+          for (int j = 0; j < 4; ++j) {
+            acc[i] += __uint_as_float(ww[j] << 16) * __uint_as_float(xx[j] << 16);
+            acc[i] += __uint_as_float(ww[j] & 0xffff0000u) * __uint_as_float(xx[j] & 0xffff0000u);
+          }
         }
       }
-    }
-  } else {
-    for (int64_t k = lane; k < H; k += MOEPREP_WARP_SIZE) {
-      const float wk = bf16_bits_to_float(we[k]);
-      for (int i = 0; i < kLogitTokens; ++i) {
-        if (t0 + i >= valid) break;
-        acc[i] += wk * bf16_bits_to_float(x[(t0 + i) * H + k]);
+    } else {
+      for (int64_t k = k_begin + lane; k < k_end; k += MOEPREP_WARP_SIZE) {
+        const float wk = bf16_bits_to_float(we[k]);
+        for (int i = 0; i < kLogitTokens; ++i) {
+          if (i >= ntok) break;
+          acc[i] += wk * bf16_bits_to_float(x[(t0 + i) * H + k]);
+        }
       }
     }
   }
@@ -75,13 +87,98 @@ __global__ void router_logits_kernel(const uint16_t* __restrict__ x, const uint1
     for (int m = MOEPREP_WARP_SIZE / 2; m > 0; m /= 2) acc[i] += MOEPREP_SHFL_XOR(acc[i], m);
   }
   if (lane == 0) {
+#pragma unroll
+    for (int i = 0; i < kLogitTokens; ++i) partial[wid][i] = acc[i];
+  }
+  __syncthreads();
+  if (lane == 0 && part == 0 && e < E) {
     const float b = bias ? bf16_bits_to_float(bias[e]) : 0.0f;
     for (int i = 0; i < kLogitTokens; ++i) {
       const int64_t t = t0 + i;
-      if (t < tokens) logits[t * E + e] = t < valid ? acc[i] + b : 0.0f;
+      if (t >= tokens) break;
+      float sum = 0.0f;
+      for (int pp = 0; pp < kLogitParts; ++pp) sum += partial[wid + pp][i];
+      logits[t * E + e] = t < valid ? sum + b : 0.0f;
     }
   }
 }
+
+// The activations' GEMM copy (K-permuted, zero-padded to H', zero rows past `valid`) of
+// `count` tokens from t0, by one block.
+__device__ void write_x_perm(const uint16_t* __restrict__ x, int64_t t0, int count, int64_t tokens, int64_t valid,
+                             int64_t H, int64_t Hp, uint16_t* __restrict__ x_perm) {
+  for (int i = 0; i < count; ++i) {
+    const int64_t t = t0 + i;
+    if (t >= tokens) break;
+    for (int64_t p = threadIdx.x; p < Hp; p += blockDim.x) {
+      const int64_t k = (p & ~int64_t{7}) | permuted_element(static_cast<int>(p & 7));
+      x_perm[t * Hp + p] = (t < valid && k < H) ? x[t * H + k] : uint16_t{0};
+    }
+  }
+}
+
+#if !defined(__HIPCC__)
+// Larger batches (CUDA): logits on tensor cores, mma.sync m16n8k16 bf16 with fp32 accumulation.
+// A = 16 router rows (experts; K contiguous), B = 8 tokens (x rows; K contiguous), natural K
+// order; a warp owns 16 experts x 32 tokens, a block 4 warps = 64 experts. Needs E and H
+// multiples of 16.
+constexpr int kMmaLogitTokens = 32;
+constexpr int kMmaLogitWarps = 4;
+
+__global__ void __launch_bounds__(kMmaLogitWarps * 32)
+    router_logits_mma_kernel(const uint16_t* __restrict__ x, const uint16_t* __restrict__ w,
+                             const uint16_t* __restrict__ bias, int64_t tokens, int64_t valid, int64_t E, int64_t H,
+                             int64_t Hp, float* __restrict__ logits, uint16_t* __restrict__ x_perm) {
+  const int64_t t0 = static_cast<int64_t>(blockIdx.x) * kMmaLogitTokens;
+  if (blockIdx.y == 0) write_x_perm(x, t0, kMmaLogitTokens, tokens, valid, H, Hp, x_perm);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, q = lane % 4;
+  const int64_t e0 = (static_cast<int64_t>(blockIdx.y) * kMmaLogitWarps + warp) * 16;
+  if (e0 >= E) return;  // no barrier follows
+  float acc[4][4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+#pragma unroll
+    for (int c = 0; c < 4; ++c) acc[j][c] = 0.0f;
+  if (valid > t0) {
+    // 32-bit words (two bf16, lower k in the low half) at k = 2q and 2q + 8 of each 16-wide step.
+    const uint32_t* wa0 = reinterpret_cast<const uint32_t*>(w + (e0 + g) * H) + q;
+    const uint32_t* wa1 = reinterpret_cast<const uint32_t*>(w + (e0 + g + 8) * H) + q;
+    const uint32_t* xb[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int64_t t = t0 + 8 * j + g;
+      xb[j] = reinterpret_cast<const uint32_t*>(x + (t < valid ? t : valid - 1) * H) + q;  // rows past valid: discarded
+    }
+#pragma unroll 4
+    for (int64_t kw = 0; kw < H / 2; kw += 8) {
+      const uint32_t a0 = __ldg(wa0 + kw), a1 = __ldg(wa1 + kw), a2 = __ldg(wa0 + kw + 4), a3 = __ldg(wa1 + kw + 4);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const uint32_t b0 = __ldg(xb[j] + kw), b1 = __ldg(xb[j] + kw + 4);
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+            "{%0,%1,%2,%3};"
+            : "+f"(acc[j][0]), "+f"(acc[j][1]), "+f"(acc[j][2]), "+f"(acc[j][3])
+            : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+      }
+    }
+  }
+  // Accumulator c: expert e0 + g (+8 for c >= 2), token t0 + 8j + 2q + (c & 1).
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const int64_t e = e0 + g + (c >= 2 ? 8 : 0);
+      const int64_t t = t0 + 8 * j + 2 * q + (c & 1);
+      if (t < tokens) {
+        const float b = bias ? bf16_bits_to_float(bias[e]) : 0.0f;
+        logits[t * E + e] = t < valid ? acc[j][c] + b : 0.0f;
+      }
+    }
+  }
+}
+#endif
 
 // One block per expert. Every block builds the full histogram (shared-memory integer atomics:
 // the counts do not depend on the order), from which it knows its offset and its first tile;
@@ -90,6 +187,19 @@ __global__ void router_logits_kernel(const uint16_t* __restrict__ x, const uint1
 // order that depends on timing.
 constexpr int kGroupThreads = 256;
 
+// Sum of v over the block (integers: exact in any order); `scratch` holds blockDim.x ints.
+__device__ int32_t block_sum(int32_t v, int32_t* scratch) {
+  scratch[threadIdx.x] = v;
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s /= 2) {
+    if (static_cast<int>(threadIdx.x) < s) scratch[threadIdx.x] += scratch[threadIdx.x + s];
+    __syncthreads();
+  }
+  const int32_t total = scratch[0];
+  __syncthreads();
+  return total;
+}
+
 __global__ void group_kernel(const int32_t* __restrict__ ids, int64_t pairs, int64_t E, int token_tile,
                              int32_t* __restrict__ counts, int32_t* __restrict__ sorted_pairs,
                              int32_t* __restrict__ slot_of_pair, Tile* __restrict__ tiles,
@@ -97,7 +207,6 @@ __global__ void group_kernel(const int32_t* __restrict__ ids, int64_t pairs, int
   extern __shared__ int32_t smem[];
   int32_t* hist = smem;              // [E]
   int32_t* scan = smem + E;          // [kGroupThreads]
-  __shared__ int32_t expert_offset;
   const int tid = threadIdx.x;
   const int32_t e = blockIdx.x;
   for (int64_t i = tid; i < E; i += blockDim.x) hist[i] = 0;
@@ -108,27 +217,30 @@ __global__ void group_kernel(const int32_t* __restrict__ ids, int64_t pairs, int
   }
   __syncthreads();
   const int32_t c = hist[e];
+  // Picks and tiles of the experts below e (and, for block 0, of all experts): block sums.
+  int32_t below = 0, tiles_below = 0, tiles_all = 0;
+  for (int64_t i = tid; i < E; i += blockDim.x) {
+    const int32_t t = (hist[i] + token_tile - 1) / token_tile;
+    if (i < e) {
+      below += hist[i];
+      tiles_below += t;
+    }
+    tiles_all += t;
+  }
+  below = block_sum(below, scan);
+  tiles_below = block_sum(tiles_below, scan);
+  tiles_all = block_sum(tiles_all, scan);
   if (tid == 0) {
-    int32_t offset = 0, tile_base = 0;
-    for (int32_t i = 0; i < e; ++i) {
-      offset += hist[i];
-      tile_base += (hist[i] + token_tile - 1) / token_tile;
-    }
-    expert_offset = offset;
     counts[e] = c;
-    for (int32_t i = 0; i * token_tile < c; ++i) {
-      Tile t;
-      t.expert = e;
-      t.start = offset + i * token_tile;
-      t.count = min(token_tile, c - i * token_tile);
-      t.unused = 0;
-      tiles[tile_base + i] = t;
-    }
-    if (e == 0) {
-      int32_t total = 0;
-      for (int64_t i = 0; i < E; ++i) total += (hist[i] + token_tile - 1) / token_tile;
-      *num_tiles = total;
-    }
+    if (e == 0) *num_tiles = tiles_all;
+  }
+  for (int32_t i = tid; i * token_tile < c; i += blockDim.x) {
+    Tile t;
+    t.expert = e;
+    t.start = below + i * token_tile;
+    t.count = min(token_tile, c - i * token_tile);
+    t.unused = 0;
+    tiles[tiles_below + i] = t;
   }
   __syncthreads();
   if (c == 0) return;  // uniform across the block
@@ -146,7 +258,7 @@ __global__ void group_kernel(const int32_t* __restrict__ ids, int64_t pairs, int
     scan[tid] += v;
     __syncthreads();
   }
-  int32_t pos = expert_offset + scan[tid] - mine;
+  int32_t pos = below + scan[tid] - mine;
   for (int64_t p = lo; p < hi; ++p) {
     if (ids[p] == e) {
       sorted_pairs[pos] = static_cast<int32_t>(p);
@@ -156,40 +268,54 @@ __global__ void group_kernel(const int32_t* __restrict__ ids, int64_t pairs, int
   }
 }
 
+// Block (t, h chunk): the token's picks go to shared memory once, then each thread sums its
+// columns over the picks in pick order (the fixed order that makes the result deterministic).
+constexpr int kMaxTopK = 64;
+
 __global__ void combine_kernel(const float* __restrict__ y, const int32_t* __restrict__ ids,
                                const float* __restrict__ weights, const int32_t* __restrict__ slot_of_pair,
                                int64_t valid, int top_k, int64_t H, float* __restrict__ out) {
+  __shared__ int32_t pick_slot[kMaxTopK];
+  __shared__ float pick_weight[kMaxTopK];
   const int64_t t = blockIdx.x;
-  for (int64_t h = threadIdx.x; h < H; h += blockDim.x) {
-    float acc = 0.0f;
-    if (t < valid) {
-      for (int j = 0; j < top_k; ++j) {
-        const int64_t p = t * top_k + j;
-        if (ids[p] >= 0) acc += weights[p] * y[static_cast<int64_t>(slot_of_pair[p]) * H + h];
-      }
-    }
-    out[t * H + h] = acc;
+  if (static_cast<int>(threadIdx.x) < top_k) {
+    const int64_t p = t * top_k + threadIdx.x;
+    const bool picked = t < valid && ids[p] >= 0;
+    pick_slot[threadIdx.x] = picked ? slot_of_pair[p] : -1;
+    pick_weight[threadIdx.x] = picked ? weights[p] : 0.0f;
   }
+  __syncthreads();
+  const int64_t h = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
+  if (h >= H) return;
+  float acc = 0.0f;
+  for (int j = 0; j < top_k; ++j) {
+    if (pick_slot[j] >= 0) acc += pick_weight[j] * y[static_cast<int64_t>(pick_slot[j]) * H + h];
+  }
+  out[t * H + h] = acc;
 }
 
 gpuStream_t as_stream(void* s) { return static_cast<gpuStream_t>(s); }
 
 }  // namespace
 
-void launch_prep_x(const uint16_t* x, int64_t tokens, int64_t valid, int64_t H, int64_t Hp, uint16_t* x_perm,
-                   void* stream) {
-  if (tokens == 0) return;
-  prep_x_kernel<<<static_cast<unsigned>(tokens), 256, 0, as_stream(stream)>>>(x, valid, H, Hp, x_perm);
-  check_launch("prep_x kernel");
-}
-
 void launch_router_logits(const uint16_t* x, const uint16_t* w, const uint16_t* bias, int64_t tokens, int64_t valid,
-                          int64_t E, int64_t H, float* logits, void* stream) {
+                          int64_t E, int64_t H, int64_t Hp, float* logits, uint16_t* x_perm, void* stream) {
   if (tokens == 0) return;
-  const int warps = kLogitThreads / MOEPREP_WARP_SIZE;
+#if !defined(__HIPCC__)
+  if (tokens >= 64 && E % 16 == 0 && H % 16 == 0) {
+    const dim3 grid(static_cast<unsigned>((tokens + kMmaLogitTokens - 1) / kMmaLogitTokens),
+                    static_cast<unsigned>((E + kMmaLogitWarps * 16 - 1) / (kMmaLogitWarps * 16)));
+    router_logits_mma_kernel<<<grid, kMmaLogitWarps * 32, 0, as_stream(stream)>>>(x, w, bias, tokens, valid, E, H, Hp,
+                                                                                 logits, x_perm);
+    check_launch("router logits kernel (tensor cores)");
+    return;
+  }
+#endif
+  const int experts_per_block = kLogitWarps / kLogitParts;
   const dim3 grid(static_cast<unsigned>((tokens + kLogitTokens - 1) / kLogitTokens),
-                  static_cast<unsigned>((E + warps - 1) / warps));
-  router_logits_kernel<<<grid, kLogitThreads, 0, as_stream(stream)>>>(x, w, bias, tokens, valid, E, H, logits);
+                  static_cast<unsigned>((E + experts_per_block - 1) / experts_per_block));
+  router_logits_kernel<<<grid, kLogitThreads, 0, as_stream(stream)>>>(x, w, bias, tokens, valid, E, H, Hp, logits,
+                                                                      x_perm);
   check_launch("router logits kernel");
 }
 
@@ -205,8 +331,9 @@ void launch_group(const int32_t* topk_ids, int64_t pairs, int64_t E, int token_t
 void launch_combine(const float* y, const int32_t* topk_ids, const float* topk_weights, const int32_t* slot_of_pair,
                     int64_t tokens, int64_t valid, int top_k, int64_t H, float* out, void* stream) {
   if (tokens == 0) return;
-  combine_kernel<<<static_cast<unsigned>(tokens), 256, 0, as_stream(stream)>>>(y, topk_ids, topk_weights,
-                                                                              slot_of_pair, valid, top_k, H, out);
+  if (top_k > kMaxTopK) throw_bad_input("fused_moe: top_k " + std::to_string(top_k) + " exceeds " + std::to_string(kMaxTopK));
+  const dim3 grid(static_cast<unsigned>(tokens), static_cast<unsigned>((H + 255) / 256));
+  combine_kernel<<<grid, 256, 0, as_stream(stream)>>>(y, topk_ids, topk_weights, slot_of_pair, valid, top_k, H, out);
   check_launch("combine kernel");
 }
 

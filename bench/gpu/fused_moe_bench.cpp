@@ -236,10 +236,10 @@ void BM_DeviceCopy(benchmark::State& state) {
 }
 BENCHMARK(BM_DeviceCopy)->UseManualTime()->Iterations(20)->Unit(benchmark::kMillisecond);
 
-void run_moe(benchmark::State& state, layout::GateMode mode) {
+void run_moe(benchmark::State& state, layout::GateMode mode, const gpu::FusedMoeOptions& opt = {}) {
   const int64_t T = state.range(0);
   DeviceSetup& s = setup(mode);
-  Runner run(s, T, {});
+  Runner run(s, T, opt);
   cudaEvent_t e0, e1;
   cuda_check(cudaEventCreate(&e0), "event");
   cuda_check(cudaEventCreate(&e1), "event");
@@ -274,11 +274,11 @@ void run_moe(benchmark::State& state, layout::GateMode mode) {
   // Stage breakdown of one eager call (not graph-replayed, so launch gaps are included).
   gpu::StageEvents ev;
   gpu::enqueue_fused_moe(s.layer, s.router, {}, run.x[0].as<uint16_t>(), T, T, run.ws, run.out.as<float>(),
-                         run.stream, {}, &ev);
+                         run.stream, opt, &ev);
   const gpu::StageTimes st = ev.elapsed();
   state.counters["gate_up_ms"] = st.gate_up_ms;
   state.counters["down_ms"] = st.down_ms;
-  state.counters["route_group_ms"] = st.prep_ms + st.logits_ms + st.route_ms + st.group_ms;
+  state.counters["route_group_ms"] = st.logits_ms + st.route_ms + st.group_ms;
   state.counters["combine_ms"] = st.combine_ms;
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
@@ -286,6 +286,12 @@ void run_moe(benchmark::State& state, layout::GateMode mode) {
 
 void BM_FusedMoeSeparated(benchmark::State& state) { run_moe(state, layout::GateMode::Separated); }
 void BM_FusedMoeInterleave(benchmark::State& state) { run_moe(state, layout::GateMode::Interleave); }
+// The same with the GEMMs forced onto the direct-load kernels (the shared-memory pipeline's gain).
+void BM_FusedMoeSeparatedDirect(benchmark::State& state) {
+  gpu::FusedMoeOptions opt;
+  opt.staged = 0;
+  run_moe(state, layout::GateMode::Separated, opt);
+}
 BENCHMARK(BM_FusedMoeSeparated)
     ->ArgName("T")
     ->Arg(1)
@@ -295,6 +301,15 @@ BENCHMARK(BM_FusedMoeSeparated)
     ->UseManualTime()
     ->MinTime(0.3)
     ->Unit(benchmark::kMillisecond);
+void BM_FusedMoeSeparatedStaged3(benchmark::State& state) {
+  gpu::FusedMoeOptions opt;
+  opt.staged = 2;
+  run_moe(state, layout::GateMode::Separated, opt);
+}
+BENCHMARK(BM_FusedMoeSeparatedStaged3)->ArgName("T")->Arg(4096)->UseManualTime()->MinTime(0.3)->Unit(
+    benchmark::kMillisecond);
+BENCHMARK(BM_FusedMoeSeparatedDirect)->ArgName("T")->Arg(512)->Arg(4096)->UseManualTime()->MinTime(0.3)->Unit(
+    benchmark::kMillisecond);
 BENCHMARK(BM_FusedMoeInterleave)->ArgName("T")->Arg(1)->Arg(64)->Arg(4096)->UseManualTime()->MinTime(0.3)->Unit(
     benchmark::kMillisecond);
 

@@ -140,17 +140,50 @@ TEST_F(FusedMoeGpu, EveryKernelConfigurationAgrees) {
     const MoeOutput cpu = reference::moe_forward_kernel_layout_cpu(l.kr.view(), l.src.router(), rc,
                                                                    ActivationParams{}, x.data(), T, T);
     std::vector<FusedMoeOptions> configs;
-    for (int tile : {8, 16, 32, 64}) configs.push_back({tile, 1, false});
-    configs.push_back({8, 4, false});
-    configs.push_back({16, 4, false});
-    configs.push_back({8, 1, true});
-    configs.push_back({64, 1, true});
+    for (int tile : {8, 16, 32, 64}) {
+      configs.push_back({tile, 1, 0, false});  // direct loads
+      configs.push_back({tile, 1, 1, false});  // shared-memory pipeline
+    }
+    configs.push_back({64, 1, 2, false});  // pipeline, 3-blocks-per-SM register budget
+    configs.push_back({8, 4, 0, false});
+    configs.push_back({16, 4, 0, false});
+    configs.push_back({8, 1, 0, true});
+    configs.push_back({64, 1, 0, true});
     for (const FusedMoeOptions& opt : configs) {
       const MoeOutput gpu = run_poisoned(l.kr.view(), l.src, rc, x, T, T, opt);
       expect_all_finite(gpu.out, "output");
       const double err = moe_testing::rel_err(gpu.out, cpu.out);
       EXPECT_LT(err, kKernelLayoutTolerance) << mode_name(mode) << " token_tile " << opt.token_tile << " k_split "
-                                             << opt.k_split << (opt.simple ? " simple" : "");
+                                             << opt.k_split << " staged " << opt.staged
+                                             << (opt.simple ? " simple" : "");
+    }
+  }
+}
+
+// Scale codes above 128 (values past 12) take the kernels' exact two-multiply dequantization.
+TEST_F(FusedMoeGpu, LargeScaleCodesDequantizeExactly) {
+  for (GateMode mode : {GateMode::Separated, GateMode::Interleave}) {
+    Layer l;
+    l.src = moe_testing::random_gpt_oss_source(kWide.E, kWide.H, kWide.I, 55, 120, 131);
+    l.dense = l.src.dense();
+    const bool sep = mode == GateMode::Separated;
+    l.kr = moe_testing::build_kernel_ready(l.src, mode, sep ? kWide.Hp_sep : kWide.Hp_int,
+                                           sep ? kWide.Ip_sep : kWide.Ip_int);
+    const RouterConfig rc = router_config(kWide.top_k);
+    const int64_t T = 64;
+    auto x = moe_testing::random_activations(T, kWide.H, 56);
+    for (auto& v : x) v = float_to_bf16(bf16_to_float(v) * 0.01f);  // keep products in range
+    const MoeOutput cpu = reference::moe_forward_kernel_layout_cpu(l.kr.view(), l.src.router(), rc,
+                                                                   ActivationParams{}, x.data(), T, T);
+    const MoeOutput ref =
+        reference::moe_forward_reference(l.dense, l.src.router(), rc, ActivationParams{}, x.data(), T, T);
+    for (int staged : {0, 1}) {
+      FusedMoeOptions opt;
+      opt.staged = staged;
+      const MoeOutput gpu = run_poisoned(l.kr.view(), l.src, rc, x, T, T, opt);
+      expect_all_finite(gpu.out, "output");
+      EXPECT_LT(moe_testing::rel_err(gpu.out, cpu.out), kKernelLayoutTolerance) << mode_name(mode);
+      EXPECT_LT(moe_testing::rel_err(gpu.out, ref.out), kThreshold) << mode_name(mode);
     }
   }
 }

@@ -55,7 +55,8 @@ struct GptOssSource {
 
 // Scales near 2^-3 keep pre-activations mostly inside GPT-OSS's clamp (limit 7), so that a
 // wrong layout changes the output instead of being flattened by the clamp.
-inline GptOssSource random_gpt_oss_source(int64_t E, int64_t H, int64_t I, uint64_t seed) {
+inline GptOssSource random_gpt_oss_source(int64_t E, int64_t H, int64_t I, uint64_t seed, int scale_lo = 122,
+                                          int scale_hi = 125) {
   TestRng rng(seed);
   GptOssSource s;
   s.E = E;
@@ -77,10 +78,10 @@ inline GptOssSource random_gpt_oss_source(int64_t E, int64_t H, int64_t I, uint6
     return v;
   };
   s.gu_blocks = bytes(E * 2 * I * H / 2);
-  s.gu_scales = scales(E * 2 * I * (H / 32), 122, 125);
+  s.gu_scales = scales(E * 2 * I * (H / 32), scale_lo, scale_hi);
   s.gu_bias = bf16s(E * 2 * I, 0.5);
   s.dn_blocks = bytes(E * H * I / 2);
-  s.dn_scales = scales(E * H * (I / 32), 122, 125);
+  s.dn_scales = scales(E * H * (I / 32), scale_lo, scale_hi);
   s.dn_bias = bf16s(E * H, 0.5);
   s.router_w = bf16s(E * H, 0.2);
   s.router_b = bf16s(E, 0.2);
