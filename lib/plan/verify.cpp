@@ -47,11 +47,13 @@ nlohmann::ordered_json VerifyReport::to_json() const {
   nlohmann::ordered_json n;
   n["device"] = device;
   n["threshold"] = threshold;
+  n["source_threshold"] = source_threshold;
   auto& rows = n["rows"] = nlohmann::ordered_json::array();
   for (const auto& r : numerics)
     rows.push_back({{"layer", r.layer},
                     {"tokens", r.tokens},
                     {"rel_err", r.rel_err},
+                    {"rel_err_source", r.rel_err_source < 0 ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(r.rel_err_source)},
                     {"routing_mismatches", r.routing_mismatches},
                     {"nan_tokens", r.nan_tokens},
                     {"passed", r.passed}});
@@ -67,7 +69,8 @@ VerifyReport verify_checkpoint(const std::filesystem::path& destination, const V
   report.destination = destination;
   report.source = options.source;
   report.device = options.backend_name;
-  report.threshold = options.threshold.value_or(kDefaultThreshold);
+  report.threshold = options.threshold;
+  report.source_threshold = options.source_threshold;
   report.stages = {{"structure"}, {"integrity"}, {"flags"}, {"round_trip"}, {"numerics"}};
   StageReport& structure = report.stages[0];
   StageReport& integrity = report.stages[1];
@@ -83,12 +86,6 @@ VerifyReport verify_checkpoint(const std::filesystem::path& destination, const V
     skip_rest(1, "the destination could not be read");
     return report;
   }
-  if (!options.threshold) {
-    for (const auto& t : dst->manifest.tensors)
-      if (!t.source_transform.empty()) report.threshold = kQuantizedThreshold;
-  }
-  VerifyOptions resolved = options;
-  resolved.threshold = report.threshold;
   check_integrity(*dst, integrity, progress);
   check_flags(*dst, flags);
   if (!options.source) {
@@ -104,7 +101,7 @@ VerifyReport verify_checkpoint(const std::filesystem::path& destination, const V
     return report;
   }
   check_round_trip(*dst, *source, round_trip, progress);
-  check_numerics(*dst, *source, resolved, numerics, report.numerics, progress);
+  check_numerics(*dst, *source, options, numerics, report.numerics, progress);
   numerics.note = "device " + options.backend_name;
   return report;
 }

@@ -39,7 +39,8 @@ struct StageReport {
 struct NumericsRow {
   int64_t layer = 0;
   int64_t tokens = 0;
-  double rel_err = 0;
+  double rel_err = 0;          // against the reference from the MXFP4 weights convert made
+  double rel_err_source = -1;  // against the unquantized source, when moeprep quantized (else -1)
   int64_t routing_mismatches = 0;  // tokens whose expert sets differ from the reference
   int64_t nan_tokens = 0;
   bool passed = false;
@@ -50,17 +51,20 @@ using MoeBackend = std::function<reference::MoeOutput(
     const reference::KernelReadyLayer&, const reference::RouterWeights&, const reference::RouterConfig&,
     const reference::ActivationParams&, const uint16_t* x, int64_t tokens, int64_t valid_tokens)>;
 
+// Stage 5 compares with a reference computed from the MXFP4 weights convert made (for
+// quantized sources: a fresh quantization of the source, dequantized exactly): relative error
+// at most kDefaultThreshold. When moeprep quantized the experts it also compares with the
+// unquantized source, whose error includes MXFP4's own rounding (about 0.1 per tensor, 0.2 to
+// 0.3 end to end on random weights): at most kSourceThreshold.
 inline constexpr double kDefaultThreshold = 2e-2;
-inline constexpr double kQuantizedThreshold = 0.25;
+inline constexpr double kSourceThreshold = 0.4;
 
 struct VerifyOptions {
   std::optional<std::filesystem::path> source;
   std::vector<int64_t> layers;  // empty: all
   std::vector<int64_t> token_counts = {1, 7, 64, 512};
-  // Largest relative error that passes. Unset: kDefaultThreshold, or kQuantizedThreshold when
-  // moeprep quantized the experts (the reference is the unquantized source, so MXFP4's own
-  // rounding, about 0.1 on random weights, is part of the measured error).
-  std::optional<double> threshold;
+  double threshold = kDefaultThreshold;
+  double source_threshold = kSourceThreshold;
   uint64_t seed = 0;
   int reference_threads = 2;    // CPU workers of the reference computation
   MoeBackend backend;           // null: the CPU kernel-layout implementation
@@ -74,6 +78,7 @@ struct VerifyReport {
   std::vector<NumericsRow> numerics;
   std::string device;
   double threshold = 0;
+  double source_threshold = 0;
   bool passed() const;
   nlohmann::ordered_json to_json() const;
 };

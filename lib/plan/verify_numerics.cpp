@@ -11,6 +11,7 @@
 #include "formats/bf16.h"
 #include "models/adapter.h"
 #include "plan/manifest_model.h"
+#include "plan/quantized_reference.h"
 #include "plan/verify_stages.h"
 #include "reference/moe_reference_by_expert.h"
 
@@ -121,6 +122,17 @@ std::vector<uint16_t> random_activations(uint64_t seed, int64_t layer, int64_t t
   return x;
 }
 
+// ||got - ref[offset, offset + n)|| / ||ref[...]||, accumulated in double.
+double relative_error(const std::vector<float>& got, const std::vector<float>& ref, int64_t offset) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double r = ref[offset + i];
+    num += (got[i] - r) * (got[i] - r);
+    den += r * r;
+  }
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
 int64_t routing_mismatches(const reference::Routing& a, const reference::Routing& b) {
   int64_t bad = 0;
   for (int64_t t = 0; t < a.tokens && t < b.tokens; ++t) {
@@ -156,6 +168,14 @@ void check_numerics(const OpenedDestination& dst, const io::Checkpoint& source, 
   std::sort(layers.begin(), layers.end());
   const MoeBackend backend = options.backend ? options.backend : MoeBackend(reference::moe_forward_kernel_layout_cpu);
   const reference::ActivationParams act = adapter->info().activation;
+  std::vector<models::MoeLayer> source_layers;
+  try {
+    source_layers = adapter->moe_layers();
+  } catch (const Error& e) {
+    r.fail(std::string("source: ") + e.what());
+    r.status = StageStatus::Failed;
+    return;
+  }
   progress.start("numerics", layers.size() * options.token_counts.size());
   uint64_t done = 0;
   for (int64_t layer : layers) {
@@ -184,42 +204,59 @@ void check_numerics(const OpenedDestination& dst, const io::Checkpoint& source, 
       }
       const int64_t total_tokens = static_cast<int64_t>(x_all.size()) / dims.hidden;
       const reference::ExpertwiseShape shape{dims.experts, dims.hidden, dims.intermediate};
-      const auto load = [&](int32_t e) { return adapter->layer_reference(layer, {e}).dense; };
-      const auto ref_all = reference::moe_forward_reference_by_expert(shape, load, router, routing_only.router, act,
-                                                                      x_all.data(), total_tokens, total_tokens,
+      const models::MoeLayer* source_layer = nullptr;
+      for (const auto& l : source_layers)
+        if (l.layer == layer) source_layer = &l;
+      if (!source_layer) throw_bad_input("the source's adapter has no MoE layer " + std::to_string(layer));
+      bool quantized = false;
+      for (const auto& [role, cs] : source_layer->sources) quantized = quantized || !cs.transform.empty();
+      // Primary reference: the MXFP4 weights as convert made them, dequantized exactly.
+      const auto load_canonical = [&](int32_t e) {
+        return dense_expert_from_canonical(source, *source_layer, dims.experts, dims.hidden, dims.intermediate, e);
+      };
+      const auto ref_all = reference::moe_forward_reference_by_expert(shape, load_canonical, router, routing_only.router,
+                                                                      act, x_all.data(), total_tokens, total_tokens,
                                                                       options.reference_threads);
+      // Second reference for quantized sources: the unquantized source weights.
+      reference::MoeOutput source_all;
+      if (quantized) {
+        const auto load_source = [&](int32_t e) { return adapter->layer_reference(layer, {e}).dense; };
+        source_all = reference::moe_forward_reference_by_expert(shape, load_source, router, routing_only.router, act,
+                                                                x_all.data(), total_tokens, total_tokens,
+                                                                options.reference_threads);
+      }
       for (size_t ti = 0; ti < options.token_counts.size(); ++ti) {
         const int64_t tokens = options.token_counts[ti];
-        const uint16_t* x = x_all.data() + first_token[ti] * dims.hidden;
+        const int64_t first = first_token[ti];
+        const uint16_t* x = x_all.data() + first * dims.hidden;
         ++r.checked;
-        reference::MoeOutput ref;
-        ref.out.assign(ref_all.out.begin() + first_token[ti] * dims.hidden,
-                       ref_all.out.begin() + (first_token[ti] + tokens) * dims.hidden);
-        ref.routing.tokens = tokens;
-        ref.routing.top_k = ref_all.routing.top_k;
-        ref.routing.ids.assign(ref_all.routing.ids.begin() + first_token[ti] * ref_all.routing.top_k,
-                               ref_all.routing.ids.begin() + (first_token[ti] + tokens) * ref_all.routing.top_k);
         const auto got = backend(kr.view, router, routing_only.router, act, x, tokens, tokens);
         NumericsRow row;
         row.layer = layer;
         row.tokens = tokens;
-        double num = 0, den = 0;
-        bool finite = got.out.size() == ref.out.size();
-        for (size_t i = 0; finite && i < ref.out.size(); ++i) {
-          const double d = static_cast<double>(got.out[i]) - ref.out[i];
-          if (!std::isfinite(got.out[i])) finite = false;
-          num += d * d;
-          den += static_cast<double>(ref.out[i]) * ref.out[i];
-        }
-        row.rel_err = !finite ? INFINITY : den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-        row.routing_mismatches = routing_mismatches(got.routing, ref.routing);
+        bool finite = got.out.size() == static_cast<size_t>(tokens * dims.hidden);
+        for (size_t i = 0; finite && i < got.out.size(); ++i) finite = std::isfinite(got.out[i]);
+        row.rel_err = finite ? relative_error(got.out, ref_all.out, first * dims.hidden) : INFINITY;
+        if (quantized) row.rel_err_source = finite ? relative_error(got.out, source_all.out, first * dims.hidden) : INFINITY;
+        reference::Routing ref_routing;
+        ref_routing.tokens = tokens;
+        ref_routing.top_k = ref_all.routing.top_k;
+        ref_routing.ids.assign(ref_all.routing.ids.begin() + first * ref_all.routing.top_k,
+                               ref_all.routing.ids.begin() + (first + tokens) * ref_all.routing.top_k);
+        row.routing_mismatches = routing_mismatches(got.routing, ref_routing);
         row.nan_tokens = static_cast<int64_t>(got.routing.nan_tokens.size());
-        row.passed = finite && row.rel_err <= *options.threshold;
-        if (!row.passed) {
-          char buf[160];
+        const bool kernel_ok = finite && row.rel_err <= options.threshold;
+        const bool source_ok = !quantized || row.rel_err_source <= options.source_threshold;
+        row.passed = kernel_ok && source_ok;
+        char buf[200];
+        if (!kernel_ok) {
           std::snprintf(buf, sizeof buf, ": T=%lld relative error %.3e exceeds %.1e (%lld of %lld tokens routed differently)",
-                        static_cast<long long>(tokens), row.rel_err, *options.threshold,
+                        static_cast<long long>(tokens), row.rel_err, options.threshold,
                         static_cast<long long>(row.routing_mismatches), static_cast<long long>(tokens));
+          r.fail(layer_name + buf);
+        } else if (!source_ok) {
+          std::snprintf(buf, sizeof buf, ": T=%lld relative error against the unquantized source %.3e exceeds %.2f",
+                        static_cast<long long>(tokens), row.rel_err_source, options.source_threshold);
           r.fail(layer_name + buf);
         }
         rows.push_back(row);

@@ -81,18 +81,19 @@ TEST_P(Family, ConvertThenVerifyPassesEveryStageWithTheDefaultThreshold) {
   const plan::ConvertSummary s = convert(src, dir / "dst", o);
   EXPECT_EQ(s.transformed, static_cast<uint64_t>(fc.moe_layers * (fc.interleaved ? 6 : 4)));
 
-  // Not T=1: one token through a layer this small (H = 64..160 outputs, top-2) measures the
-  // MXFP4 rounding with a wide spread; the shipped checkpoints reach 0.27-0.31 there, above
-  // the 0.25 default for quantized sources, while T >= 7 stays within 0.19-0.23.
-  const plan::VerifyReport r = verify(dir / "dst", &src, {7, 64, 512});
+  // The default token counts, T=1 included: the tight check is against the converted MXFP4
+  // weights; the error against the unquantized source (MXFP4's own rounding, widest at T=1 on
+  // layers this small: up to 0.31) has its own, looser bound.
+  const plan::VerifyReport r = verify(dir / "dst", &src, {1, 7, 64, 512});
   for (const auto& st : r.stages)
     EXPECT_EQ(st.status, StageStatus::Passed) << fc.family << " " << st.name << ":\n" << failures_text(st);
-  EXPECT_DOUBLE_EQ(r.threshold, plan::kQuantizedThreshold);
-  EXPECT_EQ(r.numerics.size(), static_cast<size_t>(fc.moe_layers * 3));
+  EXPECT_DOUBLE_EQ(r.threshold, plan::kDefaultThreshold);
+  EXPECT_EQ(r.numerics.size(), static_cast<size_t>(fc.moe_layers * 4));
   for (const auto& row : r.numerics) {
-    // MXFP4's own rounding of Gaussian weights: clearly above zero, clearly below the bound.
-    EXPECT_GT(row.rel_err, 0.05) << fc.family << " layer " << row.layer << " T=" << row.tokens;
-    EXPECT_LT(row.rel_err, 0.25) << fc.family << " layer " << row.layer << " T=" << row.tokens;
+    EXPECT_LT(row.rel_err, 1e-2) << fc.family << " layer " << row.layer << " T=" << row.tokens;
+    // MXFP4's own rounding of Gaussian weights: clearly above zero, below the source bound.
+    EXPECT_GT(row.rel_err_source, 0.05) << fc.family << " layer " << row.layer << " T=" << row.tokens;
+    EXPECT_LT(row.rel_err_source, plan::kSourceThreshold) << fc.family << " layer " << row.layer << " T=" << row.tokens;
     EXPECT_EQ(row.routing_mismatches, 0);
   }
   // Round trip: one check per output tensor, the transformed ones against a fresh quantization.
@@ -178,7 +179,7 @@ TEST_P(Family, ALayoutErrorFailsTheNumericsStage) {
     const plan::VerifyReport r = verify(dst, &src, {1, 7, 64});
     const auto& n = stage(r, "numerics");
     EXPECT_EQ(n.status, StageStatus::Failed) << fc.family;
-    EXPECT_NE(failures_text(n).find("exceeds 2.5e-01"), std::string::npos) << failures_text(n);
+    EXPECT_NE(failures_text(n).find("exceeds 2.0e-02"), std::string::npos) << failures_text(n);
     // Tiles of the other gate mode read mostly padding: the output is lost (about 1, lower
     // for GPT-OSS, whose biases survive). Scales of gate rows applied to up rows and back
     // rescale blocks by powers of two: about 0.4 to 0.9 on Gaussian weights.
