@@ -58,7 +58,8 @@ void on_sigbus(int sig, siginfo_t* info, void* context) {
     const uintptr_t end = s.end.load(std::memory_order_acquire);
     // Zeros from the faulting page to the end of the mapping: the interrupted read completes,
     // and the rest of the vanished part costs no further signals.
-    void* p = ::mmap(reinterpret_cast<void*>(page), end - page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    void* p = ::mmap(reinterpret_cast<void*>(page), end - page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+                     -1, 0);
     if (p == MAP_FAILED) break;
     if (!s.changed.exchange(true)) g_changed.fetch_add(1);
     return;

@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "models/adapter.h"
+#include "models/config_reader.h"
 #include "models/deepseek_v3_adapter.h"
 #include "models/gemma4_adapter.h"
 #include "models/gpt_oss.h"
@@ -54,7 +55,9 @@ std::unique_ptr<ModelAdapter> make_adapter(const io::Checkpoint& checkpoint) {
     throw_bad_input(where + ": no config.json: convert needs the model's config to find its experts");
   const std::string config_path = (checkpoint.root() / io::kConfigFileName).string();
   const nlohmann::json& config = checkpoint.config();
-  const std::string model_type = config.is_object() ? config.value("model_type", "") : "";
+  // Typed read: json::value() would throw a type_error (an internal error) for "model_type": 5.
+  const std::string model_type =
+      config.is_object() ? ConfigReader(config, config_path).string_or("model_type", "") : "";
   std::string supported;
   for (const auto& f : supported_families()) supported += (supported.empty() ? "" : ", ") + f;
   auto it = registry().find(model_type);

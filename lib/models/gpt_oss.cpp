@@ -1,6 +1,7 @@
 #include "models/gpt_oss.h"
 
 #include "core/error.h"
+#include "models/config_reader.h"
 
 namespace moeprep::models::gpt_oss {
 namespace {
@@ -21,7 +22,7 @@ int64_t positive_int(const nlohmann::json& config, const std::string& path, std:
 ModelInfo read_config(const nlohmann::json& config, const std::string& path) {
   if (!config.is_object()) throw_bad_input(path + ": not a JSON object");
   ModelInfo info;
-  info.model_type = config.value("model_type", "");
+  info.model_type = ConfigReader(config, path).string_or("model_type", "");
   info.family = kModelType;
   info.layers = positive_int(config, path, {"num_hidden_layers"});
   info.experts = positive_int(config, path, {"num_local_experts", "num_experts"});

@@ -41,7 +41,9 @@ ordered_json inspect_path(const fs::path& path) {
   if (ckpt.has_config()) {
     const auto& c = ckpt.config();
     ordered_json m;
-    m["model_type"] = c.is_object() ? c.value("model_type", "") : "";
+    // Shown as written; one that is not a string is refused by detect_model below, with a note.
+    const auto type = c.find("model_type");
+    m["model_type"] = type == c.end() ? std::string() : type->is_string() ? type->get<std::string>() : type->dump();
     m["moe"] = models::looks_like_moe(c);
     for (const char* key : {"num_hidden_layers", "num_local_experts", "num_experts", "num_experts_per_tok",
                             "hidden_size", "intermediate_size"})

@@ -12,6 +12,23 @@ int64_t positive(const nlohmann::ordered_json& j, const char* key, const std::st
   return it->get<int64_t>();
 }
 
+// Optional fields: absent gives the fallback, a value of another type is refused (json::value()
+// would throw a type_error, an internal error, instead).
+std::string string_or(const nlohmann::ordered_json& j, const char* key, const std::string& fallback,
+                      const std::string& context) {
+  auto it = j.find(key);
+  if (it == j.end()) return fallback;
+  if (!it->is_string()) throw_bad_input(context + ": \"" + key + "\" must be a string");
+  return it->get<std::string>();
+}
+
+double number_or(const nlohmann::ordered_json& j, const char* key, double fallback, const std::string& context) {
+  auto it = j.find(key);
+  if (it == j.end()) return fallback;
+  if (!it->is_number()) throw_bad_input(context + ": \"" + key + "\" must be a number");
+  return it->get<double>();
+}
+
 }  // namespace
 
 ConvertOptions options_from_manifest(const Manifest& m, const std::string& context) {
@@ -41,21 +58,24 @@ ExpertDims dims_from_manifest(const Manifest& m, const std::string& context) {
 models::ModelInfo model_from_manifest(const Manifest& m, const std::string& context) {
   models::ModelInfo info;
   const std::string c = context + ": model";
-  info.family = m.model.value("family", "");
-  info.model_type = m.model.value("model_type", "");
+  info.family = string_or(m.model, "family", "", c);
+  info.model_type = string_or(m.model, "model_type", "", c);
   info.layers = positive(m.model, "layers", c);
   info.experts = positive(m.model, "experts", c);
   info.hidden = positive(m.model, "hidden", c);
   info.intermediate = positive(m.model, "intermediate", c);
   if (!m.model.contains("router")) throw_bad_input(c + ": \"router\" is missing");
   info.router = reference::RouterConfig::from_json(m.model["router"]);
-  const auto& a = m.model.value("activation", nlohmann::ordered_json::object());
-  const std::string kind = a.value("kind", "");
+  const auto activation = m.model.find("activation");
+  if (activation != m.model.end() && !activation->is_object())
+    throw_bad_input(c + ": \"activation\" must be an object");
+  const nlohmann::ordered_json a = activation == m.model.end() ? nlohmann::ordered_json::object() : *activation;
+  const std::string kind = string_or(a, "kind", "", c + ": activation");
   if (kind == "gpt_oss_clamped_swiglu") info.activation.kind = reference::Activation::GptOssClampedSwiglu;
   else if (kind == "silu_gated") info.activation.kind = reference::Activation::SiluGated;
   else throw_bad_input(c + ": unknown activation kind '" + kind + "'");
-  info.activation.alpha = a.value("alpha", 1.702);
-  info.activation.limit = a.value("limit", 7.0);
+  info.activation.alpha = number_or(a, "alpha", 1.702, c + ": activation");
+  info.activation.limit = number_or(a, "limit", 7.0, c + ": activation");
   return info;
 }
 

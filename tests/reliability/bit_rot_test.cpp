@@ -105,7 +105,8 @@ TEST(BitRot, EverySingleBitFlipIsDetectedAndLocated) {
       for (const auto& other : must_not_name) misnamed = misnamed || l.find(other) != std::string::npos;
     }
     if (named && !misnamed) ++t.located;
-    else ADD_FAILURE() << where << ": failures do not name " << must_name << " alone:\n" << ::testing::PrintToString(lines);
+    else
+      ADD_FAILURE() << where << ": failures do not name " << must_name << " alone:\n" << ::testing::PrintToString(lines);
   };
 
   for (size_t si = 0; si < shards.size(); ++si) {

@@ -139,7 +139,8 @@ TEST(CrashSafety, SigtermStopsCleanlyWithNothingLeftBehind) {
     EXPECT_FALSE(fs::exists(dir / "out.moeprep-lock"));
     ++interrupted;
   }
-  std::cout << "[figure] SIGTERM during convert: " << interrupted << " of 10 runs stopped with exit 4 and nothing left, "
+  std::cout << "[figure] SIGTERM during convert: " << interrupted
+            << " of 10 runs stopped with exit 4 and nothing left, "
             << finished << " had finished\n";
   EXPECT_GE(interrupted, 3);
 }

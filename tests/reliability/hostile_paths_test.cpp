@@ -67,7 +67,8 @@ class HostilePaths : public ::testing::Test {
       const ChildResult r = run_moeprep(args, dir_.path());
       EXPECT_TRUE(r.exited && r.code == 3) << what << ": " << command << ": " << describe(r);
       EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << what << ": " << r.err;
-      for (const auto& n : needles) EXPECT_NE(r.err.find(n), std::string::npos) << what << ": lacks " << n << ": " << r.err;
+      for (const auto& n : needles)
+        EXPECT_NE(r.err.find(n), std::string::npos) << what << ": lacks " << n << ": " << r.err;
     }
     EXPECT_FALSE(fs::exists(fs::symlink_status(dst_))) << what;
     EXPECT_TRUE(leftovers(dir_.path()).empty()) << what;

@@ -41,9 +41,12 @@ std::vector<Case> hostile_files() {
       {"header length 2^60", file_with(uint64_t{1} << 60, one, "abcd"), "exceeds the limit"},
       {"header length for 10^9 tensors (55 GB)", file_with(55'000'000'000ull, one, "abcd"), "exceeds the limit"},
       {"header length at the limit, file of 60 bytes", file_with(100'000'000, one, "abcd"), "runs past the end"},
-      {"tensor of 2^60 bytes", file_with(R"({"a":{"dtype":"U8","shape":[4503599627370496,256],"data_offsets":[0,1152921504606846976]}})", "abcd"),
+      {"tensor of 2^60 bytes",
+       file_with(R"({"a":{"dtype":"U8","shape":[4503599627370496,256],"data_offsets":[0,1152921504606846976]}})",
+                 "abcd"),
        "run past the data area"},
-      {"10^9 x 10^9 x 10^9 elements", file_with(R"({"a":{"dtype":"F32","shape":[1000000000,1000000000,1000000000],"data_offsets":[0,4]}})", "abcd"),
+      {"10^9 x 10^9 x 10^9 elements",
+       file_with(R"({"a":{"dtype":"F32","shape":[1000000000,1000000000,1000000000],"data_offsets":[0,4]}})", "abcd"),
        "overflow"},
       {"10^9 elements declared for 4 bytes",
        file_with(R"({"a":{"dtype":"U8","shape":[1000000000,1],"data_offsets":[0,4]}})", "abcd"), "needs 1000000000"},
@@ -52,7 +55,8 @@ std::vector<Case> hostile_files() {
   std::string dims = "[";
   for (int i = 0; i < 1'000'000; ++i) dims += i ? ",1" : "1";
   dims += "]";
-  cases.push_back({"10^6 dimensions", file_with(R"({"a":{"dtype":"U8","shape":)" + dims + R"(,"data_offsets":[0,1]}})", "a"),
+  cases.push_back({"10^6 dimensions",
+                   file_with(R"({"a":{"dtype":"U8","shape":)" + dims + R"(,"data_offsets":[0,1]}})", "a"),
                    "more than 64 dimensions"});
   return cases;
 }
@@ -87,7 +91,8 @@ TEST(ResourceLimits, AbsurdIndexAndConfigAreRefusedWithLittleMemory) {
   const std::vector<Edit> edits = {
       {"index total_size 2^60", "model.safetensors.index.json", "total_size", uint64_t{1} << 60,
        "model.safetensors.index.json: metadata.total_size is 1152921504606846976"},
-      {"config num_local_experts 10^9", "config.json", "num_local_experts", 1'000'000'000, "[1000000000, 160] from config.json"},
+      {"config num_local_experts 10^9", "config.json", "num_local_experts", 1'000'000'000,
+       "[1000000000, 160] from config.json"},
       {"config hidden_size 2^40", "config.json", "hidden_size", uint64_t{1} << 40, "1099511627776] from config.json"},
       {"config intermediate_size 2^40", "config.json", "intermediate_size", uint64_t{1} << 40, "from config.json"},
       {"config num_hidden_layers 10^9", "config.json", "num_hidden_layers", 1'000'000'000,
