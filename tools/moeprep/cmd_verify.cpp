@@ -1,5 +1,6 @@
 #include <cstdio>
 #include <iostream>
+#include <thread>
 
 #include "commands.h"
 #include "core/error.h"
@@ -17,6 +18,7 @@ struct VerifyArgs {
   double threshold = plan::kDefaultThreshold;
   double source_threshold = plan::kSourceThreshold;
   uint64_t seed = 0;
+  int threads = 0;
 };
 
 void print_report(const plan::VerifyReport& r) {
@@ -58,6 +60,7 @@ CommandRunner add_verify_command(CLI::App& app, const GlobalOptions& global) {
                  "When moeprep quantized the experts: largest relative error against the unquantized source")
       ->capture_default_str();
   app.add_option("--seed", args->seed, "Seed of the random activations")->capture_default_str();
+  app.add_option("--threads", args->threads, "CPU workers for the reference computation (default: all cores)");
   app.add_option("--device", args->device, "Where the fused MoE runs: auto, cuda, hip or cpu")
       ->check(CLI::IsMember({"auto", "cuda", "hip", "cpu"}))
       ->capture_default_str();
@@ -72,6 +75,8 @@ CommandRunner add_verify_command(CLI::App& app, const GlobalOptions& global) {
     o.threshold = args->threshold;
     o.source_threshold = args->source_threshold;
     o.seed = args->seed;
+    const unsigned cores = std::thread::hardware_concurrency();
+    o.reference_threads = args->threads > 0 ? args->threads : static_cast<int>(cores ? cores : 1);
     o.backend = select_backend(args->device, &o.backend_name);
     ProgressDisplay progress(global.quiet || global.json, false);
     const plan::VerifyReport report = plan::verify_checkpoint(args->destination, o, progress);
