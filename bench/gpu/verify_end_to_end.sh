@@ -20,9 +20,11 @@ work=/tmp/moeprep-e2e
 rm -rf $work
 mkdir -p $work
 t() {
-  local start=$(date +%s.%N)
+  local start end
+  start=$(date +%s%N)
   "$@"
-  echo "   $(echo "$(date +%s.%N) - $start" | bc -l | cut -c1-6) s wall"
+  end=$(date +%s%N)
+  echo "   $(((end - start) / 1000000)) ms wall"
 }
 echo "== generate ($layers layers of gpt-oss-120b shape)"
 t $bin generate $work/src --gpt-oss-120b-shape --layers "$layers" --max-shard-size 2GB -q
