@@ -23,8 +23,8 @@ MOEPREP_HD int permuted_element(int p) { return ((p & 1) ? 7 : 3) - (p >> 1); }
 MOEPREP_HD int permuted_position(int i) { return i < 4 ? 6 - 2 * i : 15 - 2 * i; }
 MOEPREP_HD int64_t permuted_index(int64_t k) { return (k & ~int64_t{7}) | permuted_position(static_cast<int>(k & 7)); }
 
-// logits [T, E] fp32 = x . W^T + b for t < valid (0 for padding rows); also writes x_perm
-// [T, Hp] bf16: x K-permuted, zero past H and for tokens >= valid (the gate_up GEMM's B).
+// x_perm [T, Hp] bf16: x K-permuted, zero past H and for tokens >= valid (the gate_up GEMM's
+// B); then logits [T, E] fp32 = x . W^T + b for t < valid (0 for padding rows). Two launches.
 void launch_router_logits(const uint16_t* x, const uint16_t* w, const uint16_t* bias, int64_t tokens, int64_t valid,
                           int64_t E, int64_t H, int64_t Hp, float* logits, uint16_t* x_perm, void* stream);
 
