@@ -24,12 +24,17 @@ t() {
   start=$(date +%s%N)
   "$@"
   end=$(date +%s%N)
-  echo "   $(((end - start) / 1000000)) ms wall"
+  echo "   $(((end - start) / 1000000)) ms wall" >&2
 }
 echo "== generate ($layers layers of gpt-oss-120b shape)"
 t $bin generate $work/src --gpt-oss-120b-shape --layers "$layers" --max-shard-size 2GB -q
 du -sh $work/src
-echo "== convert"
+cat $work/src/* > /dev/null
+echo "== cp -r (baseline, page cache warm)"
+t cp -r $work/src $work/cp-copy && sync -f $work/cp-copy && rm -rf $work/cp-copy
+echo "== convert --threads 2"
+t $bin convert $work/src -o $work/kr2 --threads 2 -q && rm -rf $work/kr2
+echo "== convert --threads $(nproc)"
 t $bin convert $work/src -o $work/kr --threads "$(nproc)" -q
 echo "== verify --device cuda --tokens 1,64,512"
 t $bin verify $work/kr --source $work/src --device cuda --tokens 1,64,512 --json > "$out/e2e-verify.json" || true
