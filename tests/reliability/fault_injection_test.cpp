@@ -134,22 +134,26 @@ TEST(FaultInjection, SourceTruncatedDuringConvertFailsCleanly) {
   ASSERT_TRUE(baseline.exited && baseline.code == 0) << describe(baseline);
   fs::remove_all(dst);
 
+  // The moment of the cut moves later after a run that found the file already cut at open, and
+  // earlier after one that had read it all: 8 runs, more (at most 20) until 4 were stopped mid-read.
   std::mt19937_64 rng(5);
-  std::uniform_real_distribution<double> when(0.05 * baseline.seconds, 0.7 * baseline.seconds);
-  int changed_reported = 0, refused_at_open = 0, finished = 0;
-  for (int i = 0; i < 8; ++i) {
+  std::uniform_real_distribution<double> jitter(0.7, 1.3);
+  double at = 0.3 * baseline.seconds;
+  int rounds = 0, changed_reported = 0, refused_at_open = 0, finished = 0;
+  for (int i = 0; i < 20 && (i < 8 || changed_reported < 4); ++i, ++rounds) {
     const std::string what = "round " + std::to_string(i);
     for (const auto& e : fs::directory_iterator(pristine_dir))
       fs::copy_file(e.path(), src / e.path().filename(), fs::copy_options::overwrite_existing);
     const fs::path shard = src / (i % 2 ? "model-00002-of-00002.safetensors" : "model-00001-of-00002.safetensors");
     Child child(args, dir.path());
-    std::this_thread::sleep_for(std::chrono::duration<double>(when(rng)));
+    std::this_thread::sleep_for(std::chrono::duration<double>(at * jitter(rng)));
     fs::resize_file(shard, fs::file_size(shard) / 4);
     const ChildResult r = child.wait();
     ASSERT_TRUE(r.exited) << what << ": " << describe(r);  // never SIGBUS
     if (r.code == 0) {
       // Finished reading that shard before it was cut: the output is the whole, valid one.
       ++finished;
+      at *= 0.6;
       EXPECT_EQ(run_moeprep({"verify", dst.string()}, dir.path()).code, 0) << what;
       fs::remove_all(dst);
       continue;
@@ -162,10 +166,11 @@ TEST(FaultInjection, SourceTruncatedDuringConvertFailsCleanly) {
     } else {
       EXPECT_EQ(r.code, 3) << what << ": " << describe(r);  // cut before it was opened: a bad file
       ++refused_at_open;
+      at *= 1.6;
     }
     expect_nothing_left(dir, dst, what);
   }
-  std::cout << "[figure] shard truncated during convert: 8 runs, " << changed_reported
+  std::cout << "[figure] shard truncated during convert: " << rounds << " runs, " << changed_reported
             << " stopped with 'changed while being read' (exit 4), " << refused_at_open << " refused at open (exit 3), "
             << finished << " had read it already; no SIGBUS\n";
   EXPECT_GE(changed_reported, 3);
