@@ -10,7 +10,9 @@
 #include "core/hash.h"
 #include "core/version.h"
 #include "io/atomic_dir.h"
+#include "io/mapped_input_guard.h"
 #include "io/page_release.h"
+#include "io/shard_file.h"
 #include "io/safetensors_writer.h"
 #include "plan/expert_chunks.h"
 #include "plan/fused_weight_recipe.h"
@@ -33,6 +35,8 @@ std::string read_small_file(const fs::path& path) {
 // One piece of work for the ordered pipeline: a chunk of one job.
 struct Unit {
   size_t job = 0;
+  size_t shard = 0;           // index into the plan's shards
+  uint64_t out_offset = 0;    // of this unit's bytes within the shard's data area
   ExpertChunk chunk;
   bool first_of_job = false, last_of_job = false;
 };
@@ -95,8 +99,8 @@ ManifestSourceTensor hash_source_tensor(const io::Checkpoint& source, const std:
   return m;
 }
 
-// A copied tensor is one unit: a view of the memory-mapped source that the writer streams
-// through its own bounded buffer.
+// A copied tensor is one unit: a view of the memory-mapped source, written by a worker
+// straight from the map (pwrite), with no copy of its own.
 std::vector<ExpertChunk> copy_chunks() { return {ExpertChunk{0, 1, true}}; }
 
 ordered_json model_json(const ConvertPlan& plan) {
@@ -153,13 +157,26 @@ Manifest execute_plan(const ConvertPlan& plan, const io::Checkpoint& source, con
   manifest.source = source_identity(source);
   manifest.model = model_json(plan);
 
+  // One file per shard, header written up front: workers write their units straight to
+  // their planned offsets, in parallel.
+  std::vector<std::unique_ptr<io::ShardFile>> files;
+  for (const auto& shard : plan.shards) files.push_back(std::make_unique<io::ShardFile>(staging / shard.file_name, shard));
+
   // The flat, ordered list of units: shards in order, jobs in order, chunks in order.
   std::vector<Unit> units;
-  for (size_t j = 0; j < plan.jobs.size(); ++j) {
-    const TensorJob& job = plan.jobs[j];
-    auto chunks = job.transformed ? expert_chunks(plan, job) : copy_chunks();
-    for (size_t c = 0; c < chunks.size(); ++c)
-      units.push_back({j, chunks[c], c == 0, c + 1 == chunks.size()});
+  {
+    size_t j = 0;
+    for (size_t s = 0; s < plan.shards.size(); ++s) {
+      for (size_t i = 0; i < plan.shards[s].tensors.size(); ++i, ++j) {
+        const TensorJob& job = plan.jobs[j];
+        if (job.output_name != plan.shards[s].tensors[i].name) throw_internal("plan order mismatch at " + job.output_name);
+        auto chunks = job.transformed ? expert_chunks(plan, job) : copy_chunks();
+        for (size_t c = 0; c < chunks.size(); ++c) {
+          const ChunkBytes cb = chunk_bytes(job, plan.dims.experts, chunks[c]);
+          units.push_back({j, s, files[s]->tensor_offset(i) + cb.out_begin, chunks[c], c == 0, c + 1 == chunks.size()});
+        }
+      }
+    }
   }
   // Direct sources are read from the map by the workers; assembled ones by their adapter.
   std::vector<io::ByteView> sources(plan.jobs.size());
@@ -167,9 +184,10 @@ Manifest execute_plan(const ConvertPlan& plan, const io::Checkpoint& source, con
     if (plan.jobs[j].reads_source_directly())
       sources[j] = source.data(source.find(plan.jobs[j].source_tensors().front()));
 
-  // Workers compute units ahead of the writer; the writer consumes them strictly in order, so
-  // hashes and file contents never depend on the thread count. In-flight units bound memory.
-  const size_t in_flight = static_cast<size_t>(std::max(1, plan.options.threads));
+  // Workers compute and write units ahead of the main thread, which hashes them strictly in
+  // order (so hashes never depend on the thread count) and then frees them. In-flight units
+  // bound memory.
+  const size_t in_flight = static_cast<size_t>(std::max(2, plan.options.threads + 1));
   std::deque<std::future<UnitOutput>> pending;
   size_t next_unit = 0;
   auto launch_more = [&] {
@@ -177,8 +195,12 @@ Manifest execute_plan(const ConvertPlan& plan, const io::Checkpoint& source, con
       const Unit& u = units[next_unit];
       const TensorJob& job = plan.jobs[u.job];
       const io::ByteView src = sources[u.job];
-      auto policy = job.transformed ? std::launch::async : std::launch::deferred;
-      pending.push_back(std::async(policy, [&plan, &job, u, src] { return run_unit(plan, job, u, src); }));
+      io::ShardFile* file = files[u.shard].get();
+      pending.push_back(std::async(std::launch::async, [&plan, &job, u, src, file] {
+        UnitOutput out = run_unit(plan, job, u, src);
+        file->write_at(u.out_offset, out.data, out.size);
+        return out;
+      }));
       ++next_unit;
     }
   };
@@ -188,14 +210,12 @@ Manifest execute_plan(const ConvertPlan& plan, const io::Checkpoint& source, con
   size_t job_index = 0;
   size_t unit_index = 0;
   std::map<std::string, std::string> weight_map;
-  for (const auto& shard : plan.shards) {
-    io::ShardWriter writer(staging / shard.file_name, shard);
+  for (size_t shard_index = 0; shard_index < plan.shards.size(); ++shard_index) {
+    const auto& shard = plan.shards[shard_index];
     uint64_t offset = 0;
     for (size_t i = 0; i < shard.tensors.size(); ++i, ++job_index) {
       const TensorJob& job = plan.jobs[job_index];
-      if (job.output_name != shard.tensors[i].name) throw_internal("plan order mismatch at " + job.output_name);
-      Xxh3Hasher source_hash;
-      writer.begin_tensor(job.output_name);
+      Xxh3Hasher source_hash, out_hash;
       while (true) {
         if (cancel && cancel->load()) throw Error(ErrorKind::Io, "interrupted; nothing was written to the destination");
         launch_more();
@@ -203,8 +223,10 @@ Manifest execute_plan(const ConvertPlan& plan, const io::Checkpoint& source, con
         UnitOutput out = pending.front().get();
         pending.pop_front();
         launch_more();
+        // Bytes read from an input that was truncated meanwhile are zeros, not the input.
+        io::throw_if_mapped_input_changed();
         const ChunkBytes cb = chunk_bytes(job, plan.dims.experts, unit.chunk);
-        writer.write(out.data, out.size);
+        out_hash.update(out.data, out.size);
         if (job.reads_source_directly()) {
           source_hash.update(sources[job_index].data + cb.in_begin, cb.in_size);
           // Consumed: let the source pages go (the units already in flight read other slices).
@@ -223,7 +245,7 @@ Manifest execute_plan(const ConvertPlan& plan, const io::Checkpoint& source, con
       t.data_begin = offset;
       t.data_end = offset + job.out_bytes;
       offset = t.data_end;
-      t.xxh3_128 = writer.end_tensor();
+      t.xxh3_128 = out_hash.hex_digest();
       t.transformed = job.transformed;
       if (job.reads_source_directly()) {
         const auto& info = *source.find(job.source_tensors().front()).info;
@@ -244,7 +266,7 @@ Manifest execute_plan(const ConvertPlan& plan, const io::Checkpoint& source, con
       manifest.tensors.push_back(std::move(t));
       weight_map[job.output_name] = shard.file_name;
     }
-    writer.finish();
+    files[shard_index]->finish();
     const std::string header = io::encode_header(shard);
     manifest.shards.push_back({shard.file_name, header.size() + offset, xxh3_128_hex(header.data(), header.size())});
   }

@@ -1,0 +1,62 @@
+#include "io/shard_file.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "core/error.h"
+#include "io/mapped_input_guard.h"
+#include "io/posix_file.h"
+
+namespace moeprep::io {
+
+ShardFile::ShardFile(const std::filesystem::path& path, const ShardPlan& plan) : path_(path) {
+  const std::string header = encode_header(plan);
+  data_start_ = header.size();
+  uint64_t offset = 0;
+  for (const PlannedTensor& t : plan.tensors) {
+    offsets_.push_back(offset);
+    offset += t.byte_length();
+  }
+  offsets_.push_back(offset);
+  fd_ = open_or_throw(path_, O_WRONLY | O_CREAT | O_TRUNC).release();
+  write_all(fd_, header.data(), header.size(), path_.string());
+}
+
+ShardFile::~ShardFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void ShardFile::write_at(uint64_t data_offset, const void* data, size_t size) {
+  if (data_offset + size > offsets_.back() || data_offset + size < data_offset)
+    throw_internal(path_.string() + ": write of " + std::to_string(size) + " bytes at " + std::to_string(data_offset) +
+                   " is outside the data area of " + std::to_string(offsets_.back()) + " bytes");
+  const auto* p = static_cast<const char*>(data);
+  off_t at = static_cast<off_t>(data_start_ + data_offset);
+  while (size > 0) {
+    const ssize_t n = ::pwrite(fd_, p, size, at);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      // From a mapped input that shrank under us the kernel reports EFAULT: say what happened.
+      if (errno == EFAULT) throw_if_mapped_range_shrank(p, size);
+      throw_io(path_.string() + ": write failed");
+    }
+    if (n == 0) {
+      errno = 0;
+      throw_io(path_.string() + ": write made no progress");
+    }
+    p += n;
+    at += n;
+    size -= static_cast<size_t>(n);
+  }
+}
+
+void ShardFile::finish() {
+  fsync_or_throw(fd_, path_.string());
+  const int fd = fd_;
+  fd_ = -1;
+  if (::close(fd) != 0) throw_io(path_.string() + ": close failed");
+}
+
+}  // namespace moeprep::io
