@@ -22,6 +22,18 @@ std::string json_string(const std::string& s, const std::string& context) {
 
 }  // namespace
 
+std::vector<uint64_t> planned_data_offsets(const ShardPlan& plan) {
+  // One entry more than there are tensors: tensor i spans offsets[i] .. offsets[i + 1].
+  std::vector<uint64_t> offsets;
+  uint64_t offset = 0;
+  for (const PlannedTensor& t : plan.tensors) {
+    offsets.push_back(offset);
+    offset += t.byte_length();
+  }
+  offsets.push_back(offset);
+  return offsets;
+}
+
 std::string encode_header(const ShardPlan& plan) {
   const std::string context = plan.file_name;
   std::string json = "{";

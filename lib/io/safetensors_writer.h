@@ -38,6 +38,9 @@ std::string shard_file_name(size_t index, size_t count);
 // write. Throws BadInput on an invalid or repeated tensor name, Usage on max_shard_bytes == 0.
 std::vector<ShardPlan> plan_shards(const std::vector<PlannedTensor>& tensors, uint64_t max_shard_bytes);
 
+// Where each tensor of a shard plan starts in the data area, plus the data area's size last.
+std::vector<uint64_t> planned_data_offsets(const ShardPlan& plan);
+
 // The header bytes (8-byte length + padded JSON) for a shard plan; keys in a fixed order so
 // output is deterministic.
 std::string encode_header(const ShardPlan& plan);

@@ -14,12 +14,7 @@ namespace moeprep::io {
 ShardFile::ShardFile(const std::filesystem::path& path, const ShardPlan& plan) : path_(path) {
   const std::string header = encode_header(plan);
   data_start_ = header.size();
-  uint64_t offset = 0;
-  for (const PlannedTensor& t : plan.tensors) {
-    offsets_.push_back(offset);
-    offset += t.byte_length();
-  }
-  offsets_.push_back(offset);
+  offsets_ = planned_data_offsets(plan);
   fd_ = open_or_throw(path_, O_WRONLY | O_CREAT | O_TRUNC).release();
   write_all(fd_, header.data(), header.size(), path_.string());
 }

@@ -22,13 +22,7 @@ constexpr size_t kBufferBytes = size_t{4} << 20;
 ShardWriter::ShardWriter(const std::filesystem::path& path, const ShardPlan& plan) : path_(path), plan_(plan) {
   std::string header = encode_header(plan_);
   data_start_ = header.size();
-  uint64_t offset = 0;
-  // One entry more than there are tensors: tensor i spans offsets_[i] .. offsets_[i + 1].
-  for (const PlannedTensor& t : plan_.tensors) {
-    offsets_.push_back(offset);
-    offset += t.byte_length();
-  }
-  offsets_.push_back(offset);
+  offsets_ = planned_data_offsets(plan_);
   fd_ = open_or_throw(path_, O_WRONLY | O_CREAT | O_TRUNC).release();
   buffer_.reserve(kBufferBytes);
   buffer_.assign(header.begin(), header.end());

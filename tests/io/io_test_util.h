@@ -25,6 +25,8 @@ class TempDir {
     static std::atomic<int> counter{0};
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
     std::string test = info ? std::string(info->test_suite_name()) + "." + info->name() : "io";
+    for (char& c : test)
+      if (c == '/') c = '_';  // parameterized tests: keep one directory level
     path_ = fs::temp_directory_path() /
             ("moeprep-io-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-" + test);
     fs::remove_all(path_);

@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include "io/checkpoint.h"
+#include "io/io_test_util.h"
 #include "io/safetensors_writer.h"
 #include "models/gpt_oss_synth.h"
 #include "plan/convert.h"
@@ -23,24 +24,7 @@ namespace moeprep::plan::testing {
 
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path_ = fs::temp_directory_path() / ("moeprep-plan-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  fs::path operator/(const std::string& name) const { return path_ / name; }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using io::testing::TempDir;
 
 inline fs::path make_tiny(const TempDir& dir, const std::string& name = "src",
                           models::gpt_oss::SynthOptions o = models::gpt_oss::SynthOptions{}) {

@@ -12,29 +12,16 @@
 #include "formats/bf16.h"
 #include "layout/recipe.h"
 #include "layout/steps.h"
+#include "core/random.h"
 #include "reference/moe.h"
 
 namespace moeprep::moe_testing {
 
-// xorshift-style generator; tests must not depend on the standard library's distributions.
-class TestRng {
+// The project's seeded generator (core/random.h); tests must not depend on the standard
+// library's distributions. The seed is spread so that small seeds give unrelated streams.
+class TestRng : public SplitMix64 {
  public:
-  explicit TestRng(uint64_t seed) : s_(seed * 0x9E3779B97F4A7C15ull + 1) {}
-  uint64_t next() {
-    uint64_t z = (s_ += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  double uniform() { return static_cast<double>(next() >> 11) * (1.0 / 9007199254740992.0); }
-  double normal() {
-    double u1 = uniform(), u2 = uniform();
-    if (u1 < 1e-300) u1 = 1e-300;
-    return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
-  }
-
- private:
-  uint64_t s_;
+  explicit TestRng(uint64_t seed) : SplitMix64(seed * 0x9E3779B97F4A7C15ull + 1) {}
 };
 
 inline uint16_t bf16_of(double v) { return float_to_bf16(static_cast<float>(v)); }
