@@ -7,8 +7,10 @@
 // moeprep::Error. Anything else is a finding: another exception type escapes (libFuzzer reports
 // the abort), a sanitizer fires, or a property that must hold for accepted input fails
 // (check_property aborts with a message).
+#include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -72,12 +74,22 @@ inline void write_whole_file(const fs::path& path, const uint8_t* data, size_t s
 }
 
 // A scratch directory of this process (under /dev/shm when there is one: the targets rewrite a
-// file per input), removed at exit.
+// file per input), removed at exit; those of processes that died (a crash, a timeout) are removed
+// by the next one.
 inline const fs::path& scratch_dir() {
   static const fs::path dir = [] {
     std::error_code ec;
     fs::path base = fs::is_directory("/dev/shm", ec) ? fs::path("/dev/shm") : fs::temp_directory_path();
-    fs::path d = base / ("moeprep-fuzz-" + std::to_string(::getpid()));
+    const std::string prefix = "moeprep-fuzz-";
+    for (fs::directory_iterator it(base, ec), end; !ec && it != end; it.increment(ec)) {
+      const std::string name = it->path().filename().string();
+      if (name.rfind(prefix, 0) != 0) continue;
+      const std::string pid = name.substr(prefix.size());
+      if (pid.empty() || pid.size() > 9 || pid.find_first_not_of("0123456789") != std::string::npos) continue;
+      std::error_code rm;
+      if (::kill(static_cast<pid_t>(std::stol(pid)), 0) != 0 && errno == ESRCH) fs::remove_all(it->path(), rm);
+    }
+    fs::path d = base / (prefix + std::to_string(::getpid()));
     fs::remove_all(d, ec);
     fs::create_directories(d);
     static struct Cleanup {
