@@ -71,7 +71,11 @@ VerifyReport verify_checkpoint(const std::filesystem::path& destination, const V
   report.device = options.backend_name;
   report.threshold = options.threshold;
   report.source_threshold = options.source_threshold;
-  report.stages = {{"structure"}, {"integrity"}, {"flags"}, {"round_trip"}, {"numerics"}};
+  for (const char* name : {"structure", "integrity", "flags", "round_trip", "numerics"}) {
+    StageReport stage;
+    stage.name = name;
+    report.stages.push_back(stage);
+  }
   StageReport& structure = report.stages[0];
   StageReport& integrity = report.stages[1];
   StageReport& flags = report.stages[2];
