@@ -11,10 +11,6 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::ordered_json;
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 ordered_json expert_layout(const std::string& name, const std::map<std::string, std::string>& meta) {
   if (name.find(".mlp.experts.") == std::string::npos) return nullptr;
   const std::string leaf = name.substr(name.rfind('.') + 1);

@@ -122,7 +122,9 @@ TEST(ConvertSharding, MaxShardSizeBoundsEveryShard) {
   for (const auto& shard : ckpt.shards()) {
     uint64_t data = 0;
     for (const auto& t : shard->tensors()) data += t.byte_length();
-    if (shard->tensors().size() > 1) EXPECT_LE(data, o.max_shard_size) << shard->path();
+    if (shard->tensors().size() > 1) {
+      EXPECT_LE(data, o.max_shard_size) << shard->path();
+    }
   }
   EXPECT_TRUE(verify(dir / "dst", &src).passed());
 }
