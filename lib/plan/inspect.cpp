@@ -12,7 +12,7 @@ namespace fs = std::filesystem;
 using nlohmann::ordered_json;
 
 ordered_json expert_layout(const std::string& name, const std::map<std::string, std::string>& meta) {
-  if (name.find(".mlp.experts.") == std::string::npos) return nullptr;
+  if (name.find(".experts.") == std::string::npos) return nullptr;  // mlp.experts, block_sparse_moe.experts, ...
   const std::string leaf = name.substr(name.rfind('.') + 1);
   if (leaf.rfind("w13_", 0) == 0 || leaf.rfind("w2_", 0) == 0) {
     ordered_json j;
