@@ -64,17 +64,8 @@ inline std::string failures_text(const StageReport& s) {
   return all;
 }
 
-inline std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-inline void write_file(const fs::path& p, const std::string& s) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out.write(s.data(), static_cast<std::streamsize>(s.size()));
-}
+inline std::string read_file(const fs::path& p) { return io::testing::read_bytes(p); }
+inline void write_file(const fs::path& p, const std::string& s) { io::testing::write_bytes(p, s); }
 
 // Rewrites one shard with its tensors (minus `drop`) and metadata edited by `edit`.
 template <typename EditMetadata>

@@ -24,6 +24,8 @@
 
 #include <gtest/gtest.h>
 
+#include "io/io_test_util.h"
+
 namespace moeprep::reliability {
 
 namespace fs = std::filesystem;
@@ -53,17 +55,8 @@ class TempDir {
 inline std::string binary() { return std::string(MOEPREP_BINARY_DIR) + "/moeprep"; }
 inline fs::path tiny_checkpoint() { return fs::path(MOEPREP_SOURCE_DIR) / "testdata" / "tiny-gpt-oss"; }
 
-inline std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-inline void spit(const fs::path& p, const std::string& s) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out.write(s.data(), static_cast<std::streamsize>(s.size()));
-}
+inline std::string slurp(const fs::path& p) { return io::testing::read_bytes(p); }
+inline void spit(const fs::path& p, const std::string& s) { io::testing::write_bytes(p, s); }
 
 struct ChildResult {
   bool exited = false;  // false: killed by a signal
