@@ -1,5 +1,7 @@
 #include "io/names.h"
 
+#include <algorithm>
+
 #include <cstdio>
 
 #include "core/error.h"
@@ -40,6 +42,19 @@ void check_tensor_name(std::string_view name, const std::string& context) {
     if (is_control(c))
       throw_bad_input(context + ": tensor name '" + printable(name) + "' contains a " +
                       (c == 0 ? std::string("NUL") : std::string("control")) + " character");
+  // Names are never used as paths here, but a name that reads as an absolute path or climbs
+  // with ".." is a sign of a hostile or broken file, and other tools do join names to paths.
+  // Interior '/' stays legal: TensorFlow writes names like "dense/kernel:0".
+  if (name.front() == '/')
+    throw_bad_input(context + ": tensor name '" + printable(name) + "' looks like an absolute path");
+  size_t start = 0;
+  while (start <= name.size()) {
+    const size_t end = std::min(name.find('/', start), name.size());
+    const std::string_view segment = name.substr(start, end - start);
+    if (segment == "..")
+      throw_bad_input(context + ": tensor name '" + printable(name) + "' looks like a path that climbs with '..'");
+    start = end + 1;
+  }
 }
 
 void check_plain_file_name(std::string_view name, const std::string& what, const std::string& context) {

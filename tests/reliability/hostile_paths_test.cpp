@@ -159,35 +159,53 @@ TEST_F(HostilePaths, ExtraFilesThatAreSymlinksAreNotCopiedThrough) {
   EXPECT_EQ(snapshot(outside_), outside_before_);
 }
 
-// Tensor names are data: safetensors allows any UTF-8 name, TensorFlow writes "dense/kernel:0",
-// and moeprep never builds a path from one. A name that looks like a path is carried through as
-// a name, and nothing is created outside DST.
-TEST_F(HostilePaths, TensorNamesThatLookLikePathsAreNeverUsedAsPaths) {
-  const std::vector<std::string> names = {"../../outside/evil", "/tmp/evil-absolute", "a/../../b", ".."};
-  io::ShardPlan plan;
-  plan.file_name = "model-extra.safetensors";
-  for (const auto& n : names) plan.tensors.push_back({n, Dtype::U8, {4}});
-  {
-    io::ShardWriter w(src_ / plan.file_name, plan);
-    for (const auto& n : names) {
-      w.begin_tensor(n);
-      w.write("evil", 4);
-      w.end_tensor();
-    }
-    w.finish();
+// Adds one extra shard holding `names` (4 bytes each) to the source checkpoint and its index.
+// Written by hand (not ShardWriter, which refuses such names), as a hostile file would be.
+void add_raw_shard(const fs::path& src, const std::vector<std::string>& names) {
+  nlohmann::ordered_json header;
+  uint64_t offset = 0;
+  for (const auto& n : names) {
+    header[n] = {{"dtype", "U8"}, {"shape", {4}}, {"data_offsets", {offset, offset + 4}}};
+    offset += 4;
   }
-  auto index = nlohmann::json::parse(slurp(src_ / kIndex));
-  for (const auto& n : names) index["weight_map"][n] = plan.file_name;
+  std::string text = header.dump();
+  while ((8 + text.size()) % 8) text += ' ';
+  std::string bytes = io::testing::le64(text.size()) + text;
+  for (size_t i = 0; i < names.size(); ++i) bytes += "evil";
+  spit(src / "model-extra.safetensors", bytes);
+  auto index = nlohmann::json::parse(slurp(src / kIndex));
+  for (const auto& n : names) index["weight_map"][n] = "model-extra.safetensors";
   index["metadata"]["total_size"] = index["metadata"]["total_size"].get<uint64_t>() + 4 * names.size();
-  spit(src_ / kIndex, index.dump(2));
-  const auto root_before = entries(dir_.path());
+  spit(src / kIndex, index.dump(2));
+}
 
+// Tensor names that read as absolute paths or climb with ".." are refused, naming the tensor,
+// and nothing is created anywhere.
+TEST_F(HostilePaths, TensorNamesThatLookLikePathsAreRefused) {
+  for (const std::string name : {"../../outside/evil", "/tmp/evil-absolute", "a/../../b", ".."}) {
+    TempDir dir;
+    const fs::path src = dir / "src";
+    fs::copy(tiny_checkpoint(), src);
+    add_raw_shard(src, {name});
+    const ChildResult r = run_moeprep({"convert", src.string(), "-o", (dir / "dst").string(), "-q"}, dir.path());
+    EXPECT_TRUE(r.exited && r.code == 3) << name << ": " << describe(r);
+    EXPECT_NE(r.err.find("tensor name '" + name + "' looks like"), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(dir / "dst"));
+  }
+  EXPECT_FALSE(fs::exists("/tmp/evil-absolute"));
+  EXPECT_EQ(snapshot(outside_), outside_before_);
+}
+
+// Interior '/' is legal (TensorFlow writes "dense/kernel:0"): such a name is carried through as
+// a name, never used as a path, and nothing is created outside DST.
+TEST_F(HostilePaths, TensorNamesWithInteriorSlashesAreCarriedThroughAsNames) {
+  const std::vector<std::string> names = {"dense/kernel:0", "outside/evil", "a/b/c"};
+  add_raw_shard(src_, names);
+  const auto root_before = entries(dir_.path());
   const ChildResult r = run_moeprep({"convert", src_.string(), "-o", dst_.string(), "-q"}, dir_.path());
   ASSERT_TRUE(r.exited && r.code == 0) << describe(r);
   const io::Checkpoint out = io::Checkpoint::open(dst_);
   for (const auto& n : names) EXPECT_NE(out.try_find(n), nullptr) << n;
-  EXPECT_FALSE(fs::exists("/tmp/evil-absolute"));
-  EXPECT_FALSE(fs::exists(dir_ / "b"));
   auto root_after = entries(dir_.path());
   // Only DST is new (and the test's own captured stdout/stderr of the child).
   root_after.erase(std::remove_if(root_after.begin(), root_after.end(),
