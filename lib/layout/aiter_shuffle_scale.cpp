@@ -2,7 +2,7 @@
 // ScaleLayout in addressing.h is the same map written as logical -> physical offsets.
 #include "core/error.h"
 #include "layout/pad_copy.h"
-#include "layout/permute.h"
+#include "layout/byte_permutation_step.h"
 #include "layout/step_support.h"
 #include "layout/steps.h"
 
@@ -13,17 +13,11 @@ constexpr const char* kId = "aiter_shuffle_scale";
 
 int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
-class ScaleShuffleBase : public LayoutStep {
+class ScaleShuffleBase : public detail::BytePermutationStep {
  public:
   std::string id() const override { return kId; }
-  Dtype output_dtype(Dtype in) const override {
-    if (dtype_bits(in) != 8) throw_bad_input(label() + ": dtype " + dtype_name(in) + " is not a byte dtype (U8)");
-    return in;
-  }
 
  protected:
-  virtual std::string label() const = 0;
-  [[noreturn]] void reject(const std::string& why) const { throw_bad_input(label() + ": " + why); }
   void check_2d(const Shape& in) const {
     checked_numel(in, label());
     if (in.size() != 2) reject("input " + shape_to_string(in) + " is not a 2-D [rows, S] scale matrix");
@@ -55,14 +49,14 @@ class SeparatedScaleShuffle final : public ScaleShuffleBase {
     std::vector<uint8_t> staged(static_cast<size_t>(padded[0] * padded[1]));
     embed_padded(in.bytes.data(), in.shape, staged.data(), padded, {static_cast<uint8_t>(pad_value_)});
     ByteTensor out{in.dtype, padded, std::vector<uint8_t>(staged.size())};
-    permute_bytes(staged.data(), out.bytes.data(), tile_view(padded), kOrder, 1);
+    permute_bytes(staged.data(), out.bytes.data(), tile_view(padded), order(), 1);
     return out;
   }
 
   ByteTensor undo(const ByteTensor& out, const Shape& in_shape, Dtype in_dtype) const override {
     detail::check_undo_input(*this, label(), out, in_shape, in_dtype);
     std::vector<uint8_t> staged(out.bytes.size());
-    unpermute_bytes(out.bytes.data(), staged.data(), tile_view(out.shape), kOrder, 1);
+    unpermute_bytes(out.bytes.data(), staged.data(), tile_view(out.shape), order(), 1);
     ByteTensor in{in_dtype, in_shape, std::vector<uint8_t>(static_cast<size_t>(in_shape[0] * in_shape[1]))};
     if (auto bad = crop_padded(staged.data(), out.shape, in.bytes.data(), in_shape,
                                {static_cast<uint8_t>(pad_value_)}))
@@ -74,8 +68,9 @@ class SeparatedScaleShuffle final : public ScaleShuffleBase {
 
  private:
   std::string label() const override { return std::string(kId) + "(separated)"; }
-  static Shape tile_view(const Shape& padded) { return {padded[0] / 32, 2, 16, padded[1] / 8, 2, 4}; }
-  inline static const Permutation kOrder = {0, 3, 5, 2, 4, 1};
+  // Of the padded [M', S'] matrix.
+  Shape tile_view(const Shape& padded) const override { return {padded[0] / 32, 2, 16, padded[1] / 8, 2, 4}; }
+  Permutation order() const override { return {0, 3, 5, 2, 4, 1}; }
   int pad_value_;
 };
 
@@ -91,32 +86,12 @@ class InterleaveScaleShuffle final : public ScaleShuffleBase {
   // Each expert's rows are shuffled on their own (rebuild with the slice's expert count).
   bool expert_separable() const override { return true; }
 
-  Shape output_shape(const Shape& in) const override {
-    tile_view(in);
-    return in;
-  }
-
-  ByteTensor apply(const ByteTensor& in) const override {
-    output_dtype(in.dtype);
-    detail::check_tensor_bytes(in, label());
-    ByteTensor out{in.dtype, in.shape, std::vector<uint8_t>(in.bytes.size())};
-    permute_bytes(in.bytes.data(), out.bytes.data(), tile_view(in.shape), order(), 1);
-    return out;
-  }
-
-  ByteTensor undo(const ByteTensor& out, const Shape& in_shape, Dtype in_dtype) const override {
-    detail::check_undo_input(*this, label(), out, in_shape, in_dtype);
-    ByteTensor in{in_dtype, in_shape, std::vector<uint8_t>(out.bytes.size())};
-    unpermute_bytes(out.bytes.data(), in.bytes.data(), tile_view(in_shape), order(), 1);
-    return in;
-  }
-
  private:
   std::string label() const override {
     return std::string(kId) + (gate_up_ ? "(interleave, gate_up)" : "(interleave, down)");
   }
 
-  Shape tile_view(const Shape& in) const {
+  Shape tile_view(const Shape& in) const override {
     check_2d(in);
     const int64_t m = in[0], s = in[1];
     if (m % experts_ != 0)
@@ -129,7 +104,7 @@ class InterleaveScaleShuffle final : public ScaleShuffleBase {
     return {experts_, n / 32, 2, 16, s / 8, 2, 4};
   }
 
-  Permutation order() const {
+  Permutation order() const override {
     if (gate_up_) return {0, 2, 4, 6, 3, 5, 1};
     return {0, 1, 4, 6, 3, 5, 2};
   }

@@ -2,7 +2,7 @@
 // (layouts.md sections 3 and 4). WeightTileLayout in addressing.h is the same map written as
 // logical -> physical offsets; the tests hold the two together.
 #include "core/error.h"
-#include "layout/permute.h"
+#include "layout/byte_permutation_step.h"
 #include "layout/step_support.h"
 #include "layout/steps.h"
 
@@ -11,7 +11,7 @@ namespace {
 
 constexpr const char* kId = "aiter_shuffle_weight";
 
-class AiterShuffleWeight final : public LayoutStep {
+class AiterShuffleWeight final : public detail::BytePermutationStep {
  public:
   AiterShuffleWeight(GateMode mode, bool gate_up) : mode_(mode), gate_up_(mode == GateMode::Interleave && gate_up) {}
 
@@ -22,40 +22,14 @@ class AiterShuffleWeight final : public LayoutStep {
     return p;
   }
 
-  Shape output_shape(const Shape& in) const override {
-    tile_view(in);
-    return in;
-  }
-  Dtype output_dtype(Dtype in) const override {
-    if (dtype_bits(in) != 8) throw_bad_input(label() + ": dtype " + dtype_name(in) + " is not a byte dtype (U8)");
-    return in;
-  }
-
-  ByteTensor apply(const ByteTensor& in) const override {
-    output_dtype(in.dtype);
-    detail::check_tensor_bytes(in, label());
-    ByteTensor out{in.dtype, in.shape, std::vector<uint8_t>(in.bytes.size())};
-    permute_bytes(in.bytes.data(), out.bytes.data(), tile_view(in.shape), order(), 1);
-    return out;
-  }
-
-  ByteTensor undo(const ByteTensor& out, const Shape& in_shape, Dtype in_dtype) const override {
-    detail::check_undo_input(*this, label(), out, in_shape, in_dtype);
-    ByteTensor in{in_dtype, in_shape, std::vector<uint8_t>(out.bytes.size())};
-    unpermute_bytes(out.bytes.data(), in.bytes.data(), tile_view(in_shape), order(), 1);
-    return in;
-  }
-
  private:
-  std::string label() const {
+  std::string label() const override {
     if (mode_ == GateMode::Separated) return std::string(kId) + "(separated)";
     return std::string(kId) + (gate_up_ ? "(interleave, gate_up)" : "(interleave, down)");
   }
 
-  [[noreturn]] void reject(const std::string& why) const { throw_bad_input(label() + ": " + why); }
-
   // The view of [E, N, Kb] that order() permutes; checks the constraints on the way.
-  Shape tile_view(const Shape& in) const {
+  Shape tile_view(const Shape& in) const override {
     checked_numel(in, label());
     if (in.size() != 3) reject("input " + shape_to_string(in) + " is not [E, N, Kb]");
     const int64_t e = in[0], n = in[1], kb = in[2];
@@ -72,7 +46,7 @@ class AiterShuffleWeight final : public LayoutStep {
     return {e, n / 16, 16, kb / 64, 4, 16};
   }
 
-  Permutation order() const {
+  Permutation order() const override {
     if (mode_ == GateMode::Separated) return {0, 1, 3, 4, 2, 5};
     if (gate_up_) return {0, 2, 1, 4, 5, 3, 6};
     return {0, 1, 3, 4, 2, 5};
