@@ -40,6 +40,23 @@ void stream_tensor(const Tensor& t, const io::PlannedTensor& planned, uint64_t s
   uint64_t done = 0;
   while (done < total) {
     const size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), total - done));
+    if (t.fill == Fill::RandomBytes) {
+      // Eight bytes per draw; chunks are multiples of 8, so chunking never shifts the stream.
+      for (size_t i = 0; i < n; i += 8) {
+        const uint64_t r = rng.next();
+        for (size_t j = 0; j < 8 && i + j < n; ++j) buf[i + j] = static_cast<uint8_t>(r >> (8 * j));
+      }
+      writer.write(buf.data(), n);
+      done += n;
+      continue;
+    }
+    if (t.fill == Fill::ByteRange) {
+      const uint64_t span = static_cast<uint64_t>(t.byte_max - t.byte_min + 1);
+      for (size_t i = 0; i < n; ++i) buf[i] = static_cast<uint8_t>(t.byte_min + rng.below(span));
+      writer.write(buf.data(), n);
+      done += n;
+      continue;
+    }
     for (size_t i = 0; i < n; i += width) {
       const float v = static_cast<float>(draw(rng, t));
       if (t.dtype == Dtype::F32) {
@@ -96,8 +113,11 @@ uint64_t write(const std::filesystem::path& destination, const Checkpoint& check
   std::vector<io::PlannedTensor> planned;
   uint64_t total = 0;
   for (const auto& t : tensors) {
-    if (t.dtype != Dtype::BF16 && t.dtype != Dtype::F32 && t.dtype != Dtype::F8_E4M3)
-      throw_internal("synthetic tensor '" + t.name + "' has an unsupported dtype");
+    const bool byte_fill = t.fill == Fill::RandomBytes || t.fill == Fill::ByteRange;
+    if (byte_fill ? t.dtype != Dtype::U8 : (t.dtype != Dtype::BF16 && t.dtype != Dtype::F32 && t.dtype != Dtype::F8_E4M3))
+      throw_internal("synthetic tensor '" + t.name + "' has an unsupported dtype for its fill");
+    if (t.fill == Fill::ByteRange && (t.byte_min < 0 || t.byte_max > 255 || t.byte_min > t.byte_max))
+      throw_internal("synthetic tensor '" + t.name + "' has an empty byte range");
     planned.push_back({t.name, t.dtype, t.shape});
     total += planned.back().byte_length();
   }

@@ -16,11 +16,14 @@
 namespace moeprep::models::synth {
 
 enum class Fill {
-  Normal,     // mean + stddev * N(0, 1)
-  LogNormal,  // mean * exp(stddev * N(0, 1)): positive (FP8 block scales)
+  Normal,      // mean + stddev * N(0, 1)
+  LogNormal,   // mean * exp(stddev * N(0, 1)): positive (FP8 block scales)
+  RandomBytes, // U8: uniform bytes (MXFP4 codes, two per byte)
+  ByteRange,   // U8: uniform in [byte_min, byte_max] (E8M0 scale codes)
 };
 
-// dtype BF16, F32 or F8_E4M3 (values rounded to the nearest E4M3, saturating at 448).
+// dtype BF16, F32 or F8_E4M3 (values rounded to the nearest E4M3, saturating at 448) for the
+// value fills; U8 for the byte fills.
 struct Tensor {
   std::string name;
   Dtype dtype = Dtype::BF16;
@@ -28,6 +31,7 @@ struct Tensor {
   Fill fill = Fill::Normal;
   double mean = 0.0;
   double stddev = 0.02;
+  int byte_min = 0, byte_max = 255;  // ByteRange
 };
 
 struct Checkpoint {
