@@ -14,9 +14,13 @@
 
 namespace moeprep::reference {
 
+// The experts' gated activation act(gate) * up. Models name it in config.json
+// (models/activation_config.h maps the names); the manifest records it by kind.
 enum class Activation {
   GptOssClampedSwiglu,  // gate = min(g, limit); up = clamp(u, -limit, limit); g*sigmoid(alpha g)*(up+1)
-  SiluGated,            // silu(g) * u (Mixtral, Qwen, DeepSeek, Gemma)
+  SiluGated,            // silu(g) * u (Mixtral, Qwen, DeepSeek)
+  GeluTanhGated,        // gelu_tanh(g) * u, 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))) (Gemma)
+  GeluGated,            // gelu(g) * u, the exact 0.5 g (1 + erf(g / sqrt(2)))
 };
 
 struct ActivationParams {
@@ -101,7 +105,7 @@ struct KernelReadySizes {
 // and throws BadInput naming the violated one. Returns the tensor sizes.
 KernelReadySizes check_kernel_ready_layer(const KernelReadyLayer& layer);
 
-// The SwiGLU variants on one (gate, up) pair, in the precision of the caller.
+// The gated activation of `act.kind` on one (gate, up) pair, in the precision of the caller.
 template <typename Real>
 Real moe_activation(const ActivationParams& act, Real gate, Real up);
 
