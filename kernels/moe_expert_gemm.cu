@@ -53,12 +53,15 @@ struct GemmParams {
   int64_t out_rows;        // gate_up: I' (act columns); down: H (logical output rows)
   uint16_t* act;           // gate_up output [P, I']
   float* y;                // down output [P, H]
-  int act_kind;            // 0 GPT-OSS clamped SwiGLU, 1 SiLU-gated
+  int act_kind;            // 0 GPT-OSS clamped SwiGLU, 1 SiLU-, 2 GELU-tanh-, 3 GELU(erf)-gated
   float alpha, limit;
 };
 
 __device__ __forceinline__ float activation(const GemmParams& p, float g, float u) {
   if (p.act_kind == 1) return g / (1.0f + expf(-g)) * u;
+  // sqrt(2/pi) and 1/sqrt(2), as in the CPU reference (reference/moe_activation.cpp).
+  if (p.act_kind == 2) return 0.5f * g * (1.0f + tanhf(0.7978845608f * (g + 0.044715f * g * g * g))) * u;
+  if (p.act_kind == 3) return 0.5f * g * (1.0f + erff(g * 0.7071067812f)) * u;
   // The CPU reference's std::min / std::max, NaN included.
   g = (p.limit < g) ? p.limit : g;
   u = (p.limit < u) ? p.limit : u;
@@ -573,7 +576,10 @@ GemmParams common_params(const ExpertGemmArgs& a) {
   p.top_k = a.top_k;
   p.tiles = a.tiles;
   p.num_tiles = a.num_tiles;
-  p.act_kind = a.act.kind == reference::Activation::SiluGated ? 1 : 0;
+  p.act_kind = a.act.kind == reference::Activation::SiluGated       ? 1
+               : a.act.kind == reference::Activation::GeluTanhGated ? 2
+               : a.act.kind == reference::Activation::GeluGated     ? 3
+                                                                      : 0;
   p.large_scales = true;  // set per tensor by the launchers
   p.alpha = static_cast<float>(a.act.alpha);
   p.limit = static_cast<float>(a.act.limit);
