@@ -3,6 +3,7 @@
 #include <optional>
 
 #include "core/error.h"
+#include "models/activation_config.h"
 #include "models/config_reader.h"
 #include "models/gated_moe_adapter.h"
 
@@ -55,7 +56,8 @@ std::unique_ptr<ModelAdapter> make_deepseek_v3_adapter(const io::Checkpoint& c, 
   r.topk_group = static_cast<int>(cfg.has("topk_group") ? cfg.positive_int({"topk_group"}) : 1);
   r.routed_scaling_factor = cfg.number_or("routed_scaling_factor", 1.0);
   r.renormalize = cfg.bool_or("norm_topk_prob", true);
-  f.info.activation.kind = reference::Activation::SiluGated;
+  // DeepseekV3Config defaults hidden_act to "silu".
+  f.info.activation.kind = read_gated_activation(cfg, "hidden_act", "silu", f.label);
   check_moe_info(f.info, config_path);
   const std::optional<Fp8Blocks> fp8 = fp8_blocks(cfg);
   // noaux_tc routing needs the correction bias; other exports may simply not have one.

@@ -1,6 +1,7 @@
 #include "models/gemma4_adapter.h"
 
 #include "core/error.h"
+#include "models/activation_config.h"
 #include "models/config_reader.h"
 #include "models/gated_moe_adapter.h"
 
@@ -24,8 +25,8 @@ std::unique_ptr<ModelAdapter> make_gemma4_adapter(const io::Checkpoint& c, const
   f.info.intermediate = cfg.positive_int({"moe_intermediate_size"});
   f.info.router.variant = reference::RouterVariant::Gemma4;
   f.info.router.top_k = static_cast<int>(cfg.positive_int({"top_k_experts", "num_experts_per_tok"}));
-  // The stand-in for GELU-tanh gating (see gemma4_adapter.h).
-  f.info.activation.kind = reference::Activation::SiluGated;
+  // Gemma4TextConfig names it hidden_activation, default "gelu_pytorch_tanh".
+  f.info.activation.kind = read_gated_activation(cfg, "hidden_activation", "gelu_pytorch_tanh", f.label);
   check_moe_info(f.info, config_path);
   for (int64_t l = 0; l < f.info.layers; ++l) f.moe_layers.push_back(l);
 

@@ -16,10 +16,8 @@
 // What verify models, and what it does not: the model routes RMSNorm(x) * scale / sqrt(H);
 // RMSNorm is a positive per-token factor (about 1 for verify's unit-variance activations), so
 // verify folds scale / sqrt(H) into the router weights (rounded to bf16) and routes x with
-// them. The experts' activation is GELU-tanh gated (hidden_activation gelu_pytorch_tanh);
-// moeprep's reference and kernels implement only SiLU-gated and GPT-OSS's clamped SwiGLU, so
-// ModelInfo records silu_gated and stage 5 runs both sides with it: it checks the layout and
-// the quantization, not Gemma's activation.
+// them. The experts' activation is read from hidden_activation (gelu_pytorch_tanh: GELU-tanh
+// gated, gelu_tanh(gate) * up), and both sides of stage 5 run with it.
 #include <memory>
 #include <string>
 

@@ -36,6 +36,13 @@ ModelInfo read_config(const nlohmann::json& config, const std::string& path) {
     throw_bad_input(path + ": intermediate_size must be a multiple of 32 (MXFP4 blocks)");
   info.router.variant = reference::RouterVariant::SoftmaxAfterTopk;
   info.router.top_k = static_cast<int>(top_k);
+  // GPT-OSS's experts always run their clamped SwiGLU; its config says hidden_act "silu" (the
+  // sigmoid in it) or nothing. Anything else would be a different model, not a variant.
+  const ConfigReader cfg(config, path);
+  const std::string hidden_act = cfg.string_or("hidden_act", "silu");
+  if (hidden_act != "silu")
+    cfg.fail("hidden_act", "is '" + hidden_act +
+                               "': GPT-OSS experts use their fixed clamped SwiGLU (hidden_act \"silu\" or absent)");
   info.activation.kind = reference::Activation::GptOssClampedSwiglu;
   info.activation.alpha = 1.702;
   info.activation.limit = 7.0;

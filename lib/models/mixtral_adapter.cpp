@@ -1,5 +1,6 @@
 #include "models/mixtral_adapter.h"
 
+#include "models/activation_config.h"
 #include "models/config_reader.h"
 #include "models/gated_moe_adapter.h"
 
@@ -18,7 +19,8 @@ std::unique_ptr<ModelAdapter> make_mixtral_adapter(const io::Checkpoint& c, cons
   f.info.intermediate = cfg.positive_int({"intermediate_size"});
   f.info.router.variant = reference::RouterVariant::SoftmaxAfterTopk;
   f.info.router.top_k = static_cast<int>(cfg.positive_int({"num_experts_per_tok"}));
-  f.info.activation.kind = reference::Activation::SiluGated;
+  // MixtralConfig defaults hidden_act to "silu".
+  f.info.activation.kind = read_gated_activation(cfg, "hidden_act", "silu", f.label);
   check_moe_info(f.info, config_path);
   for (int64_t l = 0; l < f.info.layers; ++l) f.moe_layers.push_back(l);
 

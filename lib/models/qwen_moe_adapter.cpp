@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "models/activation_config.h"
 #include "models/config_reader.h"
 #include "models/gated_moe_adapter.h"
 
@@ -22,7 +23,8 @@ std::unique_ptr<ModelAdapter> make_qwen_moe_adapter(const io::Checkpoint& c, con
   f.info.router.variant = reference::RouterVariant::SoftmaxThenTopk;
   f.info.router.top_k = static_cast<int>(cfg.positive_int({"num_experts_per_tok"}));
   f.info.router.renormalize = cfg.bool_or("norm_topk_prob", false);
-  f.info.activation.kind = reference::Activation::SiluGated;
+  // Qwen2MoeConfig and Qwen3MoeConfig default hidden_act to "silu".
+  f.info.activation.kind = read_gated_activation(cfg, "hidden_act", "silu", f.label);
   check_moe_info(f.info, config_path);
 
   const int64_t step = cfg.has("decoder_sparse_step") ? cfg.positive_int({"decoder_sparse_step"}) : 1;

@@ -1,6 +1,7 @@
 #include "plan/manifest_model.h"
 
 #include "core/error.h"
+#include "models/activation_config.h"
 
 namespace moeprep::plan {
 namespace {
@@ -71,9 +72,9 @@ models::ModelInfo model_from_manifest(const Manifest& m, const std::string& cont
     throw_bad_input(c + ": \"activation\" must be an object");
   const nlohmann::ordered_json a = activation == m.model.end() ? nlohmann::ordered_json::object() : *activation;
   const std::string kind = string_or(a, "kind", "", c + ": activation");
-  if (kind == "gpt_oss_clamped_swiglu") info.activation.kind = reference::Activation::GptOssClampedSwiglu;
-  else if (kind == "silu_gated") info.activation.kind = reference::Activation::SiluGated;
-  else throw_bad_input(c + ": unknown activation kind '" + kind + "'");
+  const auto known = models::activation_from_kind_name(kind);
+  if (!known) throw_bad_input(c + ": unknown activation kind '" + kind + "'");
+  info.activation.kind = *known;
   info.activation.alpha = number_or(a, "alpha", 1.702, c + ": activation");
   info.activation.limit = number_or(a, "limit", 7.0, c + ": activation");
   return info;

@@ -151,10 +151,13 @@ void check_numerics(const OpenedDestination& dst, const io::Checkpoint& source, 
   const std::string context = (dst.checkpoint.root() / kManifestFileName).string();
   ExpertDims dims;
   int64_t layer_count = 0;
+  reference::ActivationParams manifest_act;
   std::unique_ptr<models::ModelAdapter> adapter;
   try {
     dims = dims_from_manifest(m, context);
-    layer_count = model_from_manifest(m, context).layers;
+    const models::ModelInfo recorded = model_from_manifest(m, context);
+    layer_count = recorded.layers;
+    manifest_act = recorded.activation;
     adapter = models::make_adapter(source);
   } catch (const Error& e) {
     r.fail(e.what());
@@ -167,6 +170,8 @@ void check_numerics(const OpenedDestination& dst, const io::Checkpoint& source, 
       if (t.transformed && t.role == "w13_weight") layers.push_back(t.layer);
   std::sort(layers.begin(), layers.end());
   const MoeBackend backend = options.backend ? options.backend : MoeBackend(reference::moe_forward_kernel_layout_cpu);
+  // The references run the source's activation (its config.json); the kernel side runs the one
+  // the manifest tells a runtime to use, so a manifest naming the wrong activation fails here.
   const reference::ActivationParams act = adapter->info().activation;
   std::vector<models::MoeLayer> source_layers;
   try {
@@ -230,7 +235,7 @@ void check_numerics(const OpenedDestination& dst, const io::Checkpoint& source, 
         const int64_t first = first_token[ti];
         const uint16_t* x = x_all.data() + first * dims.hidden;
         ++r.checked;
-        const auto got = backend(kr.view, router, routing_only.router, act, x, tokens, tokens);
+        const auto got = backend(kr.view, router, routing_only.router, manifest_act, x, tokens, tokens);
         NumericsRow row;
         row.layer = layer;
         row.tokens = tokens;
