@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "reference/moe.h"
+#include "reference/moe_test_support.h"
 
 namespace moeprep::reference {
 namespace {
@@ -79,6 +80,30 @@ TEST(MoeActivation, GeluTanhGeluAndSiluDifferWhereItMatters) {
   // The tanh approximation stays within 2e-4 of the exact GELU at 1 but is not equal to it.
   EXPECT_GT(erf_form - tanh_form, 1e-4);
   EXPECT_LT(erf_form - tanh_form, 2e-4);
+}
+
+// The kind reaches the whole layer: the CPU kernel-layout MoE (the GPU kernel's twin) with a
+// GELU kind agrees with the dense reference with that kind, and the SiLU one is far from both.
+TEST(MoeActivation, KernelLayoutMoeHonoursTheGeluKinds) {
+  const int64_t E = 4, H = 96, I = 64, T = 33;
+  const auto src = moe_testing::random_gpt_oss_source(E, H, I, 606);
+  const DenseMoeLayer dense = src.dense();
+  RouterConfig rc;
+  rc.top_k = 2;
+  const auto x = moe_testing::random_activations(T, H, 607);
+  const MoeOutput silu = moe_forward_reference(dense, src.router(), rc, params(Activation::SiluGated), x.data(), T, T);
+  for (layout::GateMode mode : {layout::GateMode::Separated, layout::GateMode::Interleave}) {
+    const bool sep = mode == layout::GateMode::Separated;
+    const auto kr = moe_testing::build_kernel_ready(src, mode, 256, sep ? 128 : 256);
+    for (Activation kind : {Activation::GeluTanhGated, Activation::GeluGated}) {
+      const MoeOutput ref = moe_forward_reference(dense, src.router(), rc, params(kind), x.data(), T, T);
+      const MoeOutput got = moe_forward_kernel_layout_cpu(kr.view(), src.router(), rc, params(kind), x.data(), T, T);
+      // About 1.5e-3 (bf16 rounding of the activation), against 3.7e-2 for SiLU: beyond verify's
+      // 2e-2 threshold, so a wrong kind cannot pass.
+      EXPECT_LT(moe_testing::rel_err(got.out, ref.out), 5e-3) << static_cast<int>(kind);
+      EXPECT_GT(moe_testing::rel_err(silu.out, ref.out), 2e-2) << static_cast<int>(kind);
+    }
+  }
 }
 
 }  // namespace
