@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "core/error.h"
@@ -41,7 +42,7 @@ UniqueFd open_or_throw(const std::filesystem::path& path, int flags, unsigned mo
 void write_all(int fd, const void* data, size_t size, const std::string& name) {
   const auto* p = static_cast<const char*>(data);
   while (size > 0) {
-    ssize_t n = ::write(fd, p, size);
+    ssize_t n = ::write(fd, p, std::min(size, kMaxWritePiece));
     if (n < 0) {
       if (errno == EINTR) continue;
       throw_io(name + ": write failed");

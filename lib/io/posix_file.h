@@ -2,6 +2,7 @@
 // The few POSIX file calls the io layer makes, wrapped once: EINTR and short counts retried,
 // every failure an Io error naming the file (with strerror appended by throw_io).
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <string_view>
@@ -33,6 +34,10 @@ class UniqueFd {
 };
 
 UniqueFd open_or_throw(const std::filesystem::path& path, int flags, unsigned mode = 0644);
+// The largest piece handed to one write/pwrite call. Measured on Linux 6.18/ext4 (bench/RESULTS.md,
+// "Convert against cp"): one 8 MiB write into the page cache costs 5-8x the system time of the
+// same bytes in 256 KiB writes (1.4-1.8 s against 0.2 s per GB), so big writes are split.
+inline constexpr size_t kMaxWritePiece = size_t(256) << 10;
 void write_all(int fd, const void* data, size_t size, const std::string& name);
 // Reads until `size` bytes or end of file; returns the count read.
 size_t read_up_to(int fd, void* data, size_t size, const std::string& name);

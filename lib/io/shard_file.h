@@ -29,6 +29,8 @@ class ShardFile {
   void finish();
 
  private:
+  void reserve_space(uint64_t file_size);
+
   std::filesystem::path path_;
   int fd_ = -1;
   uint64_t data_start_ = 0;

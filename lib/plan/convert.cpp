@@ -219,8 +219,10 @@ Manifest execute_plan(const ConvertPlan& plan, const io::Checkpoint& source, con
   // order (so hashes never depend on the thread count) and then frees them. In-flight units
   // bound memory.
   const size_t in_flight = static_cast<size_t>(std::max(2, plan.options.threads + 1));
-  std::deque<std::future<UnitOutput>> pending;
+  // Declared before the futures: on an error, their destructors wait for the units still
+  // running, which take buffers from the pool.
   BufferPool pool;
+  std::deque<std::future<UnitOutput>> pending;
   size_t next_unit = 0;
   auto launch_more = [&] {
     while (next_unit < units.size() && pending.size() < in_flight) {

@@ -6,45 +6,94 @@
 #include "layout/addressing.h"
 
 namespace moeprep::plan {
+namespace {
+
+// Rows and 16-byte runs of one role, logical (source) and physical (output).
+struct WeightGeometry {
+  bool w13 = false;
+  int64_t half_rows = 0;  // w13: gate (and up) rows per expert in the source
+  int64_t src_rows = 0, src_kb = 0;
+  int64_t out_half = 0;  // w13: gate (and up) rows per expert in the output
+  int64_t out_rows = 0, out_kb = 0;
+};
+
+WeightGeometry geometry(ExpertRole role, const ExpertDims& d) {
+  WeightGeometry g;
+  g.w13 = role == ExpertRole::W13Weight;
+  g.half_rows = g.w13 ? d.intermediate : 0;
+  g.src_rows = g.w13 ? 2 * d.intermediate : d.hidden;
+  g.src_kb = (g.w13 ? d.hidden : d.intermediate) / 2;
+  g.out_half = g.w13 ? d.intermediate_pad : 0;
+  g.out_rows = g.w13 ? 2 * d.intermediate_pad : d.hidden_pad;
+  g.out_kb = (g.w13 ? d.hidden_pad : d.intermediate_pad) / 2;
+  return g;
+}
+
+// In both gate modes a tile holds 16 rows x 16-byte runs contiguously, and run j of a row sits
+// 256 bytes after run j - 1 (addressing.h: (kb / 16) * 256 + (n % 16) * 16 + kb % 16 within the
+// row group), so a group of 16 output rows is written as one sequential stream of 256-byte
+// blocks, each gathered from 16 source rows.
+constexpr int64_t kTileRows = 16, kRun = 16, kBlock = kTileRows * kRun;
+
+}  // namespace
+
+bool has_fused_weight_recipe(ExpertRole role, const ExpertDims& d, const ConvertOptions& o) {
+  if (o.fault != InjectedFault::None) return false;  // faults exist to run the steps as written
+  if (role != ExpertRole::W13Weight && role != ExpertRole::W2Weight) return false;
+  const WeightGeometry g = geometry(role, d);
+  // Whole runs and whole row groups; always true for MXFP4 shapes the planner accepts.
+  return g.src_kb % kRun == 0 && g.out_kb % kRun == 0 && g.out_rows % kTileRows == 0 &&
+         (!g.w13 || g.out_half % kTileRows == 0);
+}
+
+void write_weight_recipe_fused(ExpertRole role, const ExpertDims& d, const ConvertOptions& o, bool gate_up_interleaved,
+                               const uint8_t* in, size_t in_size, uint8_t* out, size_t out_size) {
+  if (!has_fused_weight_recipe(role, d, o)) throw_internal("fused weight recipe: no fused path for this tensor");
+  const WeightGeometry g = geometry(role, d);
+  const int64_t E = d.experts;
+  if (static_cast<int64_t>(in_size) != E * g.src_rows * g.src_kb)
+    throw_internal("fused weight recipe: input of " + std::to_string(in_size) + " bytes, expected " +
+                   std::to_string(E * g.src_rows * g.src_kb));
+  if (static_cast<int64_t>(out_size) != E * g.out_rows * g.out_kb)
+    throw_internal("fused weight recipe: output of " + std::to_string(out_size) + " bytes, expected " +
+                   std::to_string(E * g.out_rows * g.out_kb));
+  const layout::WeightTileLayout tiles{o.gate_mode, g.w13, g.out_rows, g.out_kb};
+  static const uint8_t kZeroRun[kRun] = {};  // padding codes are 0x00
+  const int64_t src_runs = g.src_kb / kRun, out_runs = g.out_kb / kRun;
+  for (int64_t e = 0; e < E; ++e) {
+    for (int64_t r0 = 0; r0 < g.out_rows; r0 += kTileRows) {
+      const uint8_t* rows[kTileRows];
+      for (int64_t i = 0; i < kTileRows; ++i) {
+        const int64_t r = r0 + i;
+        int64_t src_row = -1;
+        if (g.w13) {
+          const int64_t half = r / g.out_half, j = r % g.out_half;
+          if (j < g.half_rows) src_row = gate_up_interleaved ? 2 * j + half : half * g.half_rows + j;
+        } else if (r < g.src_rows) {
+          src_row = r;
+        }
+        rows[i] = src_row < 0 ? nullptr : in + (e * g.src_rows + src_row) * g.src_kb;
+      }
+      uint8_t* block = out + tiles.offset(e, r0, 0);
+      for (int64_t j = 0; j < out_runs; ++j, block += kBlock) {
+        for (int64_t i = 0; i < kTileRows; ++i) {
+          const uint8_t* run = rows[i] && j < src_runs ? rows[i] + j * kRun : kZeroRun;
+          std::memcpy(block + i * kRun, run, kRun);
+        }
+      }
+    }
+  }
+}
 
 std::optional<ByteTensor> apply_weight_recipe_fused(ExpertRole role, const ExpertDims& d, const ConvertOptions& o,
                                                     bool gate_up_interleaved, const uint8_t* in, size_t in_size) {
-  if (o.fault != InjectedFault::None) return std::nullopt;  // faults exist to run the steps as written
-  if (role != ExpertRole::W13Weight && role != ExpertRole::W2Weight) return std::nullopt;
-  const bool w13 = role == ExpertRole::W13Weight;
-  const int64_t E = d.experts;
-  // Logical source rows and bytes per row, and the physical (padded) ones.
-  const int64_t half_rows = w13 ? d.intermediate : 0;               // gate (and up) rows per expert
-  const int64_t src_rows = w13 ? 2 * d.intermediate : d.hidden;
-  const int64_t src_kb = (w13 ? d.hidden : d.intermediate) / 2;
-  const int64_t out_half = w13 ? d.intermediate_pad : 0;
-  const int64_t out_rows = w13 ? 2 * d.intermediate_pad : d.hidden_pad;
-  const int64_t out_kb = (w13 ? d.hidden_pad : d.intermediate_pad) / 2;
-  if (static_cast<int64_t>(in_size) != E * src_rows * src_kb)
-    throw_internal("fused weight recipe: input of " + std::to_string(in_size) + " bytes, expected " +
-                   std::to_string(E * src_rows * src_kb));
-  if (src_kb % 16 != 0) return std::nullopt;  // runs of 16 bytes: K a multiple of 32, always true for MXFP4
-  const layout::WeightTileLayout tiles{o.gate_mode, w13, out_rows, out_kb};
+  if (!has_fused_weight_recipe(role, d, o)) return std::nullopt;
+  const WeightGeometry g = geometry(role, d);
   ByteTensor out;
   out.dtype = Dtype::U8;
-  out.shape = {E, out_rows, out_kb};
-  out.bytes.assign(static_cast<size_t>(E * out_rows * out_kb), 0);  // padding codes are 0x00
-  for (int64_t e = 0; e < E; ++e) {
-    for (int64_t r = 0; r < out_rows; ++r) {
-      int64_t src_row;
-      if (w13) {
-        const int64_t half = r / out_half, j = r % out_half;
-        if (j >= half_rows) continue;  // padded gate/up row
-        src_row = gate_up_interleaved ? 2 * j + half : half * half_rows + j;
-      } else {
-        if (r >= src_rows) continue;  // padded hidden row
-        src_row = r;
-      }
-      const uint8_t* row = in + (e * src_rows + src_row) * src_kb;
-      for (int64_t kb = 0; kb < src_kb; kb += 16)
-        std::memcpy(out.bytes.data() + tiles.offset(e, r, kb), row + kb, 16);
-    }
-  }
+  out.shape = {d.experts, g.out_rows, g.out_kb};
+  out.bytes.resize(static_cast<size_t>(d.experts * g.out_rows * g.out_kb));
+  write_weight_recipe_fused(role, d, o, gate_up_interleaved, in, in_size, out.bytes.data(), out.bytes.size());
   return out;
 }
 

@@ -1,9 +1,11 @@
 #pragma once
 // The aiter weight recipes (view, [deinterleave_gate_up_rows], [pad], aiter_shuffle_weight) in
 // one pass: each 16-byte run of a source row is copied straight to where the shuffled tile
-// layout keeps it (layout/addressing.h), padding left zero. Weights are ~94% of a
+// layout keeps it (layout/addressing.h), padding written as zero. Weights are ~94% of a
 // checkpoint's bytes; the step-by-step recipe moves them four times. The recipe stays the
 // specification: tests require identical bytes, and verify undoes the recorded steps.
+#include <cstddef>
+#include <cstdint>
 #include <optional>
 
 #include "core/byte_tensor.h"
@@ -12,8 +14,17 @@
 
 namespace moeprep::plan {
 
-// The recipe's output for `in` (the canonical source of experts [0, dims.experts)), or nullopt
-// when this role/options combination has no fused path (then apply the recipe).
+// Whether this role/options combination has a fused path (else apply the recipe).
+bool has_fused_weight_recipe(ExpertRole role, const ExpertDims& dims, const ConvertOptions& options);
+
+// Writes the recipe's output for `in` (the canonical source of experts [0, dims.experts)) into
+// `out`, every byte of it (padding included), so `out` may hold stale bytes from earlier use.
+// `out_size` must be the recipe's output size. Requires has_fused_weight_recipe().
+void write_weight_recipe_fused(ExpertRole role, const ExpertDims& dims, const ConvertOptions& options,
+                               bool gate_up_interleaved, const uint8_t* in, size_t in_size, uint8_t* out,
+                               size_t out_size);
+
+// The same, into a new tensor; nullopt when there is no fused path.
 std::optional<ByteTensor> apply_weight_recipe_fused(ExpertRole role, const ExpertDims& dims,
                                                     const ConvertOptions& options, bool gate_up_interleaved,
                                                     const uint8_t* in, size_t in_size);

@@ -209,6 +209,12 @@ TEST(FusedWeightRecipe, EqualsTheStepByStepRecipe) {
           EXPECT_TRUE(fused->bytes == expect.bytes)
               << gate_mode_name(mode) << " interleaved=" << interleaved << " H=" << H << " I=" << I << " "
               << role_name(role);
+          // Convert reuses output buffers: every byte, padding included, must be written.
+          std::vector<uint8_t> reused(expect.bytes.size(), 0xA5);
+          write_weight_recipe_fused(role, d, o, interleaved, in.bytes.data(), in.bytes.size(), reused.data(),
+                                    reused.size());
+          EXPECT_TRUE(reused == expect.bytes) << "stale bytes survived: " << gate_mode_name(mode) << " H=" << H
+                                              << " I=" << I << " " << role_name(role);
         }
       }
 }
