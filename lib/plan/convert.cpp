@@ -89,6 +89,7 @@ UnitOutput run_unit(const ConvertPlan& plan, const TensorJob& job, const Unit& u
   }
   const RecipeSpec spec = chunk_recipe(plan, job, unit.chunk);
   if (job.reads_source_directly()) {
+    io::populate_mapped_pages({src.data + cb.in_begin, cb.in_size});
     ExpertDims dims = plan.dims;
     dims.experts = unit.chunk.whole ? plan.dims.experts : unit.chunk.count;
     if (has_fused_weight_recipe(job.role, dims, plan.options)) {
