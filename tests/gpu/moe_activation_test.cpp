@@ -59,13 +59,15 @@ TEST(FusedMoeActivation, GeluKindsMatchTheCpuReferenceOnEveryKernelPath) {
     const auto kr = moe_testing::build_kernel_ready(src, mode, sep ? 640 : 768, sep ? 320 : 512);
     const DeviceMoeLayer layer = upload_layer(kr.view());
     const DeviceRouter router = upload_router(src.router(), rc, E, H);
-    for (int64_t T : {1, 7, 64, 200}) {
+    for (int64_t T : {1, 7, 96}) {
       const auto x = moe_testing::random_activations(T, H, 800 + T);
       std::vector<std::vector<float>> default_path;  // per kind, for the comparison below
+      std::vector<float> tanh_cpu;
       for (Activation kind : {Activation::GeluTanhGated, Activation::GeluGated}) {
         const ActivationParams act = params(kind);
         const MoeOutput ref = reference::moe_forward_reference(dense, src.router(), rc, act, x.data(), T, T);
         const MoeOutput cpu = reference::moe_forward_kernel_layout_cpu(kr.view(), src.router(), rc, act, x.data(), T, T);
+        if (kind == Activation::GeluTanhGated) tanh_cpu = cpu.out;
         for (const auto& [name, opt] : kernel_paths()) {
           const MoeOutput gpu = run_fused_moe(layer, router, act, x.data(), T, T, opt);
           const double err_cpu = moe_testing::rel_err(gpu.out, cpu.out);
@@ -83,12 +85,10 @@ TEST(FusedMoeActivation, GeluKindsMatchTheCpuReferenceOnEveryKernelPath) {
       // but not bitwise (on the CPU nearly every output element differs).
       ASSERT_EQ(default_path.size(), 2u);
       EXPECT_NE(default_path[0], default_path[1]) << "T=" << T << ": the erf kind ran as the tanh one";
-      // SiLU on the same layer: 0.9e-2 to 1.1e-2 from the GELU-tanh result (measured on the
+      // SiLU on the same layer: about 1e-2 from the GELU-tanh result (measured on the
       // CPU; this layer's biases carry much of the output), well above the 1e-3 tolerance.
-      const MoeOutput tanh_ref = reference::moe_forward_kernel_layout_cpu(
-          kr.view(), src.router(), rc, params(Activation::GeluTanhGated), x.data(), T, T);
       const MoeOutput silu = run_fused_moe(layer, router, params(Activation::SiluGated), x.data(), T, T);
-      EXPECT_GT(moe_testing::rel_err(silu.out, tanh_ref.out), 5e-3) << "T=" << T;
+      EXPECT_GT(moe_testing::rel_err(silu.out, tanh_cpu), 5e-3) << "T=" << T;
     }
   }
 }
