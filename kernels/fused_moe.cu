@@ -236,6 +236,8 @@ MoeWorkspace::MoeWorkspace(const reference::KernelReadyLayer& L, int top_k, int6
   num_tiles = DeviceBuffer(4);
   act = DeviceBuffer(static_cast<size_t>(P * L.intermediate_pad * 2));
   y = DeviceBuffer(static_cast<size_t>(P * L.hidden * 4));
+  combine_counters = DeviceBuffer(static_cast<size_t>(detail::combine_counter_count(L.hidden) * 4));
+  combine_counters.fill_bytes(0);
 }
 
 reference::Routing MoeWorkspace::download_routing(int64_t tokens) const {
@@ -311,6 +313,17 @@ void enqueue_fused_moe(const DeviceMoeLayer& layer, const DeviceRouter& router, 
   }
   int ksplit = options.k_split;
   if (ksplit == 0) ksplit = (P <= 64 && tile <= 16) ? 4 : 1;
+#if defined(__HIPCC__)
+  const bool small = false;  // cp.async and mma.sync: CUDA only
+#else
+  const bool automatic = options.token_tile == 0 && options.k_split == 0 && options.staged < 0;
+  // Automatic up to 32 picks: at 64 (T = 16, top-4) the folded combine's serial tail cost more
+  // than the launch it saves (bench/NOTES-fused-moe.md, v9).
+  const bool small = !options.simple && (options.small_batch == 1 ||
+                                         (options.small_batch < 0 && automatic && P <= detail::kInlineGroupMaxPairs));
+  if (small) tile = 8;
+#endif
+  const bool inline_group = small && P <= detail::kInlineGroupMaxPairs;
   if (tile != 8 && tile != 16 && tile != 32 && tile != 64) {
     throw_bad_input("fused_moe: token_tile " + std::to_string(tile) + " is not 8, 16, 32 or 64");
   }
@@ -333,9 +346,11 @@ void enqueue_fused_moe(const DeviceMoeLayer& layer, const DeviceRouter& router, 
                                         ws.nan_flags.as<uint8_t>(), stream);
   if (err && *err) throw_internal(std::string("fused_moe: router: ") + err);
   mark(2);
-  detail::launch_group(ws.topk_ids.as<int32_t>(), P, E, tile, ws.expert_counts.as<int32_t>(),
-                       ws.sorted_pairs.as<int32_t>(), ws.slot_of_pair.as<int32_t>(), ws.tiles.as<detail::Tile>(),
-                       ws.num_tiles.as<int32_t>(), stream);
+  if (!inline_group) {
+    detail::launch_group(ws.topk_ids.as<int32_t>(), P, E, tile, ws.expert_counts.as<int32_t>(),
+                         ws.sorted_pairs.as<int32_t>(), ws.slot_of_pair.as<int32_t>(), ws.tiles.as<detail::Tile>(),
+                         ws.num_tiles.as<int32_t>(), stream);
+  }
   mark(3);
   detail::ExpertGemmArgs g;
   g.layer = &L;
@@ -354,12 +369,30 @@ void enqueue_fused_moe(const DeviceMoeLayer& layer, const DeviceRouter& router, 
   // Direct loads up to tiles of 32 (memory-bound batches), the pipelined GEMM for 64.
   g.staged = ksplit != 1 ? 0 : options.staged < 0 ? (tile >= 64 ? 1 : 0) : options.staged;
   g.act = act;
+  g.small = small;
+  g.inline_group = inline_group;
+  g.topk_ids = ws.topk_ids.as<int32_t>();
+  g.pairs = P;
+  g.experts = E;
+  g.counts_out = ws.expert_counts.as<int32_t>();
+  g.sorted_pairs_out = ws.sorted_pairs.as<int32_t>();
+  g.slot_of_pair = ws.slot_of_pair.as<int32_t>();
+  g.tiles_out = ws.tiles.as<detail::Tile>();
+  g.num_tiles_out = ws.num_tiles.as<int32_t>();
+  g.fuse_combine = small;
+  g.topk_weights = ws.topk_weights.as<float>();
+  g.tokens = tokens;
+  g.valid = valid_tokens;
+  g.out = out;
+  g.counters = ws.combine_counters.as<int32_t>();
   detail::launch_gate_up(g, ws.x_perm.as<uint16_t>(), ws.act.as<uint16_t>(), stream);
   mark(4);
   detail::launch_down(g, ws.act.as<uint16_t>(), ws.y.as<float>(), stream);
   mark(5);
-  detail::launch_combine(ws.y.as<float>(), ws.topk_ids.as<int32_t>(), ws.topk_weights.as<float>(),
-                         ws.slot_of_pair.as<int32_t>(), tokens, valid_tokens, k, L.hidden, out, stream);
+  if (!small) {
+    detail::launch_combine(ws.y.as<float>(), ws.topk_ids.as<int32_t>(), ws.topk_weights.as<float>(),
+                           ws.slot_of_pair.as<int32_t>(), tokens, valid_tokens, k, L.hidden, out, stream);
+  }
   mark(6);
 }
 

@@ -5,6 +5,7 @@
 //   x -> router logits (+ a K-permuted, padded copy of x) -> launch_fused_router -> per-expert grouping
 //   (counts, offsets, stable permutation, token tiles) -> gate_up GEMM + bias + activation
 //   (bf16 out) -> down GEMM + bias (fp32 per pick) -> combine over the k picks in pick order.
+// Small batches fold the grouping into gate_up and the combine into down (FusedMoeOptions).
 // Deterministic: no float atomics; every sum has a fixed order. Rows of padding tokens are zero.
 //
 // This header is plain C++ (no CUDA types), so the CLI and the tests include it directly.
@@ -96,6 +97,8 @@ class MoeWorkspace {
   // Buffers (device), public for the launcher.
   DeviceBuffer x_perm, logits, topk_weights, topk_ids, nan_flags, expert_counts, sorted_pairs, slot_of_pair,
       tiles, num_tiles, act, y;
+  // Arrival counters of the small-batch down kernel's folded combine; zero between calls.
+  DeviceBuffer combine_counters;
 
  private:
   int64_t max_tokens_ = 0;
@@ -109,6 +112,11 @@ struct FusedMoeOptions {
   int staged = -1;      // 1: shared-memory pipelined GEMM, 0: direct loads; -1: by tile size
                         // (2: pipelined, register budget for 3 blocks per SM at tile 64)
   bool simple = false;  // the plain one-thread-per-output kernels (the portable, slow path)
+  // Small batches (CUDA): the grouping (up to 32 picks) folded into the gate_up kernel, the
+  // combine into the down kernel and the activation copy into the router logits, so a call is
+  // 4 launches (token tile 8, K split 4). 1: on, 0: off, -1: when tokens * top_k <= 32 and the
+  // fields above are left automatic.
+  int small_batch = -1;
 };
 
 // Timing hook: events recorded between the stages of one enqueue_fused_moe call.

@@ -55,6 +55,19 @@ struct GemmParams {
   float* y;                // down output [P, H]
   int act_kind;            // 0 GPT-OSS clamped SwiGLU, 1 SiLU-, 2 GELU-tanh-, 3 GELU(erf)-gated
   float alpha, limit;
+  // Small-batch kernel only (ExpertGemmArgs says what each is for).
+  bool inline_group, fuse_combine;
+  const int32_t* topk_ids;
+  int32_t pairs, experts;
+  int32_t* counts_out;
+  int32_t* sorted_pairs_out;
+  int32_t* slot_of_pair;
+  Tile* tiles_out;
+  int32_t* num_tiles_out;
+  const float* topk_weights;
+  int64_t tokens, valid;
+  float* out;
+  int32_t* counters;
 };
 
 __device__ __forceinline__ float activation(const GemmParams& p, float g, float u) {
@@ -321,23 +334,135 @@ __device__ __forceinline__ BlockWork block_work(int32_t row_blocks) {
   return {static_cast<int32_t>(blockIdx.x / row_blocks), static_cast<int32_t>(blockIdx.x % row_blocks)};
 }
 
+// ---- small batches: grouping and combine inside the GEMM kernels ---------------------------------
+// A handful of tokens (T*k picks over as many experts) costs mostly launches and their memory
+// latencies, so the small-batch path folds two stages into the direct kernels: gate_up groups
+// the picks itself in every block (inline_group, up to 32 picks), and down does the combine
+// (fuse_combine): the last block to finish a row block sums that block's rows over the picks of
+// every token in pick order, so the result does not depend on which block came last.
+constexpr int kSmallTile = 8;
+
+struct SmallGroup {
+  Tile tiles[kInlineGroupMaxPairs];
+  int32_t sorted[kInlineGroupMaxPairs];  // pick index per slot
+  int32_t id[kInlineGroupMaxPairs], below[kInlineGroupMaxPairs], count[kInlineGroupMaxPairs];  // per slot
+  int32_t num_tiles;
+};
+
+// launch_group's result (stable in pick order, tiles of kSmallTile slots) for pairs <= 32, by
+// warp 0: lane p ranks pick p against the others. `write_global`: block 0 also stores it.
+__device__ void group_inline(const GemmParams& p, SmallGroup& sg, bool write_global) {
+  const int lane = threadIdx.x;
+  const int32_t id = lane < p.pairs ? p.topk_ids[lane] : -1;
+  const bool picked = id >= 0 && id < p.experts;
+  int32_t below = 0, same = 0, before = 0;
+  for (int q = 0; q < p.pairs; ++q) {
+    const int32_t iq = __shfl_sync(0xffffffffu, id, q);
+    const bool vq = iq >= 0 && iq < p.experts;
+    below += vq && iq < id;
+    same += vq && iq == id;
+    before += vq && iq == id && q < lane;
+  }
+  const int32_t npicked = __popc(__ballot_sync(0xffffffffu, picked));
+  if (picked) {
+    const int32_t slot = below + before;
+    sg.sorted[slot] = lane;
+    sg.id[slot] = id;
+    sg.below[slot] = below;
+    sg.count[slot] = same;
+    if (write_global) p.slot_of_pair[lane] = slot;
+  }
+  __syncwarp();
+  const bool has = lane < npicked;
+  const int32_t pos = has ? lane - sg.below[lane] : 0;
+  const bool start = has && pos % kSmallTile == 0;
+  const unsigned starts = __ballot_sync(0xffffffffu, start);
+  if (start) {
+    Tile t;
+    t.expert = sg.id[lane];
+    t.start = lane;
+    t.count = min(kSmallTile, sg.count[lane] - pos);
+    t.unused = 0;
+    const int idx = __popc(starts & ((1u << lane) - 1u));
+    sg.tiles[idx] = t;
+    if (write_global) p.tiles_out[idx] = t;
+  }
+  if (lane == 0) sg.num_tiles = __popc(starts);
+  if (write_global) {
+    if (has) p.sorted_pairs_out[lane] = sg.sorted[lane];
+    if (lane == 0) *p.num_tiles_out = __popc(starts);
+    for (int32_t e = lane; e < p.experts; e += 32) {
+      int32_t c = 0;
+      for (int32_t s2 = 0; s2 < npicked; ++s2) c += sg.id[s2] == e;
+      p.counts_out[e] = c;
+    }
+  }
+  __syncwarp();
+}
+
+// Down with fuse_combine, after the block's y rows are stored: arrival on the row block's
+// counter; the last block (or, with no picks at all, every block of tile 0) writes out[t, r]
+// for every token and the block's rows, and resets the counter for the next call.
+template <int ROWS>
+__device__ void combine_if_last(const GemmParams& p, int32_t row_block, int32_t ntiles, bool work) {
+  __shared__ int32_t last_block;
+  __threadfence();  // this block's y before its arrival
+  __syncthreads();
+  if (threadIdx.x == 0) last_block = !work || atomicAdd(p.counters + row_block, 1) == ntiles - 1;
+  __syncthreads();
+  if (!last_block) return;
+  __threadfence();
+  const int64_t r0 = static_cast<int64_t>(row_block) * ROWS;
+  const int64_t H = p.out_rows;
+  for (int64_t idx = threadIdx.x; idx < p.tokens * ROWS; idx += blockDim.x) {
+    const int64_t t = idx / ROWS, r = r0 + idx % ROWS;
+    if (r >= H) continue;
+    float sum = 0.0f;
+    if (t < p.valid) {
+      for (int j = 0; j < p.top_k; ++j) {
+        const int64_t pick = t * p.top_k + j;
+        if (p.topk_ids[pick] >= 0) {
+          // Through L2: other blocks wrote these rows.
+          sum += p.topk_weights[pick] * __ldcg(p.y + static_cast<int64_t>(p.slot_of_pair[pick]) * H + r);
+        }
+      }
+    }
+    p.out[t * H + r] = sum;
+  }
+  if (threadIdx.x == 0 && work) p.counters[row_block] = 0;
+}
+
 // ---- direct kernel: weights and B straight from global memory into registers ------------------
 // For small batches (memory-bound): each weight byte is read once, one round is prefetched into
 // registers. NT: token sub-tiles of 8 per warp (the token tile is 8*NT). KSPLIT: warps of the
 // block that share one row group and split K (reduced through shared memory in warp order).
+// p.inline_group / p.fuse_combine (small batches, NT = 1): see above.
 template <int NT, int KSPLIT, bool GATE_UP>
 __global__ void __launch_bounds__(kWarps * 32) expert_gemm_direct_kernel(GemmParams p, int32_t row_blocks) {
+  __shared__ SmallGroup sg;
   const BlockWork bw = block_work(row_blocks);
-  if (bw.tile_index >= *p.num_tiles) return;
-  const Tile tile = p.tiles[bw.tile_index];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, q = lane % 4;
+  int32_t ntiles;
+  if (p.inline_group) {
+    if (warp == 0) group_inline(p, sg, blockIdx.x == 0);
+    __syncthreads();
+    ntiles = sg.num_tiles;
+  } else {
+    ntiles = *p.num_tiles;
+  }
+  // With the folded combine and no picks at all (every token padding or NaN), the blocks of
+  // tile 0 still run, to write the zero output.
+  if (bw.tile_index >= (p.fuse_combine && ntiles == 0 ? 1 : ntiles)) return;  // uniform per block
+  const bool work = ntiles > 0;
+  Tile tile = {0, 0, 0, 0};
+  if (work) tile = p.inline_group ? sg.tiles[bw.tile_index] : p.tiles[bw.tile_index];
   constexpr int kGroupsPerBlock = kWarps / KSPLIT;
   const int64_t rg = static_cast<int64_t>(bw.row_block) * kGroupsPerBlock + warp / KSPLIT;
   const int kpart = warp % KSPLIT;
-  // With KSPLIT > 1 the whole block shares rg, so this exit is uniform per block.
-  if (rg >= p.row_groups) return;
-  const WarpRows wr = warp_rows<GATE_UP>(p, tile.expert, rg, g, q);
+  // No early exit: the K-split reduction and the folded combine need every warp at barriers.
+  const bool active = work && rg < p.row_groups;
+  const WarpRows wr = warp_rows<GATE_UP>(p, tile.expert, active ? rg : 0, g, q);
 
   // B rows of this lane's token column g in each sub-tile (element offsets, 32 bits).
   uint32_t brow[NT];
@@ -346,7 +471,12 @@ __global__ void __launch_bounds__(kWarps * 32) expert_gemm_direct_kernel(GemmPar
   for (int j = 0; j < NT; ++j) {
     const int32_t col = 8 * j + g;
     bvalid[j] = col < tile.count;
-    brow[j] = static_cast<uint32_t>((bvalid[j] ? b_row(p, tile.start + col) : 0) * p.K) + 32 * q;
+    int64_t row = 0;
+    if (bvalid[j]) {
+      const int64_t slot = tile.start + col;
+      row = GATE_UP ? (p.inline_group ? sg.sorted[slot] : p.sorted_pairs[slot]) / p.top_k : slot;
+    }
+    brow[j] = static_cast<uint32_t>(row * p.K) + 32 * q;
   }
 
   float acc[2][NT][4];
@@ -354,7 +484,7 @@ __global__ void __launch_bounds__(kWarps * 32) expert_gemm_direct_kernel(GemmPar
   const int64_t rounds = (p.K + 127) / 128;
   const int64_t per_part = (rounds + KSPLIT - 1) / KSPLIT;
   const int64_t r_begin = kpart * per_part;
-  const int64_t r_end = r_begin + per_part < rounds ? r_begin + per_part : rounds;
+  const int64_t r_end = !active ? r_begin : r_begin + per_part < rounds ? r_begin + per_part : rounds;
 
   {
     uint4 wcur[4], wnext[4];
@@ -394,17 +524,21 @@ __global__ void __launch_bounds__(kWarps * 32) expert_gemm_direct_kernel(GemmPar
           for (int c = 0; c < 4; ++c) red[kpart - 1][(h * NT + j) * 4 + c][lane] = acc[h][j][c];
     }
     __syncthreads();
-    if (kpart > 0) return;
+    if (kpart == 0) {
 #pragma unroll
-    for (int s2 = 0; s2 < KSPLIT - 1; ++s2)
+      for (int s2 = 0; s2 < KSPLIT - 1; ++s2)
 #pragma unroll
-      for (int h = 0; h < 2; ++h)
+        for (int h = 0; h < 2; ++h)
 #pragma unroll
-        for (int j = 0; j < NT; ++j)
+          for (int j = 0; j < NT; ++j)
 #pragma unroll
-          for (int c = 0; c < 4; ++c) acc[h][j][c] += red[s2][(h * NT + j) * 4 + c][lane];
+            for (int c = 0; c < 4; ++c) acc[h][j][c] += red[s2][(h * NT + j) * 4 + c][lane];
+    }
   }
-  epilogue<NT, GATE_UP>(p, tile, wr, acc, g, q);
+  if (active && kpart == 0) epilogue<NT, GATE_UP>(p, tile, wr, acc, g, q);
+  if constexpr (!GATE_UP) {
+    if (p.fuse_combine) combine_if_last<kGroupsPerBlock * 32>(p, bw.row_block, ntiles, work);
+  }
 }
 
 // ---- staged kernel: a 3-stage cp.async pipeline through shared memory --------------------------
@@ -544,6 +678,10 @@ void launch_staged(const GemmParams& p, int64_t max_tiles, gpuStream_t stream) {
 template <bool GATE_UP>
 void dispatch_fast(const GemmParams& p, const ExpertGemmArgs& a, gpuStream_t stream) {
   const int nt = a.token_tile / 8;
+  if (a.small) {
+    if (a.token_tile != kSmallTile) throw_bad_input("fused_moe: the small-batch kernels take token tile 8");
+    return launch_direct<1, 4, GATE_UP>(p, a.max_tiles, stream);
+  }
   if (a.k_split == 4) {
     if (nt == 1) return launch_direct<1, 4, GATE_UP>(p, a.max_tiles, stream);
     if (nt == 2) return launch_direct<2, 4, GATE_UP>(p, a.max_tiles, stream);
@@ -581,6 +719,21 @@ GemmParams common_params(const ExpertGemmArgs& a) {
                : a.act.kind == reference::Activation::GeluGated     ? 3
                                                                       : 0;
   p.large_scales = true;  // set per tensor by the launchers
+  p.inline_group = a.small && a.inline_group;
+  p.fuse_combine = a.small && a.fuse_combine;
+  p.topk_ids = a.topk_ids;
+  p.pairs = static_cast<int32_t>(a.pairs);
+  p.experts = static_cast<int32_t>(a.experts);
+  p.counts_out = a.counts_out;
+  p.sorted_pairs_out = a.sorted_pairs_out;
+  p.slot_of_pair = a.slot_of_pair;
+  p.tiles_out = a.tiles_out;
+  p.num_tiles_out = a.num_tiles_out;
+  p.topk_weights = a.topk_weights;
+  p.tokens = a.tokens;
+  p.valid = a.valid;
+  p.out = a.out;
+  p.counters = a.counters;
   p.alpha = static_cast<float>(a.act.alpha);
   p.limit = static_cast<float>(a.act.limit);
   return p;
@@ -637,6 +790,7 @@ void launch_down(const ExpertGemmArgs& a, const uint16_t* act, float* y, void* s
   p.out_rows = L.hidden;
   p.row_groups = (L.hidden + 31) / 32;  // rows past H are padding and never stored
   p.y = y;
+  p.inline_group = false;  // gate_up stored the grouping
   const gpuStream_t s = static_cast<gpuStream_t>(stream);
 #if !defined(__HIPCC__)
   if (!a.simple) {

@@ -59,7 +59,34 @@ struct ExpertGemmArgs {
   int staged = 0;       // 0 direct loads; 1 shared-memory pipeline; 2 the same, 3 blocks/SM at NT 8
   bool simple = false;
   reference::ActivationParams act;
+
+  // Small batches (CUDA): the direct kernels, token tile 8, K split 4, with the two stages below
+  // folded in (moe_expert_gemm.cu).
+  bool small = false;
+  // gate_up with `small`: every block groups the picks itself (pairs <= kInlineGroupMaxPairs)
+  // instead of reading launch_group's tiles; block 0 writes the grouping outputs (counts,
+  // sorted_pairs, slot_of_pair, tiles, num_tiles) for the later stages.
+  bool inline_group = false;
+  const int32_t* topk_ids = nullptr;
+  int64_t pairs = 0, experts = 0;
+  int32_t* counts_out = nullptr;
+  int32_t* sorted_pairs_out = nullptr;
+  int32_t* slot_of_pair = nullptr;
+  Tile* tiles_out = nullptr;
+  int32_t* num_tiles_out = nullptr;
+  // down with `small`: the combine folded in. The last block to finish a row block (counted in
+  // `counters`, which it resets) sums that block's rows over every token's picks in pick order.
+  bool fuse_combine = false;
+  const float* topk_weights = nullptr;
+  int64_t tokens = 0, valid = 0;
+  float* out = nullptr;
+  int32_t* counters = nullptr;  // [combine_counter_count(H)] zero between calls
 };
+
+// Picks up to which gate_up can group inline (one warp, one pick per lane).
+constexpr int64_t kInlineGroupMaxPairs = 32;
+// Row blocks of the down GEMM's small kernel, for sizing MoeWorkspace::combine_counters.
+inline int64_t combine_counter_count(int64_t hidden) { return (hidden + 31) / 32; }
 
 // gate_up: act [P, Ip] bf16 (K-permuted) from x_perm [T, Hp].
 void launch_gate_up(const ExpertGemmArgs& a, const uint16_t* x_perm, uint16_t* act, void* stream);

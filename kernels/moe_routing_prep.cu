@@ -17,6 +17,39 @@ namespace {
 
 __device__ __forceinline__ float bf16_bits_to_float(uint32_t bits) { return __uint_as_float(bits << 16); }
 
+// The activations' GEMM copy: x [T, H] -> x_perm [T, Hp], K-permuted, zero past H and for
+// tokens >= valid. One thread per 8-element group: a 16-byte load, a register permute, a
+// 16-byte store, so the copy costs one memory latency whatever T is.
+__device__ __forceinline__ void prep_x_group(const uint16_t* __restrict__ x, int64_t i, int64_t valid, int64_t H,
+                                             int64_t Hp, uint16_t* __restrict__ x_perm) {
+  const int64_t groups = Hp / 8;
+  const int64_t t = i / groups, k0 = (i % groups) * 8;
+  uint4 out = make_uint4(0, 0, 0, 0);
+  if (t < valid && H % 8 == 0 && k0 < H && (reinterpret_cast<uintptr_t>(x) & 15) == 0) {
+    const uint4 v = *reinterpret_cast<const uint4*>(x + t * H + k0);
+    // Positions (3, 7), (2, 6), (1, 5), (0, 4) of permuted_element, as bf16 pairs.
+    out.x = __byte_perm(v.y, v.w, 0x7632);
+    out.y = __byte_perm(v.y, v.w, 0x5410);
+    out.z = __byte_perm(v.x, v.z, 0x7632);
+    out.w = __byte_perm(v.x, v.z, 0x5410);
+  } else if (t < valid && k0 < H) {
+    uint16_t e[8];
+    for (int p = 0; p < 8; ++p) {
+      const int64_t k = k0 + permuted_element(p);
+      e[p] = k < H ? x[t * H + k] : uint16_t{0};
+    }
+    out = make_uint4(e[0] | (uint32_t{e[1]} << 16), e[2] | (uint32_t{e[3]} << 16), e[4] | (uint32_t{e[5]} << 16),
+                     e[6] | (uint32_t{e[7]} << 16));
+  }
+  *reinterpret_cast<uint4*>(x_perm + t * Hp + k0) = out;
+}
+
+__global__ void prep_x_kernel(const uint16_t* __restrict__ x, int64_t tokens, int64_t valid, int64_t H, int64_t Hp,
+                              uint16_t* __restrict__ x_perm) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < tokens * (Hp / 8)) prep_x_group(x, i, valid, H, Hp, x_perm);
+}
+
 // Each expert's dot products are split over kLogitParts warps of a block (a quarter of H
 // each, so that small batches use many SMs), 8 tokens per block (each W row is read once per 8
 // tokens); the parts are added in part order (deterministic).
@@ -28,8 +61,15 @@ static_assert(kLogitWarps % kLogitParts == 0, "whole experts per block");
 
 __global__ void router_logits_kernel(const uint16_t* __restrict__ x, const uint16_t* __restrict__ w,
                                      const uint16_t* __restrict__ bias, int64_t tokens, int64_t valid, int64_t E,
-                                     int64_t H, float* __restrict__ logits) {
+                                     int64_t H, float* __restrict__ logits, int64_t Hp,
+                                     uint16_t* __restrict__ x_perm) {
   __shared__ float partial[kLogitWarps][kLogitTokens];
+  // The activations' GEMM copy rides along (x_perm non-null): one launch less per call.
+  if (x_perm) {
+    const int64_t nthreads = static_cast<int64_t>(gridDim.x) * gridDim.y * blockDim.x;
+    const int64_t first = (static_cast<int64_t>(blockIdx.y) * gridDim.x + blockIdx.x) * blockDim.x + threadIdx.x;
+    for (int64_t i = first; i < tokens * (Hp / 8); i += nthreads) prep_x_group(x, i, valid, H, Hp, x_perm);
+  }
   const int wid = threadIdx.x / MOEPREP_WARP_SIZE;
   const int lane = threadIdx.x % MOEPREP_WARP_SIZE;
   const int part = wid % kLogitParts;
@@ -92,35 +132,6 @@ __global__ void router_logits_kernel(const uint16_t* __restrict__ x, const uint1
       logits[t * E + e] = t < valid ? sum + b : 0.0f;
     }
   }
-}
-
-// The activations' GEMM copy: x [T, H] -> x_perm [T, Hp], K-permuted, zero past H and for
-// tokens >= valid. One thread per 8-element group: a 16-byte load, a register permute, a
-// 16-byte store, so the copy costs one memory latency whatever T is.
-__global__ void prep_x_kernel(const uint16_t* __restrict__ x, int64_t tokens, int64_t valid, int64_t H, int64_t Hp,
-                              uint16_t* __restrict__ x_perm) {
-  const int64_t groups = Hp / 8;
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= tokens * groups) return;
-  const int64_t t = i / groups, k0 = (i % groups) * 8;
-  uint4 out = make_uint4(0, 0, 0, 0);
-  if (t < valid && H % 8 == 0 && k0 < H && (reinterpret_cast<uintptr_t>(x) & 15) == 0) {
-    const uint4 v = *reinterpret_cast<const uint4*>(x + t * H + k0);
-    // Positions (3, 7), (2, 6), (1, 5), (0, 4) of permuted_element, as bf16 pairs.
-    out.x = __byte_perm(v.y, v.w, 0x7632);
-    out.y = __byte_perm(v.y, v.w, 0x5410);
-    out.z = __byte_perm(v.x, v.z, 0x7632);
-    out.w = __byte_perm(v.x, v.z, 0x5410);
-  } else if (t < valid && k0 < H) {
-    uint16_t e[8];
-    for (int p = 0; p < 8; ++p) {
-      const int64_t k = k0 + permuted_element(p);
-      e[p] = k < H ? x[t * H + k] : uint16_t{0};
-    }
-    out = make_uint4(e[0] | (uint32_t{e[1]} << 16), e[2] | (uint32_t{e[3]} << 16), e[4] | (uint32_t{e[5]} << 16),
-                     e[6] | (uint32_t{e[7]} << 16));
-  }
-  *reinterpret_cast<uint4*>(x_perm + t * Hp + k0) = out;
 }
 
 #if !defined(__HIPCC__)
@@ -306,12 +317,12 @@ gpuStream_t as_stream(void* s) { return static_cast<gpuStream_t>(s); }
 void launch_router_logits(const uint16_t* x, const uint16_t* w, const uint16_t* bias, int64_t tokens, int64_t valid,
                           int64_t E, int64_t H, int64_t Hp, float* logits, uint16_t* x_perm, void* stream) {
   if (tokens == 0) return;
-  const int64_t groups = tokens * (Hp / 8);
-  prep_x_kernel<<<static_cast<unsigned>((groups + 255) / 256), 256, 0, as_stream(stream)>>>(x, tokens, valid, H, Hp,
-                                                                                           x_perm);
-  check_launch("activation copy kernel");
 #if !defined(__HIPCC__)
   if (tokens >= 1024 && E % 16 == 0 && H % 16 == 0) {
+    const int64_t groups = tokens * (Hp / 8);
+    prep_x_kernel<<<static_cast<unsigned>((groups + 255) / 256), 256, 0, as_stream(stream)>>>(x, tokens, valid, H,
+                                                                                             Hp, x_perm);
+    check_launch("activation copy kernel");
     const dim3 grid(static_cast<unsigned>((tokens + kMmaLogitTokens - 1) / kMmaLogitTokens),
                     static_cast<unsigned>((E + kMmaLogitWarps * 16 - 1) / (kMmaLogitWarps * 16)));
     router_logits_mma_kernel<<<grid, kMmaLogitWarps * 32, 0, as_stream(stream)>>>(x, w, bias, tokens, valid, E, H,
@@ -323,8 +334,9 @@ void launch_router_logits(const uint16_t* x, const uint16_t* w, const uint16_t* 
   const int experts_per_block = kLogitWarps / kLogitParts;
   const dim3 grid(static_cast<unsigned>((tokens + kLogitTokens - 1) / kLogitTokens),
                   static_cast<unsigned>((E + experts_per_block - 1) / experts_per_block));
-  router_logits_kernel<<<grid, kLogitThreads, 0, as_stream(stream)>>>(x, w, bias, tokens, valid, E, H, logits);
-  check_launch("router logits kernel");
+  router_logits_kernel<<<grid, kLogitThreads, 0, as_stream(stream)>>>(x, w, bias, tokens, valid, E, H, logits, Hp,
+                                                                      x_perm);
+  check_launch("router logits kernel (with the activation copy)");
 }
 
 void launch_group(const int32_t* topk_ids, int64_t pairs, int64_t E, int token_tile, int32_t* counts,

@@ -271,6 +271,24 @@ void run_moe(benchmark::State& state, layout::GateMode mode, const gpu::FusedMoe
   if (g_copy_tbps > 0) state.counters["copy_frac"] = bytes / (med / 1e3) / 1e12 / g_copy_tbps;
   state.counters["TFLOPs"] = flops / (med / 1e3) / 1e12;
 
+  // Stream time: the same forward enqueued eagerly (no graph), median of 30 calls; graph replay
+  // (median_ms) saves the host's launch work, stream_ms is what a caller without graphs sees.
+  {
+    std::vector<float> st;
+    for (int j = 0; j < 30; ++j) {
+      cuda_check(cudaEventRecord(e0, run.stream), "record");
+      gpu::enqueue_fused_moe(s.layer, s.router, {}, run.x[j % kInputSets].as<uint16_t>(), T, T, run.ws,
+                             run.out.as<float>(), run.stream, opt);
+      cuda_check(cudaEventRecord(e1, run.stream), "record");
+      cuda_check(cudaEventSynchronize(e1), "sync");
+      float ms = 0;
+      cuda_check(cudaEventElapsedTime(&ms, e0, e1), "elapsed");
+      st.push_back(ms);
+    }
+    std::sort(st.begin(), st.end());
+    state.counters["stream_ms"] = st[st.size() / 2];
+  }
+
   // Stage breakdown of one eager call (not graph-replayed, so launch gaps are included).
   gpu::StageEvents ev;
   gpu::enqueue_fused_moe(s.layer, s.router, {}, run.x[0].as<uint16_t>(), T, T, run.ws, run.out.as<float>(),
@@ -295,6 +313,7 @@ void BM_FusedMoeSeparatedDirect(benchmark::State& state) {
 BENCHMARK(BM_FusedMoeSeparated)
     ->ArgName("T")
     ->Arg(1)
+    ->Arg(16)
     ->Arg(64)
     ->Arg(512)
     ->Arg(4096)
@@ -309,6 +328,15 @@ void BM_FusedMoeSeparatedStaged3(benchmark::State& state) {
 BENCHMARK(BM_FusedMoeSeparatedStaged3)->ArgName("T")->Arg(4096)->UseManualTime()->MinTime(0.3)->Unit(
     benchmark::kMillisecond);
 BENCHMARK(BM_FusedMoeSeparatedDirect)->ArgName("T")->Arg(512)->Arg(4096)->UseManualTime()->MinTime(0.3)->Unit(
+    benchmark::kMillisecond);
+// Small batches without the folded stages (small_batch = 0: separate grouping and combine
+// launches), for the folds' gain on the same card.
+void BM_FusedMoeSeparatedUnfolded(benchmark::State& state) {
+  gpu::FusedMoeOptions opt;
+  opt.small_batch = 0;
+  run_moe(state, layout::GateMode::Separated, opt);
+}
+BENCHMARK(BM_FusedMoeSeparatedUnfolded)->ArgName("T")->Arg(1)->Arg(16)->UseManualTime()->MinTime(0.3)->Unit(
     benchmark::kMillisecond);
 BENCHMARK(BM_FusedMoeInterleave)->ArgName("T")->Arg(1)->Arg(64)->Arg(4096)->UseManualTime()->MinTime(0.3)->Unit(
     benchmark::kMillisecond);

@@ -160,6 +160,70 @@ TEST_F(FusedMoeGpu, EveryKernelConfigurationAgrees) {
   }
 }
 
+// Runs the forward `calls` times on one workspace (poisoned once before the first call) and
+// returns every call's output: the small-batch path's combine counters must be left at zero.
+std::vector<std::vector<float>> run_repeatedly(const reference::KernelReadyLayer& view,
+                                               const moe_testing::GptOssSource& src, const RouterConfig& rc,
+                                               const std::vector<uint16_t>& x, int64_t T, int64_t valid,
+                                               const FusedMoeOptions& opt, int calls) {
+  const DeviceMoeLayer layer = upload_layer(view);
+  const DeviceRouter router = upload_router(src.router(), rc, view.experts, view.hidden);
+  MoeWorkspace ws(view, rc.top_k, T);
+  DeviceBuffer xd(x.size() * 2), out(static_cast<size_t>(T * view.hidden * 4));
+  xd.upload(x.data(), xd.size());
+  ws.act.fill_bytes(0xFF);
+  ws.y.fill_bytes(0xFF);
+  std::vector<std::vector<float>> outs;
+  for (int i = 0; i < calls; ++i) {
+    out.fill_bytes(0xFF);  // NaN everywhere
+    enqueue_fused_moe(layer, router, ActivationParams{}, xd.as<uint16_t>(), T, valid, ws, out.as<float>(), nullptr,
+                      opt);
+    outs.emplace_back(static_cast<size_t>(T * view.hidden));
+    out.download(outs.back().data(), out.size());
+  }
+  return outs;
+}
+
+// The small-batch kernels (streaming GEMMs, grouping inside gate_up up to 32 picks, combine
+// inside down) against the CPU kernel-layout MoE: one pick per expert, several tiles of 8 for
+// one expert, 32 picks (the inline grouping's limit) and more (the grouping kernel), padding
+// tokens, an all-padding call, and repeated calls on one workspace bitwise identical.
+TEST_F(FusedMoeGpu, SmallBatchKernelsAgree) {
+  struct Case {
+    Shape shape;
+    int64_t T, valid;
+  };
+  const Case cases[] = {{kWide, 1, 1},  {kWide, 3, 3},   {kWide, 8, 8},  {kWide, 9, 9},   {kWide, 40, 37},
+                        {kSmall, 16, 16}, {kSmall, 20, 20}, {kSmall, 5, 0}, {kSmall, 64, 60}};
+  for (GateMode mode : {GateMode::Separated, GateMode::Interleave}) {
+    for (const Case& c : cases) {
+      const Layer l = make_layer(c.shape, mode, 90 + c.T);
+      const RouterConfig rc = router_config(c.shape.top_k);
+      const auto x = moe_testing::random_activations(c.T, c.shape.H, 300 + c.T);
+      const MoeOutput cpu = reference::moe_forward_kernel_layout_cpu(l.kr.view(), l.src.router(), rc,
+                                                                     ActivationParams{}, x.data(), c.T, c.valid);
+      FusedMoeOptions opt;
+      opt.small_batch = 1;
+      const auto outs = run_repeatedly(l.kr.view(), l.src, rc, x, c.T, c.valid, opt, 3);
+      const std::string what = std::string(mode_name(mode)) + " E=" + std::to_string(c.shape.E) +
+                               " T=" + std::to_string(c.T) + " valid=" + std::to_string(c.valid);
+      expect_all_finite(outs[0], what.c_str());
+      const double err = moe_testing::rel_err(outs[0], cpu.out);
+      std::printf("GPU fused MoE small-batch kernels %s: rel err vs kernel-layout CPU %.3e\n", what.c_str(), err);
+      if (c.valid > 0) {
+        EXPECT_LT(err, kKernelLayoutTolerance) << what;
+      }
+      for (int64_t t = c.valid; t < c.T; ++t) {
+        for (int64_t h = 0; h < c.shape.H; ++h) ASSERT_EQ(outs[0][t * c.shape.H + h], 0.0f) << what << " token " << t;
+      }
+      for (size_t i = 1; i < outs.size(); ++i) {
+        EXPECT_EQ(std::memcmp(outs[i].data(), outs[0].data(), outs[0].size() * 4), 0)
+            << what << ": call " << i << " differs from the first";
+      }
+    }
+  }
+}
+
 // Scale codes above 128 (values past 12) take the kernels' exact two-multiply dequantization.
 TEST_F(FusedMoeGpu, LargeScaleCodesDequantizeExactly) {
   for (GateMode mode : {GateMode::Separated, GateMode::Interleave}) {
@@ -177,9 +241,10 @@ TEST_F(FusedMoeGpu, LargeScaleCodesDequantizeExactly) {
                                                                    ActivationParams{}, x.data(), T, T);
     const MoeOutput ref =
         reference::moe_forward_reference(l.dense, l.src.router(), rc, ActivationParams{}, x.data(), T, T);
-    for (int staged : {0, 1}) {
+    for (int staged : {0, 1, 2}) {
       FusedMoeOptions opt;
-      opt.staged = staged;
+      opt.staged = staged == 2 ? -1 : staged;
+      opt.small_batch = staged == 2 ? 1 : 0;  // 2: the small-batch kernels
       const MoeOutput gpu = run_poisoned(l.kr.view(), l.src, rc, x, T, T, opt);
       expect_all_finite(gpu.out, "output");
       EXPECT_LT(moe_testing::rel_err(gpu.out, cpu.out), kKernelLayoutTolerance) << mode_name(mode);
