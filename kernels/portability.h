@@ -28,6 +28,7 @@ using gpuError_t = hipError_t;
 #define gpuEventDestroy hipEventDestroy
 #define MOEPREP_WARP_SIZE 64
 #define MOEPREP_SHFL_XOR(v, m) __shfl_xor((v), (m))
+#define MOEPREP_SHFL(v, src) __shfl((v), (src))
 #define MOEPREP_FULL_MASK 0
 // Ballot of a predicate over the whole wavefront, widened to 64 bits on both platforms.
 #define MOEPREP_BALLOT(p) static_cast<unsigned long long>(__ballot(p))
@@ -66,6 +67,7 @@ using gpuError_t = cudaError_t;
 #define gpuEventDestroy cudaEventDestroy
 #define MOEPREP_WARP_SIZE 32
 #define MOEPREP_SHFL_XOR(v, m) __shfl_xor_sync(0xffffffffu, (v), (m))
+#define MOEPREP_SHFL(v, src) __shfl_sync(0xffffffffu, (v), (src))
 #define MOEPREP_FULL_MASK 0xffffffffu
 #define MOEPREP_BALLOT(p) static_cast<unsigned long long>(__ballot_sync(0xffffffffu, (p)))
 #define MOEPREP_SYNCWARP() __syncwarp()

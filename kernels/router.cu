@@ -1,12 +1,16 @@
 // The fused router: one launch per call. A token is handled by LPT consecutive lanes of one
 // warp (LPT a power of two chosen from E so that each lane holds at most kSlots experts, in
-// registers, read as 16-byte vectors where the row allows). Each lane's experts form its
-// "partition"; the lane caches the partition's best (score, index) key (reference/topk_key.h), so
-// a pick is one max-reduction of those keys over the token's lanes: ties go to the lower index,
-// negative scores rank correctly. The winning partition is then rescanned by all LPT lanes
-// together from a shared-memory copy of the keys (kSlots / LPT slots each), rather than by its
-// owner alone while the other lanes wait. Every collective runs on all lanes of the warp,
-// whatever k, E, the token count or the token's state (NaN, padding): only stores are predicated.
+// registers, read as 16-byte vectors where the row allows). Two ways to pick the top k, both exact
+// (ties to the lower index, negative scores ranked correctly through reference/topk_key.h):
+// - by threshold (LPT >= 4, k <= 2 * LPT, the usual case): a lower bound on the k-th largest score
+//   from group maxima, one pass that compacts the few experts at or above it into a shared list,
+//   and each candidate's rank counted against that list; rank r lands in output slot r.
+// - by rounds (small E, or a warp where some token has too many candidates, e.g. a row of equal
+//   logits): k rounds of a max-reduction over the lanes' best keys, the winning partition
+//   rescanned by all the token's lanes from a shared copy.
+// Every collective runs on all lanes of the warp, whatever k, E, the token count or the token's
+// state (NaN, padding): the choice between the two ways is warp-uniform, and only stores and
+// loops over a lane's own candidates are predicated.
 #include <climits>
 #include <cmath>
 #include <string>
@@ -30,10 +34,41 @@ using reference::topk_key_index;
 using reference::topk_key_value_key;
 
 constexpr int kSlots = 16;  // experts held per lane, in registers
+constexpr int kGroupSlots = 4;  // a lane's slots form kSlots / kGroupSlots groups for the threshold bound
 constexpr int kMaxTopK = 16;
 constexpr int kMaxExperts = 512;  // kSlots * 32 lanes
 constexpr int kMaxGroups = 32;    // kept-group mask is one 32-bit word
 constexpr int kBlockThreads = 4 * MOEPREP_WARP_SIZE;
+constexpr int kListPad = 4;  // zero entries behind a candidate list: the rank loop reads four at a time
+
+// The threshold way needs at least kListPad lanes per token (they write the padding) and enough
+// lanes that 2 * LPT bounds cover k; the candidate list holds 4 * LPT entries, beyond which a
+// warp takes the rounds.
+template <int LPT>
+constexpr bool threshold_capable() {
+  return LPT >= kListPad;
+}
+template <int LPT>
+constexpr int candidate_cap() {
+  return 4 * LPT;
+}
+template <int LPT>
+constexpr int list_stride() {  // entries; 4 * LPT + 4 keeps lists 16-byte aligned, 8 banks apart
+  return candidate_cap<LPT>() + kListPad;
+}
+
+// Shared memory, in 32-bit words, from the start: the lanes' slot copies (kSlots words a thread),
+// for the threshold way the tokens' candidate lists and pick lists (64-bit entries), then for
+// grouped routing the choice scores (kSlots a thread) and the group scores.
+template <int LPT>
+constexpr int list_words() {
+  return threshold_capable<LPT>() ? (kBlockThreads / LPT) * (list_stride<LPT>() + kMaxTopK) * 2 : 0;
+}
+template <int LPT>
+size_t shared_bytes_for(bool grouped) {
+  const size_t words = size_t(kBlockThreads) * kSlots + list_words<LPT>() + (grouped ? 2 * kBlockThreads * kSlots : 0);
+  return words * sizeof(uint32_t);
+}
 
 struct RouterLaunch {
   int64_t tokens;
@@ -217,78 +252,125 @@ __device__ __forceinline__ void store_id(void* ids, IndexDtype dtype, int64_t at
   }
 }
 
-template <typename LogitT, int LPT, int VEC>
-__global__ void __launch_bounds__(kBlockThreads) fused_router_kernel(const LogitT* __restrict__ logits, RouterLaunch a) {
-  extern __shared__ uint32_t shared_words[];
-  constexpr int kPicks = (kMaxTopK + LPT - 1) / LPT;           // picks held per lane
-  constexpr int kRescan = kSlots / LPT > 0 ? kSlots / LPT : 1;  // slots per lane in a rescan
-  const DeviceRouterParams& p = a.params;
-  const int lane = threadIdx.x % MOEPREP_WARP_SIZE;
-  const int sub = lane % LPT;
-  const int64_t token = (static_cast<int64_t>(blockIdx.x) * kBlockThreads + threadIdx.x) / LPT;
-  const bool live = token < a.tokens;
-  const bool real = token < a.valid_tokens;  // padding rows are never read
-  const int experts = a.experts;
-  const bool sigmoid_variant = p.variant == RouterVariant::SigmoidGroupedBiased;
-  const LogitT* row = logits + (real ? token * experts : 0);
-  // This token's kSlots * LPT keys, partition by partition; behind them, for grouped routing,
-  // as much room again for the choice scores and the group scores.
-  uint32_t* token_keys = shared_words + (threadIdx.x - sub) * kSlots;
+// The value at descending position `rank` of the token's 2 * LPT values, two per lane (element
+// 2 * sub + h), on every lane of the token: a bitonic sort over the lanes. -0 and +0 may come out
+// either way round; they compare equal, which is all the caller relies on.
+template <int LPT>
+__device__ __forceinline__ float kth_largest_of_pairs(float first, float second, int sub, int lane, int rank) {
+  float v[2] = {first, second};
+#pragma unroll
+  for (int size = 2; size <= 2 * LPT; size <<= 1) {
+    const bool descending = ((2 * sub) & size) == 0;
+#pragma unroll
+    for (int stride = size / 2; stride > 0; stride >>= 1) {
+      if (stride == 1) {
+        const float hi = fmaxf(v[0], v[1]), lo = fminf(v[0], v[1]);
+        v[0] = descending ? hi : lo;
+        v[1] = descending ? lo : hi;
+      } else {
+        const int m = stride / 2;  // the partner element sits m lanes away, same h
+        const bool keep_max = ((sub & m) == 0) == descending;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const float o = MOEPREP_SHFL_XOR(v[h], m);
+          v[h] = keep_max ? fmaxf(v[h], o) : fminf(v[h], o);
+        }
+      }
+    }
+  }
+  return MOEPREP_SHFL((rank & 1) ? v[1] : v[0], lane - sub + rank / 2);
+}
 
-  // All loads first, so that the row's chunks are in flight together (one DRAM round trip, not
-  // one per chunk); then scores -> selection keys, kNoCandidate marking empty slots (and all of
-  // a padding row).
-  float x[kSlots];
+// The threshold way (see the top of the file). `x` holds the lane's choice scores, NaN where a
+// slot is absent; `lane_copy` is this lane's kSlots words of shared memory, `list` and `picks` the
+// token's candidate list and pick list. Fills pick[] (pick r on lane r % LPT, in pick[r / LPT])
+// and returns true, or returns false on every lane of the warp when some token of the warp has
+// more than candidate_cap<LPT>() candidates (then nothing has been written).
+template <int LPT, int VEC, int kPicks>
+__device__ __forceinline__ bool select_by_threshold(const float* x, bool selecting, int top_k, int sub, int lane,
+                                                    float* lane_copy, uint64_t* list, uint64_t* picks,
+                                                    uint64_t* pick) {
+  // Group maxima (an absent group gives -inf, not NaN, so the min/max below stay consistent).
+  // The lane's largest and second largest group maxima are two distinct experts, so at least k
+  // experts of the token score at or above the k-th largest of these 2 * LPT values.
+  float group_max[kSlots / kGroupSlots];
 #pragma unroll
-  for (int c = 0; c < kSlots / VEC; ++c) {
-    const int e0 = expert_of<LPT, VEC>(sub, c * VEC);
-    if (real && e0 < experts) {  // E % VEC == 0: a chunk is all in or all out
-      load_chunk<VEC>(row + e0, x + c * VEC);
-    } else {
-#pragma unroll
-      for (int i = 0; i < VEC; ++i) x[c * VEC + i] = 0.0f;
-    }
+  for (int g = 0; g < kSlots / kGroupSlots; ++g) {
+    const float* s = x + g * kGroupSlots;
+    group_max[g] = fmaxf(fmaxf(fmaxf(s[0], s[1]), fmaxf(s[2], s[3])), -INFINITY);
   }
-  uint32_t has_nan = 0;
+  static_assert(kSlots / kGroupSlots == 4 && kGroupSlots == 4, "the top-2 below is written for 4 groups of 4");
+  const float a = fmaxf(group_max[0], group_max[1]), b = fminf(group_max[0], group_max[1]);
+  const float c = fmaxf(group_max[2], group_max[3]), d = fminf(group_max[2], group_max[3]);
+  const float first = fmaxf(a, c);
+  const float second = fmaxf(fminf(a, c), fmaxf(b, d));
+  const float bound = kth_largest_of_pairs<LPT>(first, second, sub, lane, top_k - 1);
+
+  // Candidates: the experts at or above the bound (NaN, i.e. absent, never is). Their count over
+  // the token and this lane's offset in the token's list.
+  uint32_t mask = 0;
 #pragma unroll
-  for (int j = 0; j < kSlots; ++j) has_nan |= isnan(x[j]) ? 1u : 0u;
-  if (sigmoid_variant) {  // uniform: one branch around the loop, not one per slot
+  for (int j = 0; j < kSlots; ++j) mask |= (x[j] >= bound ? 1u : 0u) << j;
+  if (!selecting) mask = 0;
+  int before = 0, total = __popc(mask);
 #pragma unroll
-    for (int j = 0; j < kSlots; ++j) {
-      const int e = expert_of<LPT, VEC>(sub, j);
-      x[j] = sigmoid(x[j]);
-      if (p.correction_bias && e < experts) x[j] += p.correction_bias[e];  // choice only
-    }
+  for (int m = 1; m < LPT; m <<= 1) {
+    const int other = MOEPREP_SHFL_XOR(total, m);
+    if (sub & m) before += other;
+    total += other;
   }
+  if (MOEPREP_BALLOT(total > candidate_cap<LPT>()) != 0) return false;
+
+  // Compaction: a loop over this lane's candidates only (usually 0 to 3), reading the scores back
+  // from shared memory because the slot is known only at run time.
+#pragma unroll
+  for (int q = 0; q < kSlots; q += 4) {
+    *reinterpret_cast<float4*>(lane_copy + q) = make_float4(x[q], x[q + 1], x[q + 2], x[q + 3]);
+  }
+  int at = before;
+  for (uint32_t rest = mask; rest != 0; rest &= rest - 1) {
+    const int j = __ffs(rest) - 1;
+    const int expert = expert_of<LPT, VEC>(sub, j);
+    list[at++] = pack_topk_key(selection_value_key(lane_copy[j]), static_cast<uint32_t>(expert));
+  }
+  if (sub < kListPad) list[total + sub] = 0;  // 0 ranks below every real key
+  MOEPREP_SYNCWARP();
+
+  // Ranks: the number of the token's candidates with a larger key. Keys are unique (they carry
+  // the index), so the ranks are 0 .. total - 1 and ranks below k are the picks, in order.
+  for (int i = sub; i < total; i += LPT) {
+    const uint64_t mine = list[i];
+    int rank = 0;
+    for (int y = 0; y < total; y += 4) {
+      const ulonglong2 lo = *reinterpret_cast<const ulonglong2*>(list + y);
+      const ulonglong2 hi = *reinterpret_cast<const ulonglong2*>(list + y + 2);
+      rank += (lo.x > mine ? 1 : 0) + (lo.y > mine ? 1 : 0) + (hi.x > mine ? 1 : 0) + (hi.y > mine ? 1 : 0);
+    }
+    if (rank < top_k) picks[rank] = mine;
+  }
+  MOEPREP_SYNCWARP();
+#pragma unroll
+  for (int i = 0; i < kPicks; ++i) {
+    const int r = i * LPT + sub;
+    pick[i] = (selecting && r < top_k) ? picks[r] : 0;
+  }
+  return true;
+}
+
+// The rounds way (see the top of the file). `token_keys` is the token's LPT * kSlots words of
+// shared memory. Fills pick[] in the same layout as select_by_threshold.
+template <int LPT, int VEC, int kPicks>
+__device__ __forceinline__ void select_by_rounds(const float* x, int top_k, int sub, uint32_t* token_keys,
+                                                 uint64_t* pick) {
+  constexpr int kRescan = kSlots / LPT > 0 ? kSlots / LPT : 1;  // slots per lane in a rescan
   uint32_t key[kSlots];
 #pragma unroll
-  for (int j = 0; j < kSlots; ++j) {
-    const bool present = real && expert_of<LPT, VEC>(sub, j) < experts;
-    key[j] = present ? selection_value_key(x[j]) : kNoCandidate;
-  }
-  has_nan = segment_or<LPT>(has_nan);
-
-  if (sigmoid_variant && p.n_group > 1) {  // uniform over the launch, so the barriers are safe
-    float* choice = reinterpret_cast<float*>(shared_words) + kBlockThreads * kSlots + (threadIdx.x - sub) * kSlots;
-    float* group_score = choice + kBlockThreads * kSlots;
-#pragma unroll
-    for (int j = 0; j < kSlots; ++j) {
-      const int e = expert_of<LPT, VEC>(sub, j);
-      if (e < experts) choice[e] = float_from_order_key(key[j]);
-    }
-    __syncthreads();
-    const uint32_t kept = kept_groups<LPT>(choice, group_score, experts, p, sub, lane);
-    const int group_size = experts / p.n_group;
-#pragma unroll
-    for (int j = 0; j < kSlots; ++j) {
-      const int e = expert_of<LPT, VEC>(sub, j);
-      if (e < experts && !((kept >> (e / group_size)) & 1u)) key[j] = kNoCandidate;
-    }
-  }
+  for (int j = 0; j < kSlots; ++j) key[j] = x[j] == x[j] ? selection_value_key(x[j]) : kNoCandidate;
 
   // The shared copy of this lane's partition, and its best key: a tournament in which the lower
   // slot (the lower index) wins ties.
   uint32_t* my_keys = token_keys + sub * kSlots;
+  MOEPREP_SYNCWARP();  // a threshold attempt may have used this memory
 #pragma unroll
   for (int q = 0; q < kSlots; q += 4) {
     *reinterpret_cast<uint4*>(my_keys + q) = make_uint4(key[q], key[q + 1], key[q + 2], key[q + 3]);
@@ -307,42 +389,22 @@ __global__ void __launch_bounds__(kBlockThreads) fused_router_kernel(const Logit
   uint64_t partition_best = candidate(tk[0], expert_of<LPT, VEC>(sub, ts[0]));
   MOEPREP_SYNCWARP();  // the partition copies are complete before anyone rescans
 
-  // k rounds. Pick r is kept by lane r % LPT in pick[r / LPT]; the loop is unrolled so these
-  // indices are constants (registers, not local memory).
-  uint64_t pick[kPicks];
+  // k rounds; the loop is unrolled so that pick[] indices are constants (registers, not local
+  // memory).
 #pragma unroll
   for (int i = 0; i < kPicks; ++i) pick[i] = 0;
-  uint32_t taken = 0;  // slots of this lane that were picked (for the routing map)
-  uint32_t top_value_key = 0;
-  float row_sum = 0.0f;  // softmax_then_topk: sum of exp over all E
 #pragma unroll
   for (int r = 0; r < kMaxTopK; ++r) {
-    if (r >= p.top_k) continue;  // not break: a loop with one exit unrolls on both compilers
+    if (r >= top_k) continue;  // not break: a loop with one exit unrolls on both compilers
     const uint64_t win = segment_max<LPT>(partition_best);
     if (sub == r % LPT) pick[r / LPT] = win;
-    if (r == 0) {
-      top_value_key = topk_key_value_key(win);
-      if (p.variant == RouterVariant::SoftmaxThenTopk) {
-        const float top = float_from_order_key(top_value_key);
-        float s = 0.0f;
-#pragma unroll
-        for (int j = 0; j < kSlots; ++j) {
-          const float term = shifted_exp(float_from_order_key(key[j]), top);
-          s += key[j] != kNoCandidate ? term : 0.0f;
-        }
-        row_sum = segment_sum<LPT>(s);
-      }
-    }
     // Drop the pick from its partition, then rescan that partition with all LPT lanes. A token
-    // with nothing left (padding) rescans partition 0 harmlessly.
+    // with nothing left (padding, NaN) rescans partition 0 harmlessly.
     int owner = 0, owner_slot = 0;
     if (win != 0) slot_of<LPT, VEC>(static_cast<int>(topk_key_index(win)), owner, owner_slot);
     uint32_t* owner_keys = token_keys + owner * kSlots;
     MOEPREP_SYNCWARP();  // last round's rescan reads are done before this write
-    if (win != 0 && sub == owner) {
-      owner_keys[owner_slot] = kNoCandidate;
-      taken |= 1u << owner_slot;
-    }
+    if (win != 0 && sub == owner) owner_keys[owner_slot] = kNoCandidate;
     MOEPREP_SYNCWARP();
     uint32_t best = kNoCandidate;
     int best_slot = 0;
@@ -375,9 +437,107 @@ __global__ void __launch_bounds__(kBlockThreads) fused_router_kernel(const Logit
     const uint64_t next = segment_max<LPT>(candidate(best, expert_of<LPT, VEC>(owner, best_slot)));
     if (sub == owner) partition_best = next;
   }
+}
+
+template <typename LogitT, int LPT, int VEC>
+__global__ void __launch_bounds__(kBlockThreads) fused_router_kernel(const LogitT* __restrict__ logits, RouterLaunch a) {
+  extern __shared__ uint32_t shared_words[];
+  constexpr int kPicks = (kMaxTopK + LPT - 1) / LPT;  // picks held per lane
+  constexpr int kTokensPerBlock = kBlockThreads / LPT;
+  const DeviceRouterParams& p = a.params;
+  const int lane = threadIdx.x % MOEPREP_WARP_SIZE;
+  const int sub = lane % LPT;
+  const int token_in_block = threadIdx.x / LPT;
+  const int64_t token = static_cast<int64_t>(blockIdx.x) * kTokensPerBlock + token_in_block;
+  const bool live = token < a.tokens;
+  const bool real = token < a.valid_tokens;  // padding rows are never read
+  const int experts = a.experts;
+  const bool sigmoid_variant = p.variant == RouterVariant::SigmoidGroupedBiased;
+  const LogitT* row = logits + (real ? token * experts : 0);
+  // This token's kSlots * LPT words of slot copies; then the lists; then, for grouped routing,
+  // the choice scores and the group scores.
+  uint32_t* token_keys = shared_words + (threadIdx.x - sub) * kSlots;
+  uint32_t* after_keys = shared_words + kBlockThreads * kSlots;
+  uint64_t* list = reinterpret_cast<uint64_t*>(after_keys) + token_in_block * list_stride<LPT>();
+  uint64_t* picks = reinterpret_cast<uint64_t*>(after_keys) + kTokensPerBlock * list_stride<LPT>() +
+                    token_in_block * kMaxTopK;
+  float* grouped_words = reinterpret_cast<float*>(after_keys + list_words<LPT>());
+
+  // All loads first, so that the row's chunks are in flight together (one DRAM round trip, not
+  // one per chunk). From here x holds scores, NaN marking an absent slot (past E, all of a padding
+  // row, later a dropped group): no comparison selects NaN, and fmaxf skips it. A NaN logit is NaN
+  // too, but such a token has no picks anyway.
+  const float absent = __int_as_float(0x7fc00000);
+  float x[kSlots];
+  bool present[kSlots / VEC];
+#pragma unroll
+  for (int c = 0; c < kSlots / VEC; ++c) {
+    present[c] = real && expert_of<LPT, VEC>(sub, c * VEC) < experts;  // E % VEC == 0: all in or all out
+    if (present[c]) {
+      load_chunk<VEC>(row + expert_of<LPT, VEC>(sub, c * VEC), x + c * VEC);
+    } else {
+#pragma unroll
+      for (int i = 0; i < VEC; ++i) x[c * VEC + i] = 0.0f;
+    }
+  }
+  uint32_t has_nan = 0;
+#pragma unroll
+  for (int j = 0; j < kSlots; ++j) has_nan |= isnan(x[j]) ? 1u : 0u;
+#pragma unroll
+  for (int j = 0; j < kSlots; ++j) x[j] = present[j / VEC] ? x[j] : absent;
+  if (sigmoid_variant) {  // uniform: one branch around the loop, not one per slot
+#pragma unroll
+    for (int j = 0; j < kSlots; ++j) {
+      const int e = expert_of<LPT, VEC>(sub, j);
+      x[j] = sigmoid(x[j]);  // NaN stays NaN
+      if (p.correction_bias && e < experts) x[j] += p.correction_bias[e];  // choice only
+    }
+  }
+  has_nan = segment_or<LPT>(has_nan);
+
+  if (sigmoid_variant && p.n_group > 1) {  // uniform over the launch, so the barriers are safe
+    float* choice = grouped_words + (threadIdx.x - sub) * kSlots;
+    float* group_score = choice + kBlockThreads * kSlots;
+#pragma unroll
+    for (int j = 0; j < kSlots; ++j) {
+      const int e = expert_of<LPT, VEC>(sub, j);
+      if (e < experts) choice[e] = x[j];
+    }
+    __syncthreads();
+    const uint32_t kept = kept_groups<LPT>(choice, group_score, experts, p, sub, lane);
+    const int group_size = experts / p.n_group;
+#pragma unroll
+    for (int j = 0; j < kSlots; ++j) {
+      const int e = expert_of<LPT, VEC>(sub, j);
+      if (e < experts && !((kept >> (e / group_size)) & 1u)) x[j] = absent;
+    }
+  }
+
+  uint64_t pick[kPicks];
+  bool by_rounds = true;
+  if constexpr (threshold_capable<LPT>()) {
+    if (p.top_k <= 2 * LPT) {  // uniform
+      by_rounds = !select_by_threshold<LPT, VEC, kPicks>(x, real && !has_nan, p.top_k, sub, lane,
+                                                         reinterpret_cast<float*>(shared_words) + threadIdx.x * kSlots,
+                                                         list, picks, pick);
+    }
+  }
+  if (by_rounds) select_by_rounds<LPT, VEC, kPicks>(x, p.top_k, sub, token_keys, pick);
+
+  // The token's largest score is pick 0, held by its first lane.
+  const float top = float_from_order_key(MOEPREP_SHFL(topk_key_value_key(pick[0]), lane - sub));
+  float row_sum = 0.0f;  // softmax_then_topk: sum of exp over all E
+  if (p.variant == RouterVariant::SoftmaxThenTopk) {
+    float s = 0.0f;
+#pragma unroll
+    for (int j = 0; j < kSlots; ++j) {
+      const float term = shifted_exp(x[j], top);
+      s += x[j] == x[j] ? term : 0.0f;
+    }
+    row_sum = segment_sum<LPT>(s);
+  }
 
   // Weights. Every lane joins the sum, holding 0 where it has no pick.
-  const float top = float_from_order_key(top_value_key);
   float weight[kPicks];
   int32_t id[kPicks];
   float local_sum = 0.0f;
@@ -402,9 +562,23 @@ __global__ void __launch_bounds__(kBlockThreads) fused_router_kernel(const Logit
     }
   }
   const float sum = segment_sum<LPT>(local_sum);
+  const bool no_picks = !real || has_nan;
+
+  if (a.routing_map) {  // uniform. Zeros for the lane's experts, then (same warp, ordered) the ones
+    uint8_t* map_row = a.routing_map + token * experts;
+#pragma unroll
+    for (int j = 0; j < kSlots; ++j) {
+      const int e = expert_of<LPT, VEC>(sub, j);
+      if (live && e < experts) map_row[e] = 0;
+    }
+    MOEPREP_SYNCWARP();
+#pragma unroll
+    for (int i = 0; i < kPicks; ++i) {
+      if (live && !no_picks && i * LPT + sub < p.top_k && id[i] >= 0) map_row[id[i]] = 1;
+    }
+  }
 
   if (!live) return;  // after the last collective
-  const bool no_picks = !real || has_nan;
 #pragma unroll
   for (int i = 0; i < kPicks; ++i) {
     const int r = i * LPT + sub;
@@ -430,23 +604,16 @@ __global__ void __launch_bounds__(kBlockThreads) fused_router_kernel(const Logit
     store_id(a.topk_ids, a.index_dtype, at, empty ? -1 : id[i]);
   }
   if (a.nan_flags && sub == 0) a.nan_flags[token] = (real && has_nan) ? 1 : 0;
-  if (a.routing_map) {
-    uint8_t* map_row = a.routing_map + token * experts;
-#pragma unroll
-    for (int j = 0; j < kSlots; ++j) {
-      const int e = expert_of<LPT, VEC>(sub, j);
-      if (e < experts) map_row[e] = (!no_picks && ((taken >> j) & 1u)) ? 1 : 0;
-    }
-  }
 }
 
 template <typename LogitT, int LPT>
-gpuError_t launch_with(const void* logits, const RouterLaunch& a, bool vector_loads, size_t shared_bytes,
-                       gpuStream_t stream) {
+gpuError_t launch_with(const void* logits, const RouterLaunch& a, bool vector_loads, gpuStream_t stream) {
   constexpr int tokens_per_block = kBlockThreads / LPT;
   constexpr int kVec = 16 / sizeof(LogitT);
   const unsigned blocks = static_cast<unsigned>((a.tokens + tokens_per_block - 1) / tokens_per_block);
   const LogitT* in = static_cast<const LogitT*>(logits);
+  const bool grouped = a.params.variant == RouterVariant::SigmoidGroupedBiased && a.params.n_group > 1;
+  const size_t shared_bytes = shared_bytes_for<LPT>(grouped);
   if (vector_loads) {
     fused_router_kernel<LogitT, LPT, kVec><<<blocks, kBlockThreads, shared_bytes, stream>>>(in, a);
   } else {
@@ -456,17 +623,17 @@ gpuError_t launch_with(const void* logits, const RouterLaunch& a, bool vector_lo
 }
 
 template <typename LogitT>
-gpuError_t launch_for_experts(const void* logits, const RouterLaunch& a, size_t shared_bytes, gpuStream_t stream) {
+gpuError_t launch_for_experts(const void* logits, const RouterLaunch& a, gpuStream_t stream) {
   // 16-byte loads need every row to start on a 16-byte boundary.
   constexpr int kVec = 16 / sizeof(LogitT);
   const bool vector_loads = a.experts % kVec == 0 && reinterpret_cast<uintptr_t>(logits) % 16 == 0;
   const int needed = (a.experts + kSlots - 1) / kSlots;  // lanes per token, before rounding up
-  if (needed <= 1) return launch_with<LogitT, 1>(logits, a, vector_loads, shared_bytes, stream);
-  if (needed <= 2) return launch_with<LogitT, 2>(logits, a, vector_loads, shared_bytes, stream);
-  if (needed <= 4) return launch_with<LogitT, 4>(logits, a, vector_loads, shared_bytes, stream);
-  if (needed <= 8) return launch_with<LogitT, 8>(logits, a, vector_loads, shared_bytes, stream);
-  if (needed <= 16) return launch_with<LogitT, 16>(logits, a, vector_loads, shared_bytes, stream);
-  return launch_with<LogitT, 32>(logits, a, vector_loads, shared_bytes, stream);
+  if (needed <= 1) return launch_with<LogitT, 1>(logits, a, vector_loads, stream);
+  if (needed <= 2) return launch_with<LogitT, 2>(logits, a, vector_loads, stream);
+  if (needed <= 4) return launch_with<LogitT, 4>(logits, a, vector_loads, stream);
+  if (needed <= 8) return launch_with<LogitT, 8>(logits, a, vector_loads, stream);
+  if (needed <= 16) return launch_with<LogitT, 16>(logits, a, vector_loads, stream);
+  return launch_with<LogitT, 32>(logits, a, vector_loads, stream);
 }
 
 // Spelled out here rather than taken from the reference library, which the kernels do not link.
@@ -522,12 +689,9 @@ const char* launch_fused_router(const void* logits, LogitsDtype logits_dtype, in
   if (tokens == 0) return "";
   RouterLaunch a{tokens, valid_tokens, static_cast<int>(experts), params, topk_weights, topk_ids,
                  index_dtype, routing_map, nan_flags};
-  // The partition keys; grouped routing adds its choice and group scores.
-  const bool grouped = params.variant == RouterVariant::SigmoidGroupedBiased && params.n_group > 1;
-  const size_t shared_bytes = (grouped ? 3 : 1) * kBlockThreads * kSlots * sizeof(uint32_t);
   gpuStream_t s = static_cast<gpuStream_t>(stream);
-  gpuError_t status = logits_dtype == LogitsDtype::F32 ? launch_for_experts<float>(logits, a, shared_bytes, s)
-                                                       : launch_for_experts<uint16_t>(logits, a, shared_bytes, s);
+  gpuError_t status = logits_dtype == LogitsDtype::F32 ? launch_for_experts<float>(logits, a, s)
+                                                       : launch_for_experts<uint16_t>(logits, a, s);
   if (status != gpuSuccess) {
     error = std::string("fused router: launch failed: ") + gpuGetErrorString(status);
     return error.c_str();

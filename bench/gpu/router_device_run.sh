@@ -12,6 +12,8 @@ bin=${1:?BIN_DIR}
 out=${2:?OUT_DIR}
 baseline=${3:-}
 logs=$(mktemp -d)
+# The logs so far, packed after every stage: a run cut off by its time limit still brings them back.
+save() { tar czf "$out/router_run.tgz" -C "$logs" .; }
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv | tee "$logs/device.txt"
 
@@ -19,6 +21,7 @@ echo "== GPU router tests"
 "$bin/test_gpu" --gtest_filter='GpuRouter*' >"$logs/test_gpu.log" 2>&1
 echo "test_gpu exit $?"
 grep -E '^\[  (PASSED|FAILED|SKIPPED) |Failure|weight|error' "$logs/test_gpu.log" | head -40
+save
 
 echo "== fused router timings"
 "$bin/router_bench" --csv "$logs/fused.csv" 2>&1 | tee "$logs/bench.log"
@@ -27,23 +30,26 @@ if [ -n "$baseline" ]; then
   "$baseline/router_bench" --csv "$logs/fused_baseline.csv" >"$logs/bench_baseline.log" 2>&1
   grep -E "softmax_after_topk|gemma4" "$logs/bench_baseline.log" | head -24
 fi
+save
 
 echo "== PyTorch chain timings"
 PYTHONUNBUFFERED=1 python3 bench/router_torch_baseline.py --csv "$logs/torch.csv" --fused-csv "$logs/fused.csv" \
   --markdown "$logs/table.md" >"$logs/torch.log" 2>&1
 echo "torch exit $?"
 cat "$logs/table.md"
+save
 
 echo "== compute-sanitizer"
 {
-  timeout 200 compute-sanitizer --tool memcheck "$bin/test_gpu" \
-    --gtest_filter='GpuRouter.MatchesReference*:GpuRouter.Padded*:GpuRouter.OddExpert*:GpuRouter.NaN*'
+  timeout "${SANITIZER_TIMEOUT:-150}" compute-sanitizer --tool memcheck "$bin/test_gpu" \
+    --gtest_filter='GpuRouter.MatchesReference*:GpuRouter.Padded*:GpuRouter.OddExpert*:GpuRouter.NaN*:GpuRouter.TieHeavy*'
   echo "memcheck exit $?"
-  timeout 200 compute-sanitizer --tool racecheck "$bin/test_gpu" \
-    --gtest_filter='GpuRouter.MatchesReference*:GpuRouter.NegativeAndMixed*:GpuRouter.OddExpert*'
+  timeout "${SANITIZER_TIMEOUT:-150}" compute-sanitizer --tool racecheck "$bin/test_gpu" \
+    --gtest_filter='GpuRouter.MatchesReference*:GpuRouter.NegativeAndMixed*:GpuRouter.OddExpert*:GpuRouter.TieHeavy*'
   echo "racecheck exit $?"
 } >"$logs/sanitizer.log" 2>&1
 grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|exit|PASSED|FAILED' "$logs/sanitizer.log" | head -20
+save
 
 if [ "${PROFILE:-0}" = 1 ]; then
   echo "== ncu, softmax_after_topk T=16384 k=8"
@@ -58,5 +64,12 @@ if [ "${PROFILE:-0}" = 1 ]; then
     echo "sass lines $(wc -l <"$logs/router_sass.txt")"
   fi
 fi
-tar czf "$out/router_run.tgz" -C "$logs" .
+save
 cp "$logs/table.md" "$out/" 2>/dev/null
+# Last, so that it is in the reply's tail: fused time over the memory floor, every variant.
+echo "== summary: fused router (this build), graph/stream us and x floor"
+grep -E "^(device:|variant|softmax_after_topk|gemma4|sigmoid_grouped_biased) " "$logs/bench.log"
+if [ -n "$baseline" ]; then
+  echo "== summary: baseline build, T = 16384"
+  grep -E " 16384 " "$logs/bench_baseline.log"
+fi

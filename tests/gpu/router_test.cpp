@@ -346,6 +346,65 @@ TEST(GpuRouter, AllEqualAndSignedZeroRowsPickTheLowestIndices) {
   }
 }
 
+// The kernel picks by a threshold (a bound from group maxima, then ranks among the few experts
+// above it) and falls back to k rounds for a warp in which some token has too many experts at
+// the bound. Rows built to sit on either side of that switch, in the same warps as ordinary rows:
+// ties exactly at the k-th value (a few, or dozens), -inf scores, a lone large value, integer
+// logits with many equal values, and the k-th value repeated just below and above the list size.
+TEST(GpuRouter, TieHeavyRowsMatchOnBothSelectionPaths) {
+  REQUIRE_GPU();
+  const int64_t E = 128, T = 96;
+  std::mt19937 rng(77);
+  std::uniform_int_distribution<int> small_int(-3, 3);
+  std::vector<float> logits = random_logits(T * E, 78);
+  for (int64_t t = 0; t < T; ++t) {
+    float* row = &logits[t * E];
+    switch (t % 8) {
+      case 0: break;  // ordinary
+      case 1:
+        for (int64_t e = 0; e < E; ++e) row[e] = static_cast<float>(small_int(rng));
+        break;
+      case 2:  // the 3rd largest value repeated on 24 experts spread over the lanes
+        for (int64_t e = 0; e < E; ++e) row[e] = e % 5 == 0 && e < 120 ? 1.5f : std::min(row[e], 1.0f);
+        row[7] = 3.0f;
+        row[90] = 2.0f;
+        break;
+      case 3:  // everything -inf but a few
+        for (int64_t e = 0; e < E; ++e) row[e] = -std::numeric_limits<float>::infinity();
+        row[3] = 0.5f;
+        row[64] = -0.0f;
+        row[127] = 0.0f;
+        break;
+      case 4:  // one large value, the rest equal
+        for (int64_t e = 0; e < E; ++e) row[e] = -1.0f;
+        row[t % E] = 4.0f;
+        break;
+      case 5:  // the top value repeated on 33 experts: one more than a 32-entry list
+        for (int64_t e = 0; e < 33; ++e) row[(e * 37) % E] = 5.0f;
+        break;
+      case 6:  // all of one lane's experts on top
+        for (int64_t e = 0; e < E; ++e) row[e] = (e / 4) % 8 == 3 ? 2.0f + static_cast<float>(e) * 1e-3f : row[e];
+        break;
+      default:  // bf16-like coarse values: ties among the top
+        for (int64_t e = 0; e < E; ++e) row[e] = std::round(row[e] * 4.0f) / 4.0f;
+    }
+  }
+  for (int k : {1, 4, 6, 8, 9, 16}) {
+    for (RouterVariant v : kVariants) {
+      Case c;
+      c.tokens = T;
+      c.experts = E;
+      c.config = config_for(v, E, k, static_cast<uint32_t>(k));
+      if (v == RouterVariant::SigmoidGroupedBiased) {
+        c.config.correction_bias.clear();  // keep the ties in the choice scores
+        c.config.n_group = 1;
+        c.config.topk_group = 1;
+      }
+      run_and_compare(logits, c);
+    }
+  }
+}
+
 TEST(GpuRouter, NaNTokensAreFlaggedWithNoPicks) {
   REQUIRE_GPU();
   const int64_t T = 20, E = 128;
