@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/hash.h"
+#include "core/worker_pool.h"
 #include "core/version.h"
 #include "io/atomic_dir.h"
 #include "io/mapped_input_guard.h"
@@ -17,6 +18,7 @@
 #include "io/safetensors_writer.h"
 #include "models/activation_config.h"
 #include "plan/expert_chunks.h"
+#include "plan/fused_scale_recipe.h"
 #include "plan/fused_weight_recipe.h"
 
 namespace moeprep::plan {
@@ -39,7 +41,8 @@ struct Unit {
   size_t job = 0;
   size_t shard = 0;           // index into the plan's shards
   uint64_t out_offset = 0;    // of this unit's bytes within the shard's data area
-  ExpertChunk chunk;
+  ExpertChunk chunk;  // transformed tensors: the experts of this unit
+  ChunkBytes bytes;   // the unit's ranges of the source and output tensor
   bool first_of_job = false, last_of_job = false;
 };
 
@@ -81,7 +84,7 @@ class BufferPool {
 UnitOutput run_unit(const ConvertPlan& plan, const TensorJob& job, const Unit& unit, io::ByteView src,
                     BufferPool& pool) {
   UnitOutput out;
-  const ChunkBytes cb = chunk_bytes(job, plan.dims.experts, unit.chunk);
+  const ChunkBytes& cb = unit.bytes;
   if (!job.transformed) {
     out.data = src.data + cb.in_begin;
     out.size = cb.in_size;
@@ -92,10 +95,12 @@ UnitOutput run_unit(const ConvertPlan& plan, const TensorJob& job, const Unit& u
     io::populate_mapped_pages({src.data + cb.in_begin, cb.in_size});
     ExpertDims dims = plan.dims;
     dims.experts = unit.chunk.whole ? plan.dims.experts : unit.chunk.count;
-    if (has_fused_weight_recipe(job.role, dims, plan.options)) {
+    const bool fused_weight = has_fused_weight_recipe(job.role, dims, plan.options);
+    if (fused_weight || has_fused_scale_recipe(job.role, dims, plan.options, plan.gate_up_interleaved)) {
       out.owned = pool.take(cb.out_size);
-      write_weight_recipe_fused(job.role, dims, plan.options, plan.gate_up_interleaved, src.data + cb.in_begin,
-                                cb.in_size, out.owned.data(), out.owned.size());
+      const auto write = fused_weight ? write_weight_recipe_fused : write_scale_recipe_fused;
+      write(job.role, dims, plan.options, plan.gate_up_interleaved, src.data + cb.in_begin, cb.in_size,
+            out.owned.data(), out.owned.size());
       out.data = out.owned.data();
       out.size = out.owned.size();
       return out;
@@ -132,9 +137,18 @@ ManifestSourceTensor hash_source_tensor(const io::Checkpoint& source, const std:
   return m;
 }
 
-// A copied tensor is one unit: a view of the memory-mapped source, written by a worker
-// straight from the map (pwrite), with no copy of its own.
-std::vector<ExpertChunk> copy_chunks() { return {ExpertChunk{0, 1, true}}; }
+// A copied tensor is cut into slices of the same size as the transformed ones: each is a view
+// of the memory-mapped source that a worker writes straight from the map (pwrite), with no
+// copy of its own, and whose pages are released once hashed, so a large embedding never
+// sits in memory whole.
+std::vector<ChunkBytes> copy_slices(uint64_t bytes) {
+  std::vector<ChunkBytes> slices;
+  for (uint64_t at = 0; at < bytes || slices.empty(); at += kTargetChunkBytes) {
+    const uint64_t n = std::min(kTargetChunkBytes, bytes - at);
+    slices.push_back({at, n, at, n});
+  }
+  return slices;
+}
 
 ordered_json model_json(const ConvertPlan& plan) {
   const auto& m = plan.model;
@@ -202,10 +216,17 @@ Manifest execute_plan(const ConvertPlan& plan, const io::Checkpoint& source, con
       for (size_t i = 0; i < plan.shards[s].tensors.size(); ++i, ++j) {
         const TensorJob& job = plan.jobs[j];
         if (job.output_name != plan.shards[s].tensors[i].name) throw_internal("plan order mismatch at " + job.output_name);
-        auto chunks = job.transformed ? expert_chunks(plan, job) : copy_chunks();
+        const uint64_t base = files[s]->tensor_offset(i);
+        if (!job.transformed) {
+          const auto slices = copy_slices(job.in_bytes);
+          for (size_t c = 0; c < slices.size(); ++c)
+            units.push_back({j, s, base + slices[c].out_begin, {}, slices[c], c == 0, c + 1 == slices.size()});
+          continue;
+        }
+        const auto chunks = expert_chunks(plan, job);
         for (size_t c = 0; c < chunks.size(); ++c) {
           const ChunkBytes cb = chunk_bytes(job, plan.dims.experts, chunks[c]);
-          units.push_back({j, s, files[s]->tensor_offset(i) + cb.out_begin, chunks[c], c == 0, c + 1 == chunks.size()});
+          units.push_back({j, s, base + cb.out_begin, chunks[c], cb, c == 0, c + 1 == chunks.size()});
         }
       }
     }
@@ -220,10 +241,11 @@ Manifest execute_plan(const ConvertPlan& plan, const io::Checkpoint& source, con
   // order (so hashes never depend on the thread count) and then frees them. In-flight units
   // bound memory.
   const size_t in_flight = static_cast<size_t>(std::max(2, plan.options.threads + 1));
-  // Declared before the futures: on an error, their destructors wait for the units still
-  // running, which take buffers from the pool.
   BufferPool pool;
   std::deque<std::future<UnitOutput>> pending;
+  // Declared last, so destroyed first: on an error it waits for the units still running
+  // (they use the files, the buffer pool and the plan) and drops the queued ones.
+  WorkerPool workers(plan.options.threads);
   size_t next_unit = 0;
   auto launch_more = [&] {
     while (next_unit < units.size() && pending.size() < in_flight) {
@@ -231,7 +253,7 @@ Manifest execute_plan(const ConvertPlan& plan, const io::Checkpoint& source, con
       const TensorJob& job = plan.jobs[u.job];
       const io::ByteView src = sources[u.job];
       io::ShardFile* file = files[u.shard].get();
-      pending.push_back(std::async(std::launch::async, [&plan, &job, u, src, file, &pool] {
+      pending.push_back(workers.submit([&plan, &job, u, src, file, &pool] {
         UnitOutput out = run_unit(plan, job, u, src, pool);
         file->write_at(u.out_offset, out.data, out.size);
         return out;
@@ -260,10 +282,11 @@ Manifest execute_plan(const ConvertPlan& plan, const io::Checkpoint& source, con
         launch_more();
         // Bytes read from an input that was truncated meanwhile are zeros, not the input.
         io::throw_if_mapped_input_changed();
-        const ChunkBytes cb = chunk_bytes(job, plan.dims.experts, unit.chunk);
+        const ChunkBytes& cb = unit.bytes;
         out_hash.update(out.data, out.size);
         if (job.reads_source_directly()) {
-          source_hash.update(sources[job_index].data + cb.in_begin, cb.in_size);
+          // A copy's output bytes are its source bytes: hashed once, the digest used twice.
+          if (job.transformed) source_hash.update(sources[job_index].data + cb.in_begin, cb.in_size);
           // Consumed: let the source pages go (the units already in flight read other slices).
           io::release_mapped_pages({sources[job_index].data + cb.in_begin, cb.in_size});
         }
@@ -285,7 +308,8 @@ Manifest execute_plan(const ConvertPlan& plan, const io::Checkpoint& source, con
       t.transformed = job.transformed;
       if (job.reads_source_directly()) {
         const auto& info = *source.find(job.source_tensors().front()).info;
-        t.sources = {{job.source_tensors().front(), info.dtype, info.shape, source_hash.hex_digest()}};
+        const std::string digest = job.transformed ? source_hash.hex_digest() : t.xxh3_128;
+        t.sources = {{job.source_tensors().front(), info.dtype, info.shape, digest}};
       } else {
         for (const auto& name : job.source_tensors()) t.sources.push_back(hash_source_tensor(source, name));
         t.source_transform = job.canonical.transform;

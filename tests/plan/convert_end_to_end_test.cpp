@@ -3,6 +3,7 @@
 
 #include "plan/manifest.h"
 #include "core/random.h"
+#include "plan/fused_scale_recipe.h"
 #include "plan/fused_weight_recipe.h"
 #include "plan/plan.h"
 #include "plan_test_util.h"
@@ -217,6 +218,43 @@ TEST(FusedWeightRecipe, EqualsTheStepByStepRecipe) {
                                               << " I=" << I << " " << role_name(role);
         }
       }
+}
+
+// The same for the scales: both modes, interleaved and separated sources, padded and unpadded,
+// whole tensors and expert slices, into a buffer holding stale bytes.
+TEST(FusedScaleRecipe, EqualsTheStepByStepRecipe) {
+  SplitMix64 rng(11);
+  for (auto mode : {layout::GateMode::Separated, layout::GateMode::Interleave})
+    for (bool interleaved : {true, false})
+      for (auto [H, I] : {std::pair<int64_t, int64_t>{160, 96}, {256, 256}, {512, 384}})
+        for (int64_t experts : {1, 3}) {
+          ConvertOptions o;
+          o.gate_mode = mode;
+          const ExpertDims d = padded_dims(experts, H, I, o);
+          for (ExpertRole role : {ExpertRole::W13Scale, ExpertRole::W2Scale}) {
+            const RecipeSpec spec = aiter_recipe(role, d, o, interleaved);
+            ByteTensor in{spec.in_dtype, spec.in_shape, {}};
+            in.bytes.resize(static_cast<size_t>(checked_numel(spec.in_shape, "t")));
+            for (auto& b : in.bytes) b = static_cast<uint8_t>(rng.next());
+            const ByteTensor expect = spec.recipe.apply(in);
+            ASSERT_TRUE(has_fused_scale_recipe(role, d, o, interleaved))
+                << gate_mode_name(mode) << " H=" << H << " I=" << I << " " << role_name(role);
+            std::vector<uint8_t> reused(expect.bytes.size(), 0xA5);
+            write_scale_recipe_fused(role, d, o, interleaved, in.bytes.data(), in.bytes.size(), reused.data(),
+                                     reused.size());
+            EXPECT_TRUE(reused == expect.bytes) << gate_mode_name(mode) << " interleaved=" << interleaved
+                                                << " H=" << H << " I=" << I << " E=" << experts << " "
+                                                << role_name(role);
+          }
+        }
+}
+
+TEST(FusedScaleRecipe, NotUsedForInjectedFaultsOrOtherRoles) {
+  ConvertOptions o;
+  const ExpertDims d = padded_dims(2, 160, 96, o);
+  EXPECT_FALSE(has_fused_scale_recipe(ExpertRole::W13Weight, d, o, true));
+  o.fault = InjectedFault::SkipScaleDeinterleave;
+  EXPECT_FALSE(has_fused_scale_recipe(ExpertRole::W13Scale, d, o, true));
 }
 
 TEST(FusedWeightRecipe, NotUsedForInjectedFaultsOrOtherRoles) {

@@ -1,7 +1,5 @@
 // moeprep: turn Hugging Face MoE checkpoints into kernel-ready shards, and prove they are
 // still the same model. See README.md for the commands and the exit codes.
-#include <malloc.h>
-
 #include <cstdio>
 #include <exception>
 #include <string>
@@ -14,22 +12,7 @@
 
 using namespace moeprep;
 
-namespace {
-
-// Convert and verify allocate and free buffers of a few MiB per tensor slice, on many threads.
-// glibc serves those from fresh mmaps and unmaps them on free by default, so every slice paid
-// a page fault and a kernel zero fill per 4 KiB (about a sixth of convert's CPU time).
-// Keeping such blocks in the heap lets freed slices be reused; what stays allocated is bounded
-// by the slices in flight.
-void keep_freed_buffers_for_reuse() {
-  mallopt(M_MMAP_THRESHOLD, 64 << 20);
-  mallopt(M_TRIM_THRESHOLD, 256 << 20);
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
-  keep_freed_buffers_for_reuse();
   CLI::App app{"moeprep: convert Hugging Face Mixture-of-Experts checkpoints into kernel-ready shards, and verify them"};
   app.name("moeprep");
   app.set_version_flag("--version", std::string("moeprep ") + kVersion);
