@@ -58,6 +58,8 @@ struct UnitOutput {
 // every byte of its output anyway. At most the in-flight units' buffers are kept.
 class BufferPool {
  public:
+  static constexpr size_t kMaxPooledBytes = 2 * kTargetChunkBytes;
+
   std::vector<uint8_t> take(size_t size) {
     std::vector<uint8_t> b;
     {
@@ -71,7 +73,9 @@ class BufferPool {
     return b;
   }
   void give_back(std::vector<uint8_t>&& b) {
-    if (b.capacity() == 0) return;
+    // Whole-tensor units (scales of the separated layout: 66 MB for gpt-oss-120b) are rare;
+    // keeping their buffers would let every pooled buffer grow to that size.
+    if (b.capacity() == 0 || b.capacity() > kMaxPooledBytes) return;
     std::lock_guard<std::mutex> lock(mutex_);
     free_.push_back(std::move(b));
   }
