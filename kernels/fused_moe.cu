@@ -314,7 +314,7 @@ void enqueue_fused_moe(const DeviceMoeLayer& layer, const DeviceRouter& router, 
   int ksplit = options.k_split;
   if (ksplit == 0) ksplit = (P <= 64 && tile <= 16) ? 4 : 1;
 #if defined(__HIPCC__)
-  const bool small = false;  // cp.async and mma.sync: CUDA only
+  const bool small = false;  // mma.sync and warp shuffles: CUDA only
 #else
   const bool automatic = options.token_tile == 0 && options.k_split == 0 && options.staged < 0;
   // Automatic up to 32 picks: at 64 (T = 16, top-4) the folded combine's serial tail cost more

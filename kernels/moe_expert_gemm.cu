@@ -336,10 +336,11 @@ __device__ __forceinline__ BlockWork block_work(int32_t row_blocks) {
 
 // ---- small batches: grouping and combine inside the GEMM kernels ---------------------------------
 // A handful of tokens (T*k picks over as many experts) costs mostly launches and their memory
-// latencies, so the small-batch path folds two stages into the direct kernels: gate_up groups
-// the picks itself in every block (inline_group, up to 32 picks), and down does the combine
-// (fuse_combine): the last block to finish a row block sums that block's rows over the picks of
-// every token in pick order, so the result does not depend on which block came last.
+// latencies, so the small-batch kernels (expert_gemm_small_kernel below) fold two stages into
+// the GEMMs: gate_up groups the picks itself in every block (inline_group, up to 32 picks),
+// and down does the combine (fuse_combine): the last block to finish a row block sums that
+// block's rows over the picks of every token in pick order, so the result does not depend on
+// which block came last.
 constexpr int kSmallTile = 8;
 
 struct SmallGroup {
@@ -436,9 +437,96 @@ __device__ void combine_if_last(const GemmParams& p, int32_t row_block, int32_t 
 // For small batches (memory-bound): each weight byte is read once, one round is prefetched into
 // registers. NT: token sub-tiles of 8 per warp (the token tile is 8*NT). KSPLIT: warps of the
 // block that share one row group and split K (reduced through shared memory in warp order).
-// p.inline_group / p.fuse_combine (small batches, NT = 1): see above.
 template <int NT, int KSPLIT, bool GATE_UP>
 __global__ void __launch_bounds__(kWarps * 32) expert_gemm_direct_kernel(GemmParams p, int32_t row_blocks) {
+  const BlockWork bw = block_work(row_blocks);
+  if (bw.tile_index >= *p.num_tiles) return;
+  const Tile tile = p.tiles[bw.tile_index];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, q = lane % 4;
+  constexpr int kGroupsPerBlock = kWarps / KSPLIT;
+  const int64_t rg = static_cast<int64_t>(bw.row_block) * kGroupsPerBlock + warp / KSPLIT;
+  const int kpart = warp % KSPLIT;
+  // With KSPLIT > 1 the whole block shares rg, so this exit is uniform per block.
+  if (rg >= p.row_groups) return;
+  const WarpRows wr = warp_rows<GATE_UP>(p, tile.expert, rg, g, q);
+
+  // B rows of this lane's token column g in each sub-tile (element offsets, 32 bits).
+  uint32_t brow[NT];
+  bool bvalid[NT];
+#pragma unroll
+  for (int j = 0; j < NT; ++j) {
+    const int32_t col = 8 * j + g;
+    bvalid[j] = col < tile.count;
+    brow[j] = static_cast<uint32_t>((bvalid[j] ? b_row(p, tile.start + col) : 0) * p.K) + 32 * q;
+  }
+
+  float acc[2][NT][4];
+  zero_acc<NT>(acc);
+  const int64_t rounds = (p.K + 127) / 128;
+  const int64_t per_part = (rounds + KSPLIT - 1) / KSPLIT;
+  const int64_t r_begin = kpart * per_part;
+  const int64_t r_end = r_begin + per_part < rounds ? r_begin + per_part : rounds;
+
+  {
+    uint4 wcur[4], wnext[4];
+    uint32_t scur[4], snext[4];
+    auto load_round = [&](int64_t r, uint4* wv, uint32_t* sv) {
+      const bool kvalid = lane_k_valid(p, r, q);  // K % 128 == 64 leaves half a round
+#pragma unroll
+      for (int i = 0; i < 4; ++i) wv[i] = kvalid ? load_nc(weight_run(wr, i, r)) : make_uint4(0, 0, 0, 0);
+      load_scales(wr, p, r, q, sv);
+    };
+    if (r_begin < r_end) load_round(r_begin, wcur, scur);
+    for (int64_t r = r_begin; r < r_end; ++r) {
+      if (r + 1 < r_end) load_round(r + 1, wnext, snext);
+      const bool kvalid = lane_k_valid(p, r, q);
+      const uint32_t koff = static_cast<uint32_t>(r) * 128;
+      auto bfetch = [&](int j, int w) {
+        return (bvalid[j] && kvalid) ? load_nc(p.b + brow[j] + koff + 8 * w) : make_uint4(0, 0, 0, 0);
+      };
+      mma_round<NT>(p.large_scales, acc, wcur, scur, bfetch);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        wcur[i] = wnext[i];
+        scur[i] = snext[i];
+      }
+    }
+  }
+
+  if constexpr (KSPLIT > 1) {
+    // Partial sums of warps 1..KSPLIT-1 through shared memory, added by warp 0 in warp order.
+    __shared__ float red[KSPLIT - 1][2 * NT * 4][32];
+    if (kpart > 0) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int j = 0; j < NT; ++j)
+#pragma unroll
+          for (int c = 0; c < 4; ++c) red[kpart - 1][(h * NT + j) * 4 + c][lane] = acc[h][j][c];
+    }
+    __syncthreads();
+    if (kpart > 0) return;
+#pragma unroll
+    for (int s2 = 0; s2 < KSPLIT - 1; ++s2)
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int j = 0; j < NT; ++j)
+#pragma unroll
+          for (int c = 0; c < 4; ++c) acc[h][j][c] += red[s2][(h * NT + j) * 4 + c][lane];
+  }
+  epilogue<NT, GATE_UP>(p, tile, wr, acc, g, q);
+}
+
+// The small-batch kernels (p.inline_group / p.fuse_combine, see above; launched with NT = 1,
+// KSPLIT = 4): the direct kernel above with the grouping before its K loop (gate_up) or the
+// combine after its epilogue (down), and no early exit past the tile check, since the K-split
+// reduction and the combine need every warp at their barriers. Kept apart from the direct
+// kernel so that the latter's code (and speed: 96 instead of 102 registers at NT = 1) stays as
+// it was measured.
+template <int NT, int KSPLIT, bool GATE_UP>
+__global__ void __launch_bounds__(kWarps * 32) expert_gemm_small_kernel(GemmParams p, int32_t row_blocks) {
   __shared__ SmallGroup sg;
   const BlockWork bw = block_work(row_blocks);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -680,7 +768,10 @@ void dispatch_fast(const GemmParams& p, const ExpertGemmArgs& a, gpuStream_t str
   const int nt = a.token_tile / 8;
   if (a.small) {
     if (a.token_tile != kSmallTile) throw_bad_input("fused_moe: the small-batch kernels take token tile 8");
-    return launch_direct<1, 4, GATE_UP>(p, a.max_tiles, stream);
+    const int64_t row_blocks = p.row_groups;  // one row group per block (K split 4)
+    expert_gemm_small_kernel<1, 4, GATE_UP>
+        <<<static_cast<unsigned>(a.max_tiles * row_blocks), kWarps * 32, 0, stream>>>(p, static_cast<int32_t>(row_blocks));
+    return;
   }
   if (a.k_split == 4) {
     if (nt == 1) return launch_direct<1, 4, GATE_UP>(p, a.max_tiles, stream);
