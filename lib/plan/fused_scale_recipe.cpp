@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "layout/addressing.h"
+#include "plan/fused_recipe_rows.h"
 
 namespace moeprep::plan {
 namespace {
@@ -11,24 +12,15 @@ namespace {
 constexpr uint8_t kScalePad = 127;  // E8M0 2^0, what the recipe's pad steps write
 
 struct ScaleGeometry {
-  bool w13 = false;
-  int64_t half_rows = 0;  // w13: gate (and up) rows per expert in the source
-  int64_t src_rows = 0, src_groups = 0;
-  int64_t out_half = 0;  // w13: gate (and up) rows per expert in the output
-  int64_t out_rows = 0;  // N per expert in the output
+  ExpertRowMap rows;
+  int64_t src_groups = 0;
   int64_t out_groups = 0;  // S': the shuffle's padded group count
 };
 
 ScaleGeometry geometry(const RecipeSpec& spec, ExpertRole role, const ExpertDims& d) {
-  ScaleGeometry g;
-  g.w13 = role == ExpertRole::W13Scale;
-  g.half_rows = g.w13 ? d.intermediate : 0;
-  g.src_rows = g.w13 ? 2 * d.intermediate : d.hidden;
-  g.src_groups = (g.w13 ? d.hidden : d.intermediate) / 32;
-  g.out_half = g.w13 ? d.intermediate_pad : 0;
-  g.out_rows = g.w13 ? 2 * d.intermediate_pad : d.hidden_pad;
-  g.out_groups = spec.out_shape.size() == 2 ? spec.out_shape[1] : 0;
-  return g;
+  const bool w13 = role == ExpertRole::W13Scale;
+  return {expert_row_map(w13, d), (w13 ? d.hidden : d.intermediate) / 32,
+          spec.out_shape.size() == 2 ? spec.out_shape[1] : 0};
 }
 
 }  // namespace
@@ -40,7 +32,7 @@ bool has_fused_scale_recipe(ExpertRole role, const ExpertDims& d, const ConvertO
   const ScaleGeometry g = geometry(spec, role, d);
   // The shuffle may pad rows too (separated: to 32); the fused path covers shapes where it
   // does not, which is every shape the planner's pad multiples allow.
-  return spec.out_shape.size() == 2 && spec.out_shape[0] == d.experts * g.out_rows && g.out_groups >= g.src_groups;
+  return spec.out_shape.size() == 2 && spec.out_shape[0] == d.experts * g.rows.out_rows && g.out_groups >= g.src_groups;
 }
 
 void write_scale_recipe_fused(ExpertRole role, const ExpertDims& d, const ConvertOptions& o, bool gate_up_interleaved,
@@ -49,31 +41,22 @@ void write_scale_recipe_fused(ExpertRole role, const ExpertDims& d, const Conver
     throw_internal("fused scale recipe: no fused path for this tensor");
   const RecipeSpec spec = aiter_recipe(role, d, o, gate_up_interleaved);
   const ScaleGeometry g = geometry(spec, role, d);
+  const ExpertRowMap& m = g.rows;
   const int64_t E = d.experts;
-  if (static_cast<int64_t>(in_size) != E * g.src_rows * g.src_groups)
-    throw_internal("fused scale recipe: input of " + std::to_string(in_size) + " bytes, expected " +
-                   std::to_string(E * g.src_rows * g.src_groups));
-  if (static_cast<int64_t>(out_size) != E * g.out_rows * g.out_groups)
-    throw_internal("fused scale recipe: output of " + std::to_string(out_size) + " bytes, expected " +
-                   std::to_string(E * g.out_rows * g.out_groups));
-  const layout::ScaleLayout sl{o.gate_mode, g.w13, g.out_rows, g.out_groups};
+  check_fused_buffer("fused scale recipe", "input", in_size, E * m.src_rows * g.src_groups);
+  check_fused_buffer("fused scale recipe", "output", out_size, E * m.out_rows * g.out_groups);
+  const layout::ScaleLayout sl{o.gate_mode, m.w13, m.out_rows, g.out_groups};
   // In both gate modes the offset splits into a part of the row and a part of the group
   // (addressing.h: no term mixes n and s), so one table of group offsets serves every row.
   std::vector<int64_t> group_offset(static_cast<size_t>(g.out_groups));
   for (int64_t s = 0; s < g.out_groups; ++s) group_offset[static_cast<size_t>(s)] = sl.offset(0, 0, s);
   for (int64_t e = 0; e < E; ++e) {
-    for (int64_t n = 0; n < g.out_rows; ++n) {
-      int64_t src_row = -1;
-      if (g.w13) {
-        const int64_t half = n / g.out_half, j = n % g.out_half;
-        if (j < g.half_rows) src_row = gate_up_interleaved ? 2 * j + half : half * g.half_rows + j;
-      } else if (n < g.src_rows) {
-        src_row = n;
-      }
+    for (int64_t n = 0; n < m.out_rows; ++n) {
+      const int64_t src_row = m.source_row(n, gate_up_interleaved);
       uint8_t* row_out = out + sl.offset(e, n, 0);
       int64_t s = 0;
       if (src_row >= 0) {
-        const uint8_t* row_in = in + (e * g.src_rows + src_row) * g.src_groups;
+        const uint8_t* row_in = in + (e * m.src_rows + src_row) * g.src_groups;
         for (; s < g.src_groups; ++s) row_out[group_offset[static_cast<size_t>(s)]] = row_in[s];
       }
       for (; s < g.out_groups; ++s) row_out[group_offset[static_cast<size_t>(s)]] = kScalePad;

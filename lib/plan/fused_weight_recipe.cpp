@@ -4,29 +4,20 @@
 
 #include "core/error.h"
 #include "layout/addressing.h"
+#include "plan/fused_recipe_rows.h"
 
 namespace moeprep::plan {
 namespace {
 
-// Rows and 16-byte runs of one role, logical (source) and physical (output).
+// Rows (shared with the scales) and 16-byte runs of one role, logical and physical.
 struct WeightGeometry {
-  bool w13 = false;
-  int64_t half_rows = 0;  // w13: gate (and up) rows per expert in the source
-  int64_t src_rows = 0, src_kb = 0;
-  int64_t out_half = 0;  // w13: gate (and up) rows per expert in the output
-  int64_t out_rows = 0, out_kb = 0;
+  ExpertRowMap rows;
+  int64_t src_kb = 0, out_kb = 0;
 };
 
 WeightGeometry geometry(ExpertRole role, const ExpertDims& d) {
-  WeightGeometry g;
-  g.w13 = role == ExpertRole::W13Weight;
-  g.half_rows = g.w13 ? d.intermediate : 0;
-  g.src_rows = g.w13 ? 2 * d.intermediate : d.hidden;
-  g.src_kb = (g.w13 ? d.hidden : d.intermediate) / 2;
-  g.out_half = g.w13 ? d.intermediate_pad : 0;
-  g.out_rows = g.w13 ? 2 * d.intermediate_pad : d.hidden_pad;
-  g.out_kb = (g.w13 ? d.hidden_pad : d.intermediate_pad) / 2;
-  return g;
+  const bool w13 = role == ExpertRole::W13Weight;
+  return {expert_row_map(w13, d), (w13 ? d.hidden : d.intermediate) / 2, (w13 ? d.hidden_pad : d.intermediate_pad) / 2};
 }
 
 // In both gate modes a tile holds 16 rows x 16-byte runs contiguously, and run j of a row sits
@@ -42,37 +33,27 @@ bool has_fused_weight_recipe(ExpertRole role, const ExpertDims& d, const Convert
   if (role != ExpertRole::W13Weight && role != ExpertRole::W2Weight) return false;
   const WeightGeometry g = geometry(role, d);
   // Whole runs and whole row groups; always true for MXFP4 shapes the planner accepts.
-  return g.src_kb % kRun == 0 && g.out_kb % kRun == 0 && g.out_rows % kTileRows == 0 &&
-         (!g.w13 || g.out_half % kTileRows == 0);
+  return g.src_kb % kRun == 0 && g.out_kb % kRun == 0 && g.rows.out_rows % kTileRows == 0 &&
+         (!g.rows.w13 || g.rows.out_half % kTileRows == 0);
 }
 
 void write_weight_recipe_fused(ExpertRole role, const ExpertDims& d, const ConvertOptions& o, bool gate_up_interleaved,
                                const uint8_t* in, size_t in_size, uint8_t* out, size_t out_size) {
   if (!has_fused_weight_recipe(role, d, o)) throw_internal("fused weight recipe: no fused path for this tensor");
   const WeightGeometry g = geometry(role, d);
+  const ExpertRowMap& m = g.rows;
   const int64_t E = d.experts;
-  if (static_cast<int64_t>(in_size) != E * g.src_rows * g.src_kb)
-    throw_internal("fused weight recipe: input of " + std::to_string(in_size) + " bytes, expected " +
-                   std::to_string(E * g.src_rows * g.src_kb));
-  if (static_cast<int64_t>(out_size) != E * g.out_rows * g.out_kb)
-    throw_internal("fused weight recipe: output of " + std::to_string(out_size) + " bytes, expected " +
-                   std::to_string(E * g.out_rows * g.out_kb));
-  const layout::WeightTileLayout tiles{o.gate_mode, g.w13, g.out_rows, g.out_kb};
+  check_fused_buffer("fused weight recipe", "input", in_size, E * m.src_rows * g.src_kb);
+  check_fused_buffer("fused weight recipe", "output", out_size, E * m.out_rows * g.out_kb);
+  const layout::WeightTileLayout tiles{o.gate_mode, m.w13, m.out_rows, g.out_kb};
   static const uint8_t kZeroRun[kRun] = {};  // padding codes are 0x00
   const int64_t src_runs = g.src_kb / kRun, out_runs = g.out_kb / kRun;
   for (int64_t e = 0; e < E; ++e) {
-    for (int64_t r0 = 0; r0 < g.out_rows; r0 += kTileRows) {
+    for (int64_t r0 = 0; r0 < m.out_rows; r0 += kTileRows) {
       const uint8_t* rows[kTileRows];
       for (int64_t i = 0; i < kTileRows; ++i) {
-        const int64_t r = r0 + i;
-        int64_t src_row = -1;
-        if (g.w13) {
-          const int64_t half = r / g.out_half, j = r % g.out_half;
-          if (j < g.half_rows) src_row = gate_up_interleaved ? 2 * j + half : half * g.half_rows + j;
-        } else if (r < g.src_rows) {
-          src_row = r;
-        }
-        rows[i] = src_row < 0 ? nullptr : in + (e * g.src_rows + src_row) * g.src_kb;
+        const int64_t src_row = m.source_row(r0 + i, gate_up_interleaved);
+        rows[i] = src_row < 0 ? nullptr : in + (e * m.src_rows + src_row) * g.src_kb;
       }
       uint8_t* block = out + tiles.offset(e, r0, 0);
       for (int64_t j = 0; j < out_runs; ++j, block += kBlock) {
@@ -91,8 +72,8 @@ std::optional<ByteTensor> apply_weight_recipe_fused(ExpertRole role, const Exper
   const WeightGeometry g = geometry(role, d);
   ByteTensor out;
   out.dtype = Dtype::U8;
-  out.shape = {d.experts, g.out_rows, g.out_kb};
-  out.bytes.resize(static_cast<size_t>(d.experts * g.out_rows * g.out_kb));
+  out.shape = {d.experts, g.rows.out_rows, g.out_kb};
+  out.bytes.resize(static_cast<size_t>(d.experts * g.rows.out_rows * g.out_kb));
   write_weight_recipe_fused(role, d, o, gate_up_interleaved, in, in_size, out.bytes.data(), out.bytes.size());
   return out;
 }
