@@ -88,11 +88,17 @@ __device__ __forceinline__ float to_float(uint16_t bf16_bits) { return bf16_to_f
 __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 // exp(x - max) with x == max giving 1, as in the CPU reference (+inf rows share the weight).
-// Computed unconditionally and then selected, which keeps it branch-free.
+// Computed unconditionally and then selected, which keeps it branch-free. Only weights use it,
+// never the selection, so the hardware exp (a few ulp, far inside the 1e-5 the weights are held
+// to) is enough.
 __device__ __forceinline__ float shifted_exp(float x, float max) {
-  const float e = expf(x - max);
+  const float e = __expf(x - max);
   return x == max ? 1.0f : e;
 }
+
+// Weight normalization: divisors are sums of weights (>= 1 for the softmax variants), where the
+// 2-ulp hardware division is enough and has no slow-path branch.
+__device__ __forceinline__ float normalized(float w, float sum) { return __fdividef(w, sum); }
 
 // Register slot j of sub-lane `sub` holds expert e: chunks of VEC consecutive experts (one 16-byte
 // load when VEC > 1), the LPT lanes side by side. e grows with j, so within a lane the lower slot
@@ -175,11 +181,11 @@ __device__ __forceinline__ float segment_sum(float v) {
   return v;
 }
 
+// Whether any of the token's LPT lanes holds `v`: one ballot, shorter than a butterfly.
 template <int LPT>
-__device__ __forceinline__ uint32_t segment_or(uint32_t v) {
-#pragma unroll
-  for (int m = 1; m < LPT; m <<= 1) v |= MOEPREP_SHFL_XOR(v, m);
-  return v;
+__device__ __forceinline__ bool segment_any(bool v, int lane, int sub) {
+  const unsigned long long bits = MOEPREP_BALLOT(v) >> (lane - sub);
+  return (bits & ((1ull << LPT) - 1)) != 0;
 }
 
 // Group selection of sigmoid_grouped_biased. `choice` holds the token's E choice scores (shared
@@ -199,14 +205,10 @@ __device__ uint32_t kept_groups(const float* choice, float* group_score, int exp
     const int r = sub % lpg;
     float top1 = -INFINITY, top2 = -INFINITY;
     if (g < n_group) {
-      for (int i = r; i < group_size; i += lpg) {
+      for (int i = r; i < group_size; i += lpg) {  // branch-free: the two largest as a multiset
         const float c = choice[g * group_size + i];
-        if (c > top1) {
-          top2 = top1;
-          top1 = c;
-        } else if (c > top2) {
-          top2 = c;
-        }
+        top2 = fmaxf(top2, fminf(top1, c));
+        top1 = fmaxf(top1, c);
       }
     }
 #pragma unroll
@@ -223,7 +225,7 @@ __device__ uint32_t kept_groups(const float* choice, float* group_score, int exp
     }
     if (g < n_group && r == 0) group_score[g] = group_size >= 2 ? top1 + top2 : top1;
   }
-  __syncthreads();
+  MOEPREP_SYNCWARP();  // a token's scores are its own lanes' (one warp)
   const uint32_t segment_bits = 0xffffffffu >> (32 - LPT);
   uint32_t kept = 0;
   for (int g0 = 0; g0 < n_group; g0 += LPT) {
@@ -329,24 +331,29 @@ __device__ __forceinline__ bool select_by_threshold(const float* x, bool selecti
   }
   int at = before;
   for (uint32_t rest = mask; rest != 0; rest &= rest - 1) {
-    const int j = __ffs(rest) - 1;
-    const int expert = expert_of<LPT, VEC>(sub, j);
-    list[at++] = pack_topk_key(selection_value_key(lane_copy[j]), static_cast<uint32_t>(expert));
+    const uint32_t j = static_cast<uint32_t>(__ffs(rest) - 1);  // unsigned: / and % become shifts
+    const uint32_t expert = (j / VEC) * (LPT * VEC) + static_cast<uint32_t>(sub) * VEC + (j % VEC);  // expert_of
+    list[at++] = pack_topk_key(selection_value_key(lane_copy[j]), expert);
   }
   if (sub < kListPad) list[total + sub] = 0;  // 0 ranks below every real key
   MOEPREP_SYNCWARP();
 
   // Ranks: the number of the token's candidates with a larger key. Keys are unique (they carry
-  // the index), so the ranks are 0 .. total - 1 and ranks below k are the picks, in order.
-  for (int i = sub; i < total; i += LPT) {
-    const uint64_t mine = list[i];
-    int rank = 0;
+  // the index), so the ranks are 0 .. total - 1 and ranks below k are the picks, in order. A lane
+  // ranks entries sub and sub + LPT in one pass over the list (one pass more only past 2 * LPT).
+  for (int i = sub; i < total; i += 2 * LPT) {
+    const bool second = i + LPT < total;
+    const uint64_t mine0 = list[i];
+    const uint64_t mine1 = second ? list[i + LPT] : ~uint64_t{0};  // nothing ranks above ~0
+    int rank0 = 0, rank1 = 0;
     for (int y = 0; y < total; y += 4) {
       const ulonglong2 lo = *reinterpret_cast<const ulonglong2*>(list + y);
       const ulonglong2 hi = *reinterpret_cast<const ulonglong2*>(list + y + 2);
-      rank += (lo.x > mine ? 1 : 0) + (lo.y > mine ? 1 : 0) + (hi.x > mine ? 1 : 0) + (hi.y > mine ? 1 : 0);
+      rank0 += (lo.x > mine0 ? 1 : 0) + (lo.y > mine0 ? 1 : 0) + (hi.x > mine0 ? 1 : 0) + (hi.y > mine0 ? 1 : 0);
+      rank1 += (lo.x > mine1 ? 1 : 0) + (lo.y > mine1 ? 1 : 0) + (hi.x > mine1 ? 1 : 0) + (hi.y > mine1 ? 1 : 0);
     }
-    if (rank < top_k) picks[rank] = mine;
+    if (rank0 < top_k) picks[rank0] = mine0;
+    if (second && rank1 < top_k) picks[rank1] = mine1;
   }
   MOEPREP_SYNCWARP();
 #pragma unroll
@@ -485,31 +492,47 @@ __global__ void __launch_bounds__(kBlockThreads) fused_router_kernel(const Logit
   for (int j = 0; j < kSlots; ++j) has_nan |= isnan(x[j]) ? 1u : 0u;
 #pragma unroll
   for (int j = 0; j < kSlots; ++j) x[j] = present[j / VEC] ? x[j] : absent;
-  if (sigmoid_variant) {  // uniform: one branch around the loop, not one per slot
+  if (sigmoid_variant) {  // uniform: one branch around the loops, not one per slot
+    // The bias loads first and together: inside the sigmoid loop each waited behind the
+    // division's slow-path branch of the slot before.
+    float bias[kSlots];
 #pragma unroll
     for (int j = 0; j < kSlots; ++j) {
       const int e = expert_of<LPT, VEC>(sub, j);
-      x[j] = sigmoid(x[j]);  // NaN stays NaN
-      if (p.correction_bias && e < experts) x[j] += p.correction_bias[e];  // choice only
+      bias[j] = (p.correction_bias && e < experts) ? p.correction_bias[e] : 0.0f;
     }
+#pragma unroll
+    for (int j = 0; j < kSlots; ++j) x[j] = sigmoid(x[j]) + bias[j];  // choice only; NaN stays NaN
   }
-  has_nan = segment_or<LPT>(has_nan);
+  has_nan = segment_any<LPT>(has_nan != 0, lane, sub) ? 1u : 0u;
 
-  if (sigmoid_variant && p.n_group > 1) {  // uniform over the launch, so the barriers are safe
+  if (sigmoid_variant && p.n_group > 1) {  // uniform over the launch, so the warp syncs are reached by all lanes
     float* choice = grouped_words + (threadIdx.x - sub) * kSlots;
     float* group_score = choice + kBlockThreads * kSlots;
+    if constexpr (VEC % 4 == 0) {  // a chunk's experts are consecutive: 16-byte stores
 #pragma unroll
-    for (int j = 0; j < kSlots; ++j) {
-      const int e = expert_of<LPT, VEC>(sub, j);
-      if (e < experts) choice[e] = x[j];
+      for (int j = 0; j < kSlots; j += 4) {
+        const int e = expert_of<LPT, VEC>(sub, j);
+        if (e < experts) *reinterpret_cast<float4*>(choice + e) = make_float4(x[j], x[j + 1], x[j + 2], x[j + 3]);
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < kSlots; ++j) {
+        const int e = expert_of<LPT, VEC>(sub, j);
+        if (e < experts) choice[e] = x[j];
+      }
     }
-    __syncthreads();
+    MOEPREP_SYNCWARP();  // a token's choice scores are its own lanes' (one warp)
     const uint32_t kept = kept_groups<LPT>(choice, group_score, experts, p, sub, lane);
-    const int group_size = experts / p.n_group;
+    // Group of expert e as a multiply-high by ceil(2^32 / group_size): exact for e < 512, and no
+    // integer division per slot.
+    const uint64_t group_magic = ((uint64_t{1} << 32) + static_cast<uint64_t>(experts / p.n_group) - 1) /
+                                 static_cast<uint64_t>(experts / p.n_group);
 #pragma unroll
     for (int j = 0; j < kSlots; ++j) {
       const int e = expert_of<LPT, VEC>(sub, j);
-      if (e < experts && !((kept >> (e / group_size)) & 1u)) x[j] = absent;
+      const uint32_t group = static_cast<uint32_t>((static_cast<uint64_t>(e) * group_magic) >> 32);
+      if (e < experts && !((kept >> group) & 1u)) x[j] = absent;
     }
   }
 
@@ -553,7 +576,7 @@ __global__ void __launch_bounds__(kBlockThreads) fused_router_kernel(const Logit
       switch (p.variant) {
         case RouterVariant::SoftmaxAfterTopk:
         case RouterVariant::Gemma4: weight[i] = shifted_exp(v, top); break;
-        case RouterVariant::SoftmaxThenTopk: weight[i] = shifted_exp(v, top) / row_sum; break;
+        case RouterVariant::SoftmaxThenTopk: weight[i] = normalized(shifted_exp(v, top), row_sum); break;
         case RouterVariant::SigmoidGroupedBiased:  // the unbiased score: re-read the logit
           weight[i] = (real && id[i] >= 0) ? sigmoid(to_float(row[id[i]])) : 0.0f;
           break;
@@ -585,16 +608,16 @@ __global__ void __launch_bounds__(kBlockThreads) fused_router_kernel(const Logit
     if (r >= p.top_k) continue;
     float w = weight[i];
     switch (p.variant) {
-      case RouterVariant::SoftmaxAfterTopk: w /= sum; break;
+      case RouterVariant::SoftmaxAfterTopk: w = normalized(w, sum); break;
       case RouterVariant::Gemma4:
-        w /= sum;
+        w = normalized(w, sum);
         if (p.per_expert_scale && id[i] >= 0) w *= p.per_expert_scale[id[i]];
         break;
       case RouterVariant::SoftmaxThenTopk:
-        if (p.renormalize) w /= sum;
+        if (p.renormalize) w = normalized(w, sum);
         break;
       case RouterVariant::SigmoidGroupedBiased:
-        if (p.renormalize) w /= sum + 1e-20f;
+        if (p.renormalize) w /= sum + 1e-20f;  // may be tiny: the IEEE division
         w *= p.routed_scaling_factor;
         break;
     }

@@ -3,9 +3,10 @@
 # over them, the fused-kernel timings, the PyTorch chain on the same device, and optionally an
 # Nsight Compute profile of one large case plus the SASS of the E = 128 kernel.
 # Usage, on the device machine from the repo root:
-#   bash bench/gpu/router_device_run.sh BIN_DIR OUT_DIR [BASELINE_BIN_DIR]
+#   bash bench/gpu/router_device_run.sh BIN_DIR OUT_DIR [BASELINE_BIN_DIR[:BASELINE_BIN_DIR...]]
 # BIN_DIR holds test_gpu, router_bench and optionally router.o (prebuilt here, or from a
-# build-gpu/ tree there); BASELINE_BIN_DIR an earlier router_bench timed on the same card.
+# build-gpu/ tree there); each BASELINE_BIN_DIR an earlier router_bench timed on the same card
+# (its logs are named after the directory).
 # PROFILE=1 adds ncu and cuobjdump. Everything lands in OUT_DIR/router_run.tgz too.
 set -uo pipefail
 bin=${1:?BIN_DIR}
@@ -25,11 +26,13 @@ save
 
 echo "== fused router timings"
 "$bin/router_bench" --csv "$logs/fused.csv" 2>&1 | tee "$logs/bench.log"
-if [ -n "$baseline" ]; then
-  echo "== baseline build, same card"
-  "$baseline/router_bench" --csv "$logs/fused_baseline.csv" >"$logs/bench_baseline.log" 2>&1
-  grep -E "softmax_after_topk|gemma4" "$logs/bench_baseline.log" | head -24
-fi
+IFS=: read -r -a baselines <<<"$baseline"
+for b in "${baselines[@]}"; do
+  name=$(basename "$b")
+  echo "== baseline build $name, same card"
+  "$b/router_bench" --csv "$logs/fused_$name.csv" >"$logs/bench_$name.log" 2>&1
+  grep -E " 16384 " "$logs/bench_$name.log"
+done
 save
 
 echo "== PyTorch chain timings"
@@ -69,7 +72,7 @@ cp "$logs/table.md" "$out/" 2>/dev/null
 # Last, so that it is in the reply's tail: fused time over the memory floor, every variant.
 echo "== summary: fused router (this build), graph/stream us and x floor"
 grep -E "^(device:|variant|softmax_after_topk|gemma4|sigmoid_grouped_biased) " "$logs/bench.log"
-if [ -n "$baseline" ]; then
-  echo "== summary: baseline build, T = 16384"
-  grep -E " 16384 " "$logs/bench_baseline.log"
-fi
+for b in "${baselines[@]}"; do
+  echo "== summary: baseline build $(basename "$b"), T = 16384"
+  grep -E " 16384 " "$logs/bench_$(basename "$b").log"
+done
