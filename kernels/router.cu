@@ -64,9 +64,17 @@ template <int LPT>
 constexpr int list_words() {
   return threshold_capable<LPT>() ? (kBlockThreads / LPT) * (list_stride<LPT>() + kMaxTopK) * 2 : 0;
 }
+// A token's group scores: n_group <= min(E, 32) words, so no more than its lanes' slots. Sized
+// tightly because on a 64-lane wavefront (256-thread blocks) the whole layout must stay within
+// 64 KB of LDS (E <= 64 with grouped routing came to 66 KB with a kSlots-a-thread region).
+template <int LPT>
+constexpr int group_score_words() {
+  return LPT * kSlots < kMaxGroups ? LPT * kSlots : kMaxGroups;
+}
 template <int LPT>
 size_t shared_bytes_for(bool grouped) {
-  const size_t words = size_t(kBlockThreads) * kSlots + list_words<LPT>() + (grouped ? 2 * kBlockThreads * kSlots : 0);
+  const size_t grouped_words = size_t(kBlockThreads) * kSlots + (kBlockThreads / LPT) * group_score_words<LPT>();
+  const size_t words = size_t(kBlockThreads) * kSlots + list_words<LPT>() + (grouped ? grouped_words : 0);
   return words * sizeof(uint32_t);
 }
 
@@ -508,7 +516,7 @@ __global__ void __launch_bounds__(kBlockThreads) fused_router_kernel(const Logit
 
   if (sigmoid_variant && p.n_group > 1) {  // uniform over the launch, so the warp syncs are reached by all lanes
     float* choice = grouped_words + (threadIdx.x - sub) * kSlots;
-    float* group_score = choice + kBlockThreads * kSlots;
+    float* group_score = grouped_words + kBlockThreads * kSlots + token_in_block * group_score_words<LPT>();
     if constexpr (VEC % 4 == 0) {  // a chunk's experts are consecutive: 16-byte stores
 #pragma unroll
       for (int j = 0; j < kSlots; j += 4) {
