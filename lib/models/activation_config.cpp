@@ -34,6 +34,7 @@ constexpr NamedActivation kKindNames[] = {
     {"silu_gated", Activation::SiluGated},
     {"gelu_tanh_gated", Activation::GeluTanhGated},
     {"gelu_gated", Activation::GeluGated},
+    {"relu2", Activation::Relu2},
 };
 
 std::string supported_names() {
@@ -54,10 +55,23 @@ Activation read_gated_activation(const ConfigReader& cfg, const char* key, const
                                  const std::string& family_label) {
   const std::string name = cfg.string_or(key, fallback);
   if (auto kind = gated_activation_for(name)) return *kind;
+  // relu2 is moeprep's only non-gated activation: its experts have no gate rows, so a gated
+  // family's gate_proj/up_proj layout cannot carry it.
   const std::string why = name == "relu2"
-                              ? "non-gated relu^2 experts (Nemotron-H) are not supported"
+                              ? "non-gated relu^2 experts (Nemotron-H) are not supported for " + family_label +
+                                    "'s gated experts"
                               : "not an expert activation moeprep implements for " + family_label;
   cfg.fail(key, "is '" + name + "': " + why + " (supported: " + supported_names() + ")");
+}
+
+Activation read_non_gated_activation(const ConfigReader& cfg, const char* key, const std::string& fallback,
+                                    const std::string& family_label) {
+  const std::string name = cfg.string_or(key, fallback);
+  if (name == "relu2") return Activation::Relu2;
+  const std::string why = gated_activation_for(name)
+                              ? "a gated activation, but " + family_label + " experts have no gate projection"
+                              : "not an expert activation moeprep implements for " + family_label;
+  cfg.fail(key, "is '" + name + "': " + why + " (supported: relu2)");
 }
 
 const char* activation_kind_name(Activation kind) {

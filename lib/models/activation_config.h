@@ -19,8 +19,14 @@ std::optional<reference::Activation> gated_activation_for(const std::string& hf_
 reference::Activation read_gated_activation(const ConfigReader& cfg, const char* key, const std::string& fallback,
                                             const std::string& family_label);
 
+// The same for families whose experts are not gated (Nemotron-H: up_proj and down_proj only):
+// "relu2" (transformers' ReLUSquaredActivation, max(x, 0)^2) maps to Activation::Relu2;
+// anything else is refused naming the file, the key and the value.
+reference::Activation read_non_gated_activation(const ConfigReader& cfg, const char* key, const std::string& fallback,
+                                                const std::string& family_label);
+
 // The manifest's "activation": {"kind": ...}: "gpt_oss_clamped_swiglu", "silu_gated",
-// "gelu_tanh_gated", "gelu_gated".
+// "gelu_tanh_gated", "gelu_gated", "relu2" (non-gated).
 const char* activation_kind_name(reference::Activation kind);
 std::optional<reference::Activation> activation_from_kind_name(const std::string& name);
 

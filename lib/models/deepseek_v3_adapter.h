@@ -14,10 +14,9 @@
 // sigmoid_grouped_biased. The multi-token-prediction layers that follow the last layer
 // (num_nextn_predict_layers) are MoE layers too and are converted when present.
 //
-// Not supported: NVIDIA Nemotron-3-Nano (model_type nemotron_h). Its router matches (sigmoid,
-// groups, correction bias) but its experts are not gated (up_proj and down_proj only, squared
-// ReLU) and live under backbone.layers.{i}.mixer.experts, so there is no w13 to build; it is
-// refused as an unsupported model_type. DeepSeek-V2 (softmax scoring) is refused likewise.
+// NVIDIA Nemotron-3-Nano (model_type nemotron_h) shares the router (sigmoid, groups, correction
+// bias) but has non-gated experts under backbone.layers.{i}.mixer.experts: its own adapter,
+// models/nemotron_h_adapter.h. DeepSeek-V2 (softmax scoring) is refused.
 #include <memory>
 #include <string>
 

@@ -11,6 +11,7 @@
 #include "models/gpt_oss.h"
 #include "models/gpt_oss_adapter.h"
 #include "models/mixtral_adapter.h"
+#include "models/nemotron_h_adapter.h"
 #include "models/qwen_moe_adapter.h"
 
 namespace moeprep::models {
@@ -28,6 +29,7 @@ const std::map<std::string, Factory>& registry() {
       {kDeepseekV3ModelType, make_deepseek_v3_adapter},
       {kGemma4ModelType, make_gemma4_adapter},
       {kGemma4TextModelType, make_gemma4_adapter},
+      {kNemotronHModelType, make_nemotron_h_adapter},
   };
   return r;
 }

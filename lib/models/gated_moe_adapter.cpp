@@ -42,8 +42,8 @@ class GatedMoeAdapter : public ModelAdapter {
       layer.sources[Role::W13Scale] = mxfp4_scales_source(g.w13);
       layer.sources[Role::W2Weight] = mxfp4_blocks_source(g.w2);
       layer.sources[Role::W2Scale] = mxfp4_scales_source(g.w2);
-      const int64_t E = f_.info.experts, H = f_.info.hidden, I = f_.info.intermediate;
-      if (!g.w13_bias.empty()) layer.sources[Role::W13Bias] = direct_bf16_source(c_, g.w13_bias, {E, 2 * I}, why());
+      const int64_t E = f_.info.experts, H = f_.info.hidden;
+      if (!g.w13_bias.empty()) layer.sources[Role::W13Bias] = direct_bf16_source(c_, g.w13_bias, {E, w13_rows()}, why());
       if (!g.w2_bias.empty()) layer.sources[Role::W2Bias] = direct_bf16_source(c_, g.w2_bias, {E, H}, why());
       layer.consumed = g.w13->tensors;
       layer.consumed.insert(layer.consumed.end(), g.w2->tensors.begin(), g.w2->tensors.end());
@@ -79,7 +79,7 @@ class GatedMoeAdapter : public ModelAdapter {
   LayerReference layer_reference(int64_t layer, const std::vector<int32_t>& needed) const override {
     LayerReference r = layer_router(layer);
     const GatedLayer g = checked_layer(layer);
-    const int64_t E = f_.info.experts, H = f_.info.hidden, I = f_.info.intermediate;
+    const int64_t E = f_.info.experts, H = f_.info.hidden, I = f_.info.intermediate, R = w13_rows();
     std::vector<uint16_t> b13, b2;
     if (!g.w13_bias.empty()) b13 = copy_tensor<uint16_t>(c_, g.w13_bias);
     if (!g.w2_bias.empty()) b2 = copy_tensor<uint16_t>(c_, g.w2_bias);
@@ -94,18 +94,18 @@ class GatedMoeAdapter : public ModelAdapter {
       if (e < 0 || e >= E || d.slot[static_cast<size_t>(e)] >= 0) continue;
       d.slot[static_cast<size_t>(e)] = held++;
     }
-    d.w13.resize(static_cast<size_t>(held * 2 * I * H));
+    d.w13.resize(static_cast<size_t>(held * R * H));
     d.w2.resize(static_cast<size_t>(held * H * I));
-    d.b13.assign(static_cast<size_t>(held * 2 * I), 0.0f);
+    d.b13.assign(static_cast<size_t>(held * R), 0.0f);
     d.b2.assign(static_cast<size_t>(held * H), 0.0f);
     for (int64_t e = 0; e < E; ++e) {
       const int32_t s = d.slot[static_cast<size_t>(e)];
       if (s < 0) continue;
       // The unquantized source: what the model means, so that stage 5 measures the MXFP4
       // rounding along with any layout error.
-      g.w13->read_float(e, d.w13.data() + s * 2 * I * H);
+      g.w13->read_float(e, d.w13.data() + s * R * H);
       g.w2->read_float(e, d.w2.data() + s * H * I);
-      for (int64_t n = 0; n < 2 * I && !b13.empty(); ++n) d.b13[s * 2 * I + n] = bf16_to_float(b13[e * 2 * I + n]);
+      for (int64_t n = 0; n < R && !b13.empty(); ++n) d.b13[s * R + n] = bf16_to_float(b13[e * R + n]);
       for (int64_t n = 0; n < H && !b2.empty(); ++n) d.b2[s * H + n] = bf16_to_float(b2[e * H + n]);
     }
     return r;
@@ -113,11 +113,16 @@ class GatedMoeAdapter : public ModelAdapter {
 
  private:
   std::string why() const { return "the " + f_.label + " layout"; }
+  // Rows of w13 per expert: [gate; up], or the up rows alone for a non-gated activation
+  // (Nemotron-H's relu^2).
+  int64_t w13_rows() const {
+    return reference::is_gated(f_.info.activation.kind) ? 2 * f_.info.intermediate : f_.info.intermediate;
+  }
 
   GatedLayer checked_layer(int64_t l) const {
     GatedLayer g = f_.layer(l);
     const int64_t E = f_.info.experts, H = f_.info.hidden, I = f_.info.intermediate;
-    if (g.w13->experts != E || g.w13->rows != 2 * I || g.w13->cols != H || g.w2->experts != E || g.w2->rows != H ||
+    if (g.w13->experts != E || g.w13->rows != w13_rows() || g.w13->cols != H || g.w2->experts != E || g.w2->rows != H ||
         g.w2->cols != I)
       throw_internal(f_.family + " adapter: expert rows of layer " + std::to_string(l) + " do not match the config");
     expect_tensor(c_, g.router_weight, Dtype::BF16, {E, H}, why() + " (router)");

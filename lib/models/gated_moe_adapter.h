@@ -1,6 +1,6 @@
 #pragma once
 // The adapter shared by every family whose experts must be quantized to MXFP4 (Qwen2/3-MoE,
-// Mixtral, DeepSeek-V3, Gemma4, GPT-OSS BF16). A family describes each MoE layer (which
+// Mixtral, DeepSeek-V3, Gemma4, GPT-OSS BF16, and Nemotron-H, whose experts are not gated). A family describes each MoE layer (which
 // tensors hold its expert rows, biases and router) and this class turns that into canonical
 // sources, the router configuration and verify's float reference.
 #include <functional>
@@ -18,10 +18,12 @@ struct GatedLayer {
   std::string output_prefix;  // kernel-ready names: output_prefix + "w13_weight", ...
   // Every checkpoint tensor under this prefix must be consumed (refuse_unknown_expert_tensors).
   std::string expert_block_prefix;
-  ExpertRowsPtr w13;  // rows [gate; up] (or (gate, up) pairs when gate_up_interleaved), K = H
+  // rows [gate; up] (or (gate, up) pairs when gate_up_interleaved), K = H; for a non-gated
+  // activation (info.activation, Nemotron-H's relu^2) the I up rows alone.
+  ExpertRowsPtr w13;
   ExpertRowsPtr w2;   // rows = H outputs, K = I
   bool gate_up_interleaved = false;
-  std::string w13_bias, w2_bias;  // BF16 [E, 2I] / [E, H]; empty when the model has none
+  std::string w13_bias, w2_bias;  // BF16 [E, 2I] ([E, I] non-gated) / [E, H]; empty when none
   std::string router_weight;      // BF16 [E, H]
   std::string router_bias;        // BF16 [E], or empty
   std::string correction_bias;    // [E] F32 or BF16 (sigmoid_grouped_biased), or empty

@@ -38,6 +38,8 @@ const std::map<std::string, Family>& families() {
       {"deepseek_v3_bf16",
        {shape(3, 8, 160, 32, 16), [](const synth::Options& o) { return deepseek_v3_synthetic(o, false); }}},
       {"gemma4", {shape(2, 4, 64, 64), gemma4_synthetic}},
+      // Four layers "ME*E": Mamba, MoE, attention, MoE; two expert groups of four.
+      {"nemotron_h", {shape(4, 8, 96, 32, 16), nemotron_h_synthetic}},
   };
   return f;
 }

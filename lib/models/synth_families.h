@@ -11,8 +11,8 @@
 
 namespace moeprep::models {
 
-// "deepseek_v3", "deepseek_v3_bf16", "gemma4", "gpt_oss_bf16", "mixtral", "qwen2_moe",
-// "qwen3_moe".
+// "deepseek_v3", "deepseek_v3_bf16", "gemma4", "gpt_oss_bf16", "mixtral", "nemotron_h",
+// "qwen2_moe", "qwen3_moe".
 std::vector<std::string> synthetic_families();
 
 // The shipped tiny shape of `family`; throws Usage for an unknown family.
@@ -29,5 +29,6 @@ synth::Checkpoint qwen_moe_synthetic(const synth::Options& o, bool qwen2);
 synth::Checkpoint mixtral_synthetic(const synth::Options& o);
 synth::Checkpoint deepseek_v3_synthetic(const synth::Options& o, bool fp8);
 synth::Checkpoint gemma4_synthetic(const synth::Options& o);
+synth::Checkpoint nemotron_h_synthetic(const synth::Options& o);
 
 }  // namespace moeprep::models

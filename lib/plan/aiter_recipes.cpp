@@ -69,7 +69,7 @@ const char* role_name(ExpertRole role) {
 
 int64_t round_up(int64_t value, int64_t multiple) { return (value + multiple - 1) / multiple * multiple; }
 
-ExpertDims padded_dims(int64_t experts, int64_t hidden, int64_t intermediate, const ConvertOptions& o) {
+ExpertDims padded_dims(int64_t experts, int64_t hidden, int64_t intermediate, const ConvertOptions& o, bool gated) {
   const int64_t ph = o.effective_pad_hidden(), pi = o.effective_pad_intermediate();
   // Both sizes are a K of some GEMM (hidden for w13, intermediate for w2): the weight tile
   // shuffle needs K/2 bytes in whole 32-byte (separated) or 64-byte (interleaved) tiles, and the
@@ -91,15 +91,16 @@ ExpertDims padded_dims(int64_t experts, int64_t hidden, int64_t intermediate, co
   d.intermediate = intermediate;
   d.hidden_pad = round_up(hidden, ph);
   d.intermediate_pad = round_up(intermediate, pi);
+  d.gated = gated;
   return d;
 }
 
 Shape logical_shape(ExpertRole role, const ExpertDims& d) {
-  const int64_t E = d.experts, H = d.hidden, I = d.intermediate;
+  const int64_t E = d.experts, H = d.hidden, R = d.w13_rows(), I = d.intermediate;
   switch (role) {
-    case ExpertRole::W13Weight: return {E, 2 * I, H / 2};
-    case ExpertRole::W13Scale: return {E * 2 * I, H / 32};
-    case ExpertRole::W13Bias: return {E, 2 * I};
+    case ExpertRole::W13Weight: return {E, R, H / 2};
+    case ExpertRole::W13Scale: return {E * R, H / 32};
+    case ExpertRole::W13Bias: return {E, R};
     case ExpertRole::W2Weight: return {E, H, I / 2};
     case ExpertRole::W2Scale: return {E * H, I / 32};
     case ExpertRole::W2Bias: return {E, H};
@@ -117,6 +118,37 @@ RecipeSpec aiter_recipe(ExpertRole role, const ExpertDims& d, const ConvertOptio
 
   RecipeSpec s;
   layout::Recipe& r = s.recipe;
+  if (!d.gated && (role == ExpertRole::W13Weight || role == ExpertRole::W13Scale || role == ExpertRole::W13Bias)) {
+    // Non-gated w13: the up rows [E, I, H] alone, padded and shuffled like w2 with K = H.
+    switch (role) {
+      case ExpertRole::W13Weight:
+        s.in_shape = {E, I, H / 32, 16};
+        add_view(r, {E, I, H / 2});
+        add_pad(r, {E, I, H / 2}, {E, Ip, Hp / 2}, {E, Ip, Hp / 2}, 0);
+        add_weight_shuffle(r, tile_mode, false);
+        s.shuffled = true;
+        break;
+      case ExpertRole::W13Scale:
+        s.in_shape = {E, I, H / 32};
+        add_pad(r, {E, I, H / 32}, {E, Ip, Hp / 32}, {E, Ip, Hp / 32}, 127);
+        add_view(r, {E * Ip, Hp / 32});
+        if (fault != InjectedFault::SkipScaleShuffle) add_scale_shuffle(r, mode, false, E);
+        s.shuffled = fault != InjectedFault::SkipScaleShuffle;
+        break;
+      default:
+        s.in_dtype = Dtype::BF16;
+        s.in_shape = {E, I};
+        if (fault != InjectedFault::BiasLeftBf16) r.steps.push_back(step("cast_bf16_to_f32"));
+        add_pad(r, {E, I}, {E, Ip}, {E, Ip}, 0);
+        break;
+    }
+    s.out_shape = r.output_shape(s.in_shape);
+    s.out_dtype = r.output_dtype(s.in_dtype);
+    // Its own layout id: a runtime that knows only gated w13 must not take these rows for
+    // [gate; up] halves.
+    s.layout_id = std::string(o.target) + "/" + gate_mode_name(mode) + "/" + role_name(role) + "/non_gated";
+    return s;
+  }
   switch (role) {
     case ExpertRole::W13Weight:
       s.in_dtype = Dtype::U8;

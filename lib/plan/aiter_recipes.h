@@ -18,12 +18,18 @@ inline constexpr ExpertRole kAllRoles[] = {ExpertRole::W13Weight, ExpertRole::W1
 struct ExpertDims {
   int64_t experts = 0, hidden = 0, intermediate = 0;
   int64_t hidden_pad = 0, intermediate_pad = 0;  // physical sizes
+  // false: non-gated experts (relu^2, Nemotron-H): w13 holds the I up rows, not [gate; up].
+  bool gated = true;
+  // Rows of w13 per expert, logical and padded.
+  int64_t w13_rows() const { return gated ? 2 * intermediate : intermediate; }
+  int64_t w13_rows_pad() const { return gated ? 2 * intermediate_pad : intermediate_pad; }
 };
 
 // Rounds `value` up to a multiple of `multiple`.
 int64_t round_up(int64_t value, int64_t multiple);
 // Physical sizes for the options; throws BadInput naming the constraint a pad value breaks.
-ExpertDims padded_dims(int64_t experts, int64_t hidden, int64_t intermediate, const ConvertOptions& options);
+ExpertDims padded_dims(int64_t experts, int64_t hidden, int64_t intermediate, const ConvertOptions& options,
+                       bool gated = true);
 
 struct RecipeSpec {
   layout::Recipe recipe;
@@ -41,7 +47,9 @@ Shape logical_shape(ExpertRole role, const ExpertDims& dims);
 // The recipe for one role, from a canonical source (models/adapter.h: MXFP4 blocks, E8M0
 // scales, BF16 bias), whose w13 rows are gate/up pairs when `gate_up_interleaved` (GPT-OSS)
 // or already [gate; up]; for `dims.experts` experts (the executor asks for smaller expert
-// counts to stream).
+// counts to stream). Non-gated experts (!dims.gated): w13 is the up projection alone, [E, I,
+// ...], padded to I' rows and shuffled in the non-gate_up tile order, like w2 (there is no
+// pair to keep together).
 RecipeSpec aiter_recipe(ExpertRole role, const ExpertDims& dims, const ConvertOptions& options,
                         bool gate_up_interleaved);
 

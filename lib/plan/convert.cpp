@@ -168,6 +168,9 @@ ordered_json model_json(const ConvertPlan& plan) {
   j["gate_mode"] = gate_mode_name(plan.options.gate_mode);
   j["source_gate_up_interleaved"] = plan.gate_up_interleaved;
   j["router"] = m.router.to_json();
+  // Non-gated experts (relu^2) have no gate rows: w13 is [E, I', ...]. Manifests without the
+  // key were written before moeprep had non-gated experts and read as gated.
+  j["gated"] = plan.dims.gated;
   j["activation"] = {{"kind", models::activation_kind_name(m.activation.kind)},
                      {"alpha", m.activation.alpha},
                      {"limit", m.activation.limit}};

@@ -1,7 +1,8 @@
 #pragma once
 // What the one-pass weight and scale paths share: which source row feeds an output row of the
-// padded, de-interleaved expert (w13: [gate; up], each half padded to intermediate_pad; w2:
-// hidden padded to hidden_pad), and the size checks of their buffers.
+// padded, de-interleaved expert (w13: [gate; up], each half padded to intermediate_pad, or for
+// non-gated experts the up rows padded to intermediate_pad; w2: hidden padded to hidden_pad),
+// and the size checks of their buffers.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -12,7 +13,7 @@
 namespace moeprep::plan {
 
 struct ExpertRowMap {
-  bool w13 = false;
+  bool w13 = false;        // rows come in [gate; up] halves (gated w13 only)
   int64_t half_rows = 0;  // w13: gate (and up) rows per expert in the source
   int64_t src_rows = 0;   // rows per expert in the source
   int64_t out_half = 0;   // w13: gate (and up) rows per expert in the output
@@ -29,6 +30,12 @@ struct ExpertRowMap {
 
 inline ExpertRowMap expert_row_map(bool w13, const ExpertDims& d) {
   ExpertRowMap m;
+  if (w13 && !d.gated) {
+    // Non-gated w13 (up rows only): padded and tiled like w2, no halves.
+    m.src_rows = d.intermediate;
+    m.out_rows = d.intermediate_pad;
+    return m;
+  }
   m.w13 = w13;
   m.half_rows = w13 ? d.intermediate : 0;
   m.src_rows = w13 ? 2 * d.intermediate : d.hidden;

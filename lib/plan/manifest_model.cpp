@@ -53,7 +53,24 @@ ExpertDims dims_from_manifest(const Manifest& m, const std::string& context) {
   d.intermediate = positive(m.model, "intermediate", c);
   d.hidden_pad = positive(m.model, "hidden_pad", c);
   d.intermediate_pad = positive(m.model, "intermediate_pad", c);
+  // Absent in manifests written before moeprep had non-gated experts: those are all gated.
+  auto gated = m.model.find("gated");
+  if (gated != m.model.end() && !gated->is_boolean()) throw_bad_input(c + ": \"gated\" must be true or false");
+  d.gated = gated == m.model.end() || gated->get<bool>();
+  // The row count of w13 follows from both; a manifest where they disagree describes no kernel.
+  auto activation = m.model.find("activation");
+  if (activation != m.model.end() && activation->is_object()) {
+    const auto kind = models::activation_from_kind_name(string_or(*activation, "kind", "", c + ": activation"));
+    if (kind && reference::is_gated(*kind) != d.gated)
+      throw_bad_input(c + ": \"gated\" is " + (d.gated ? "true" : "false") + " but activation kind '" +
+                      models::activation_kind_name(*kind) + "' is " + (reference::is_gated(*kind) ? "gated" : "non-gated"));
+  }
   return d;
+}
+
+bool destination_experts_gated(const std::filesystem::path& destination) {
+  const std::filesystem::path path = destination / kManifestFileName;
+  return dims_from_manifest(Manifest::read(path), path.string()).gated;
 }
 
 models::ModelInfo model_from_manifest(const Manifest& m, const std::string& context) {

@@ -83,7 +83,7 @@ ConvertPlan build_plan(const io::Checkpoint& source, const ConvertOptions& optio
   plan.adapter = models::make_adapter(source);
   plan.model = plan.adapter->info();
   const auto& m = plan.model;
-  plan.dims = padded_dims(m.experts, m.hidden, m.intermediate, options);
+  plan.dims = padded_dims(m.experts, m.hidden, m.intermediate, options, reference::is_gated(m.activation.kind));
 
   std::set<std::string> consumed;
   const std::vector<models::MoeLayer> layers = plan.adapter->moe_layers();
@@ -160,6 +160,7 @@ nlohmann::ordered_json ConvertPlan::to_json() const {
   nlohmann::ordered_json j;
   j["model"] = {{"family", model.family},
                 {"gate_up_interleaved", gate_up_interleaved},
+                {"gated", dims.gated},
                 {"layers", model.layers},
                 {"experts", model.experts},
                 {"hidden", model.hidden},

@@ -50,9 +50,11 @@ reference::DenseMoeLayer dense_expert_from_canonical(const io::Checkpoint& sourc
   d.hidden = hidden;
   d.intermediate = intermediate;
   d.gate_up_interleaved = layer.gate_up_interleaved;
-  d.w13 = dequantized(source, layer, Role::W13Weight, Role::W13Scale, experts, e, 2 * intermediate, hidden);
+  // w13's rows as the canonical source has them: [gate; up] (2I), or up only (I, non-gated).
+  const int64_t rows13 = layer.sources.at(Role::W13Weight).shape.at(1);
+  d.w13 = dequantized(source, layer, Role::W13Weight, Role::W13Scale, experts, e, rows13, hidden);
   d.w2 = dequantized(source, layer, Role::W2Weight, Role::W2Scale, experts, e, hidden, intermediate);
-  d.b13 = bias(source, layer, Role::W13Bias, experts, e, 2 * intermediate);
+  d.b13 = bias(source, layer, Role::W13Bias, experts, e, rows13);
   d.b2 = bias(source, layer, Role::W2Bias, experts, e, hidden);
   d.slot.assign(static_cast<size_t>(experts), -1);
   d.slot[e] = 0;

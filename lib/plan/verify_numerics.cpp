@@ -70,12 +70,13 @@ LayerTensors load_kernel_ready(const io::Checkpoint& c, const Manifest& m, int64
   const ExpertDims d = dims_from_manifest(m, context);
   const ConvertOptions o = options_from_manifest(m, context);
   const int64_t E = d.experts, Hp = d.hidden_pad, Ip = d.intermediate_pad;
+  const int64_t R = d.w13_rows_pad();  // [gate; up], or the up rows alone (non-gated)
   LayerTensors t;
   t.w13 = bytes_of(c, name_of(ExpertRole::W13Weight));
   t.w13_scale = bytes_of(c, name_of(ExpertRole::W13Scale));
   t.w2 = bytes_of(c, name_of(ExpertRole::W2Weight));
   t.w2_scale = bytes_of(c, name_of(ExpertRole::W2Scale));
-  t.w13_bias = name_of(ExpertRole::W13Bias).empty() ? std::vector<float>(static_cast<size_t>(E * 2 * Ip), 0.0f)
+  t.w13_bias = name_of(ExpertRole::W13Bias).empty() ? std::vector<float>(static_cast<size_t>(E * R), 0.0f)
                                                     : copy_as<float>(c, name_of(ExpertRole::W13Bias), Dtype::F32);
   t.w2_bias = name_of(ExpertRole::W2Bias).empty() ? std::vector<float>(static_cast<size_t>(E * Hp), 0.0f)
                                                   : copy_as<float>(c, name_of(ExpertRole::W2Bias), Dtype::F32);
@@ -86,6 +87,7 @@ LayerTensors load_kernel_ready(const io::Checkpoint& c, const Manifest& m, int64
   v.intermediate = d.intermediate;
   v.hidden_pad = Hp;
   v.intermediate_pad = Ip;
+  v.gated = d.gated;
   const auto& s13 = c.find(name_of(ExpertRole::W13Scale)).info->shape;
   const auto& s2 = c.find(name_of(ExpertRole::W2Scale)).info->shape;
   if (s13.size() != 2 || s2.size() != 2) throw_bad_input(name_of(ExpertRole::W13Scale) + ": scales must be 2-D");
@@ -96,15 +98,15 @@ LayerTensors load_kernel_ready(const io::Checkpoint& c, const Manifest& m, int64
       throw_bad_input(name + ": " + std::to_string(have) + " elements, the kernel-ready layout needs " +
                       std::to_string(want));
   };
-  need(name_of(ExpertRole::W13Weight), t.w13.size, E * 2 * Ip * Hp / 2);
+  need(name_of(ExpertRole::W13Weight), t.w13.size, E * R * Hp / 2);
   need(name_of(ExpertRole::W2Weight), t.w2.size, E * Hp * Ip / 2);
-  need(name_of(ExpertRole::W13Bias), t.w13_bias.size(), E * 2 * Ip);
+  need(name_of(ExpertRole::W13Bias), t.w13_bias.size(), E * R);
   need(name_of(ExpertRole::W2Bias), t.w2_bias.size(), E * Hp);
   if (v.w13_scale_cols < Hp / 32 || v.w2_scale_cols < Ip / 32)
     throw_bad_input(name_of(ExpertRole::W13Scale) + ": fewer scale columns than K/32");
-  const layout::ScaleLayout l13{o.gate_mode, true, 2 * Ip, v.w13_scale_cols};
+  const layout::ScaleLayout l13{o.gate_mode, d.gated, R, v.w13_scale_cols};
   const layout::ScaleLayout l2{o.gate_mode, false, Hp, v.w2_scale_cols};
-  need(name_of(ExpertRole::W13Scale), t.w13_scale.size, l13.offset(E - 1, 2 * Ip - 1, Hp / 32 - 1) + 1);
+  need(name_of(ExpertRole::W13Scale), t.w13_scale.size, l13.offset(E - 1, R - 1, Hp / 32 - 1) + 1);
   need(name_of(ExpertRole::W2Scale), t.w2_scale.size, l2.offset(E - 1, Hp - 1, Ip / 32 - 1) + 1);
   v.w13_weight = t.w13.data;
   v.w13_scale = t.w13_scale.data;

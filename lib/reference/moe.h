@@ -14,14 +14,20 @@
 
 namespace moeprep::reference {
 
-// The experts' gated activation act(gate) * up. Models name it in config.json
-// (models/activation_config.h maps the names); the manifest records it by kind.
+// The experts' activation: gated act(gate) * up, or (Relu2) a function of the up projection
+// alone. Models name it in config.json (models/activation_config.h maps the names); the
+// manifest records it by kind.
 enum class Activation {
   GptOssClampedSwiglu,  // gate = min(g, limit); up = clamp(u, -limit, limit); g*sigmoid(alpha g)*(up+1)
   SiluGated,            // silu(g) * u (Mixtral, Qwen, DeepSeek)
   GeluTanhGated,        // gelu_tanh(g) * u, 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))) (Gemma)
   GeluGated,            // gelu(g) * u, the exact 0.5 g (1 + erf(g / sqrt(2)))
+  Relu2,                // non-gated max(u, 0)^2 (Nemotron-H): no gate rows exist
 };
+
+// Whether experts of this activation have gate rows: w13 then holds [gate; up] (2I rows),
+// otherwise the I up rows only.
+constexpr bool is_gated(Activation kind) { return kind != Activation::Relu2; }
 
 struct ActivationParams {
   Activation kind = Activation::GptOssClampedSwiglu;
@@ -39,8 +45,9 @@ struct RouterWeights {
 struct DenseMoeLayer {
   int64_t experts = 0, hidden = 0, intermediate = 0;
   bool gate_up_interleaved = false;  // rows of w13 are (g0,u0,g1,u1,...) rather than [gate; up]
-  std::vector<float> w13;            // [E, 2I, H]
-  std::vector<float> b13;            // [E, 2I]
+  // Gated activations: [E, 2I, H] and [E, 2I]; non-gated (is_gated() false): [E, I, H], [E, I].
+  std::vector<float> w13;
+  std::vector<float> b13;
   std::vector<float> w2;             // [E, H, I]
   std::vector<float> b2;             // [E, H]
   // Which experts are held: slot[e] indexes w13/b13/w2/b2 (each then [S, ...] for S held
@@ -58,9 +65,12 @@ struct KernelReadyLayer {
   int64_t hidden_pad = 0, intermediate_pad = 0;  // physical sizes (>= logical)
   int64_t w13_scale_cols = 0;  // second dim of w13_weight_scale as stored (S', padded)
   int64_t w2_scale_cols = 0;
-  const uint8_t* w13_weight = nullptr;  // [E, 2I', H'/2] shuffled
+  // false: w13 holds the I' up rows only (non-gated experts, Activation::Relu2), tiled like w2
+  // (the interleaved layouts' non-gate_up order); must agree with is_gated(activation).
+  bool gated = true;
+  const uint8_t* w13_weight = nullptr;  // [E, 2I', H'/2] shuffled ([E, I', H'/2] non-gated)
   const uint8_t* w13_scale = nullptr;   // shuffled E8M0
-  const float* w13_bias = nullptr;      // [E, 2I'] f32, [gate; up]
+  const float* w13_bias = nullptr;      // [E, 2I'] f32, [gate; up] ([E, I'] non-gated)
   const uint8_t* w2_weight = nullptr;   // [E, H', I'/2] shuffled
   const uint8_t* w2_scale = nullptr;
   const float* w2_bias = nullptr;       // [E, H'] f32
@@ -105,7 +115,8 @@ struct KernelReadySizes {
 // and throws BadInput naming the violated one. Returns the tensor sizes.
 KernelReadySizes check_kernel_ready_layer(const KernelReadyLayer& layer);
 
-// The gated activation of `act.kind` on one (gate, up) pair, in the precision of the caller.
+// The activation of `act.kind` on one (gate, up) pair, in the precision of the caller.
+// Non-gated kinds (Relu2) read `up` only: their callers pass the unit's single projection there.
 template <typename Real>
 Real moe_activation(const ActivationParams& act, Real gate, Real up);
 

@@ -17,6 +17,10 @@ Real moe_activation(const ActivationParams& act, Real gate, Real up) {
     }
     case Activation::GeluGated:
       return Real(0.5) * gate * (Real(1) + std::erf(gate * static_cast<Real>(0.70710678118654752440))) * up;
+    case Activation::Relu2: {
+      const Real r = std::max(up, Real(0));
+      return r * r;
+    }
     case Activation::GptOssClampedSwiglu:
       break;
   }

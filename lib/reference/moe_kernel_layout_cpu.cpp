@@ -39,7 +39,13 @@ MoeOutput moe_forward_kernel_layout_cpu(const KernelReadyLayer& L, const RouterW
                                         const RouterConfig& rc, const ActivationParams& act, const uint16_t* x,
                                         int64_t tokens, int64_t valid_tokens) {
   check_kernel_ready_layer(L);
+  if (L.gated != is_gated(act.kind))
+    throw_bad_input(std::string("kernel-ready layer: the activation is ") + (is_gated(act.kind) ? "gated" : "non-gated") +
+                    " but w13 holds " + (L.gated ? "[gate; up] rows" : "up rows only"));
   const int64_t E = L.experts, H = L.hidden, Hp = L.hidden_pad, Ip = L.intermediate_pad;
+  // Rows of w13 per expert: [gate; up], or the up rows alone for non-gated experts (relu^2),
+  // which are tiled like w2 (no gate/up pairing in the interleaved order).
+  const int64_t R = L.gated ? 2 * Ip : Ip;
   const int k = rc.top_k;
   check_token_counts(tokens, valid_tokens);
   MoeOutput result;
@@ -47,8 +53,8 @@ MoeOutput moe_forward_kernel_layout_cpu(const KernelReadyLayer& L, const RouterW
   result.routing = route_with_padding(logits, tokens, valid_tokens, E, rc);
   result.out.assign(static_cast<size_t>(tokens * H), 0.0f);
 
-  const layout::WeightTileLayout w13l{L.mode, true, 2 * Ip, Hp / 2};
-  const layout::ScaleLayout s13l{L.mode, true, 2 * Ip, L.w13_scale_cols};
+  const layout::WeightTileLayout w13l{L.mode, L.gated, R, Hp / 2};
+  const layout::ScaleLayout s13l{L.mode, L.gated, R, L.w13_scale_cols};
   const layout::WeightTileLayout w2l{L.mode, false, Hp, Ip / 2};
   const layout::ScaleLayout s2l{L.mode, false, Hp, L.w2_scale_cols};
 
@@ -69,22 +75,24 @@ MoeOutput moe_forward_kernel_layout_cpu(const KernelReadyLayer& L, const RouterW
       const int64_t t = ps[i] / k;
       for (int64_t c = 0; c < H; ++c) xs[i * Hp + c] = bf16_to_float(x[t * H + c]);
     }
-    std::vector<float> h(static_cast<size_t>(n * 2 * Ip));
-    for (int64_t r = 0; r < 2 * Ip; ++r) {
+    std::vector<float> h(static_cast<size_t>(n * R));
+    for (int64_t r = 0; r < R; ++r) {
       dequantize_row(L.w13_weight, L.w13_scale, w13l, s13l, e, r, row.data());
-      const float bias = L.w13_bias[e * 2 * Ip + r];
+      const float bias = L.w13_bias[e * R + r];
       for (int64_t i = 0; i < n; ++i) {
         float acc = 0.0f;
         const float* xi = xs.data() + i * Hp;
         for (int64_t c = 0; c < Hp; ++c) acc += row[c] * xi[c];
-        h[i * 2 * Ip + r] = acc + bias;
+        h[i * R + r] = acc + bias;
       }
     }
-    // [gate; up] rows: gate unit j is row j, up unit j is row I' + j.
+    // [gate; up] rows: gate unit j is row j, up unit j is row I' + j; non-gated: up unit j is
+    // row j.
     std::vector<float> a(static_cast<size_t>(n * Ip));
     for (int64_t i = 0; i < n; ++i) {
       for (int64_t j = 0; j < Ip; ++j) {
-        const float v = moe_activation<float>(act, h[i * 2 * Ip + j], h[i * 2 * Ip + Ip + j]);
+        const float* hi = h.data() + i * R;
+        const float v = L.gated ? moe_activation<float>(act, hi[j], hi[Ip + j]) : moe_activation<float>(act, 0.0f, hi[j]);
         a[i * Ip + j] = bf16_to_float(float_to_bf16(v));
       }
     }

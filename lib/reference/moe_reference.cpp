@@ -22,10 +22,13 @@ MoeOutput moe_forward_reference(const DenseMoeLayer& layer, const RouterWeights&
     held = 0;
     for (int32_t s : layer.slot) held = std::max<int64_t>(held, s + 1);
   }
-  if (static_cast<int64_t>(layer.w13.size()) != held * 2 * I * H || static_cast<int64_t>(layer.b13.size()) != held * 2 * I ||
+  // Non-gated experts (relu^2) have no gate rows: w13 holds the I up rows.
+  const bool gated = is_gated(act.kind);
+  const int64_t R = gated ? 2 * I : I;
+  if (static_cast<int64_t>(layer.w13.size()) != held * R * H || static_cast<int64_t>(layer.b13.size()) != held * R ||
       static_cast<int64_t>(layer.w2.size()) != held * H * I || static_cast<int64_t>(layer.b2.size()) != held * H) {
     throw_bad_input("moe reference: dense layer tensors do not match E=" + std::to_string(E) + " H=" +
-                    std::to_string(H) + " I=" + std::to_string(I));
+                    std::to_string(H) + " I=" + std::to_string(I) + (gated ? " (gated)" : " (non-gated)"));
   }
   check_token_counts(tokens, valid_tokens);
   MoeOutput result;
@@ -34,7 +37,7 @@ MoeOutput moe_forward_reference(const DenseMoeLayer& layer, const RouterWeights&
   result.out.assign(static_cast<size_t>(tokens * H), 0.0f);
 
   const int k = rc.top_k;
-  std::vector<double> xd(H), h(2 * I), a(I), out(H);
+  std::vector<double> xd(H), h(R), a(I), out(H);
   for (int64_t t = 0; t < valid_tokens; ++t) {
     for (int64_t c = 0; c < H; ++c) xd[c] = bf16_to_float(x[t * H + c]);
     std::fill(out.begin(), out.end(), 0.0);
@@ -44,13 +47,17 @@ MoeOutput moe_forward_reference(const DenseMoeLayer& layer, const RouterWeights&
       const int64_t e = layer.slot.empty() ? picked : layer.slot[picked];
       if (e < 0) throw_internal("moe reference: expert " + std::to_string(picked) + " was routed to but not loaded");
       const double weight = result.routing.weights[t * k + j];
-      for (int64_t n = 0; n < 2 * I; ++n) {
-        const float* w = layer.w13.data() + (e * 2 * I + n) * H;
-        double acc = layer.b13[e * 2 * I + n];
+      for (int64_t n = 0; n < R; ++n) {
+        const float* w = layer.w13.data() + (e * R + n) * H;
+        double acc = layer.b13[e * R + n];
         for (int64_t c = 0; c < H; ++c) acc += w[c] * xd[c];
         h[n] = acc;
       }
       for (int64_t i = 0; i < I; ++i) {
+        if (!gated) {
+          a[i] = moe_activation<double>(act, 0.0, h[i]);
+          continue;
+        }
         // The model's own gate/up rule: GPT-OSS rows are (gate, up) pairs.
         const double gate = layer.gate_up_interleaved ? h[2 * i] : h[i];
         const double up = layer.gate_up_interleaved ? h[2 * i + 1] : h[I + i];

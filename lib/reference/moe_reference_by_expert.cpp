@@ -65,17 +65,21 @@ MoeOutput moe_forward_reference_by_expert(const ExpertwiseShape& shape, const Ex
   std::atomic<size_t> next{0};
   std::mutex error_mutex;
   std::exception_ptr error;
+  // Non-gated experts (relu^2) have no gate rows: w13 holds the I up rows.
+  const bool gated = is_gated(act.kind);
+  const int64_t R = gated ? 2 * I : I;
   auto worker = [&] {
-    std::vector<double> xd(H), h(2 * I), a(I);
+    std::vector<double> xd(H), h(R), a(I);
     for (size_t w; (w = next.fetch_add(1)) < work.size();) {
       try {
         const int32_t e = work[w];
         const DenseMoeLayer one = load(e);
         const int64_t slot = one.slot.empty() ? (one.experts == 1 ? 0 : e) : one.slot[e];
-        if (slot < 0 || static_cast<int64_t>(one.w13.size()) < (slot + 1) * 2 * I * H)
+        if (slot < 0 || static_cast<int64_t>(one.w13.size()) < (slot + 1) * R * H ||
+            static_cast<int64_t>(one.b13.size()) < (slot + 1) * R)
           throw_internal("moe reference: expert " + std::to_string(e) + " was not loaded");
-        const float* w13 = one.w13.data() + slot * 2 * I * H;
-        const float* b13 = one.b13.data() + slot * 2 * I;
+        const float* w13 = one.w13.data() + slot * R * H;
+        const float* b13 = one.b13.data() + slot * R;
         const float* w2 = one.w2.data() + slot * H * I;
         const float* b2 = one.b2.data() + slot * H;
         std::vector<double>& acc = partial[w];
@@ -83,8 +87,12 @@ MoeOutput moe_forward_reference_by_expert(const ExpertwiseShape& shape, const Ex
         for (size_t p = 0; p < by_expert[e].size(); ++p) {
           const Pick pick = by_expert[e][p];
           for (int64_t c = 0; c < H; ++c) xd[c] = bf16_to_float(x[pick.token * H + c]);
-          for (int64_t n = 0; n < 2 * I; ++n) h[n] = b13[n] + dot(w13 + n * H, xd.data(), H);
+          for (int64_t n = 0; n < R; ++n) h[n] = b13[n] + dot(w13 + n * H, xd.data(), H);
           for (int64_t i = 0; i < I; ++i) {
+            if (!gated) {
+              a[i] = moe_activation<double>(act, 0.0, h[i]);
+              continue;
+            }
             // The model's own gate/up rule: GPT-OSS rows are (gate, up) pairs.
             const double gate = one.gate_up_interleaved ? h[2 * i] : h[i];
             const double up = one.gate_up_interleaved ? h[2 * i + 1] : h[I + i];

@@ -79,10 +79,11 @@ TEST(FamilyRefusals, DeepSeekMissingScaleTensorIsNamed) {
 
 TEST(FamilyRefusals, LookAlikesAreRefusedNotMisread) {
   TempDir dir;
-  // Nemotron-3-Nano: sigmoid grouped routing like DeepSeek, but non-gated experts.
+  // A DeepSeek-V3 checkpoint labelled nemotron_h (sigmoid grouped routing like Nemotron-3-Nano,
+  // but gated experts under model.layers): its config has no Nemotron-H layer pattern.
   const fs::path nemo = make_family(dir, "deepseek_v3_bf16", "nemo");
   edit_config(nemo, [](auto& j) { j["model_type"] = "nemotron_h"; });
-  EXPECT_NE(plan_error(nemo).find("unsupported MoE model_type 'nemotron_h'"), std::string::npos) << plan_error(nemo);
+  EXPECT_NE(plan_error(nemo).find("\"hybrid_override_pattern\" is missing"), std::string::npos) << plan_error(nemo);
   // DeepSeek-V2 style softmax scoring under the V3 model_type.
   const fs::path v2 = make_family(dir, "deepseek_v3_bf16", "v2");
   edit_config(v2, [](auto& j) { j["scoring_func"] = "softmax"; });

@@ -72,7 +72,7 @@ TEST(ConvertRefuses, AnUnsupportedMoeModelListingSupportedOnes) {
   edit_config(src, [](auto& j) { j["model_type"] = "jamba"; });
   expect_bad_input([&] { convert(src, dir / "dst"); },
                    "unsupported MoE model_type 'jamba' (supported: deepseek_v3, gemma4, gemma4_text, gpt_oss, mixtral, "
-                   "qwen2_moe, qwen3_moe)");
+                   "nemotron_h, qwen2_moe, qwen3_moe)");
 }
 
 TEST(ConvertRefuses, AnUnknownTensorInsideAnExpertBlock) {
