@@ -1,13 +1,16 @@
 // Throughput of MXFP4 quantization on a realistic expert tensor: 4 experts of 2880 x 2880
 // (GPT-OSS hidden = intermediate = 2880), bf16 weights drawn from N(0, 0.02). Reported as
 // bytes of input per second; with 2 threads each thread takes half of the rows, and the
-// rate is the total over real (wall) time.
+// rate is the total over real (wall) time. The argument is the SIMD level
+// (core/simd_level.h: 0 baseline, 1 AVX2, 2 AVX-512); levels the CPU lacks are skipped.
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
 #include <random>
 #include <vector>
 
+#include "core/hash.h"
+#include "core/simd_level.h"
 #include "formats/bf16.h"
 #include "formats/fp8_block_dequant.h"
 #include "formats/mxfp4_dequantize.h"
@@ -65,7 +68,20 @@ Share share(const benchmark::State& state, int64_t multiple) {
   return {b * multiple, (e - b) * multiple};
 }
 
+// Runs the benchmark at the level of its argument; false (and skipped) where the CPU lacks it.
+bool use_level(benchmark::State& state) {
+  const auto level = static_cast<SimdLevel>(state.range(0));
+  if (level > cpu_simd_level()) {
+    state.SkipWithError("this CPU lacks the SIMD level");
+    return false;
+  }
+  cap_simd_level(level);
+  state.SetLabel(simd_level_name(level));
+  return true;
+}
+
 void BM_QuantizeMxfp4Bf16(benchmark::State& state) {
+  if (!use_level(state)) return;
   const Data& d = data();
   const Share s = share(state, 1);
   std::vector<uint8_t> codes(s.rows * kCols / 2), scales(s.rows * kCols / 32);
@@ -78,7 +94,46 @@ void BM_QuantizeMxfp4Bf16(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * s.rows * kCols * 2);
 }
 
+// The convert path: codes, scales and the error sums in one pass.
+void BM_QuantizeMxfp4Bf16Measured(benchmark::State& state) {
+  if (!use_level(state)) return;
+  const Data& d = data();
+  const Share s = share(state, 1);
+  std::vector<uint8_t> codes(s.rows * kCols / 2), scales(s.rows * kCols / 32);
+  for (auto _ : state) {
+    Mxfp4ErrorSums sums;
+    quantize_mxfp4_rows_bf16_measured(d.bf16.data() + s.begin * kCols, s.rows, kCols, codes.data(), scales.data(),
+                                      "w", sums);
+    benchmark::DoNotOptimize(sums);
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * s.rows * kCols * 2);
+}
+
+void BM_Mxfp4BlockScalesBf16(benchmark::State& state) {
+  if (!use_level(state)) return;
+  const Data& d = data();
+  const Share s = share(state, 1);
+  std::vector<uint8_t> scales(s.rows * kCols / 32);
+  for (auto _ : state) {
+    mxfp4_block_scales_bf16(d.bf16.data() + s.begin * kCols, s.rows, kCols, scales.data(), "w");
+    benchmark::DoNotOptimize(scales.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * s.rows * kCols * 2);
+}
+
+// XXH3-128 of the BF16 tensor, as convert hashes the source for the manifest.
+void BM_Xxh3(benchmark::State& state) {
+  if (!use_level(state)) return;
+  const Data& d = data();
+  const Share s = share(state, 1);
+  for (auto _ : state) benchmark::DoNotOptimize(xxh3_128_hex(d.bf16.data() + s.begin * kCols, s.rows * kCols * 2));
+  state.SetBytesProcessed(state.iterations() * s.rows * kCols * 2);
+}
+
 void BM_QuantizeMxfp4F32(benchmark::State& state) {
+  if (!use_level(state)) return;
   const Data& d = data();
   const Share s = share(state, 1);
   std::vector<uint8_t> codes(s.rows * kCols / 2), scales(s.rows * kCols / 32);
@@ -125,9 +180,14 @@ void BM_Fp8BlockDequant(benchmark::State& state) {
 
 #define MOEPREP_THROUGHPUT_BENCHMARK(fn) \
   BENCHMARK(fn)->Unit(benchmark::kMillisecond)->UseRealTime()->Threads(1)->Threads(2)
+#define MOEPREP_LEVELS_BENCHMARK(fn) \
+  BENCHMARK(fn)->Unit(benchmark::kMillisecond)->UseRealTime()->DenseRange(0, 2)->Threads(1)->Threads(2)
 
-MOEPREP_THROUGHPUT_BENCHMARK(BM_QuantizeMxfp4Bf16);
-MOEPREP_THROUGHPUT_BENCHMARK(BM_QuantizeMxfp4F32);
+MOEPREP_LEVELS_BENCHMARK(BM_QuantizeMxfp4Bf16);
+MOEPREP_LEVELS_BENCHMARK(BM_QuantizeMxfp4Bf16Measured);
+MOEPREP_LEVELS_BENCHMARK(BM_Mxfp4BlockScalesBf16);
+MOEPREP_LEVELS_BENCHMARK(BM_Xxh3);
+MOEPREP_LEVELS_BENCHMARK(BM_QuantizeMxfp4F32);
 MOEPREP_THROUGHPUT_BENCHMARK(BM_DequantizeMxfp4);
 MOEPREP_THROUGHPUT_BENCHMARK(BM_Fp8BlockDequant);
 

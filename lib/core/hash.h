@@ -6,7 +6,8 @@
 namespace moeprep {
 
 // XXH3-128 of tensor bytes, written as 32 lowercase hex digits (high 64 bits first, the
-// canonical big-endian form xxhsum prints).
+// canonical big-endian form xxhsum prints). Runs the widest vectors the CPU has
+// (core/simd_level.h); the digest is the same on every path.
 class Xxh3Hasher {
  public:
   Xxh3Hasher();

@@ -38,8 +38,40 @@ void quantize_mxfp4_rows(const float* src, int64_t rows, int64_t k, uint8_t* cod
 // float first and calling quantize_mxfp4_rows. This is the hot path when converting BF16
 // checkpoints: the block maximum and the non-finite check are one integer max over the
 // 16-bit patterns, and the per-element rounding is branch-free compares that vectorize.
+// All the functions below run the widest loops the CPU has (core/simd_level.h); the output
+// does not depend on which.
 void quantize_mxfp4_rows_bf16(const uint16_t* src, int64_t rows, int64_t k, uint8_t* codes,
                               uint8_t* scales, const std::string& context);
+
+// Sums of squares over quantized rows, in double: error = sum of (dequantized - source)^2,
+// reference = sum of source^2, so that sqrt(error / reference) is the relative Frobenius
+// error. Every row is summed in float in one fixed order (formats/mxfp4_quantize_kernels.h)
+// and added in double, rows in order, so the sums are the same on every CPU and for every
+// SIMD level, and quantizing a matrix in several row ranges into one Mxfp4ErrorSums gives the
+// sums of one call over all of it.
+struct Mxfp4ErrorSums {
+  double error = 0, reference = 0;
+};
+
+// quantize_mxfp4_rows(_bf16) that also measures its error, in the same pass over `src`,
+// adding its rows to `sums`.
+void quantize_mxfp4_rows_measured(const float* src, int64_t rows, int64_t k, uint8_t* codes, uint8_t* scales,
+                                  const std::string& context, Mxfp4ErrorSums& sums);
+void quantize_mxfp4_rows_bf16_measured(const uint16_t* src, int64_t rows, int64_t k, uint8_t* codes,
+                                       uint8_t* scales, const std::string& context, Mxfp4ErrorSums& sums);
+
+// The error of codes and scales that quantize_mxfp4_rows(_bf16) wrote for `src`, measured in
+// a separate pass: the same sums as the _measured quantizers give (the reference for them).
+Mxfp4ErrorSums mxfp4_error_sums(const uint16_t* bf16_src, const uint8_t* codes, const uint8_t* scales,
+                                int64_t rows, int64_t k);
+Mxfp4ErrorSums mxfp4_error_sums(const float* src, const uint8_t* codes, const uint8_t* scales, int64_t rows,
+                                int64_t k);
+
+// Only the scale codes (rows x k/32) the quantizers choose, from each block's maximum; NaN or
+// Inf throws the quantizers' BadInput.
+void mxfp4_block_scales(const float* src, int64_t rows, int64_t k, uint8_t* scales, const std::string& context);
+void mxfp4_block_scales_bf16(const uint16_t* src, int64_t rows, int64_t k, uint8_t* scales,
+                             const std::string& context);
 
 // The E8M0 scale code quantize_mxfp4_rows chooses for a block whose largest magnitude is
 // `amax` (finite, >= 0). Exposed so that callers and tests can state the rule directly.

@@ -65,6 +65,10 @@ struct CanonicalSource {
   std::function<ByteTensor(int64_t first, int64_t count)> assemble;
   // Set for quantized sources (assemble() feeds it); reported in the manifest.
   std::shared_ptr<QuantizationStats> quantization;
+  // Optional, for assembled sources: the XXH3-128 (core/hash.h, as the manifest writes it) of
+  // one of `tensors` if assemble() already hashed it while reading it, else "". Complete once
+  // every expert has been assembled; lets the executor skip a second pass over the checkpoint.
+  std::function<std::string(const std::string& tensor)> source_digest;
 };
 
 struct MoeLayer {

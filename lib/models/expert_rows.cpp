@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 
 #include "core/error.h"
 #include "formats/bf16.h"
@@ -75,6 +76,12 @@ ExpertRowsPtr stacked_bf16_rows(const io::Checkpoint& c, const std::vector<std::
   m->release = [&c, located](int64_t e) {
     for (const io::LocatedTensor* t : located[static_cast<size_t>(e)]) io::release_mapped_pages(c.data(*t));
   };
+  m->expert_tensors = [&c, located, names = parts](int64_t e) {
+    std::vector<std::pair<const std::string*, io::ByteView>> out;
+    const auto& ts = located[static_cast<size_t>(e)];
+    for (size_t i = 0; i < ts.size(); ++i) out.emplace_back(&names[static_cast<size_t>(e)][i], c.data(*ts[i]));
+    return out;
+  };
   return m;
 }
 
@@ -133,6 +140,24 @@ ExpertRowsPtr stacked_fp8_rows(const io::Checkpoint& c, const std::vector<std::v
   m->release = [&c, located](int64_t e) {
     for (const Part& p : located[static_cast<size_t>(e)]) io::release_mapped_pages(c.data(*p.weight));
   };
+  // The weights and their block scales, in the order of `tensors`. A scale tensor could in
+  // principle be named for two experts; such a checkpoint keeps the executor's own hashing.
+  std::map<std::string, int> scale_uses;
+  for (const auto& per_expert : scales)
+    for (const auto& name : per_expert) ++scale_uses[name];
+  bool scales_own = true;
+  for (const auto& [name, uses] : scale_uses) scales_own = scales_own && uses == 1;
+  if (scales_own) {
+    m->expert_tensors = [&c, located, scale_names = scales](int64_t e) {
+      std::vector<std::pair<const std::string*, io::ByteView>> out;
+      const auto& ps = located[static_cast<size_t>(e)];
+      for (size_t i = 0; i < ps.size(); ++i) {
+        out.emplace_back(&ps[i].name, c.data(*ps[i].weight));
+        out.emplace_back(&scale_names[static_cast<size_t>(e)][i], c.data(*ps[i].scale));
+      }
+      return out;
+    };
+  }
   return m;
 }
 

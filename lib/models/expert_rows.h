@@ -5,8 +5,11 @@
 // slices (GPT-OSS BF16). FP8 sources are block-dequantized on the way.
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "io/checkpoint.h"
@@ -18,6 +21,27 @@ struct Bf16Run {
   const uint16_t* data = nullptr;
   int64_t rows = 0;
   const std::string* name = nullptr;  // the tensor it lies in
+};
+
+// XXH3-128 digests (core/hash.h) of checkpoint tensors, recorded by whichever reader hashed
+// them first; safe to share between threads.
+class TensorDigests {
+ public:
+  void put(const std::string& tensor, const std::string& digest) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    by_tensor_.emplace(tensor, digest);
+  }
+  // "" when not recorded.
+  std::string get(const std::string& tensor) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto it = by_tensor_.find(tensor);
+    return it == by_tensor_.end() ? std::string() : it->second;
+  }
+  bool has(const std::string& tensor) const { return !get(tensor).empty(); }
+
+ private:
+  mutable std::mutex mutex_;
+  std::map<std::string, std::string> by_tensor_;
 };
 
 struct ExpertRows {
@@ -36,6 +60,13 @@ struct ExpertRows {
   // Lets the expert's source pages go once read (they stay in the page cache), so that
   // quantizing a large layer does not hold all of it resident.
   std::function<void(int64_t expert)> release;
+  // Optional: the checkpoint tensors that hold expert e's weights and nothing else, whole, as
+  // mapped bytes (set for per-expert tensors; a tensor shared by all experts is never listed).
+  // The quantizing sources hash them while the bytes are at hand, into `digests`, so that the
+  // manifest's source digests need no second pass over the checkpoint.
+  std::function<std::vector<std::pair<const std::string*, io::ByteView>>(int64_t expert)> expert_tensors;
+  // Shared by every canonical source made from these rows.
+  std::shared_ptr<TensorDigests> digests = std::make_shared<TensorDigests>();
 
   int64_t elements() const { return rows * cols; }
   // Expert e's rows as floats, whichever the source (bf16 widens exactly).

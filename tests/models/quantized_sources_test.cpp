@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include "core/hash.h"
 #include "core/random.h"
 #include "formats/bf16.h"
 #include "formats/fp8_block_dequant.h"
@@ -119,9 +120,70 @@ TEST(QuantizedSources, SquaredErrorIsTheSameForBf16AndFloatRows) {
   const SquaredError a = mxfp4_squared_error(x.data(), codes.data(), scales.data(), rows, K);
   const SquaredError b = mxfp4_squared_error(xf.data(), codes.data(), scales.data(), rows, K);
   EXPECT_NEAR(a.error, err2, 1e-5 * err2);
-  EXPECT_NEAR(b.error, err2, 1e-5 * err2);
   EXPECT_NEAR(a.reference, ref2, 1e-5 * ref2);
-  EXPECT_NEAR(b.reference, ref2, 1e-5 * ref2);
+  // Both sum the same float terms in the same fixed order.
+  EXPECT_EQ(a.error, b.error);
+  EXPECT_EQ(a.reference, b.reference);
+}
+
+TEST(QuantizedSources, RecordedErrorIsTheSeparatePassSumsExactly) {
+  // The blocks source measures the error while quantizing; it must be the sums a separate
+  // pass over its own output gives, bit for bit, per expert.
+  const int64_t E = 3, N = 12, K = 160;
+  std::vector<std::vector<uint16_t>> experts;
+  for (int e = 0; e < E; ++e) experts.push_back(random_bf16(N * K, 70 + e, 0.02 * (e + 1)));
+  const auto rows = memory_rows(experts, N, K);
+  const CanonicalSource blocks = mxfp4_blocks_source(rows);
+  const ByteTensor b = blocks.assemble(0, E);
+  for (int e = 0; e < E; ++e) {
+    std::vector<uint8_t> sc(N * K / 32), codes(N * K / 2);
+    quantize_mxfp4_rows_bf16(experts[e].data(), N, K, codes.data(), sc.data(), "x");
+    const SquaredError want =
+        mxfp4_squared_error(experts[e].data(), b.bytes.data() + e * N * K / 2, sc.data(), N, K);
+    const auto& got = blocks.quantization->per_expert.at(e);
+    EXPECT_EQ(got.first, want.error) << e;
+    EXPECT_EQ(got.second, want.reference) << e;
+  }
+}
+
+TEST(QuantizedSources, PerExpertTensorsAreHashedOnceWhileBeingRead) {
+  // Stacked per-expert tensors are hashed as the quantizing sources read them, once for the
+  // blocks and scales sources together, with the digest the manifest would compute; a tensor
+  // shared by all experts is left to the executor.
+  TempDir dir;
+  const fs::path q = make_family(dir, "qwen3_moe", "qwen");
+  const auto qc = io::Checkpoint::open(q);
+  std::vector<std::vector<std::string>> parts;
+  for (int e = 0; e < 4; ++e) {
+    const std::string p = "model.layers.2.mlp.experts." + std::to_string(e) + ".";
+    parts.push_back({p + "gate_proj.weight", p + "up_proj.weight"});
+  }
+  const auto rows = stacked_bf16_rows(qc, parts, {64, 64}, 64, "test");
+  const CanonicalSource blocks = mxfp4_blocks_source(rows), scales = mxfp4_scales_source(rows);
+  ASSERT_TRUE(blocks.source_digest);
+  ASSERT_TRUE(scales.source_digest);
+  const std::string gate1 = parts[1][0];
+  EXPECT_EQ(blocks.source_digest(gate1), "");  // not read yet
+  scales.assemble(1, 2);
+  const io::ByteView bytes = qc.data(qc.find(gate1));
+  const std::string want = xxh3_128_hex(bytes.data, bytes.size);
+  EXPECT_EQ(blocks.source_digest(gate1), want);
+  EXPECT_EQ(scales.source_digest(gate1), want);
+  EXPECT_EQ(blocks.source_digest(parts[0][1]), "");
+  blocks.assemble(0, 4);
+  for (const auto& per_expert : parts)
+    for (const auto& name : per_expert) {
+      const io::ByteView b = qc.data(qc.find(name));
+      EXPECT_EQ(scales.source_digest(name), xxh3_128_hex(b.data, b.size)) << name;
+    }
+  EXPECT_EQ(blocks.source_digest("model.layers.2.mlp.gate.weight"), "");
+
+  const fs::path g = make_family(dir, "gpt_oss_bf16", "gptoss");
+  const auto gc = io::Checkpoint::open(g);
+  const auto sliced = sliced_bf16_rows(gc, "model.layers.1.mlp.experts.gate_up_proj", 4, 64, 128, "test");
+  const CanonicalSource shared = mxfp4_blocks_source(sliced);
+  shared.assemble(0, 4);
+  EXPECT_FALSE(shared.source_digest);
 }
 
 TEST(QuantizedSources, ScaleOnlyPathMatchesTheQuantizerOnEdgeValues) {

@@ -1,0 +1,193 @@
+// The MXFP4 loops for CPUs with AVX-512 F and BW: this file alone is compiled with those flags
+// (lib/CMakeLists.txt) and runs only where core/simd_level.h found them. One block of 32 bf16
+// elements is one register; compares give masks, and vpmov* narrowings pack the codes. Same
+// rules and summation order as the portable loops (mxfp4_quantize_kernels.h).
+#include "formats/mxfp4_quantize_kernels.h"
+
+#if defined(MOEPREP_X86_SIMD) && defined(__AVX512F__) && defined(__AVX512BW__)
+// GCC 12's avx512fintrin.h trips its own uninitialized-value warnings (_mm512_undefined_*,
+// GCC bug 105593) in the reductions and extracts used here.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+
+namespace moeprep::mxfp4_kernels {
+namespace {
+
+// The largest of eight 16-bit lanes holding values <= 0x7fff (see the AVX2 file).
+inline uint32_t max_u15(__m128i v) {
+  const __m128i complement = _mm_xor_si128(v, _mm_set1_epi16(0x7fff));
+  return 0x7fffu - (static_cast<uint32_t>(_mm_cvtsi128_si32(_mm_minpos_epu16(complement))) & 0xffffu);
+}
+
+inline uint32_t max_u15(__m512i v) {
+  const __m256i m = _mm256_max_epi16(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+  return max_u15(_mm_max_epi16(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1)));
+}
+
+// Row partial sums in two vectors of 16 lanes; `element[q][l]` is the element index (mod 32)
+// that lane l of vector q sums.
+struct RowSums {
+  __m512 error[2], reference[2];
+  void clear() {
+    for (int q = 0; q < 2; ++q) error[q] = reference[q] = _mm512_setzero_ps();
+  }
+  void add(int q, __m512 dequantized, __m512 magnitude) {
+    const __m512 d = _mm512_sub_ps(dequantized, magnitude);
+    error[q] = _mm512_add_ps(error[q], _mm512_mul_ps(d, d));
+    reference[q] = _mm512_add_ps(reference[q], _mm512_mul_ps(magnitude, magnitude));
+  }
+  void finish(const int (&element)[2][16], Sums* sums) const {
+    alignas(64) float e[2][16], r[2][16];
+    float es[kBlock], rs[kBlock];
+    for (int q = 0; q < 2; ++q) {
+      _mm512_store_ps(e[q], error[q]);
+      _mm512_store_ps(r[q], reference[q]);
+      for (int l = 0; l < 16; ++l) {
+        es[element[q][l]] = e[q][l];
+        rs[element[q][l]] = r[q][l];
+      }
+    }
+    sums->error += reduce_partial_sums(es);
+    sums->reference += reduce_partial_sums(rs);
+  }
+};
+
+// 16-bit unpacks work within 128-bit quarters: quarter Q of the low unpack takes elements
+// 8Q + {0..3}, of the high unpack 8Q + 4 + {0..3}.
+constexpr int kBf16Element[2][16] = {{0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27},
+                                     {4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31}};
+constexpr int kF32Element[2][16] = {{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+                                    {16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31}};
+
+template <bool kMeasure>
+int64_t quantize_bf16_rows(const uint16_t* src, int64_t rows, int64_t k, uint8_t* codes, uint8_t* scales,
+                           Sums* sums) {
+  const int64_t blocks = k / kBlock;
+  const BoundaryTable& table = boundary_table();
+  const __m512i abs_mask = _mm512_set1_epi16(0x7fff), eight = _mm512_set1_epi16(8), one = _mm512_set1_epi16(1),
+                zero = _mm512_setzero_si512();
+  // Only lanes 0..7 are ever selected (magnitude codes).
+  const __m512 magnitudes = _mm512_castps256_ps512(_mm256_loadu_ps(kE2m1Magnitude));
+  RowSums row_sums;
+  for (int64_t r = 0; r < rows; ++r) {
+    if (kMeasure) row_sums.clear();
+    for (int64_t blk = r * blocks; blk < (r + 1) * blocks; ++blk) {
+      const __m512i x = _mm512_loadu_si512(src + blk * kBlock);
+      const __m512i a = _mm512_and_si512(x, abs_mask);
+      const uint32_t amax = max_u15(a);
+      if (amax >= 0x7f80) return blk;
+      const uint8_t scale = scale_code(amax, amax >> 7);
+      scales[blk] = scale;
+      const int16_t* boundary = table.by_code[scale].bf16;
+      __m512i c = zero;
+      #pragma GCC unroll 7
+      for (int i = 0; i < 7; ++i)
+        c = _mm512_mask_add_epi16(c, _mm512_cmpgt_epi16_mask(a, _mm512_set1_epi16(boundary[i])), c, one);
+      const __m512i s = _mm512_or_si512(c, _mm512_and_si512(_mm512_srli_epi16(x, 12), eight));
+      // Each 32-bit lane holds two codes; its low byte gets both nibbles, and vpmovdb keeps it.
+      const __m512i pairs = _mm512_or_si512(s, _mm512_srli_epi32(s, 12));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + blk * (kBlock / 2)), _mm512_cvtepi32_epi8(pairs));
+      if (kMeasure) {
+        const __m512 value = _mm512_mul_ps(magnitudes, _mm512_set1_ps(table.scale_value[scale]));
+        row_sums.add(0, _mm512_permutexvar_ps(_mm512_unpacklo_epi16(c, zero), value),
+                     _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, a)));
+        row_sums.add(1, _mm512_permutexvar_ps(_mm512_unpackhi_epi16(c, zero), value),
+                     _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, a)));
+      }
+    }
+    if (kMeasure) row_sums.finish(kBf16Element, sums);
+  }
+  return -1;
+}
+
+int64_t quantize_bf16(const uint16_t* src, int64_t rows, int64_t k, uint8_t* codes, uint8_t* scales, Sums* sums) {
+  return sums ? quantize_bf16_rows<true>(src, rows, k, codes, scales, sums)
+              : quantize_bf16_rows<false>(src, rows, k, codes, scales, nullptr);
+}
+
+template <bool kMeasure>
+int64_t quantize_f32_rows(const float* src, int64_t rows, int64_t k, uint8_t* codes, uint8_t* scales,
+                          Sums* sums) {
+  const int64_t blocks = k / kBlock;
+  const BoundaryTable& table = boundary_table();
+  const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff), eight = _mm512_set1_epi32(8), one = _mm512_set1_epi32(1);
+  const __m512 magnitudes = _mm512_castps256_ps512(_mm256_loadu_ps(kE2m1Magnitude));
+  RowSums row_sums;
+  for (int64_t r = 0; r < rows; ++r) {
+    if (kMeasure) row_sums.clear();
+    for (int64_t blk = r * blocks; blk < (r + 1) * blocks; ++blk) {
+      const float* x = src + blk * kBlock;
+      const __m512i x0 = _mm512_castps_si512(_mm512_loadu_ps(x)), x1 = _mm512_castps_si512(_mm512_loadu_ps(x + 16));
+      const __m512i a0 = _mm512_and_si512(x0, abs_mask), a1 = _mm512_and_si512(x1, abs_mask);
+      const uint32_t amax = static_cast<uint32_t>(_mm512_reduce_max_epi32(_mm512_max_epi32(a0, a1)));
+      if (amax >= 0x7f800000u) return blk;
+      const uint8_t scale = scale_code(amax, amax >> 23);
+      scales[blk] = scale;
+      const int32_t* boundary = table.by_code[scale].f32;
+      __m512i c0 = _mm512_setzero_si512(), c1 = _mm512_setzero_si512();
+      #pragma GCC unroll 7
+      for (int i = 0; i < 7; ++i) {
+        const __m512i b = _mm512_set1_epi32(boundary[i]);
+        c0 = _mm512_mask_add_epi32(c0, _mm512_cmpgt_epi32_mask(a0, b), c0, one);
+        c1 = _mm512_mask_add_epi32(c1, _mm512_cmpgt_epi32_mask(a1, b), c1, one);
+      }
+      const __m512i s0 = _mm512_or_si512(c0, _mm512_and_si512(_mm512_srli_epi32(x0, 28), eight));
+      const __m512i s1 = _mm512_or_si512(c1, _mm512_and_si512(_mm512_srli_epi32(x1, 28), eight));
+      // Each 64-bit lane holds two codes; its low byte gets both nibbles, and vpmovqb keeps it.
+      const __m128i p0 = _mm512_cvtepi64_epi8(_mm512_or_si512(s0, _mm512_srli_epi64(s0, 28)));
+      const __m128i p1 = _mm512_cvtepi64_epi8(_mm512_or_si512(s1, _mm512_srli_epi64(s1, 28)));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + blk * (kBlock / 2)), _mm_unpacklo_epi64(p0, p1));
+      if (kMeasure) {
+        const __m512 value = _mm512_mul_ps(magnitudes, _mm512_set1_ps(table.scale_value[scale]));
+        row_sums.add(0, _mm512_permutexvar_ps(c0, value), _mm512_castsi512_ps(a0));
+        row_sums.add(1, _mm512_permutexvar_ps(c1, value), _mm512_castsi512_ps(a1));
+      }
+    }
+    if (kMeasure) row_sums.finish(kF32Element, sums);
+  }
+  return -1;
+}
+
+int64_t quantize_f32(const float* src, int64_t rows, int64_t k, uint8_t* codes, uint8_t* scales, Sums* sums) {
+  return sums ? quantize_f32_rows<true>(src, rows, k, codes, scales, sums)
+              : quantize_f32_rows<false>(src, rows, k, codes, scales, nullptr);
+}
+
+int64_t scales_bf16(const uint16_t* src, int64_t rows, int64_t k, uint8_t* scales) {
+  const __m512i abs_mask = _mm512_set1_epi16(0x7fff);
+  for (int64_t blk = 0; blk < rows * (k / kBlock); ++blk) {
+    const uint32_t amax = max_u15(_mm512_and_si512(_mm512_loadu_si512(src + blk * kBlock), abs_mask));
+    if (amax >= 0x7f80) return blk;
+    scales[blk] = scale_code(amax, amax >> 7);
+  }
+  return -1;
+}
+
+int64_t scales_f32(const float* src, int64_t rows, int64_t k, uint8_t* scales) {
+  const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff);
+  for (int64_t blk = 0; blk < rows * (k / kBlock); ++blk) {
+    const float* x = src + blk * kBlock;
+    const __m512i m = _mm512_max_epi32(_mm512_and_si512(_mm512_castps_si512(_mm512_loadu_ps(x)), abs_mask),
+                                       _mm512_and_si512(_mm512_castps_si512(_mm512_loadu_ps(x + 16)), abs_mask));
+    const uint32_t amax = static_cast<uint32_t>(_mm512_reduce_max_epi32(m));
+    if (amax >= 0x7f800000u) return blk;
+    scales[blk] = scale_code(amax, amax >> 23);
+  }
+  return -1;
+}
+
+}  // namespace
+
+const Kernels& avx512_kernels() {
+  static const Kernels k{quantize_bf16, quantize_f32, scales_bf16, scales_f32};
+  return k;
+}
+
+}  // namespace moeprep::mxfp4_kernels
+
+#elif defined(MOEPREP_X86_SIMD)
+#error "mxfp4_quantize_avx512.cpp must be compiled with -mavx512f -mavx512bw (lib/CMakeLists.txt)"
+#endif

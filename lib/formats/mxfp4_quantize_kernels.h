@@ -1,0 +1,76 @@
+#pragma once
+// Internal to lib/formats: the MXFP4 quantization loops, one set per instruction-set level
+// (mxfp4_quantize.cpp: portable C++, mxfp4_quantize_avx2.cpp, mxfp4_quantize_avx512.cpp),
+// and what they share. mxfp4_quantize.cpp checks arguments, picks a set by simd_level() and
+// turns a failure into an error message; the loops only compute.
+//
+// Every set must give the same codes, scales and error sums bit for bit. For the sums that
+// fixes the order of the float additions: per row, 32 float partial sums, partial sum j taking
+// the elements j, j + 32, j + 64, ... in that order (one per block), each term rounded as a
+// float (d * d, then the add; no fused multiply-add), reduced by reduce_partial_sums below;
+// row sums are added in double, rows in order.
+#include <cstdint>
+
+namespace moeprep::mxfp4_kernels {
+
+constexpr int64_t kBlock = 32;
+
+// Per E8M0 code: the E2M1 rounding boundaries times 2^(code - 127) as bit patterns (see
+// mxfp4_quantize.cpp), each made a strict ">" test.
+struct ScaleBoundaries {
+  int32_t f32[7];
+  int16_t bf16[7];
+};
+struct BoundaryTable {
+  ScaleBoundaries by_code[256];
+  // 2^(code - 127) as a float (codes 0..254), the dequantization scale.
+  float scale_value[256];
+  BoundaryTable();
+};
+const BoundaryTable& boundary_table();
+
+// E2M1 magnitudes by code 0..7.
+constexpr float kE2m1Magnitude[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+
+// Scale code from a block maximum's bit pattern and its biased exponent field (float: bits
+// 23..30, bf16: bits 7..14): floor(log2(amax)) - 2 + 127 = E - 2, clamped at 0; a zero block
+// gets the neutral 127.
+inline uint8_t scale_code(uint32_t amax_bits, uint32_t biased_exponent) {
+  if (amax_bits == 0) return 127;
+  return biased_exponent > 2 ? static_cast<uint8_t>(biased_exponent - 2) : 0;
+}
+
+// The fixed pairwise reduction of one row's 32 partial sums (element index mod 32).
+inline float reduce_partial_sums(const float s[32]) {
+  float t[16];
+  for (int j = 0; j < 16; ++j) t[j] = s[j] + s[j + 16];
+  for (int j = 0; j < 8; ++j) t[j] = t[j] + t[j + 8];
+  for (int j = 0; j < 4; ++j) t[j] = t[j] + t[j + 4];
+  t[0] = t[0] + t[2];
+  t[1] = t[1] + t[3];
+  return t[0] + t[1];
+}
+
+// Sums of squares over the quantized rows: (dequantized - source)^2 and source^2.
+struct Sums {
+  double error = 0, reference = 0;
+};
+
+// One set of loops. Each returns -1, or the index (row * blocks + block) of the first block
+// holding a NaN or Inf, where it stopped (outputs of the blocks before it are written). The
+// quantizers add to *sums when it is not null.
+struct Kernels {
+  int64_t (*quantize_bf16)(const uint16_t* src, int64_t rows, int64_t k, uint8_t* codes, uint8_t* scales,
+                           Sums* sums);
+  int64_t (*quantize_f32)(const float* src, int64_t rows, int64_t k, uint8_t* codes, uint8_t* scales, Sums* sums);
+  int64_t (*scales_bf16)(const uint16_t* src, int64_t rows, int64_t k, uint8_t* scales);
+  int64_t (*scales_f32)(const float* src, int64_t rows, int64_t k, uint8_t* scales);
+};
+
+const Kernels& baseline_kernels();
+#if defined(MOEPREP_X86_SIMD)
+const Kernels& avx2_kernels();
+const Kernels& avx512_kernels();
+#endif
+
+}  // namespace moeprep::mxfp4_kernels

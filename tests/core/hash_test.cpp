@@ -1,0 +1,98 @@
+// XXH3-128 gives the same digest at every SIMD level this CPU runs (core/simd_level.h), one
+// shot or streamed in any pieces, and the published digests of known inputs.
+#include <gtest/gtest.h>
+
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/hash.h"
+#include "core/simd_level.h"
+
+using namespace moeprep;
+
+namespace {
+
+std::vector<uint8_t> random_bytes(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<uint8_t> v(n);
+  for (auto& b : v) b = static_cast<uint8_t>(rng());
+  return v;
+}
+
+std::string streamed(const std::vector<uint8_t>& data, uint32_t seed) {
+  std::mt19937 rng(seed);
+  Xxh3Hasher h;
+  size_t at = 0;
+  while (at < data.size()) {
+    const size_t piece = std::min<size_t>(data.size() - at, rng() % 5 == 0 ? rng() % 70000 : rng() % 300);
+    h.update(data.data() + at, piece);
+    at += piece;
+  }
+  return h.hex_digest();
+}
+
+}  // namespace
+
+TEST(Xxh3, KnownDigests) {
+  // XXH3-128 of the empty input and of "abc", as xxhsum -H2 prints them.
+  EXPECT_EQ(xxh3_128_hex("", 0), "99aa06d3014798d86001c324468d497f");
+  EXPECT_EQ(xxh3_128_hex("abc", 3), "06b05ab6733a618578af5f94892f3950");
+  Xxh3Hasher h;
+  EXPECT_EQ(h.hex_digest(), "99aa06d3014798d86001c324468d497f");
+}
+
+TEST(Xxh3, EveryLevelGivesTheBaselineDigestOneShotAndStreamed) {
+  // Lengths 0..10000 at random (every size class of XXH3: <= 16, <= 128, <= 240, longer,
+  // several stripes and blocks), all of 0..300, and a few MB.
+  std::mt19937 rng(11);
+  std::vector<size_t> lengths;
+  for (size_t n = 0; n <= 300; ++n) lengths.push_back(n);
+  for (int i = 0; i < 200; ++i) lengths.push_back(rng() % 10001);
+  lengths.push_back(1024);
+  lengths.push_back(10000);
+  lengths.push_back((3u << 20) + 17);
+  lengths.push_back(8u << 20);
+  const std::vector<uint8_t> pool = random_bytes((8u << 20) + 64, 5);
+
+  const SimdLevel before = cap_simd_level(SimdLevel::Baseline);
+  std::vector<std::string> want;
+  for (size_t i = 0; i < lengths.size(); ++i) want.push_back(xxh3_128_hex(pool.data() + i % 64, lengths[i]));
+  for (SimdLevel level : supported_simd_levels()) {
+    cap_simd_level(level);
+    SCOPED_TRACE(simd_level_name(level));
+    for (size_t i = 0; i < lengths.size(); ++i) {
+      ASSERT_EQ(xxh3_128_hex(pool.data() + i % 64, lengths[i]), want[i]) << "length " << lengths[i];
+      if (lengths[i] <= 10000 || i + 1 == lengths.size()) {
+        const std::vector<uint8_t> copy(pool.begin() + static_cast<long>(i % 64),
+                                        pool.begin() + static_cast<long>(i % 64 + lengths[i]));
+        ASSERT_EQ(streamed(copy, static_cast<uint32_t>(i)), want[i]) << "streamed, length " << lengths[i];
+      }
+    }
+  }
+  cap_simd_level(before);
+}
+
+TEST(Xxh3, AHasherKeepsItsLevelWhenTheLevelChanges) {
+  const std::vector<uint8_t> data = random_bytes(100000, 9);
+  const std::string want = xxh3_128_hex(data.data(), data.size());
+  const SimdLevel before = simd_level();
+  Xxh3Hasher h;
+  h.update(data.data(), 50000);
+  cap_simd_level(SimdLevel::Baseline);
+  h.update(data.data() + 50000, 50000);
+  EXPECT_EQ(h.hex_digest(), want);
+  cap_simd_level(before);
+}
+
+TEST(SimdLevel, NamesAndTheEnvironmentCap) {
+  EXPECT_STREQ(simd_level_name(SimdLevel::Baseline), "baseline");
+  EXPECT_STREQ(simd_level_name(SimdLevel::Avx2), "avx2");
+  EXPECT_STREQ(simd_level_name(SimdLevel::Avx512), "avx512");
+  const SimdLevel before = cap_simd_level(SimdLevel::Avx512);
+  // Capping above what the CPU has gives what it has.
+  EXPECT_EQ(simd_level(), cpu_simd_level());
+  EXPECT_EQ(cap_simd_level(SimdLevel::Baseline), cpu_simd_level());
+  EXPECT_EQ(simd_level(), SimdLevel::Baseline);
+  cap_simd_level(before);
+}
