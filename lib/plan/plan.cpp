@@ -37,7 +37,8 @@ void refuse_kernel_ready(const io::Checkpoint& source) {
     }
   }
   for (const auto& name : source.tensor_names()) {
-    if (ends_with(name, ".mlp.experts.w13_weight") || ends_with(name, ".mlp.experts.w2_weight")) {
+    // Whatever block holds the experts (mlp, block_sparse_moe, mixer, ...).
+    if (ends_with(name, ".experts.w13_weight") || ends_with(name, ".experts.w2_weight")) {
       ++shuffled;
       if (first_shuffled.empty()) first_shuffled = name;
     }

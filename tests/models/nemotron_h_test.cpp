@@ -243,6 +243,24 @@ TEST(NemotronH, ConvertThenVerifyPassesEveryStageInBothGateModes) {
   }
 }
 
+// Converted output fed back to convert is refused, even stripped of its manifest and of the
+// is_shuffled flags: the kernel-ready tensor names give it away.
+TEST(NemotronH, ConvertedOutputIsNotConvertedAgain) {
+  TempDir dir;
+  const fs::path dst = dir / "dst";
+  convert(shipped_tiny(kFamily), dst);
+  fs::remove(dst / plan::kManifestFileName);
+  for (const auto& e : fs::directory_iterator(dst))
+    if (e.path().extension() == ".safetensors")
+      plan::testing::rewrite_shard(e.path(), "", [](std::map<std::string, std::string>& meta) {
+        for (auto it = meta.begin(); it != meta.end();)
+          it = it->first.find(".is_shuffled") != std::string::npos ? meta.erase(it) : std::next(it);
+      });
+  const std::string msg = plan_error(dst);
+  EXPECT_NE(msg.find("already kernel-ready (tensor 'backbone.layers."), std::string::npos) << msg;
+  EXPECT_NE(msg.find(".mixer.experts.w"), std::string::npos) << msg;
+}
+
 TEST(NemotronH, AManifestThatCallsTheExpertsGatedFailsVerify) {
   TempDir dir;
   const fs::path src = shipped_tiny(kFamily);
