@@ -366,8 +366,19 @@ void enqueue_fused_moe(const DeviceMoeLayer& layer, const DeviceRouter& router, 
   g.token_tile = tile;
   g.k_split = ksplit;
   g.simple = options.simple;
-  // Direct loads up to tiles of 32 (memory-bound batches), the pipelined GEMM for 64.
-  g.staged = ksplit != 1 ? 0 : options.staged < 0 ? (tile >= 64 ? 1 : 0) : options.staged;
+  // Direct loads up to tiles of 32 (memory-bound batches); for 64 the tiled GEMMs (CUDA), else
+  // the pipelined one.
+#if defined(__HIPCC__)
+  constexpr int kLargeTileGemm = 1;
+#else
+  constexpr int kLargeTileGemm = 3;
+#endif
+  g.staged = ksplit != 1 ? 0 : options.staged < 0 ? (tile >= 64 ? kLargeTileGemm : 0) : options.staged;
+  const bool tiled = (g.staged == 3 || g.staged == 4) && !options.simple && !small;
+  if (tiled && (tile != 64 || kLargeTileGemm != 3)) {
+    throw_bad_input("fused_moe: the tiled GEMM (staged 3, 4) takes token tile 64 and k_split 1 under CUDA, not tile " +
+                    std::to_string(tile) + " k_split " + std::to_string(ksplit) + " under " MOEPREP_GPU_API);
+  }
   g.act = act;
   g.small = small;
   g.inline_group = inline_group;
@@ -385,9 +396,18 @@ void enqueue_fused_moe(const DeviceMoeLayer& layer, const DeviceRouter& router, 
   g.valid = valid_tokens;
   g.out = out;
   g.counters = ws.combine_counters.as<int32_t>();
-  detail::launch_gate_up(g, ws.x_perm.as<uint16_t>(), ws.act.as<uint16_t>(), stream);
-  mark(4);
-  detail::launch_down(g, ws.act.as<uint16_t>(), ws.y.as<float>(), stream);
+#if !defined(__HIPCC__)
+  if (tiled) {
+    detail::launch_gate_up_tiled(g, ws.x_perm.as<uint16_t>(), ws.act.as<uint16_t>(), stream);
+    mark(4);
+    detail::launch_down_tiled(g, ws.act.as<uint16_t>(), ws.y.as<float>(), stream);
+  } else
+#endif
+  {
+    detail::launch_gate_up(g, ws.x_perm.as<uint16_t>(), ws.act.as<uint16_t>(), stream);
+    mark(4);
+    detail::launch_down(g, ws.act.as<uint16_t>(), ws.y.as<float>(), stream);
+  }
   mark(5);
   if (!small) {
     detail::launch_combine(ws.y.as<float>(), ws.topk_ids.as<int32_t>(), ws.topk_weights.as<float>(),

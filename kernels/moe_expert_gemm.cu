@@ -24,6 +24,7 @@
 #include "formats/bf16.h"
 #include "formats/e2m1.h"
 #include "formats/e8m0.h"
+#include "kernels/moe_device_math.h"
 #include "kernels/moe_internal.h"
 
 namespace moeprep::gpu::detail {
@@ -71,15 +72,7 @@ struct GemmParams {
 };
 
 __device__ __forceinline__ float activation(const GemmParams& p, float g, float u) {
-  if (p.act_kind == 1) return g / (1.0f + expf(-g)) * u;
-  // sqrt(2/pi) and 1/sqrt(2), as in the CPU reference (reference/moe_activation.cpp).
-  if (p.act_kind == 2) return 0.5f * g * (1.0f + tanhf(0.7978845608f * (g + 0.044715f * g * g * g))) * u;
-  if (p.act_kind == 3) return 0.5f * g * (1.0f + erff(g * 0.7071067812f)) * u;
-  // The CPU reference's std::min / std::max, NaN included.
-  g = (p.limit < g) ? p.limit : g;
-  u = (p.limit < u) ? p.limit : u;
-  u = (u < -p.limit) ? -p.limit : u;
-  return g / (1.0f + expf(-p.alpha * g)) * (u + 1.0f);
+  return gated_activation(p.act_kind, p.alpha, p.limit, g, u);
 }
 
 __device__ __forceinline__ int64_t b_row(const GemmParams& p, int64_t slot) {
@@ -137,55 +130,6 @@ __global__ void down_simple_kernel(GemmParams p) {
 #if !defined(__HIPCC__)
 
 constexpr int kWarps = 4;
-constexpr uint32_t kOneX2 = 0x3F803F80u;  // bf16x2 (1, 1)
-
-__device__ __forceinline__ uint32_t bf16x2_mul(uint32_t a, uint32_t b) {
-  uint32_t d;
-  // fma with -0 rather than mul: available from sm_80; keeps the sign of zero products.
-  asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(0x80008000u));
-  return d;
-}
-
-__device__ __forceinline__ void mma_bf16_16816(float* c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                               uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-// The bits (sign, exponent, mantissa) of an E2M1 code placed at bf16's sign and lowest exponent
-// and mantissa bits give code_value * 2^-126 (code 1 becomes the bf16 subnormal 2^-127, so no
-// special case). Multiplying by 2^(s-1) restores the value times the group's 2^(s-127); bf16
-// holds 2^(s-1) only for s <= 128, so larger scales take a second, exact multiply.
-struct ScaleFactor {
-  uint32_t f1, f2;
-};
-__device__ __forceinline__ ScaleFactor scale_factor(uint32_t s) {
-  if (s == 255u) return {0x7FC07FC0u, kOneX2};  // E8M0 NaN: the group computes NaN
-  if (s <= 128u) {
-    const uint32_t b = (s + 126u) << 7;
-    return {b | (b << 16), kOneX2};
-  }
-  const uint32_t b = s << 7;  // 2^(s-127)
-  return {0x7E807E80u /* 2^126 */, b | (b << 16)};
-}
-
-// Word q (elements 0..7, element i in nibble i) -> out[t] = bf16x2(element 3-t, element 7-t).
-// TWO_MUL: the tensor has scale codes above 128 (decided once per tensor at upload, so the
-// choice is uniform and outside the MMA loop; a per-value branch would split the loop into
-// basic blocks the scheduler cannot interleave).
-template <bool TWO_MUL>
-__device__ __forceinline__ void dequant_word(uint32_t q, ScaleFactor f, uint32_t* out) {
-#pragma unroll
-  for (int t = 0; t < 4; ++t) {
-    const uint32_t qt = q << (4 * t);
-    const uint32_t v = (qt & 0x80008000u) | ((qt & 0x70007000u) >> 6);
-    out[t] = TWO_MUL ? bf16x2_mul(bf16x2_mul(v, f.f1), f.f2) : bf16x2_mul(v, f.f1);
-  }
-}
-
 __device__ __forceinline__ uint32_t word_of(const uint4& v, int w) {
   return w == 0 ? v.x : w == 1 ? v.y : w == 2 ? v.z : v.w;
 }
@@ -805,10 +749,7 @@ GemmParams common_params(const ExpertGemmArgs& a) {
   p.top_k = a.top_k;
   p.tiles = a.tiles;
   p.num_tiles = a.num_tiles;
-  p.act_kind = a.act.kind == reference::Activation::SiluGated       ? 1
-               : a.act.kind == reference::Activation::GeluTanhGated ? 2
-               : a.act.kind == reference::Activation::GeluGated     ? 3
-                                                                      : 0;
+  p.act_kind = activation_code(a.act.kind);
   p.large_scales = true;  // set per tensor by the launchers
   p.inline_group = a.small && a.inline_group;
   p.fuse_combine = a.small && a.fuse_combine;

@@ -56,7 +56,9 @@ struct ExpertGemmArgs {
   int64_t max_tiles = 0;
   int token_tile = 8;  // 8, 16, 32, 64
   int k_split = 1;     // 1 or 4
-  int staged = 0;       // 0 direct loads; 1 shared-memory pipeline; 2 the same, 3 blocks/SM at NT 8
+  int staged = 0;       // 0 direct loads; 1 shared-memory pipeline; 2 the same, 3 blocks/SM at NT 8;
+                        // 3 the tiled GEMMs (launch_*_tiled; the caller dispatches), wgmma on
+                        // Hopper; 4 the same with mma.sync
   bool simple = false;
   reference::ActivationParams act;
 
@@ -92,6 +94,11 @@ inline int64_t combine_counter_count(int64_t hidden) { return (hidden + 31) / 32
 void launch_gate_up(const ExpertGemmArgs& a, const uint16_t* x_perm, uint16_t* act, void* stream);
 // down: y [P, H] fp32 from act.
 void launch_down(const ExpertGemmArgs& a, const uint16_t* act, float* y, void* stream);
+
+// The same two GEMMs for large batches (CUDA only; token tile 64; moe_expert_gemm_tiled.cu):
+// 128-row x 64-token blocks that dequantize each weight chunk once into shared memory.
+void launch_gate_up_tiled(const ExpertGemmArgs& a, const uint16_t* x_perm, uint16_t* act, void* stream);
+void launch_down_tiled(const ExpertGemmArgs& a, const uint16_t* act, float* y, void* stream);
 
 // Throws Internal naming `what` when the last launch or call failed.
 void check_launch(const char* what);
