@@ -318,7 +318,16 @@ Manifest execute_plan(const ConvertPlan& plan, const io::Checkpoint& source, con
         const std::string digest = job.transformed ? source_hash.hex_digest() : t.xxh3_128;
         t.sources = {{job.source_tensors().front(), info.dtype, info.shape, digest}};
       } else {
-        for (const auto& name : job.source_tensors()) t.sources.push_back(hash_source_tensor(source, name));
+        for (const auto& name : job.source_tensors()) {
+          // Adapters that hashed a tensor while assembling it save a second pass over it.
+          const std::string digest = job.canonical.source_digest ? job.canonical.source_digest(name) : "";
+          if (digest.empty()) {
+            t.sources.push_back(hash_source_tensor(source, name));
+          } else {
+            const auto& info = *source.find(name).info;
+            t.sources.push_back({name, info.dtype, info.shape, digest});
+          }
+        }
         t.source_transform = job.canonical.transform;
         if (job.canonical.quantization) t.quantization_rel_error = job.canonical.quantization->relative_error();
       }
