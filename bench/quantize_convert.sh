@@ -6,6 +6,8 @@
 # included) and in CPU time (user + sys, which a shared machine disturbs less), plus peak RSS
 # and verify's time on the quantized output.
 # Usage: bench/quantize_convert.sh [LAYERS=1] [THREADS=$(nproc)] [WORKDIR=/tmp/moeprep-qbench] [RUNS=3]
+# MOEPREP_BIN picks the binary; MOEPREP_SIMD=baseline|avx2|avx512 caps the vector level the
+# quantizer and XXH3 use (core/simd_level.h; default: the CPU's widest).
 # Shape: Qwen3-30B-A3B's experts (hidden 2048, moe_intermediate 768, 128 experts, top-8): one
 # layer is 1.2 GB of BF16 experts. Sources are read once before timing (page cache).
 set -euo pipefail
@@ -47,7 +49,8 @@ qerr=$(grep -o '"quantization_rel_error": [0-9.e-]*' "$work/kr/moeprep.json" | a
   sed -n '1p;$p' | xargs)
 rm -rf "$work/kr"
 
-echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; threads $threads;" \
+echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; SIMD ${MOEPREP_SIMD:-widest};" \
+  "threads $threads;" \
   "load average $(cut -d' ' -f1-3 /proc/loadavg); best of $runs runs"
 printf "%-28s %9s %9s %12s %12s %12s %9s\n" "convert" "wall s" "cpu s" "out bytes" "wall ns/B" "cpu ns/B" "peak RSS"
 for name in "${names[@]}"; do

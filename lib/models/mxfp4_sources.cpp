@@ -3,7 +3,6 @@
 #include "core/error.h"
 #include "core/hash.h"
 #include "formats/mxfp4_quantize.h"
-#include "io/page_release.h"
 
 namespace moeprep::models {
 namespace {
@@ -24,13 +23,6 @@ Shape blocks_shape(const ExpertRows& m, int64_t experts) { return {experts, m.ro
 Shape scales_shape(const ExpertRows& m, int64_t experts) { return {experts, m.rows, m.cols / kBlock}; }
 
 SquaredError from_formats(const Mxfp4ErrorSums& s) { return {s.error, s.reference}; }
-
-// Maps expert e's own tensors in one call each before they are read, instead of a page
-// fault every few pages (the previous pass released them, or nothing mapped them yet).
-void populate_expert_tensors(const ExpertRows& m, int64_t e) {
-  if (!m.expert_tensors) return;
-  for (const auto& [name, bytes] : m.expert_tensors(e)) io::populate_mapped_pages(bytes);
-}
 
 // Hashes expert e's own tensors (those no reader hashed yet) right after they were read: the
 // bytes are still mapped and mostly cached, where a later pass would map them again.
@@ -108,7 +100,6 @@ CanonicalSource mxfp4_blocks_source(ExpertRowsPtr rows) {
       // The error is measured in the quantizing pass; runs split the rows, and their sums add
       // up to those of the expert's rows in one piece.
       Mxfp4ErrorSums se;
-      populate_expert_tensors(m, e);
       if (m.read_f32) {
         m.read_f32(e, f32.data());
         quantize_mxfp4_rows_measured(f32.data(), m.rows, m.cols, codes, scales.data(), label, se);
@@ -147,7 +138,6 @@ CanonicalSource mxfp4_scales_source(ExpertRowsPtr rows) {
     for (int64_t e = first; e < first + count; ++e) {
       uint8_t* scales = out.bytes.data() + per * static_cast<size_t>(e - first);
       const std::string label = expert_context(m, e);
-      populate_expert_tensors(m, e);
       if (m.read_f32) {
         m.read_f32(e, f32.data());
         mxfp4_scales_only(f32.data(), m.rows, m.cols, scales, label);
