@@ -324,6 +324,19 @@ void enqueue_fused_moe(const DeviceMoeLayer& layer, const DeviceRouter& router, 
   if (small) tile = 8;
 #endif
   const bool inline_group = small && P <= detail::kInlineGroupMaxPairs;
+  // The decode kernels: automatic up to 32 picks, like the small-batch folds they replace there.
+#if defined(__HIPCC__)
+  const bool decode = false;
+  if (options.decode == 1) throw_bad_input("fused_moe: the decode kernels are CUDA only");
+#else
+  const bool decode =
+      !options.simple && (options.decode == 1 || (options.decode < 0 && automatic && options.small_batch < 0 &&
+                                                  P <= detail::kInlineGroupMaxPairs && detail::decode_supported(L, k, tokens)));
+  if (decode && !detail::decode_supported(L, k, tokens)) {
+    throw_bad_input("fused_moe: the decode kernels do not take this layer or batch (non-gated experts, top_k " +
+                    std::to_string(k) + ", " + std::to_string(tokens) + " tokens)");
+  }
+#endif
   if (tile != 8 && tile != 16 && tile != 32 && tile != 64) {
     throw_bad_input("fused_moe: token_tile " + std::to_string(tile) + " is not 8, 16, 32 or 64");
   }
@@ -346,6 +359,27 @@ void enqueue_fused_moe(const DeviceMoeLayer& layer, const DeviceRouter& router, 
                                         ws.nan_flags.as<uint8_t>(), stream);
   if (err && *err) throw_internal(std::string("fused_moe: router: ") + err);
   mark(2);
+  if (decode) {
+    mark(3);
+    detail::DecodeArgs d;
+    d.layer = &L;
+    d.w13_rows = as_row_table(layer.w13_rows);
+    d.w2_rows = as_row_table(layer.w2_rows);
+    d.w13_large_scales = layer.w13_rows.large_scales;
+    d.w2_large_scales = layer.w2_rows.large_scales;
+    d.topk_ids = ws.topk_ids.as<int32_t>();
+    d.topk_weights = ws.topk_weights.as<float>();
+    d.top_k = k;
+    d.tokens = tokens;
+    d.valid = valid_tokens;
+    d.act = act;
+    detail::launch_decode_gate_up(d, ws.x_perm.as<uint16_t>(), ws.act.as<uint16_t>(), stream);
+    mark(4);
+    detail::launch_decode_down(d, ws.act.as<uint16_t>(), out, stream);
+    mark(5);
+    mark(6);
+    return;
+  }
   if (!inline_group) {
     detail::launch_group(ws.topk_ids.as<int32_t>(), P, E, tile, ws.expert_counts.as<int32_t>(),
                          ws.sorted_pairs.as<int32_t>(), ws.slot_of_pair.as<int32_t>(), ws.tiles.as<detail::Tile>(),

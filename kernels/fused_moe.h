@@ -119,6 +119,11 @@ struct FusedMoeOptions {
   // 4 launches (token tile 8, K split 4). 1: on, 0: off, -1: when tokens * top_k <= 32 and the
   // fields above are left automatic.
   int small_batch = -1;
+  // Decode (CUDA): the GEMV-style expert kernels of kernels/moe_decode_gemv.cu, no grouping,
+  // the combine inside down: 4 launches (logits, router, gate_up, down). 1: on (BadInput where
+  // the layer or batch does not fit them), 0: off, -1: when tokens * top_k <= 32 and the fields
+  // above are left automatic (small_batch included).
+  int decode = -1;
 };
 
 // Timing hook: events recorded between the stages of one enqueue_fused_moe call.

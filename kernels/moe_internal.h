@@ -100,6 +100,28 @@ void launch_down(const ExpertGemmArgs& a, const uint16_t* act, float* y, void* s
 void launch_gate_up_tiled(const ExpertGemmArgs& a, const uint16_t* x_perm, uint16_t* act, void* stream);
 void launch_down_tiled(const ExpertGemmArgs& a, const uint16_t* act, float* y, void* stream);
 
+// The decode path (kernels/moe_decode_gemv.cu; CUDA): GEMV-style expert kernels for a few
+// tokens, reading the router's topk_ids / topk_weights directly (no grouping), skipping the K
+// and row padding; down applies bias and routing weights and sums each token's picks in pick
+// order (no y buffer, no combine launch).
+struct DecodeArgs {
+  const reference::KernelReadyLayer* layer = nullptr;  // device pointers
+  RowTable w13_rows, w2_rows;
+  bool w13_large_scales = true, w2_large_scales = true;
+  const int32_t* topk_ids = nullptr;      // [T, top_k], -1 for no pick
+  const float* topk_weights = nullptr;    // [T, top_k]
+  int top_k = 0;
+  int64_t tokens = 0, valid = 0;
+  reference::ActivationParams act;
+};
+// Whether the decode kernels take this layer, top_k and batch (false under HIP).
+bool decode_supported(const reference::KernelReadyLayer& layer, int top_k, int64_t tokens);
+// act [P, I'] bf16 (K-permuted, the down GEMM's B) from x_perm; columns past I rounded up to 32
+// are not written (down does not read them); rows of picks that route nowhere neither.
+void launch_decode_gate_up(const DecodeArgs& a, const uint16_t* x_perm, uint16_t* act, void* stream);
+// out [T, H] fp32: every element written, padding tokens' rows zero.
+void launch_decode_down(const DecodeArgs& a, const uint16_t* act, float* out, void* stream);
+
 // Throws Internal naming `what` when the last launch or call failed.
 void check_launch(const char* what);
 

@@ -66,9 +66,28 @@ void fill_bytes(std::vector<uint8_t>& v, uint64_t seed) {
   for (; i < v.size(); ++i) v[i] = static_cast<uint8_t>(r.next());
 }
 
+// The converter's padding (spec/layouts.md, section 2): weight codes 0 in the padded K bytes
+// and padded rows, bias 0 there. The decode kernels do not read it, so the random layer must
+// hold it as a converted one does, or the CPU check would count random padding they skip.
+// Row n is padding when n % half_rows >= logical_rows (w13: each of gate and up padded to I').
+void zero_padding(std::vector<uint8_t>& w, std::vector<float>& bias, const layout::WeightTileLayout& wl,
+                  int64_t experts, int64_t half_rows, int64_t logical_rows, int64_t logical_kbytes) {
+  for (int64_t e = 0; e < experts; ++e) {
+    for (int64_t n = 0; n < wl.rows; ++n) {
+      const bool row_pad = n % half_rows >= logical_rows;
+      if (row_pad) bias[e * wl.rows + n] = 0.0f;
+      // 16-byte runs are contiguous in both gate modes; logical_kbytes is a multiple of 16 here.
+      for (int64_t kb = row_pad ? 0 : logical_kbytes; kb < wl.kbytes; kb += 16) {
+        std::memset(w.data() + wl.offset(e, n, kb), 0, 16);
+      }
+    }
+  }
+}
+
 // Random kernel-ready tensors of one layer. Their content is random bytes in the shuffled
-// layout (a random tensor shuffled is a random tensor); scales in [118, 122] keep activations
-// away from GPT-OSS's clamp, so that the correctness check means something.
+// layout (a random tensor shuffled is a random tensor), the padding zero (zero_padding above);
+// scales in [118, 122] keep activations away from GPT-OSS's clamp, so that the correctness
+// check means something.
 struct HostLayer {
   reference::KernelReadyLayer view;
   std::vector<uint8_t> w13, s13, w2, s2;
@@ -108,6 +127,9 @@ std::unique_ptr<HostLayer> make_host_layer(layout::GateMode mode) {
   h->router_b.resize(kE);
   for (auto& w : h->router_w) w = float_to_bf16(static_cast<float>(0.02 * r.normal()));
   for (auto& b : h->router_b) b = float_to_bf16(static_cast<float>(0.1 * r.normal()));
+  static_assert(kH % 32 == 0 && kI % 32 == 0, "zero_padding clears whole 16-byte runs");
+  zero_padding(h->w13, h->b13, {mode, true, 2 * Ip, kHp / 2}, kE, Ip, kI, kH / 2);
+  zero_padding(h->w2, h->b2, {mode, false, kHp, Ip / 2}, kE, kHp, kH, kI / 2);
   v.w13_weight = h->w13.data();
   v.w13_scale = h->s13.data();
   v.w13_bias = h->b13.data();
@@ -354,6 +376,22 @@ void BM_FusedMoeSeparatedUnfolded(benchmark::State& state) {
   run_moe(state, layout::GateMode::Separated, opt);
 }
 BENCHMARK(BM_FusedMoeSeparatedUnfolded)->ArgName("T")->Arg(1)->Arg(16)->UseManualTime()->MinTime(0.3)->Unit(
+    benchmark::kMillisecond);
+// The decode kernels (automatic up to 32 picks) against the small-batch kernels they replaced
+// there (decode = 0: the v9 path), same run, same card.
+void BM_FusedMoeSeparatedDecode(benchmark::State& state) {
+  gpu::FusedMoeOptions opt;
+  opt.decode = 1;
+  run_moe(state, layout::GateMode::Separated, opt);
+}
+BENCHMARK(BM_FusedMoeSeparatedDecode)->ArgName("T")->Arg(2)->Arg(4)->Arg(8)->UseManualTime()->MinTime(0.3)->Unit(
+    benchmark::kMillisecond);
+void BM_FusedMoeSeparatedNoDecode(benchmark::State& state) {
+  gpu::FusedMoeOptions opt;
+  opt.decode = 0;
+  run_moe(state, layout::GateMode::Separated, opt);
+}
+BENCHMARK(BM_FusedMoeSeparatedNoDecode)->ArgName("T")->Arg(1)->Arg(8)->UseManualTime()->MinTime(0.3)->Unit(
     benchmark::kMillisecond);
 BENCHMARK(BM_FusedMoeInterleave)->ArgName("T")->Arg(1)->Arg(64)->Arg(4096)->UseManualTime()->MinTime(0.3)->Unit(
     benchmark::kMillisecond);

@@ -1,0 +1,390 @@
+// The decode path of the fused MoE (a few tokens: T * top_k small): two GEMV-style kernels that
+// stream the selected experts' MXFP4 rows with every SM busy and many loads in flight, instead
+// of the token-tiled GEMMs of moe_expert_gemm.cu (bench/NOTES-fused-moe.md, v10).
+//
+// Why not the tiled kernels at T = 1: their blocks are short (6 K rounds per warp, one round in
+// flight), start with a dependent chain (tile, row table, grouping) and run in about two waves,
+// so the GEMMs moved 53 MB at 1.1 TB/s. Here each warp owns 16 (down) or 16 + 16 (gate_up) rows
+// of one pick and a slice of K, and issues the loads of up to 6 rounds (12 x 16 bytes per lane)
+// before it multiplies any of them. No grouping is needed: a block works for one pick (gate_up)
+// or one token (down), reading its expert id from the router's output.
+//
+// The multiplies still use mma.sync m16n8k16 with the token as one of the 8 columns: the MXFP4
+// -> bf16 dequantization (moe_device_math.h) produces A fragments directly, 2.5 instructions per
+// element, against about 4.5 for dequantizing to fp32 and FMA; at T = 1 the issue rate is close
+// enough to the memory rate that this matters (NOTES, v10).
+//
+// The K padding (H' past H, I' past I, rounded up to a 32-element scale group) and the padded
+// rows (I' past I) are not read: their weights are zero and so are the activations they meet.
+// down applies bias and routing weights and sums a token's picks in pick order in the same
+// block (no y buffer, no combine launch): deterministic, no atomics.
+#include "kernels/portability.h"  // first: defines what MOEPREP_HD needs under HIP
+#include <algorithm>
+#include <string>
+
+#include "core/error.h"
+#include "formats/bf16.h"
+#include "kernels/moe_device_math.h"
+#include "kernels/moe_internal.h"
+
+namespace moeprep::gpu::detail {
+
+#if !defined(__HIPCC__)
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
+// Rounds (128 K elements) loaded before any is used: x 2 rows x fragments x 16 bytes per lane.
+constexpr int kGateUpBatch = 3;  // 2 fragments (gate, up): 12 x 16 bytes
+constexpr int kDownBatch = 6;    // 1 fragment: 12 x 16 bytes
+constexpr int kMaxDownItems = 64;  // (pick, K part) pairs of one down block
+
+struct DecodeParams {
+  const uint8_t* w;
+  const uint8_t* scale;
+  const float* bias;
+  RowTable rows;
+  int32_t rows_pad;   // rows per expert (bias stride)
+  int32_t k_eff;      // logical K rounded up to 32: runs past it are zero padding, not read
+  int32_t k_pad;      // K as stored (row stride of B)
+  int32_t rounds;     // ceil(k_eff / 128)
+  int32_t out_rows;   // gate_up: I rounded up to 32 (act columns written); down: H
+  int32_t up_offset;  // gate_up: I' (up rows follow the gate rows)
+  int32_t act_stride; // gate_up: I'
+  int32_t k_parts;    // down: K parts per pick
+  const int32_t* topk_ids;
+  const float* topk_weights;
+  int32_t top_k, experts, tokens, valid;
+  const uint16_t* b;  // gate_up: x_perm [T, H']; down: act [P, I'] (both K-permuted)
+  uint16_t* act;
+  float* out;
+  int act_kind;
+  float alpha, limit;
+};
+
+// Where a lane's rows are: weight run q and the scale groups of rounds r (even, odd), from the
+// layer's row table (addressing.h's offsets, checked at upload; see DeviceRowAddressing).
+template <int R>
+struct LaneRows {
+  const uint8_t* wexp;
+  const uint8_t* sexp;
+  int32_t woff[R], soff0[R], soff1[R];
+};
+
+template <int R>
+__device__ __forceinline__ LaneRows<R> lane_rows(const DecodeParams& p, int32_t e, const int32_t (&row)[R], int q) {
+  LaneRows<R> lr;
+  lr.wexp = p.w + e * p.rows.weight_expert_stride;
+  lr.sexp = p.scale + e * p.rows.scale_expert_stride;
+#pragma unroll
+  for (int i = 0; i < R; ++i) {
+    const int32_t* t = p.rows.table + static_cast<int64_t>(row[i]) * 12;
+    lr.woff[i] = __ldg(t + q);
+    lr.soff0[i] = __ldg(t + 4 + q);
+    lr.soff1[i] = __ldg(t + 8 + q);
+  }
+  return lr;
+}
+
+// Rounds [r0, r0 + B) of the lane's R rows; past r_end or k_eff: zero weights, scale 2^0.
+template <int R, int B>
+__device__ __forceinline__ void load_batch(const DecodeParams& p, const LaneRows<R>& lr, int r0, int r_end, int q,
+                                           uint4 (&wv)[B][R], uint32_t (&sv)[B][R]) {
+#pragma unroll
+  for (int b = 0; b < B; ++b) {
+    const int r = r0 + b;
+    const bool ok = r < r_end && r * 128 + 32 * q < p.k_eff;
+#pragma unroll
+    for (int i = 0; i < R; ++i) {
+      wv[b][i] = ok ? __ldg(reinterpret_cast<const uint4*>(lr.wexp + lr.woff[i] + r * p.rows.weight_k_step))
+                    : make_uint4(0, 0, 0, 0);
+      sv[b][i] = ok ? __ldg(lr.sexp + ((r & 1) ? lr.soff1[i] : lr.soff0[i]) + (r >> 1) * p.rows.scale_k_step) : 127u;
+    }
+  }
+}
+
+__device__ __forceinline__ uint32_t word_of(const uint4& v, int w) {
+  return w == 0 ? v.x : w == 1 ? v.y : w == 2 ? v.z : v.w;
+}
+
+// acc[f] += fragment f (rows 2f: g, 2f+1: g+8) x B for the batch's rounds; bsm = the B row in
+// shared memory (uint4 index 16 r + 4 q + w = K elements 128 r + 32 q + 8 w, K-permuted). Every
+// lane reads the token's B, so all 8 columns hold it; column 0 is the one kept.
+template <int F, int B, bool TWO_MUL>
+__device__ __forceinline__ void mma_batch(float (&acc)[F][4], const uint4 (&wv)[B][2 * F],
+                                          const uint32_t (&sv)[B][2 * F], const uint4* bsm, int r0, int r_end,
+                                          int q) {
+#pragma unroll
+  for (int b = 0; b < B; ++b) {
+    const int r = r0 + b;
+    if (r >= r_end) break;  // uniform per warp
+    ScaleFactor f[2 * F];
+#pragma unroll
+    for (int i = 0; i < 2 * F; ++i) f[i] = scale_factor(sv[b][i]);
+#pragma unroll
+    for (int w = 0; w < 4; ++w) {
+      const uint4 bv = bsm[16 * r + 4 * q + w];
+      uint32_t d[2 * F][4];
+#pragma unroll
+      for (int i = 0; i < 2 * F; ++i) dequant_word<TWO_MUL>(word_of(wv[b][i], w), f[i], d[i]);
+#pragma unroll
+      for (int u = 0; u < 2; ++u) {
+        const uint32_t b0 = word_of(bv, 2 * u), b1 = word_of(bv, 2 * u + 1);
+#pragma unroll
+        for (int h = 0; h < F; ++h) {
+          mma_bf16_16816(acc[h], d[2 * h][2 * u], d[2 * h + 1][2 * u], d[2 * h][2 * u + 1], d[2 * h + 1][2 * u + 1],
+                         b0, b1);
+        }
+      }
+    }
+  }
+}
+
+// Copies `n16` uint4 of B from global row `src` into shared `dst`; zero from element k_eff on
+// (and for a null source: a pick that routes nowhere).
+__device__ __forceinline__ void stage_row(uint4* dst, const uint16_t* src, int n16, int k_eff) {
+  for (int i = threadIdx.x; i < n16; i += blockDim.x) {
+    dst[i] = (src && i * 8 < k_eff) ? __ldg(reinterpret_cast<const uint4*>(src) + i) : make_uint4(0, 0, 0, 0);
+  }
+}
+
+// gate_up: block = (16-row unit, pick), pick fastest (picks of one expert meet in L2); warp =
+// K part. act[pick, permuted(n)] = activation(gate_n, up_n) for the unit's 16 rows n.
+template <bool TWO_MUL>
+__global__ void __launch_bounds__(kThreads) decode_gate_up_kernel(DecodeParams p) {
+  extern __shared__ uint4 bsm[];
+  __shared__ float red[kWarps][32];
+  const int P = p.tokens * p.top_k;
+  const int pick = blockIdx.x % P, unit = blockIdx.x / P;
+  const int32_t e = p.topk_ids[pick];
+  if (e < 0 || e >= p.experts) return;  // padding or NaN token: down skips the pick; uniform
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
+  const int per = (p.rounds + kWarps - 1) / kWarps;
+  const int r_begin = warp * per, r_end = min(r_begin + per, p.rounds);
+  const int32_t n0 = unit * 16 + g;
+  const int32_t rows[4] = {n0, n0 + 8, p.up_offset + n0, p.up_offset + n0 + 8};
+  const LaneRows<4> lr = lane_rows<4>(p, e, rows, q);
+  float acc[2][4] = {};
+  uint4 wv[kGateUpBatch][4];
+  uint32_t sv[kGateUpBatch][4];
+  // The first batch's loads are in flight while the block stages the token's B row.
+  if (r_begin < r_end) load_batch<4, kGateUpBatch>(p, lr, r_begin, r_end, q, wv, sv);
+  stage_row(bsm, p.b + static_cast<int64_t>(pick / p.top_k) * p.k_pad, p.rounds * 16, p.k_eff);
+  __syncthreads();
+  for (int r0 = r_begin; r0 < r_end; r0 += kGateUpBatch) {
+    if (r0 != r_begin) load_batch<4, kGateUpBatch>(p, lr, r0, r_end, q, wv, sv);
+    mma_batch<2, kGateUpBatch, TWO_MUL>(acc, wv, sv, bsm, r0, r_end, q);
+  }
+  // Column 0 (q == 0): c = 0 row g, c = 2 row g + 8. K parts added in warp order.
+  if (q == 0) {
+    red[warp][g] = acc[0][0];
+    red[warp][g + 8] = acc[0][2];
+    red[warp][16 + g] = acc[1][0];
+    red[warp][24 + g] = acc[1][2];
+  }
+  __syncthreads();
+  if (threadIdx.x < 16) {
+    const int32_t n = unit * 16 + threadIdx.x;
+    float gate = 0.0f, up = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      gate += red[w][threadIdx.x];
+      up += red[w][16 + threadIdx.x];
+    }
+    const float* bias = p.bias + static_cast<int64_t>(e) * p.rows_pad;
+    gate += bias[n];
+    up += bias[p.up_offset + n];
+    p.act[static_cast<int64_t>(pick) * p.act_stride + permuted_index(n)] =
+        float_to_bf16(gated_activation(p.act_kind, p.alpha, p.limit, gate, up));
+  }
+}
+
+// down + combine: block = (16-row unit, token), token fastest; warp = (pick j, K part s) items.
+// out[t, n] = sum over picks j in pick order of w_j * (sum over parts s in order + bias).
+template <bool TWO_MUL>
+__global__ void __launch_bounds__(kThreads) decode_down_kernel(DecodeParams p) {
+  extern __shared__ uint4 bsm[];  // [top_k][rounds * 16]
+  __shared__ float red[kMaxDownItems][16];
+  const int t = blockIdx.x % p.tokens, unit = blockIdx.x / p.tokens;
+  const int32_t n_out = unit * 16 + static_cast<int32_t>(threadIdx.x);
+  if (t >= p.valid) {  // padding token: zero rows; uniform
+    if (threadIdx.x < 16 && n_out < p.out_rows) p.out[static_cast<int64_t>(t) * p.out_rows + n_out] = 0.0f;
+    return;
+  }
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
+  const int k = p.top_k, S = p.k_parts, items = k * S;
+  const int per = (p.rounds + S - 1) / S;
+  const int row16 = p.rounds * 16;
+  const int32_t rows[2] = {unit * 16 + g, unit * 16 + g + 8};
+  auto expert_of = [&](int j) {
+    const int32_t e = p.topk_ids[t * k + j];
+    return (e >= 0 && e < p.experts) ? e : -1;
+  };
+  uint4 wv[kDownBatch][2];
+  uint32_t sv[kDownBatch][2];
+  LaneRows<2> lr{};
+  // The first item's first batch is in flight while the block stages the picks' act rows.
+  int32_t e_first = -1;
+  if (warp < items) {
+    e_first = expert_of(warp / S);
+    const int rb = (warp % S) * per, re = min(rb + per, p.rounds);
+    if (e_first >= 0) {
+      lr = lane_rows<2>(p, e_first, rows, q);
+      if (rb < re) load_batch<2, kDownBatch>(p, lr, rb, re, q, wv, sv);
+    }
+  }
+  for (int j = 0; j < k; ++j) {
+    const bool picked = expert_of(j) >= 0;
+    stage_row(bsm + j * row16, picked ? p.b + static_cast<int64_t>(t * k + j) * p.k_pad : nullptr, row16, p.k_eff);
+  }
+  __syncthreads();
+  for (int item = warp; item < items; item += kWarps) {
+    const int j = item / S;
+    const int rb = (item % S) * per, re = min(rb + per, p.rounds);
+    const int32_t e = item == warp ? e_first : expert_of(j);
+    float acc[1][4] = {};
+    if (e >= 0) {
+      if (item != warp) lr = lane_rows<2>(p, e, rows, q);
+      for (int r0 = rb; r0 < re; r0 += kDownBatch) {
+        if (item != warp || r0 != rb) load_batch<2, kDownBatch>(p, lr, r0, re, q, wv, sv);
+        mma_batch<1, kDownBatch, TWO_MUL>(acc, wv, sv, bsm + j * row16, r0, re, q);
+      }
+    }
+    if (q == 0) {
+      red[item][g] = acc[0][0];
+      red[item][g + 8] = acc[0][2];
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x < 16 && n_out < p.out_rows) {
+    float sum = 0.0f;
+    for (int j = 0; j < k; ++j) {
+      const int32_t e = expert_of(j);
+      if (e < 0) continue;
+      float y = 0.0f;
+      for (int s = 0; s < S; ++s) y += red[j * S + s][threadIdx.x];
+      y += p.bias[static_cast<int64_t>(e) * p.rows_pad + n_out];
+      sum += p.topk_weights[t * k + j] * y;
+    }
+    p.out[static_cast<int64_t>(t) * p.out_rows + n_out] = sum;
+  }
+}
+
+int32_t round_up(int64_t v, int64_t m) { return static_cast<int32_t>((v + m - 1) / m * m); }
+
+// Dynamic shared memory above the default 48 KB needs the kernel's opt-in (large top_k * I');
+// set once per kernel before any graph capture (the first call is eager).
+template <typename Kernel>
+void allow_shared(Kernel kernel, size_t bytes, int& allowed) {
+  if (bytes <= 48 * 1024 || static_cast<int>(bytes) <= allowed) return;
+  const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               static_cast<int>(bytes));
+  if (err != cudaSuccess) {
+    throw_internal(std::string("fused_moe: decode kernel shared memory of ") + std::to_string(bytes) +
+                   " bytes: " + cudaGetErrorString(err));
+  }
+  allowed = static_cast<int>(bytes);
+}
+
+DecodeParams common_params(const DecodeArgs& a) {
+  DecodeParams p{};
+  p.topk_ids = a.topk_ids;
+  p.topk_weights = a.topk_weights;
+  p.top_k = a.top_k;
+  p.experts = static_cast<int32_t>(a.layer->experts);
+  p.tokens = static_cast<int32_t>(a.tokens);
+  p.valid = static_cast<int32_t>(a.valid);
+  p.act_kind = activation_code(a.act.kind);
+  p.alpha = static_cast<float>(a.act.alpha);
+  p.limit = static_cast<float>(a.act.limit);
+  return p;
+}
+
+}  // namespace
+#endif  // !__HIPCC__
+
+bool decode_supported(const reference::KernelReadyLayer& L, int top_k, int64_t tokens) {
+#if defined(__HIPCC__)
+  (void)L, (void)top_k, (void)tokens;
+  return false;  // mma.sync: CUDA only
+#else
+  // 32-bit offsets and grid sizes; scale groups whole in the padded K; the gated [gate; up] w13.
+  return L.gated && top_k >= 1 && top_k <= kMaxDownItems && tokens >= 1 && tokens * top_k <= (1 << 20) &&
+         L.hidden_pad % 32 == 0 && L.intermediate_pad % 32 == 0 && L.hidden_pad % 16 == 0 &&
+         tokens * top_k * std::max(L.hidden_pad, L.intermediate_pad) < (int64_t{1} << 31);
+#endif
+}
+
+void launch_decode_gate_up(const DecodeArgs& a, const uint16_t* x_perm, uint16_t* act, void* stream) {
+#if defined(__HIPCC__)
+  (void)a, (void)x_perm, (void)act, (void)stream;
+  throw_internal("fused_moe: the decode kernels are CUDA only");
+#else
+  const reference::KernelReadyLayer& L = *a.layer;
+  DecodeParams p = common_params(a);
+  p.w = L.w13_weight;
+  p.scale = L.w13_scale;
+  p.bias = L.w13_bias;
+  p.rows = a.w13_rows;
+  p.rows_pad = static_cast<int32_t>(2 * L.intermediate_pad);
+  p.k_eff = std::min<int32_t>(round_up(L.hidden, 32), static_cast<int32_t>(L.hidden_pad));
+  p.k_pad = static_cast<int32_t>(L.hidden_pad);
+  p.rounds = (p.k_eff + 127) / 128;
+  p.out_rows = std::min<int32_t>(round_up(L.intermediate, 32), static_cast<int32_t>(L.intermediate_pad));
+  p.up_offset = static_cast<int32_t>(L.intermediate_pad);
+  p.act_stride = static_cast<int32_t>(L.intermediate_pad);
+  p.b = x_perm;
+  p.act = act;
+  const int64_t units = p.out_rows / 16;  // out_rows is a multiple of 32
+  const size_t smem = static_cast<size_t>(p.rounds) * 16 * sizeof(uint4);
+  const unsigned blocks = static_cast<unsigned>(units * a.tokens * a.top_k);
+  const gpuStream_t s = static_cast<gpuStream_t>(stream);
+  static int allowed[2] = {0, 0};
+  if (a.w13_large_scales) {
+    allow_shared(decode_gate_up_kernel<true>, smem, allowed[1]);
+    decode_gate_up_kernel<true><<<blocks, kThreads, smem, s>>>(p);
+  } else {
+    allow_shared(decode_gate_up_kernel<false>, smem, allowed[0]);
+    decode_gate_up_kernel<false><<<blocks, kThreads, smem, s>>>(p);
+  }
+  check_launch("decode gate_up kernel");
+#endif
+}
+
+void launch_decode_down(const DecodeArgs& a, const uint16_t* act, float* out, void* stream) {
+#if defined(__HIPCC__)
+  (void)a, (void)act, (void)out, (void)stream;
+  throw_internal("fused_moe: the decode kernels are CUDA only");
+#else
+  const reference::KernelReadyLayer& L = *a.layer;
+  DecodeParams p = common_params(a);
+  p.w = L.w2_weight;
+  p.scale = L.w2_scale;
+  p.bias = L.w2_bias;
+  p.rows = a.w2_rows;
+  p.rows_pad = static_cast<int32_t>(L.hidden_pad);
+  p.k_eff = std::min<int32_t>(round_up(L.intermediate, 32), static_cast<int32_t>(L.intermediate_pad));
+  p.k_pad = static_cast<int32_t>(L.intermediate_pad);
+  p.rounds = (p.k_eff + 127) / 128;
+  p.out_rows = static_cast<int32_t>(L.hidden);
+  // As many K parts as fill the block's warps with (pick, part) items, at most one per round.
+  p.k_parts = std::max(1, std::min(kWarps / std::max(1, a.top_k), static_cast<int>(p.rounds)));
+  p.b = act;
+  p.out = out;
+  const int64_t units = (L.hidden + 15) / 16;
+  const size_t smem = static_cast<size_t>(a.top_k) * p.rounds * 16 * sizeof(uint4);
+  const unsigned blocks = static_cast<unsigned>(units * a.tokens);
+  const gpuStream_t s = static_cast<gpuStream_t>(stream);
+  static int allowed[2] = {0, 0};
+  if (a.w2_large_scales) {
+    allow_shared(decode_down_kernel<true>, smem, allowed[1]);
+    decode_down_kernel<true><<<blocks, kThreads, smem, s>>>(p);
+  } else {
+    allow_shared(decode_down_kernel<false>, smem, allowed[0]);
+    decode_down_kernel<false><<<blocks, kThreads, smem, s>>>(p);
+  }
+  check_launch("decode down kernel");
+#endif
+}
+
+}  // namespace moeprep::gpu::detail
