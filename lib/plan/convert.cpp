@@ -95,18 +95,23 @@ UnitOutput run_unit(const ConvertPlan& plan, const TensorJob& job, const Unit& u
     return out;
   }
   const RecipeSpec spec = chunk_recipe(plan, job, unit.chunk);
+  ExpertDims dims = plan.dims;
+  dims.experts = unit.chunk.whole ? plan.dims.experts : unit.chunk.count;
+  const bool fused_weight = has_fused_weight_recipe(job.role, dims, plan.options);
+  const bool fused = fused_weight || has_fused_scale_recipe(job.role, dims, plan.options, plan.gate_up_interleaved);
+  // The one-pass paths: from the map (MXFP4 sources) or from the assembled canonical slice
+  // (quantized or stacked sources), straight into a reused buffer.
+  auto write_fused = [&](const uint8_t* in, size_t in_size) {
+    out.owned = pool.take(cb.out_size);
+    const auto write = fused_weight ? write_weight_recipe_fused : write_scale_recipe_fused;
+    write(job.role, dims, plan.options, plan.gate_up_interleaved, in, in_size, out.owned.data(), out.owned.size());
+    out.data = out.owned.data();
+    out.size = out.owned.size();
+  };
   if (job.reads_source_directly()) {
     io::populate_mapped_pages({src.data + cb.in_begin, cb.in_size});
-    ExpertDims dims = plan.dims;
-    dims.experts = unit.chunk.whole ? plan.dims.experts : unit.chunk.count;
-    const bool fused_weight = has_fused_weight_recipe(job.role, dims, plan.options);
-    if (fused_weight || has_fused_scale_recipe(job.role, dims, plan.options, plan.gate_up_interleaved)) {
-      out.owned = pool.take(cb.out_size);
-      const auto write = fused_weight ? write_weight_recipe_fused : write_scale_recipe_fused;
-      write(job.role, dims, plan.options, plan.gate_up_interleaved, src.data + cb.in_begin, cb.in_size,
-            out.owned.data(), out.owned.size());
-      out.data = out.owned.data();
-      out.size = out.owned.size();
+    if (fused) {
+      write_fused(src.data + cb.in_begin, cb.in_size);
       return out;
     }
   }
@@ -121,6 +126,10 @@ UnitOutput run_unit(const ConvertPlan& plan, const TensorJob& job, const Unit& u
     if (in.dtype != spec.in_dtype || in.shape != spec.in_shape)
       throw_internal("assembled source of '" + job.output_name + "' is " + dtype_name(in.dtype) + " " +
                      shape_to_string(in.shape) + ", expected " + shape_to_string(spec.in_shape));
+    if (fused) {
+      write_fused(in.bytes.data(), in.bytes.size());
+      return out;
+    }
   }
   ByteTensor result = spec.recipe.apply(in);
   if (result.bytes.size() != cb.out_size)
