@@ -44,6 +44,31 @@ class TensorDigests {
   std::map<std::string, std::string> by_tensor_;
 };
 
+// The E8M0 scales the quantizing pass of expert e computed, kept until the scales source asks
+// for them: convert runs an expert's codes (w13_weight) before its scales (w13_weight_scale),
+// and without the hand-off the scales source would read and scan the BF16/FP8 rows again. Each
+// entry is taken once; a miss (the scales asked first, or from another process) recomputes.
+class ScaleHandoff {
+ public:
+  void put(int64_t expert, std::vector<uint8_t> scales) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    by_expert_[expert] = std::move(scales);
+  }
+  // Moves expert e's scales into `out` and forgets them; false when none are kept.
+  bool take(int64_t expert, std::vector<uint8_t>& out) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto it = by_expert_.find(expert);
+    if (it == by_expert_.end()) return false;
+    out = std::move(it->second);
+    by_expert_.erase(it);
+    return true;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::map<int64_t, std::vector<uint8_t>> by_expert_;
+};
+
 struct ExpertRows {
   int64_t experts = 0, rows = 0, cols = 0;
   // Every checkpoint tensor read, in a fixed order (the manifest hashes them).
@@ -67,6 +92,7 @@ struct ExpertRows {
   std::function<std::vector<std::pair<const std::string*, io::ByteView>>(int64_t expert)> expert_tensors;
   // Shared by every canonical source made from these rows.
   std::shared_ptr<TensorDigests> digests = std::make_shared<TensorDigests>();
+  std::shared_ptr<ScaleHandoff> scale_handoff = std::make_shared<ScaleHandoff>();
 
   int64_t elements() const { return rows * cols; }
   // Expert e's rows as floats, whichever the source (bf16 widens exactly).

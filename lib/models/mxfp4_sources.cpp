@@ -1,5 +1,7 @@
 #include "models/mxfp4_sources.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 #include "core/hash.h"
 #include "formats/mxfp4_quantize.h"
@@ -114,6 +116,7 @@ CanonicalSource mxfp4_blocks_source(ExpertRowsPtr rows) {
       hash_expert_tensors(m, e);
       if (m.release) m.release(e);
       stats->add(e, se.error, se.reference);
+      if (m.scale_handoff) m.scale_handoff->put(e, scales);
     }
     return out;
   };
@@ -134,11 +137,17 @@ CanonicalSource mxfp4_scales_source(ExpertRowsPtr rows) {
     const size_t per = static_cast<size_t>(m.elements() / kBlock);
     out.bytes.resize(per * static_cast<size_t>(count));
     std::vector<uint16_t> bf16;
-    std::vector<float> f32(m.read_f32 ? static_cast<size_t>(m.elements()) : 0);
+    std::vector<float> f32;
+    std::vector<uint8_t> handed;
     for (int64_t e = first; e < first + count; ++e) {
       uint8_t* scales = out.bytes.data() + per * static_cast<size_t>(e - first);
       const std::string label = expert_context(m, e);
+      if (m.scale_handoff && m.scale_handoff->take(e, handed) && handed.size() == per) {
+        std::copy(handed.begin(), handed.end(), scales);
+        continue;
+      }
       if (m.read_f32) {
+        f32.resize(static_cast<size_t>(m.elements()));
         m.read_f32(e, f32.data());
         mxfp4_scales_only(f32.data(), m.rows, m.cols, scales, label);
       } else {

@@ -28,7 +28,9 @@ std::vector<uint16_t> random_bf16(size_t n, uint64_t seed, double sd = 0.05) {
 }
 
 // Rows held in memory, as an adapter would read them from a checkpoint.
-ExpertRowsPtr memory_rows(std::vector<std::vector<uint16_t>> experts, int64_t rows, int64_t cols) {
+// `reads`, when given, counts the expert reads.
+ExpertRowsPtr memory_rows(std::vector<std::vector<uint16_t>> experts, int64_t rows, int64_t cols,
+                          std::shared_ptr<int> reads = nullptr) {
   auto m = std::make_shared<ExpertRows>();
   m->experts = static_cast<int64_t>(experts.size());
   m->rows = rows;
@@ -37,7 +39,8 @@ ExpertRowsPtr memory_rows(std::vector<std::vector<uint16_t>> experts, int64_t ro
     m->tensors.push_back("t" + std::to_string(e));
     m->labels.push_back("tensor t" + std::to_string(e));
   }
-  m->read_bf16 = [experts](int64_t e, uint16_t* out) {
+  m->read_bf16 = [experts, reads](int64_t e, uint16_t* out) {
+    if (reads) ++*reads;
     std::memcpy(out, experts[e].data(), experts[e].size() * 2);
   };
   return m;
@@ -79,6 +82,25 @@ TEST(QuantizedSources, BlocksAndScalesEqualTheQuantizerAndRecordItsError) {
   // Gaussian weights lose about a tenth of their norm to MXFP4.
   EXPECT_GT(blocks.quantization->relative_error(), 0.05);
   EXPECT_LT(blocks.quantization->relative_error(), 0.2);
+}
+
+// Convert assembles an expert's codes before its scales: the scales the quantizing pass found
+// are handed over instead of reading and scanning the rows again, once each.
+TEST(QuantizedSources, ScalesAfterBlocksComeFromTheQuantizingPassWithoutReadingAgain) {
+  const int64_t E = 3, N = 8, K = 96;
+  std::vector<std::vector<uint16_t>> experts;
+  for (int e = 0; e < E; ++e) experts.push_back(random_bf16(N * K, 30 + e));
+  auto reads = std::make_shared<int>(0);
+  const auto rows = memory_rows(experts, N, K, reads);
+  const ByteTensor fresh = mxfp4_scales_source(rows).assemble(0, E);  // nothing handed over yet
+  EXPECT_EQ(*reads, E);
+  mxfp4_blocks_source(rows).assemble(0, E);
+  EXPECT_EQ(*reads, 2 * E);
+  const ByteTensor handed = mxfp4_scales_source(rows).assemble(0, E);
+  EXPECT_EQ(*reads, 2 * E);  // no third read
+  EXPECT_EQ(handed.bytes, fresh.bytes);
+  mxfp4_scales_source(rows).assemble(0, E);  // taken once: read again
+  EXPECT_EQ(*reads, 3 * E);
 }
 
 TEST(QuantizedSources, SlicesEqualTheWholeAndTheErrorDoesNotDependOnSlicing) {
