@@ -2,7 +2,9 @@
 # Convert against cp on the device machine's host CPUs (a quiet machine, unlike the shared dev
 # VM): builds the CLI (CPU only, Release) with the packed dependencies, then runs
 # bench/convert_throughput.sh pinned to 2 cores (the CI/dev machine's size) and on all cores,
-# for the gpt-oss-20b and -120b shapes. Usage (device, repo root, .devdeps carried):
+# for the gpt-oss-20b and -120b shapes; then bench/quantize_convert.sh (the quantizing path
+# against the MXFP4 path, per output byte) the same two ways. Usage (device, repo root,
+# .devdeps carried):
 #   bash bench/convert_device_run.sh [LAYERS=2] [RUNS=5]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,3 +25,7 @@ for shape in 20b 120b; do
   echo "== $shape, all $(nproc) cores, --threads $(nproc)"
   SHAPE=$shape bash bench/convert_throughput.sh "$layers" "$(nproc)" /tmp/moeprep-bench "$runs" | tail -7
 done
+echo "== quantizing convert vs MXFP4 path, pinned to cores 0-1, --threads 2"
+CPUS=0-1 bash bench/quantize_convert.sh 1 2 /tmp/moeprep-qbench "$runs" | tail -5
+echo "== quantizing convert vs MXFP4 path, all $(nproc) cores, --threads $(nproc)"
+bash bench/quantize_convert.sh 1 "$(nproc)" /tmp/moeprep-qbench "$runs" | tail -5

@@ -24,7 +24,11 @@ mkdir -p "$work"
 [[ -d "$work/gpt-oss-mxfp4-$layers" ]] || "$bin" generate "$work/gpt-oss-mxfp4-$layers" --model gpt_oss "${shape[@]}"
 
 seconds() { awk '{print $NF}' | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }'; }
-min() { if [[ -z "$1" ]] || (( $(echo "$2 < $1" | bc -l) )); then echo "$2"; else echo "$1"; fi; }
+# Arithmetic in awk (the GPU host has no bc).
+calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
+min() { if [[ -z "$1" ]] || [[ $(calc "($2 < $1) ? 1 : 0") == 1.000000 ]]; then echo "$2"; else echo "$1"; fi; }
+pin=()
+[[ -n "${CPUS:-}" ]] && pin=(taskset -c "$CPUS")  # e.g. CPUS=0-1: both converts pinned to those cores
 declare -A wall cpu out_bytes rss
 names=(gpt-oss-mxfp4 qwen3-bf16)
 for name in "${names[@]}"; do cat "$work/$name-$layers"/*.safetensors >/dev/null; done
@@ -33,7 +37,7 @@ for ((r = 0; r < runs; ++r)); do
   for name in "${names[@]}"; do
     rm -rf "$work/kr"
     sync
-    /usr/bin/time -v -o "$work/time.txt" "$bin" convert "$work/$name-$layers" -o "$work/kr" --threads "$threads" \
+    "${pin[@]}" /usr/bin/time -v -o "$work/time.txt" "$bin" convert "$work/$name-$layers" -o "$work/kr" --threads "$threads" \
       --max-shard-size 2GB -q
     wall[$name]=$(min "${wall[$name]:-}" "$(grep "Elapsed (wall clock)" "$work/time.txt" | seconds)")
     c=$(awk -F: '/User time|System time/ {s += $2} END {print s}' "$work/time.txt")
@@ -56,11 +60,11 @@ printf "%-28s %9s %9s %12s %12s %12s %9s\n" "convert" "wall s" "cpu s" "out byte
 for name in "${names[@]}"; do
   in_gb=$(du -sb "$work/$name-$layers" | awk '{printf "%.2f", $1/1e9}')
   printf "%-28s %9.2f %9.2f %12d %12.3f %12.3f %6s MB\n" "$name ($in_gb GB in)" "${wall[$name]}" "${cpu[$name]}" \
-    "${out_bytes[$name]}" "$(echo "${wall[$name]} * 1000000000 / ${out_bytes[$name]}" | bc -l)" \
-    "$(echo "${cpu[$name]} * 1000000000 / ${out_bytes[$name]}" | bc -l)" "${rss[$name]}"
+    "${out_bytes[$name]}" "$(calc "${wall[$name]} * 1000000000 / ${out_bytes[$name]}")" \
+    "$(calc "${cpu[$name]} * 1000000000 / ${out_bytes[$name]}")" "${rss[$name]}"
 done
-ratio_wall=$(echo "(${wall[qwen3-bf16]} / ${out_bytes[qwen3-bf16]}) / (${wall[gpt-oss-mxfp4]} / ${out_bytes[gpt-oss-mxfp4]})" | bc -l)
-ratio_cpu=$(echo "(${cpu[qwen3-bf16]} / ${out_bytes[qwen3-bf16]}) / (${cpu[gpt-oss-mxfp4]} / ${out_bytes[gpt-oss-mxfp4]})" | bc -l)
+ratio_wall=$(calc "(${wall[qwen3-bf16]} / ${out_bytes[qwen3-bf16]}) / (${wall[gpt-oss-mxfp4]} / ${out_bytes[gpt-oss-mxfp4]})")
+ratio_cpu=$(calc "(${cpu[qwen3-bf16]} / ${out_bytes[qwen3-bf16]}) / (${cpu[gpt-oss-mxfp4]} / ${out_bytes[gpt-oss-mxfp4]})")
 printf "ratio quantizing / MXFP4 per output byte: wall %.2f, cpu %.2f (goal <= 1.5)\n" "$ratio_wall" "$ratio_cpu"
 printf "verify of the quantized output (stages 1-5, tokens 1,64): %.2f s; quantization error per tensor: %s\n" \
   "$ver_s" "$qerr"
