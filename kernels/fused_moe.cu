@@ -400,19 +400,21 @@ void enqueue_fused_moe(const DeviceMoeLayer& layer, const DeviceRouter& router, 
   g.token_tile = tile;
   g.k_split = ksplit;
   g.simple = options.simple;
-  // Direct loads up to tiles of 32 (memory-bound batches); for 64 the tiled GEMMs (CUDA), else
-  // the pipelined one.
-#if defined(__HIPCC__)
-  constexpr int kLargeTileGemm = 1;
-#else
-  constexpr int kLargeTileGemm = 3;
-#endif
-  g.staged = ksplit != 1 ? 0 : options.staged < 0 ? (tile >= 64 ? kLargeTileGemm : 0) : options.staged;
+  // Direct loads up to tiles of 32 (memory-bound batches), the pipelined GEMM for 64. The tiled
+  // GEMMs (staged 3, 4) are no faster than the pipelined one at T = 4096 on the H100 yet
+  // (bench/NOTES-fused-moe.md, v10-big), so only an explicit choice takes them.
+  g.staged = ksplit != 1 ? 0 : options.staged < 0 ? (tile >= 64 ? 1 : 0) : options.staged;
   const bool tiled = (g.staged == 3 || g.staged == 4) && !options.simple && !small;
-  if (tiled && (tile != 64 || kLargeTileGemm != 3)) {
+#if defined(__HIPCC__)
+  constexpr bool kTiledBuilt = false;
+#else
+  constexpr bool kTiledBuilt = true;
+#endif
+  if (tiled && (tile != 64 || !kTiledBuilt)) {
     throw_bad_input("fused_moe: the tiled GEMM (staged 3, 4) takes token tile 64 and k_split 1 under CUDA, not tile " +
                     std::to_string(tile) + " k_split " + std::to_string(ksplit) + " under " MOEPREP_GPU_API);
   }
+  g.tiled_rows = options.tiled_rows;
   g.act = act;
   g.small = small;
   g.inline_group = inline_group;

@@ -111,8 +111,9 @@ struct FusedMoeOptions {
   int k_split = 0;      // warps of a block that split K (small batches): 1 or 4
   int staged = -1;      // 1: shared-memory pipelined GEMM, 0: direct loads; -1: by tile size
                         // (2: pipelined, register budget for 3 blocks per SM at tile 64;
-                        // 3: the tiled GEMMs, CUDA, tile 64: the automatic choice for tile 64,
-                        // wgmma on Hopper; 4: the same with mma.sync everywhere)
+                        // 3: the tiled GEMMs, CUDA, tile 64, wgmma on Hopper; 4: the same with
+                        // mma.sync everywhere; neither is an automatic choice yet)
+  int tiled_rows = 0;   // the tiled GEMMs' weight rows per block: 128 or 256; 0: 128
   bool simple = false;  // the plain one-thread-per-output kernels (the portable, slow path)
   // Small batches (CUDA): the grouping (up to 32 picks) folded into the gate_up kernel, the
   // combine into the down kernel and the activation copy into the router logits, so a call is

@@ -1,26 +1,27 @@
-// The expert GEMMs for large batches (token tiles of 64, compute-bound; CUDA sm_80+): a block
-// computes 128 weight rows x 64 tokens with 8 warps as 4 (rows) x 2 (tokens), warp tiles of
-// 32 x 32, mma.sync m16n8k16 bf16 with fp32 accumulation.
+// Expert GEMMs for token tiles of 64 (CUDA; FusedMoeOptions::staged 3 = wgmma on sm_90a, else
+// mma.sync; 4 = mma.sync): a block computes ROWS = 128 (or 256) weight rows x 64 tokens with
+// 2 * ROWS threads. Not the automatic choice: at T = 4096 on the H100 they run no faster than
+// the pipelined kernel of moe_expert_gemm.cu (bench/NOTES-fused-moe.md, v10-big, which also
+// says why and what to try next).
 //
-// Why not the staged kernel of moe_expert_gemm.cu: there every warp dequantizes its own MXFP4
-// fragments in every round, about 7 issue slots per HMMA (bench/NOTES-fused-moe.md). Here the
-// block dequantizes each 64-K chunk of its 128 rows ONCE: thread t copies one 16-byte run (row
-// t/2, run t%2 = one E8M0 group) and its scale word by cp.async, a few chunks ahead, and writes
-// the 32 bf16 values into a swizzled [128][64] A tile in the K-permuted order that x_perm and
-// act already use (moe_internal.h). B (64 tokens x 64 K) arrives by cp.async into the same
-// swizzle; warps read both with ldmatrix.x4. A is double-buffered, so the dequantization of
-// chunk c+1 overlaps the MMAs of chunk c with one barrier per chunk. Each thread dequantizes
-// only the run it copied itself, so it waits on its own cp.async groups, no barrier.
+// Per 64-K chunk, thread t copies one 16-byte MXFP4 run (row t/2, run t%2 = one E8M0 group) and
+// the aligned word holding its scale by cp.async, a few chunks ahead, and writes the 32 bf16
+// values into a swizzled [ROWS][64] A tile in the K-permuted order that x_perm and act already
+// use (moe_internal.h), so every weight element is dequantized once per token tile. B (64 tokens
+// x 64 K) arrives by cp.async into the same swizzle. A is double-buffered, so the dequantization
+// of chunk c+1 overlaps the MMAs of chunk c with one barrier per chunk; each thread dequantizes
+// only the run it copied itself, so it waits on its own cp.async groups.
 //
-// On sm_90a the MMAs can be wgmma instead (two warpgroups of 64 rows x 64 tokens, both operands
-// read from the same swizzled tiles, which are the 128-byte swizzle wgmma's descriptors name):
-// the tensor cores then no longer cost issue slots, which the dequantization needs.
+// MMAs: mma.sync m16n8k16 (bf16, fp32 accumulation) with ldmatrix.x4, warps as (ROWS/32) rows x
+// 2 tokens, warp tiles of 32 x 32; or on sm_90a wgmma m64n64k16, one warpgroup per 64 rows, both
+// operands read through descriptors from the same tiles (the XOR swizzle is wgmma's 128-byte
+// swizzle).
 //
 // gate_up: every 16-row group of the A tile holds the gate rows of 8 units, then their up rows,
-// so each thread's accumulators for rows g and g + 8 (both MMA kinds) are one unit's gate and up
-// and the activation is computed from registers. Rows past the tensor (gate_up units >= I', down rows >= H') are
-// loaded as zeros and never stored; like the other kernels, every stored value is a fixed-order
-// sum, so results are bitwise repeatable.
+// so each thread's accumulators for rows g and g + 8 (both MMA kinds) are one unit's gate and
+// up, and the activation is computed from registers. Rows past the tensor (gate_up units >= I',
+// down rows >= H') are loaded as zeros and never stored; like the other kernels, every stored
+// value is a fixed-order sum, so results are bitwise repeatable.
 #include "kernels/portability.h"  // first: defines what MOEPREP_HD needs under HIP
 #include <string>
 
@@ -34,18 +35,25 @@
 namespace moeprep::gpu::detail {
 namespace {
 
-constexpr int kRows = 128;    // weight rows per block
 constexpr int kTokens = 64;   // token slots per block (the token tile)
 constexpr int kChunk = 64;    // K elements per pipeline step
-constexpr int kThreads = 256;
 constexpr int kStages = 4;    // cp.async ring depth (chunks in flight)
+constexpr int kAutoTiledRows = 128;  // rows per block when ExpertGemmArgs::tiled_rows is 0 (256: slower)
 
-// Shared memory, in 16-byte units: A [2][128 rows][8 chunks], B [stage][64 tokens][8 chunks],
-// raw MXFP4 runs [stage][thread], scale words [stage][thread] (4 bytes each).
-constexpr int kAUnits = 2 * kRows * 8;
-constexpr int kBUnits = kStages * kTokens * 8;
-constexpr int kRawUnits = kStages * kThreads;
-constexpr size_t kSmemBytes = (kAUnits + kBUnits + kRawUnits) * 16 + kStages * kThreads * 4 + 1024;
+// ROWS weight rows per block (128 or 256), two threads per row. Shared memory, in 16-byte units:
+// A [2][ROWS][8 chunks], B [stage][64 tokens][8 chunks], raw MXFP4 runs [stage][thread], scale
+// words [stage][thread] (4 bytes each).
+template <int ROWS>
+struct TiledShape {
+  static constexpr int kThreads = 2 * ROWS;
+  static constexpr int kAUnits = 2 * ROWS * 8;
+  static constexpr int kBUnits = kStages * kTokens * 8;
+  static constexpr int kRawUnits = kStages * kThreads;
+  static constexpr size_t kSmemBytes = (kAUnits + kBUnits + kRawUnits) * 16 + kStages * kThreads * 4 + 1024;
+  // 128 rows: 2 blocks per SM (86 KB each); 256: 1 block of 16 warps (138 KB).
+  static constexpr int kMinBlocks = ROWS == 128 ? 2 : 1;
+  static constexpr int kBCopies = kTokens * 8 / kThreads;  // 16-byte B copies per thread and chunk
+};
 
 struct TiledParams {
   const uint8_t* w;
@@ -59,7 +67,7 @@ struct TiledParams {
   bool gather;               // gate_up: B row = token of the pick; down: B row = slot
   const Tile* tiles;
   const int32_t* num_tiles;
-  int32_t row_blocks;
+  int32_t row_blocks;        // set by launch_tiled
   int32_t loadable_rows;     // gate_up: I' units; down: H' rows
   int32_t up_offset;         // gate_up: I' (up rows follow the gate rows)
   int32_t out_rows;          // gate_up: I' (act columns); down: H (y columns)
@@ -139,15 +147,17 @@ __device__ __forceinline__ void wgmma_m64n64k16(float (&)[32], uint64_t, uint64_
 #endif
 
 // WGMMA: the MMAs as wgmma (sm_90a; elsewhere the kernel traps), else mma.sync.
-template <bool GATE_UP, bool TWO_MUL, bool WGMMA>
-__global__ void __launch_bounds__(kThreads, 2) expert_gemm_tiled_kernel(TiledParams p) {
+template <bool GATE_UP, bool TWO_MUL, bool WGMMA, int ROWS>
+__global__ void __launch_bounds__(2 * ROWS, TiledShape<ROWS>::kMinBlocks) expert_gemm_tiled_kernel(TiledParams p) {
+  using Shape = TiledShape<ROWS>;
+  constexpr int kRows = ROWS, kThreads = Shape::kThreads;
   extern __shared__ uint4 smem_raw[];
   // wgmma's swizzle is on address bits: the tiles start 1024-aligned (kSmemBytes has the slack).
   uint4* smem = reinterpret_cast<uint4*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
   uint4* a_tiles = smem;
-  uint4* b_tiles = a_tiles + kAUnits;
-  uint4* raw = b_tiles + kBUnits;
-  uint32_t* scale_words = reinterpret_cast<uint32_t*>(raw + kRawUnits);
+  uint4* b_tiles = a_tiles + Shape::kAUnits;
+  uint4* raw = b_tiles + Shape::kBUnits;
+  uint32_t* scale_words = reinterpret_cast<uint32_t*>(raw + Shape::kRawUnits);
 
   const int32_t tile_index = static_cast<int32_t>(blockIdx.x) / p.row_blocks;
   const int32_t row_block = static_cast<int32_t>(blockIdx.x) % p.row_blocks;
@@ -161,7 +171,7 @@ __global__ void __launch_bounds__(kThreads, 2) expert_gemm_tiled_kernel(TiledPar
   bool row_ok;
   if constexpr (GATE_UP) {
     // A row ar: row group ar/16 = 8 units; rows 0-7 of the group their gate rows, 8-15 their up rows.
-    const int32_t unit = row_block * 64 + (ar >> 4) * 8 + (ar & 7);
+    const int32_t unit = row_block * (kRows / 2) + (ar >> 4) * 8 + (ar & 7);
     row_ok = unit < p.loadable_rows;
     n = unit + ((ar >> 3) & 1) * p.up_offset;
   } else {
@@ -185,13 +195,13 @@ __global__ void __launch_bounds__(kThreads, 2) expert_gemm_tiled_kernel(TiledPar
     return sexp + (o + (c >> 2) * sstep);
   };
 
-  // ---- this thread's B copies: 16-byte chunk bc of token rows tid/8 and tid/8 + 32 ----
+  // ---- this thread's B copies: 16-byte chunk bc of token rows tid/8 + (threads/8) i ----
   const int bc = tid & 7;
-  uint32_t bsrc[2];
-  bool bok[2];
+  uint32_t bsrc[Shape::kBCopies];
+  bool bok[Shape::kBCopies];
 #pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const int row = (tid >> 3) + 32 * i;
+  for (int i = 0; i < Shape::kBCopies; ++i) {
+    const int row = (tid >> 3) + (kThreads / 8) * i;
     bok[i] = row < tile.count;
     int64_t brow = 0;
     if (bok[i]) {
@@ -209,8 +219,8 @@ __global__ void __launch_bounds__(kThreads, 2) expert_gemm_tiled_kernel(TiledPar
     const uintptr_t sa = reinterpret_cast<uintptr_t>(row_ok ? scale_src(c) : p.scale);
     cp_async4(scale_words + st * kThreads + tid, reinterpret_cast<const void*>(sa & ~uintptr_t{3}));
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const int row = (tid >> 3) + 32 * i;
+    for (int i = 0; i < Shape::kBCopies; ++i) {
+      const int row = (tid >> 3) + (kThreads / 8) * i;
       cp_async16(b_tiles + st * kTokens * 8 + swz(row, bc), bok[i] ? p.b + bsrc[i] + c * kChunk : p.b, bok[i]);
     }
   };
@@ -236,7 +246,7 @@ __global__ void __launch_bounds__(kThreads, 2) expert_gemm_tiled_kernel(TiledPar
   // lane%8, so the swizzled chunk is (2ks) ^ x with x fixed per lane.
   // ---- wgmma: warpgroup wg = rows 64 wg.., all 64 tokens; warp w of it holds row group 4 wg + w,
   // which is `warp`. Accumulator d[4j + c] is row g (+8 for c >= 2), token 8j + 2q + (c & 1).
-  const int wm = warp & 3, wn = warp >> 2;
+  const int wm = warp % (kRows / 32), wn = warp / (kRows / 32);
   const uint32_t a_base = smem_addr(a_tiles) + (wm * 32 + (lane & 15)) * 128;
   const uint32_t a_x = static_cast<uint32_t>((lane >> 4) ^ (lane & 7));
   const uint32_t b_base = smem_addr(b_tiles) + (wn * 32 + (lane & 7) + ((lane >> 4) << 3)) * 128;
@@ -322,7 +332,7 @@ __global__ void __launch_bounds__(kThreads, 2) expert_gemm_tiled_kernel(TiledPar
         const int64_t slot = tile.start + col;
         if constexpr (GATE_UP) {
           if (c >= 2) continue;  // d[c + 2] is the up row of d[c]'s unit
-          const int32_t unit = row_block * 64 + 8 * G + g;
+          const int32_t unit = row_block * (kRows / 2) + 8 * G + g;
           if (unit >= p.out_rows) continue;
           const float gate = d[c] + bias[unit];
           const float up = d[c + 2] + bias[p.up_offset + unit];
@@ -337,11 +347,15 @@ __global__ void __launch_bounds__(kThreads, 2) expert_gemm_tiled_kernel(TiledPar
   }
 }
 
-template <bool GATE_UP, bool TWO_MUL, bool WGMMA>
-void launch_tiled(const TiledParams& p, int64_t max_tiles, gpuStream_t stream) {
+template <bool GATE_UP, bool TWO_MUL, bool WGMMA, int ROWS>
+void launch_tiled(TiledParams p, int64_t max_tiles, gpuStream_t stream) {
+  constexpr size_t kSmemBytes = TiledShape<ROWS>::kSmemBytes;
+  // gate_up: ROWS / 2 units (gate and up rows) per block; down: ROWS rows, those past H unstored.
+  const int32_t per_block = GATE_UP ? ROWS / 2 : ROWS;
+  p.row_blocks = (p.out_rows + per_block - 1) / per_block;
   static bool configured = false;  // before any graph capture: the first call is eager
   if (!configured) {
-    const cudaError_t err = cudaFuncSetAttribute(expert_gemm_tiled_kernel<GATE_UP, TWO_MUL, WGMMA>,
+    const cudaError_t err = cudaFuncSetAttribute(expert_gemm_tiled_kernel<GATE_UP, TWO_MUL, WGMMA, ROWS>,
                                                  cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                  static_cast<int>(kSmemBytes));
     if (err != cudaSuccess) {
@@ -349,8 +363,8 @@ void launch_tiled(const TiledParams& p, int64_t max_tiles, gpuStream_t stream) {
     }
     configured = true;
   }
-  expert_gemm_tiled_kernel<GATE_UP, TWO_MUL, WGMMA>
-      <<<static_cast<unsigned>(max_tiles * p.row_blocks), kThreads, kSmemBytes, stream>>>(p);
+  expert_gemm_tiled_kernel<GATE_UP, TWO_MUL, WGMMA, ROWS>
+      <<<static_cast<unsigned>(max_tiles * p.row_blocks), TiledShape<ROWS>::kThreads, kSmemBytes, stream>>>(p);
 }
 
 // wgmma for staged 3 on a Hopper device (the sm_90a build); mma.sync for staged 4 and elsewhere.
@@ -364,14 +378,24 @@ bool use_wgmma(const ExpertGemmArgs& a) {
   return major == 9 && minor == 0;
 }
 
-template <bool GATE_UP>
-void launch_tiled_kind(const ExpertGemmArgs& a, const TiledParams& p, bool large_scales, gpuStream_t s) {
+template <bool GATE_UP, int ROWS>
+void launch_tiled_rows(const ExpertGemmArgs& a, const TiledParams& p, bool large_scales, gpuStream_t s) {
   const bool wg = use_wgmma(a);
   if (large_scales) {
-    wg ? launch_tiled<GATE_UP, true, true>(p, a.max_tiles, s) : launch_tiled<GATE_UP, true, false>(p, a.max_tiles, s);
+    wg ? launch_tiled<GATE_UP, true, true, ROWS>(p, a.max_tiles, s)
+       : launch_tiled<GATE_UP, true, false, ROWS>(p, a.max_tiles, s);
   } else {
-    wg ? launch_tiled<GATE_UP, false, true>(p, a.max_tiles, s) : launch_tiled<GATE_UP, false, false>(p, a.max_tiles, s);
+    wg ? launch_tiled<GATE_UP, false, true, ROWS>(p, a.max_tiles, s)
+       : launch_tiled<GATE_UP, false, false, ROWS>(p, a.max_tiles, s);
   }
+}
+
+template <bool GATE_UP>
+void launch_tiled_kind(const ExpertGemmArgs& a, const TiledParams& p, bool large_scales, gpuStream_t s) {
+  const int rows = a.tiled_rows == 0 ? kAutoTiledRows : a.tiled_rows;
+  if (rows == 128) return launch_tiled_rows<GATE_UP, 128>(a, p, large_scales, s);
+  if (rows == 256) return launch_tiled_rows<GATE_UP, 256>(a, p, large_scales, s);
+  throw_bad_input("fused_moe: the tiled GEMM takes 128 or 256 rows per block, not " + std::to_string(rows));
 }
 
 TiledParams common(const ExpertGemmArgs& a) {
@@ -414,7 +438,6 @@ void launch_gate_up_tiled(const ExpertGemmArgs& a, const uint16_t* x_perm, uint1
   p.up_offset = static_cast<int32_t>(L.intermediate_pad);
   p.out_rows = static_cast<int32_t>(L.intermediate_pad);
   p.rows_pad = 2 * L.intermediate_pad;
-  p.row_blocks = static_cast<int32_t>((L.intermediate_pad + 63) / 64);
   p.act = act;
   launch_tiled_kind<true>(a, p, a.w13_large_scales, static_cast<gpuStream_t>(stream));
   check_launch("gate_up tiled GEMM kernel");
@@ -435,7 +458,6 @@ void launch_down_tiled(const ExpertGemmArgs& a, const uint16_t* act, float* y, v
   p.up_offset = 0;
   p.out_rows = static_cast<int32_t>(L.hidden);
   p.rows_pad = L.hidden_pad;
-  p.row_blocks = static_cast<int32_t>((L.hidden + kRows - 1) / kRows);  // rows past H are never stored
   p.y = y;
   launch_tiled_kind<false>(a, p, a.w2_large_scales, static_cast<gpuStream_t>(stream));
   check_launch("down tiled GEMM kernel");

@@ -59,6 +59,7 @@ struct ExpertGemmArgs {
   int staged = 0;       // 0 direct loads; 1 shared-memory pipeline; 2 the same, 3 blocks/SM at NT 8;
                         // 3 the tiled GEMMs (launch_*_tiled; the caller dispatches), wgmma on
                         // Hopper; 4 the same with mma.sync
+  int tiled_rows = 0;   // the tiled GEMMs' weight rows per block: 128, 256; 0: 128
   bool simple = false;
   reference::ActivationParams act;
 

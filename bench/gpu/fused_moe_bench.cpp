@@ -350,7 +350,7 @@ void BM_FusedMoeSeparatedStaged3(benchmark::State& state) {
 }
 BENCHMARK(BM_FusedMoeSeparatedStaged3)->ArgName("T")->Arg(4096)->UseManualTime()->MinTime(0.3)->Unit(
     benchmark::kMillisecond);
-// The pipelined kernel (staged 1), the automatic choice for tile 64 before the tiled GEMMs.
+// The pipelined kernel (staged 1), the automatic choice for tile 64, forced.
 void BM_FusedMoeSeparatedPipelined(benchmark::State& state) {
   gpu::FusedMoeOptions opt;
   opt.staged = 1;
@@ -358,13 +358,29 @@ void BM_FusedMoeSeparatedPipelined(benchmark::State& state) {
 }
 BENCHMARK(BM_FusedMoeSeparatedPipelined)->ArgName("T")->Arg(2048)->Arg(4096)->UseManualTime()->MinTime(0.3)->Unit(
     benchmark::kMillisecond);
-// The tiled GEMMs with mma.sync (staged 4) instead of wgmma, on the same card.
+// The tiled GEMMs (staged 3: wgmma on Hopper, 128 rows per block), with mma.sync (staged 4), and
+// with 256 rows per block (1 block of 16 warps per SM), on the same card.
+void BM_FusedMoeSeparatedTiled(benchmark::State& state) {
+  gpu::FusedMoeOptions opt;
+  opt.staged = 3;
+  run_moe(state, layout::GateMode::Separated, opt);
+}
+BENCHMARK(BM_FusedMoeSeparatedTiled)->ArgName("T")->Arg(2048)->Arg(4096)->UseManualTime()->MinTime(0.3)->Unit(
+    benchmark::kMillisecond);
 void BM_FusedMoeSeparatedTiledMma(benchmark::State& state) {
   gpu::FusedMoeOptions opt;
   opt.staged = 4;
   run_moe(state, layout::GateMode::Separated, opt);
 }
 BENCHMARK(BM_FusedMoeSeparatedTiledMma)->ArgName("T")->Arg(4096)->UseManualTime()->MinTime(0.3)->Unit(
+    benchmark::kMillisecond);
+void BM_FusedMoeSeparatedTiled256(benchmark::State& state) {
+  gpu::FusedMoeOptions opt;
+  opt.staged = 3;
+  opt.tiled_rows = 256;
+  run_moe(state, layout::GateMode::Separated, opt);
+}
+BENCHMARK(BM_FusedMoeSeparatedTiled256)->ArgName("T")->Arg(4096)->UseManualTime()->MinTime(0.3)->Unit(
     benchmark::kMillisecond);
 BENCHMARK(BM_FusedMoeSeparatedDirect)->ArgName("T")->Arg(512)->Arg(4096)->UseManualTime()->MinTime(0.3)->Unit(
     benchmark::kMillisecond);

@@ -1,5 +1,5 @@
-// The tiled expert GEMMs (kernels/moe_expert_gemm_tiled.cu: 128 rows x 64 tokens per block, the
-// automatic choice for token tiles of 64) forced on small layers: both gate modes, several token
+// The tiled expert GEMMs (kernels/moe_expert_gemm_tiled.cu: 128 or 256 weight rows x 64 tokens
+// per block, wgmma on Hopper or mma.sync; chosen by FusedMoeOptions::staged 3 / 4) on small layers: both gate modes, several token
 // tiles per expert with partial tiles, padding tokens, row blocks that reach past H (down) and
 // every gated activation kind, against the CPU kernel-layout MoE and the dense reference; repeated
 // calls bitwise identical; and the option checks.
@@ -35,18 +35,21 @@ class FusedMoeTiledGpu : public ::testing::Test {
   }
 };
 
-// staged 3: wgmma on Hopper (mma.sync elsewhere); 4: mma.sync everywhere.
-FusedMoeOptions tiled(int staged = 3) {
+// staged 3: wgmma on Hopper (mma.sync elsewhere); 4: mma.sync everywhere. rows: weight rows
+// per block (128, 256; 0 automatic).
+FusedMoeOptions tiled(int staged = 3, int rows = 0) {
   FusedMoeOptions o;
   o.token_tile = 64;
   o.k_split = 1;
   o.staged = staged;
+  o.tiled_rows = rows;
   return o;
 }
 
 // E = 4, top-2, T = 200 (190 valid): about 95 picks per expert, so each expert has a full and a
-// partial tile of 64. H = 288 with H' = 320 (separated): the down GEMM's third row block (rows
-// 256..383) reaches past H and past H'; I' = 192 (separated) is three 64-unit blocks; K = 320 and
+// partial tile of 64. H = 288 with H' = 320 (separated): the down GEMM's last row block (rows
+// 256..383 at 128 rows per block, 256..511 at 256) reaches past H and past H'; I' = 192
+// (separated) leaves the second 128-unit block of the 256-row blocks half past I'; K = 320 and
 // 192 are odd numbers of 64-K chunks.
 constexpr int64_t kE = 4, kH = 288, kI = 160, kTopK = 2, kT = 200, kValid = 190;
 
@@ -147,37 +150,47 @@ TEST_F(FusedMoeTiledGpu, MatchesTheCpuKernelLayoutAndTheReference) {
       const MoeOutput ref = reference::moe_forward_reference(l.dense, l.src.router(), rc, act, x.data(), kT, kValid);
       expect_partial_and_multiple_tiles(cpu.routing);
       for (int staged : {3, 4}) {
-        const std::string what = std::string(mode == GateMode::Separated ? "separated " : "interleave ") +
-                                 kind_name(kind) + (staged == 3 ? " staged 3 (wgmma on Hopper)" : " staged 4");
-        expect_matches(run_poisoned(layer, router, act, x, tiled(staged), 2), cpu, ref, what);
+        for (int rows : {128, 256}) {
+          const std::string what = std::string(mode == GateMode::Separated ? "separated " : "interleave ") +
+                                   kind_name(kind) + (staged == 3 ? " staged 3 (wgmma on Hopper)" : " staged 4") +
+                                   " rows " + std::to_string(rows);
+          expect_matches(run_poisoned(layer, router, act, x, tiled(staged, rows), 2), cpu, ref, what);
+        }
       }
     }
   }
 }
 
-// The automatic choice takes the tiled GEMMs for tiles of 64 (mean picks per expert above 32):
-// its result is bitwise that of the forced run, and the pipelined kernel agrees within rounding.
-TEST_F(FusedMoeTiledGpu, IsTheAutomaticChoiceForTilesOf64) {
+// The automatic choice for tiles of 64 stays the pipelined kernel (the tiled GEMMs are no faster
+// yet); the tiled GEMMs agree with it within rounding, wgmma with mma.sync, and 128- and 256-row
+// blocks bitwise (the block's row count changes no sum: each output is one thread's fixed-order
+// accumulation over K).
+TEST_F(FusedMoeTiledGpu, AgreesWithThePipelinedKernelAndAcrossBlockShapes) {
   reference::RouterConfig rc;
   rc.top_k = static_cast<int>(kTopK);
   const Layer l = make_layer(GateMode::Separated, 63);
   const DeviceMoeLayer layer = upload_layer(l.kr.view());
   const DeviceRouter router = upload_router(l.src.router(), rc, kE, kH);
   const auto x = moe_testing::random_activations(kT, kH, 64);
-  const auto forced = run_poisoned(layer, router, ActivationParams{}, x, tiled(), 1);
-  const auto automatic = run_poisoned(layer, router, ActivationParams{}, x, FusedMoeOptions{}, 1);
   FusedMoeOptions staged;
   staged.token_tile = 64;
   staged.k_split = 1;
   staged.staged = 1;
+  const auto automatic = run_poisoned(layer, router, ActivationParams{}, x, FusedMoeOptions{}, 1);
   const auto pipelined = run_poisoned(layer, router, ActivationParams{}, x, staged, 1);
+  const auto rows_default = run_poisoned(layer, router, ActivationParams{}, x, tiled(), 1);
+  const auto rows128 = run_poisoned(layer, router, ActivationParams{}, x, tiled(3, 128), 1);
+  const auto rows256 = run_poisoned(layer, router, ActivationParams{}, x, tiled(3, 256), 1);
   const auto mma_sync = run_poisoned(layer, router, ActivationParams{}, x, tiled(4), 1);
-  EXPECT_EQ(std::memcmp(forced[0].data(), automatic[0].data(), forced[0].size() * 4), 0);
-  EXPECT_LT(moe_testing::rel_err(forced[0], pipelined[0]), kKernelLayoutTolerance);
-  EXPECT_LT(moe_testing::rel_err(forced[0], mma_sync[0]), kKernelLayoutTolerance);
+  const size_t bytes = automatic[0].size() * 4;
+  EXPECT_EQ(std::memcmp(automatic[0].data(), pipelined[0].data(), bytes), 0);
+  EXPECT_EQ(std::memcmp(rows_default[0].data(), rows128[0].data(), bytes), 0);
+  EXPECT_EQ(std::memcmp(rows128[0].data(), rows256[0].data(), bytes), 0);
+  EXPECT_LT(moe_testing::rel_err(rows128[0], pipelined[0]), kKernelLayoutTolerance);
+  EXPECT_LT(moe_testing::rel_err(rows128[0], mma_sync[0]), kKernelLayoutTolerance);
 }
 
-TEST_F(FusedMoeTiledGpu, RefusesOtherTokenTiles) {
+TEST_F(FusedMoeTiledGpu, RefusesOtherTokenTilesAndRowCounts) {
   reference::RouterConfig rc;
   rc.top_k = static_cast<int>(kTopK);
   const Layer l = make_layer(GateMode::Separated, 65);
@@ -192,6 +205,13 @@ TEST_F(FusedMoeTiledGpu, RefusesOtherTokenTiles) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("takes token tile 64"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("not tile 32"), std::string::npos) << e.what();
+  }
+  opt = tiled(3, 192);
+  try {
+    run_poisoned(layer, router, ActivationParams{}, x, opt, 1);
+    FAIL() << "the tiled GEMM accepted 192 rows per block";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("128 or 256 rows per block, not 192"), std::string::npos) << e.what();
   }
 }
 
