@@ -63,7 +63,9 @@ struct DecodeParams {
 };
 
 // Where a lane's rows are: weight run q and the scale groups of rounds r (even, odd), from the
-// layer's row table (addressing.h's offsets, checked at upload; see DeviceRowAddressing).
+// layer's row table (addressing.h's offsets, checked at upload; see DeviceRowAddressing). The
+// table is expert 0's, so a block loads it before it knows its expert: one dependent memory
+// latency less on the way to the first weight load.
 template <int R>
 struct LaneRows {
   const uint8_t* wexp;
@@ -72,10 +74,10 @@ struct LaneRows {
 };
 
 template <int R>
-__device__ __forceinline__ LaneRows<R> lane_rows(const DecodeParams& p, int32_t e, const int32_t (&row)[R], int q) {
+__device__ __forceinline__ LaneRows<R> lane_rows(const DecodeParams& p, const int32_t (&row)[R], int q) {
   LaneRows<R> lr;
-  lr.wexp = p.w + e * p.rows.weight_expert_stride;
-  lr.sexp = p.scale + e * p.rows.scale_expert_stride;
+  lr.wexp = p.w;
+  lr.sexp = p.scale;
 #pragma unroll
   for (int i = 0; i < R; ++i) {
     const int32_t* t = p.rows.table + static_cast<int64_t>(row[i]) * 12;
@@ -84,6 +86,12 @@ __device__ __forceinline__ LaneRows<R> lane_rows(const DecodeParams& p, int32_t 
     lr.soff1[i] = __ldg(t + 8 + q);
   }
   return lr;
+}
+
+template <int R>
+__device__ __forceinline__ void set_expert(const DecodeParams& p, int32_t e, LaneRows<R>& lr) {
+  lr.wexp = p.w + e * p.rows.weight_expert_stride;
+  lr.sexp = p.scale + e * p.rows.scale_expert_stride;
 }
 
 // Rounds [r0, r0 + B) of the lane's R rows; past r_end or k_eff: zero weights, scale 2^0.
@@ -156,14 +164,15 @@ __global__ void __launch_bounds__(kThreads) decode_gate_up_kernel(DecodeParams p
   __shared__ float red[kWarps][32];
   const int P = p.tokens * p.top_k;
   const int pick = blockIdx.x % P, unit = blockIdx.x / P;
-  const int32_t e = p.topk_ids[pick];
-  if (e < 0 || e >= p.experts) return;  // padding or NaN token: down skips the pick; uniform
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
-  const int per = (p.rounds + kWarps - 1) / kWarps;
-  const int r_begin = warp * per, r_end = min(r_begin + per, p.rounds);
   const int32_t n0 = unit * 16 + g;
   const int32_t rows[4] = {n0, n0 + 8, p.up_offset + n0, p.up_offset + n0 + 8};
-  const LaneRows<4> lr = lane_rows<4>(p, e, rows, q);
+  LaneRows<4> lr = lane_rows<4>(p, rows, q);
+  const int32_t e = p.topk_ids[pick];
+  if (e < 0 || e >= p.experts) return;  // padding or NaN token: down skips the pick; uniform
+  set_expert(p, e, lr);
+  const int per = (p.rounds + kWarps - 1) / kWarps;
+  const int r_begin = warp * per, r_end = min(r_begin + per, p.rounds);
   float acc[2][4] = {};
   uint4 wv[kGateUpBatch][4];
   uint32_t sv[kGateUpBatch][4];
@@ -222,14 +231,14 @@ __global__ void __launch_bounds__(kThreads) decode_down_kernel(DecodeParams p) {
   };
   uint4 wv[kDownBatch][2];
   uint32_t sv[kDownBatch][2];
-  LaneRows<2> lr{};
+  LaneRows<2> lr = lane_rows<2>(p, rows, q);  // the same rows for every pick
   // The first item's first batch is in flight while the block stages the picks' act rows.
   int32_t e_first = -1;
   if (warp < items) {
     e_first = expert_of(warp / S);
     const int rb = (warp % S) * per, re = min(rb + per, p.rounds);
     if (e_first >= 0) {
-      lr = lane_rows<2>(p, e_first, rows, q);
+      set_expert(p, e_first, lr);
       if (rb < re) load_batch<2, kDownBatch>(p, lr, rb, re, q, wv, sv);
     }
   }
@@ -244,7 +253,7 @@ __global__ void __launch_bounds__(kThreads) decode_down_kernel(DecodeParams p) {
     const int32_t e = item == warp ? e_first : expert_of(j);
     float acc[1][4] = {};
     if (e >= 0) {
-      if (item != warp) lr = lane_rows<2>(p, e, rows, q);
+      if (item != warp) set_expert(p, e, lr);
       for (int r0 = rb; r0 < re; r0 += kDownBatch) {
         if (item != warp || r0 != rb) load_batch<2, kDownBatch>(p, lr, r0, re, q, wv, sv);
         mma_batch<1, kDownBatch, TWO_MUL>(acc, wv, sv, bsm + j * row16, r0, re, q);
