@@ -148,12 +148,24 @@ __device__ __forceinline__ void mma_batch(float (&acc)[F][4], const uint4 (&wv)[
   }
 }
 
-// Copies `n16` uint4 of B from global row `src` into shared `dst`; zero from element k_eff on
-// (and for a null source: a pick that routes nowhere).
-__device__ __forceinline__ void stage_row(uint4* dst, const uint16_t* src, int n16, int k_eff) {
-  for (int i = threadIdx.x; i < n16; i += blockDim.x) {
-    dst[i] = (src && i * 8 < k_eff) ? __ldg(reinterpret_cast<const uint4*>(src) + i) : make_uint4(0, 0, 0, 0);
+// Copies `rows` rows of B (`row16` uint4 each, global row stride `stride` elements) into
+// shared `dst`, zero from element k_eff of a row on, by cp.async: every copy of the block is in
+// flight at once and holds no registers. (A load-then-store loop waits one memory latency per
+// trip: eight in down at top-4 -- found in its PTX after run 2 of v10.) Rows of picks that
+// route nowhere are copied too (their act rows hold stale data) and never read.
+__device__ __forceinline__ void stage_rows(uint4* dst, const uint16_t* src, int64_t stride, int rows, int row16,
+                                           int k_eff) {
+  const int n = rows * row16;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    const int j = i / row16, c = i - j * row16;
+    const bool ok = c * 8 < k_eff;
+    const void* from = ok ? static_cast<const void*>(src + j * stride + c * 8) : static_cast<const void*>(src);
+    const uint32_t to = static_cast<uint32_t>(__cvta_generic_to_shared(dst + i));
+    // src-size 0 zero-fills the 16 bytes without reading.
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(to), "l"(from), "r"(ok ? 16 : 0));
   }
+  asm volatile("cp.async.commit_group;\n" ::);
+  asm volatile("cp.async.wait_group 0;\n" ::);
 }
 
 // gate_up: block = (16-row unit, pick), pick fastest (picks of one expert meet in L2); warp =
@@ -178,7 +190,7 @@ __global__ void __launch_bounds__(kThreads) decode_gate_up_kernel(DecodeParams p
   uint32_t sv[kGateUpBatch][4];
   // The first batch's loads are in flight while the block stages the token's B row.
   if (r_begin < r_end) load_batch<4, kGateUpBatch>(p, lr, r_begin, r_end, q, wv, sv);
-  stage_row(bsm, p.b + static_cast<int64_t>(pick / p.top_k) * p.k_pad, p.rounds * 16, p.k_eff);
+  stage_rows(bsm, p.b + static_cast<int64_t>(pick / p.top_k) * p.k_pad, p.k_pad, 1, p.rounds * 16, p.k_eff);
   __syncthreads();
   for (int r0 = r_begin; r0 < r_end; r0 += kGateUpBatch) {
     if (r0 != r_begin) load_batch<4, kGateUpBatch>(p, lr, r0, r_end, q, wv, sv);
@@ -242,10 +254,7 @@ __global__ void __launch_bounds__(kThreads) decode_down_kernel(DecodeParams p) {
       if (rb < re) load_batch<2, kDownBatch>(p, lr, rb, re, q, wv, sv);
     }
   }
-  for (int j = 0; j < k; ++j) {
-    const bool picked = expert_of(j) >= 0;
-    stage_row(bsm + j * row16, picked ? p.b + static_cast<int64_t>(t * k + j) * p.k_pad : nullptr, row16, p.k_eff);
-  }
+  stage_rows(bsm, p.b + static_cast<int64_t>(t) * k * p.k_pad, p.k_pad, k, row16, p.k_eff);
   __syncthreads();
   for (int item = warp; item < items; item += kWarps) {
     const int j = item / S;
