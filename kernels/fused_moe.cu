@@ -324,14 +324,15 @@ void enqueue_fused_moe(const DeviceMoeLayer& layer, const DeviceRouter& router, 
   if (small) tile = 8;
 #endif
   const bool inline_group = small && P <= detail::kInlineGroupMaxPairs;
-  // The decode kernels: automatic up to 32 picks, like the small-batch folds they replace there.
+  // The decode kernels: automatic up to kDecodeAutoMaxPairs picks (moe_internal.h says why).
 #if defined(__HIPCC__)
   const bool decode = false;
   if (options.decode == 1) throw_bad_input("fused_moe: the decode kernels are CUDA only");
 #else
   const bool decode =
-      !options.simple && (options.decode == 1 || (options.decode < 0 && automatic && options.small_batch < 0 &&
-                                                  P <= detail::kInlineGroupMaxPairs && detail::decode_supported(L, k, tokens)));
+      !options.simple &&
+      (options.decode == 1 || (options.decode < 0 && automatic && options.small_batch < 0 &&
+                               P <= detail::kDecodeAutoMaxPairs && detail::decode_supported(L, k, tokens)));
   if (decode && !detail::decode_supported(L, k, tokens)) {
     throw_bad_input("fused_moe: the decode kernels do not take this layer or batch (non-gated experts, top_k " +
                     std::to_string(k) + ", " + std::to_string(tokens) + " tokens)");

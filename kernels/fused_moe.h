@@ -5,7 +5,8 @@
 //   x -> router logits (+ a K-permuted, padded copy of x) -> launch_fused_router -> per-expert grouping
 //   (counts, offsets, stable permutation, token tiles) -> gate_up GEMM + bias + activation
 //   (bf16 out) -> down GEMM + bias (fp32 per pick) -> combine over the k picks in pick order.
-// Small batches fold the grouping into gate_up and the combine into down (FusedMoeOptions).
+// Small batches fold the grouping into gate_up and the combine into down (FusedMoeOptions); a
+// few picks (decode) take GEMV-style kernels with no grouping and the combine inside down.
 // Deterministic: no float atomics; every sum has a fixed order. Rows of padding tokens are zero.
 //
 // This header is plain C++ (no CUDA types), so the CLI and the tests include it directly.
@@ -122,7 +123,7 @@ struct FusedMoeOptions {
   int small_batch = -1;
   // Decode (CUDA): the GEMV-style expert kernels of kernels/moe_decode_gemv.cu, no grouping,
   // the combine inside down: 4 launches (logits, router, gate_up, down). 1: on (BadInput where
-  // the layer or batch does not fit them), 0: off, -1: when tokens * top_k <= 32 and the fields
+  // the layer or batch does not fit them), 0: off, -1: when tokens * top_k <= 4 and the fields
   // above are left automatic (small_batch included).
   int decode = -1;
 };

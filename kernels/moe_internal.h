@@ -115,6 +115,10 @@ struct DecodeArgs {
   int64_t tokens = 0, valid = 0;
   reference::ActivationParams act;
 };
+// Picks up to which the decode kernels are the automatic choice: at 4 (T = 1, top-4) they were
+// 1% faster than the small-batch kernels, at 32 2% slower (each pick dequantizes its expert's
+// weights again, where a token tile shares it; bench/NOTES-fused-moe.md, v10-decode).
+constexpr int64_t kDecodeAutoMaxPairs = 4;
 // Whether the decode kernels take this layer, top_k and batch (false under HIP).
 bool decode_supported(const reference::KernelReadyLayer& layer, int top_k, int64_t tokens);
 // act [P, I'] bf16 (K-permuted, the down GEMM's B) from x_perm; columns past I rounded up to 32

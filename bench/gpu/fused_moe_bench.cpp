@@ -393,8 +393,8 @@ void BM_FusedMoeSeparatedUnfolded(benchmark::State& state) {
 }
 BENCHMARK(BM_FusedMoeSeparatedUnfolded)->ArgName("T")->Arg(1)->Arg(16)->UseManualTime()->MinTime(0.3)->Unit(
     benchmark::kMillisecond);
-// The decode kernels (automatic up to 32 picks) against the small-batch kernels they replaced
-// there (decode = 0: the v9 path), same run, same card.
+// The decode kernels (automatic up to 4 picks) against the small-batch kernels (decode = 0: the
+// v9 path), same run, same card.
 void BM_FusedMoeSeparatedDecode(benchmark::State& state) {
   gpu::FusedMoeOptions opt;
   opt.decode = 1;

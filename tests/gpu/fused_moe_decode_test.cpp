@@ -134,22 +134,28 @@ TEST_F(FusedMoeDecode, MatchesTheReferencesForOneToEightTokensInBothModes) {
   }
 }
 
-// The automatic choice (T * top_k <= 32) takes the decode kernels: same bits as forcing them.
-TEST_F(FusedMoeDecode, IsTheAutomaticChoiceForFewPicks) {
+// The automatic choice takes the decode kernels up to 4 picks (T = 1 at top-4: same bits as
+// forcing them) and the small-batch kernels from 5 on (T = 2: their bits, which differ from the
+// decode kernels' in summation order).
+TEST_F(FusedMoeDecode, IsTheAutomaticChoiceUpToFourPicks) {
   const Layer l = make_layer(kWide, GateMode::Separated, 140);
   reference::RouterConfig rc;
   rc.top_k = 4;
-  const int64_t T = 8;
-  const auto x = moe_testing::random_activations(T, kWide.H, 141);
-  const auto automatic = run_calls(l, rc, ActivationParams{}, x, T, T, FusedMoeOptions{}, 1);
-  const auto forced = run_calls(l, rc, ActivationParams{}, x, T, T, decode_on(), 1);
   FusedMoeOptions folded;
-  folded.small_batch = 1;  // the v9 small-batch kernels: a different summation order
-  const auto other = run_calls(l, rc, ActivationParams{}, x, T, T, folded, 1);
-  EXPECT_EQ(std::memcmp(automatic[0].data(), forced[0].data(), forced[0].size() * 4), 0);
-  EXPECT_NE(std::memcmp(other[0].data(), forced[0].data(), forced[0].size() * 4), 0)
-      << "the small-batch path gave the decode path's bits: is decode really on?";
-  EXPECT_LT(moe_testing::rel_err(other[0], forced[0]), kKernelLayoutTolerance);
+  folded.small_batch = 1;
+  for (int64_t T : {1, 2}) {
+    const auto x = moe_testing::random_activations(T, kWide.H, 141 + T);
+    const auto automatic = run_calls(l, rc, ActivationParams{}, x, T, T, FusedMoeOptions{}, 1);
+    const auto forced = run_calls(l, rc, ActivationParams{}, x, T, T, decode_on(), 1);
+    const auto other = run_calls(l, rc, ActivationParams{}, x, T, T, folded, 1);
+    const size_t bytes = forced[0].size() * 4;
+    ASSERT_NE(std::memcmp(other[0].data(), forced[0].data(), bytes), 0)
+        << "T=" << T << ": the small-batch path gave the decode path's bits, so the check below means nothing";
+    EXPECT_LT(moe_testing::rel_err(other[0], forced[0]), kKernelLayoutTolerance) << "T=" << T;
+    const auto& want = T == 1 ? forced[0] : other[0];
+    EXPECT_EQ(std::memcmp(automatic[0].data(), want.data(), bytes), 0)
+        << "T=" << T << ": the automatic choice is not the " << (T == 1 ? "decode" : "small-batch") << " path";
+  }
 }
 
 TEST_F(FusedMoeDecode, EveryActivationKind) {
