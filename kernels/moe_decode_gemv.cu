@@ -1,18 +1,20 @@
 // The decode path of the fused MoE (a few tokens: T * top_k small): two GEMV-style kernels that
 // stream the selected experts' MXFP4 rows with every SM busy and many loads in flight, instead
-// of the token-tiled GEMMs of moe_expert_gemm.cu (bench/NOTES-fused-moe.md, v10).
+// of the token-tiled GEMMs of moe_expert_gemm.cu (bench/NOTES-fused-moe.md, v10-decode).
 //
 // Why not the tiled kernels at T = 1: their blocks are short (6 K rounds per warp, one round in
 // flight), start with a dependent chain (tile, row table, grouping) and run in about two waves,
 // so the GEMMs moved 53 MB at 1.1 TB/s. Here each warp owns 16 (down) or 16 + 16 (gate_up) rows
 // of one pick and a slice of K, and issues the loads of up to 6 rounds (12 x 16 bytes per lane)
 // before it multiplies any of them. No grouping is needed: a block works for one pick (gate_up)
-// or one token (down), reading its expert id from the router's output.
+// or one token (down), reading its expert id from the router's output. Measured (H100): 1%
+// faster than the small-batch kernels at 4 picks, 2% slower at 32, where each pick dequantizes
+// its expert again; so the automatic choice takes it up to 4 picks (kDecodeAutoMaxPairs).
 //
 // The multiplies still use mma.sync m16n8k16 with the token as one of the 8 columns: the MXFP4
 // -> bf16 dequantization (moe_device_math.h) produces A fragments directly, 2.5 instructions per
 // element, against about 4.5 for dequantizing to fp32 and FMA; at T = 1 the issue rate is close
-// enough to the memory rate that this matters (NOTES, v10).
+// enough to the memory rate that this matters (NOTES, v10-decode).
 //
 // The K padding (H' past H, I' past I, rounded up to a 32-element scale group) and the padded
 // rows (I' past I) are not read: their weights are zero and so are the activations they meet.
@@ -151,7 +153,7 @@ __device__ __forceinline__ void mma_batch(float (&acc)[F][4], const uint4 (&wv)[
 // Copies `rows` rows of B (`row16` uint4 each, global row stride `stride` elements) into
 // shared `dst`, zero from element k_eff of a row on, by cp.async: every copy of the block is in
 // flight at once and holds no registers. (A load-then-store loop waits one memory latency per
-// trip: eight in down at top-4 -- found in its PTX after run 2 of v10.) Rows of picks that
+// trip: eight in down at top-4 -- found in its PTX after run 2 of v10-decode.) Rows of picks that
 // route nowhere are copied too (their act rows hold stale data) and never read.
 __device__ __forceinline__ void stage_rows(uint4* dst, const uint16_t* src, int64_t stride, int rows, int row16,
                                            int k_eff) {
