@@ -72,11 +72,17 @@ constexpr int group_score_words() {
   return LPT * kSlots < kMaxGroups ? LPT * kSlots : kMaxGroups;
 }
 template <int LPT>
-size_t shared_bytes_for(bool grouped) {
+constexpr size_t shared_bytes_for(bool grouped) {
   const size_t grouped_words = size_t(kBlockThreads) * kSlots + (kBlockThreads / LPT) * group_score_words<LPT>();
   const size_t words = size_t(kBlockThreads) * kSlots + list_words<LPT>() + (grouped ? grouped_words : 0);
   return words * sizeof(uint32_t);
 }
+// 64 KB of LDS per block on AMD (256-thread blocks there), and no opt-in above 48 KB on CUDA.
+constexpr size_t kSharedLimit = MOEPREP_WARP_SIZE == 64 ? 65536 : 49152;
+static_assert(shared_bytes_for<1>(true) <= kSharedLimit && shared_bytes_for<2>(true) <= kSharedLimit &&
+                  shared_bytes_for<4>(true) <= kSharedLimit && shared_bytes_for<8>(true) <= kSharedLimit &&
+                  shared_bytes_for<16>(true) <= kSharedLimit && shared_bytes_for<32>(true) <= kSharedLimit,
+              "the router's shared-memory layout outgrows a block's limit");
 
 struct RouterLaunch {
   int64_t tokens;
@@ -254,12 +260,13 @@ __device__ uint32_t kept_groups(const float* choice, float* group_score, int exp
   return kept;
 }
 
+// Three predicated stores rather than a switch: the switch became a jump table, and the compiler
+// placed its cases (with copies of the code around them) far apart, so the epilogue ran through
+// several instruction-cache misses.
 __device__ __forceinline__ void store_id(void* ids, IndexDtype dtype, int64_t at, int32_t id) {
-  switch (dtype) {
-    case IndexDtype::Int16: static_cast<int16_t*>(ids)[at] = static_cast<int16_t>(id); break;
-    case IndexDtype::Int32: static_cast<int32_t*>(ids)[at] = id; break;
-    case IndexDtype::Int64: static_cast<int64_t*>(ids)[at] = id; break;
-  }
+  if (dtype == IndexDtype::Int32) static_cast<int32_t*>(ids)[at] = id;
+  if (dtype == IndexDtype::Int64) static_cast<int64_t*>(ids)[at] = id;
+  if (dtype == IndexDtype::Int16) static_cast<int16_t*>(ids)[at] = static_cast<int16_t>(id);
 }
 
 // The value at descending position `rank` of the token's 2 * LPT values, two per lane (element
@@ -454,7 +461,13 @@ __device__ __forceinline__ void select_by_rounds(const float* x, int top_k, int 
   }
 }
 
-template <typename LogitT, int LPT, int VEC>
+// kSigmoid: sigmoid_grouped_biased; otherwise one of the softmax variants (softmax_after_topk,
+// softmax_then_topk, gemma4). Two kernels rather than one with a branch per variant: the sigmoid
+// and grouped code and per-variant copies of the epilogue made the one kernel 86 KB of code whose
+// hot path (about 640 instructions) ran through many instruction-cache misses. Split, the E = 128
+// softmax kernel is 2968 instructions and 54 registers instead of 5376 and 64, and small T got
+// faster (bench/NOTES-router.md, v8).
+template <typename LogitT, int LPT, int VEC, bool kSigmoid>
 __global__ void __launch_bounds__(kBlockThreads) fused_router_kernel(const LogitT* __restrict__ logits, RouterLaunch a) {
   extern __shared__ uint32_t shared_words[];
   constexpr int kPicks = (kMaxTopK + LPT - 1) / LPT;  // picks held per lane
@@ -467,7 +480,8 @@ __global__ void __launch_bounds__(kBlockThreads) fused_router_kernel(const Logit
   const bool live = token < a.tokens;
   const bool real = token < a.valid_tokens;  // padding rows are never read
   const int experts = a.experts;
-  const bool sigmoid_variant = p.variant == RouterVariant::SigmoidGroupedBiased;
+  const bool then_topk = !kSigmoid && p.variant == RouterVariant::SoftmaxThenTopk;
+  const float* expert_scale = !kSigmoid && p.variant == RouterVariant::Gemma4 ? p.per_expert_scale : nullptr;
   const LogitT* row = logits + (real ? token * experts : 0);
   // This token's kSlots * LPT words of slot copies; then the lists; then, for grouped routing,
   // the choice scores and the group scores.
@@ -479,9 +493,9 @@ __global__ void __launch_bounds__(kBlockThreads) fused_router_kernel(const Logit
   float* grouped_words = reinterpret_cast<float*>(after_keys + list_words<LPT>());
 
   // All loads first, so that the row's chunks are in flight together (one DRAM round trip, not
-  // one per chunk). From here x holds scores, NaN marking an absent slot (past E, all of a padding
-  // row, later a dropped group): no comparison selects NaN, and fmaxf skips it. A NaN logit is NaN
-  // too, but such a token has no picks anyway.
+  // one per chunk). From here x holds scores, NaN marking an absent slot (past E, a padding row
+  // unless E = LPT * kSlots, later a dropped group): no comparison selects NaN, and fmaxf skips
+  // it. A NaN logit is NaN too, but such a token has no picks anyway.
   const float absent = __int_as_float(0x7fc00000);
   float x[kSlots];
   bool present[kSlots / VEC];
@@ -495,12 +509,25 @@ __global__ void __launch_bounds__(kBlockThreads) fused_router_kernel(const Logit
       for (int i = 0; i < VEC; ++i) x[c * VEC + i] = 0.0f;
     }
   }
+  // NaN check: x * 0 is NaN only for a NaN or infinite x, so the per-slot test runs only on a
+  // lane holding one of those. Four independent FMA chains instead of one 16-long chain of
+  // predicate compares right behind the loads: measured faster at T = 16384 on two builds
+  // (bench/NOTES-router.md, v7n and v8n). Needs IEEE arithmetic: no fast-math for this file.
+  float probe[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+  for (int j = 0; j < kSlots; ++j) probe[j % 4] = fmaf(x[j], 0.0f, probe[j % 4]);
   uint32_t has_nan = 0;
+  if (isnan((probe[0] + probe[1]) + (probe[2] + probe[3]))) {
 #pragma unroll
-  for (int j = 0; j < kSlots; ++j) has_nan |= isnan(x[j]) ? 1u : 0u;
+    for (int j = 0; j < kSlots; ++j) has_nan |= isnan(x[j]) ? 1u : 0u;
+  }
+  // With E = LPT * kSlots every slot of a real row is present, and a padding row (zeros) selects
+  // nothing anyway (see `selecting`; its outputs are written empty): no per-slot select.
+  if (experts != LPT * kSlots) {  // uniform
 #pragma unroll
-  for (int j = 0; j < kSlots; ++j) x[j] = present[j / VEC] ? x[j] : absent;
-  if (sigmoid_variant) {  // uniform: one branch around the loops, not one per slot
+    for (int j = 0; j < kSlots; ++j) x[j] = present[j / VEC] ? x[j] : absent;
+  }
+  if constexpr (kSigmoid) {
     // The bias loads first and together: inside the sigmoid loop each waited behind the
     // division's slow-path branch of the slot before.
     float bias[kSlots];
@@ -514,7 +541,7 @@ __global__ void __launch_bounds__(kBlockThreads) fused_router_kernel(const Logit
   }
   has_nan = segment_any<LPT>(has_nan != 0, lane, sub) ? 1u : 0u;
 
-  if (sigmoid_variant && p.n_group > 1) {  // uniform over the launch, so the warp syncs are reached by all lanes
+  if (kSigmoid && p.n_group > 1) {  // uniform over the launch, so the warp syncs are reached by all lanes
     float* choice = grouped_words + (threadIdx.x - sub) * kSlots;
     float* group_score = grouped_words + kBlockThreads * kSlots + token_in_block * group_score_words<LPT>();
     if constexpr (VEC % 4 == 0) {  // a chunk's experts are consecutive: 16-byte stores
@@ -558,7 +585,7 @@ __global__ void __launch_bounds__(kBlockThreads) fused_router_kernel(const Logit
   // The token's largest score is pick 0, held by its first lane.
   const float top = float_from_order_key(MOEPREP_SHFL(topk_key_value_key(pick[0]), lane - sub));
   float row_sum = 0.0f;  // softmax_then_topk: sum of exp over all E
-  if (p.variant == RouterVariant::SoftmaxThenTopk) {
+  if (then_topk) {
     float s = 0.0f;
 #pragma unroll
     for (int j = 0; j < kSlots; ++j) {
@@ -581,13 +608,11 @@ __global__ void __launch_bounds__(kBlockThreads) fused_router_kernel(const Logit
       const uint32_t picked = topk_key_index(pick[i]);
       if (picked < static_cast<uint32_t>(experts)) id[i] = static_cast<int32_t>(picked);
       const float v = float_from_order_key(topk_key_value_key(pick[i]));
-      switch (p.variant) {
-        case RouterVariant::SoftmaxAfterTopk:
-        case RouterVariant::Gemma4: weight[i] = shifted_exp(v, top); break;
-        case RouterVariant::SoftmaxThenTopk: weight[i] = normalized(shifted_exp(v, top), row_sum); break;
-        case RouterVariant::SigmoidGroupedBiased:  // the unbiased score: re-read the logit
-          weight[i] = (real && id[i] >= 0) ? sigmoid(to_float(row[id[i]])) : 0.0f;
-          break;
+      if constexpr (kSigmoid) {  // the unbiased score: re-read the logit
+        weight[i] = (real && id[i] >= 0) ? sigmoid(to_float(row[id[i]])) : 0.0f;
+      } else {
+        const float e = shifted_exp(v, top);
+        weight[i] = then_topk ? normalized(e, row_sum) : e;
       }
       local_sum += weight[i];
     }
@@ -615,19 +640,12 @@ __global__ void __launch_bounds__(kBlockThreads) fused_router_kernel(const Logit
     const int r = i * LPT + sub;
     if (r >= p.top_k) continue;
     float w = weight[i];
-    switch (p.variant) {
-      case RouterVariant::SoftmaxAfterTopk: w = normalized(w, sum); break;
-      case RouterVariant::Gemma4:
-        w = normalized(w, sum);
-        if (p.per_expert_scale && id[i] >= 0) w *= p.per_expert_scale[id[i]];
-        break;
-      case RouterVariant::SoftmaxThenTopk:
-        if (p.renormalize) w = normalized(w, sum);
-        break;
-      case RouterVariant::SigmoidGroupedBiased:
-        if (p.renormalize) w /= sum + 1e-20f;  // may be tiny: the IEEE division
-        w *= p.routed_scaling_factor;
-        break;
+    if constexpr (kSigmoid) {
+      if (p.renormalize) w /= sum + 1e-20f;  // may be tiny: the IEEE division
+      w *= p.routed_scaling_factor;
+    } else {  // softmax_after_topk and gemma4 renormalize over the picks; softmax_then_topk if asked
+      if (!then_topk || p.renormalize) w = normalized(w, sum);
+      if (expert_scale && id[i] >= 0) w *= expert_scale[id[i]];  // gemma4
     }
     const bool empty = no_picks || id[i] < 0;
     const int64_t at = token * p.top_k + r;
@@ -643,12 +661,16 @@ gpuError_t launch_with(const void* logits, const RouterLaunch& a, bool vector_lo
   constexpr int kVec = 16 / sizeof(LogitT);
   const unsigned blocks = static_cast<unsigned>((a.tokens + tokens_per_block - 1) / tokens_per_block);
   const LogitT* in = static_cast<const LogitT*>(logits);
-  const bool grouped = a.params.variant == RouterVariant::SigmoidGroupedBiased && a.params.n_group > 1;
-  const size_t shared_bytes = shared_bytes_for<LPT>(grouped);
-  if (vector_loads) {
-    fused_router_kernel<LogitT, LPT, kVec><<<blocks, kBlockThreads, shared_bytes, stream>>>(in, a);
+  const bool sigmoid = a.params.variant == RouterVariant::SigmoidGroupedBiased;
+  const size_t shared_bytes = shared_bytes_for<LPT>(sigmoid && a.params.n_group > 1);
+  if (vector_loads && sigmoid) {
+    fused_router_kernel<LogitT, LPT, kVec, true><<<blocks, kBlockThreads, shared_bytes, stream>>>(in, a);
+  } else if (vector_loads) {
+    fused_router_kernel<LogitT, LPT, kVec, false><<<blocks, kBlockThreads, shared_bytes, stream>>>(in, a);
+  } else if (sigmoid) {
+    fused_router_kernel<LogitT, LPT, 1, true><<<blocks, kBlockThreads, shared_bytes, stream>>>(in, a);
   } else {
-    fused_router_kernel<LogitT, LPT, 1><<<blocks, kBlockThreads, shared_bytes, stream>>>(in, a);
+    fused_router_kernel<LogitT, LPT, 1, false><<<blocks, kBlockThreads, shared_bytes, stream>>>(in, a);
   }
   return gpuGetLastError();
 }

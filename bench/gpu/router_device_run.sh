@@ -4,10 +4,13 @@
 # Nsight Compute profile of one large case plus the SASS of the E = 128 kernel.
 # Usage, on the device machine from the repo root:
 #   bash bench/gpu/router_device_run.sh BIN_DIR OUT_DIR [BASELINE_BIN_DIR[:BASELINE_BIN_DIR...]]
-# BIN_DIR holds test_gpu, router_bench and optionally router.o (prebuilt here, or from a
-# build-gpu/ tree there); each BASELINE_BIN_DIR an earlier router_bench timed on the same card
-# (its logs are named after the directory).
-# PROFILE=1 adds ncu and cuobjdump. Everything lands in OUT_DIR/router_run.tgz too.
+# BIN_DIR holds test_gpu and router_bench (prebuilt here, or from a build-gpu/ tree there); each
+# BASELINE_BIN_DIR an earlier or candidate router_bench timed on the same card (its logs are
+# named after the directory), with its own GPU router tests run too where it has a test_gpu.
+# PROFILE=1 adds ncu (sections, executed instructions per SASS instruction, pipe utilization) and
+# the SASS of the E = 128 fp32 kernel; SKIP_TORCH=1 leaves out the PyTorch chain;
+# SANITIZE_BASELINES=1 runs memcheck and racecheck on every BASELINE_BIN_DIR with a test_gpu too.
+# Everything lands in OUT_DIR/router_run.tgz too.
 set -uo pipefail
 bin=${1:?BIN_DIR}
 out=${2:?OUT_DIR}
@@ -30,42 +33,74 @@ IFS=: read -r -a baselines <<<"$baseline"
 for b in "${baselines[@]}"; do
   name=$(basename "$b")
   echo "== baseline build $name, same card"
+  if [ -x "$b/test_gpu" ]; then  # a candidate build brings its own tests
+    "$b/test_gpu" --gtest_filter='GpuRouter*' >"$logs/test_gpu_$name.log" 2>&1
+    echo "test_gpu ($name) exit $?"
+    grep -E '^\[  (PASSED|FAILED) |Failure' "$logs/test_gpu_$name.log" | head -10
+  fi
   "$b/router_bench" --csv "$logs/fused_$name.csv" >"$logs/bench_$name.log" 2>&1
   grep -E " 16384 " "$logs/bench_$name.log"
 done
 save
 
-echo "== PyTorch chain timings"
-PYTHONUNBUFFERED=1 python3 bench/router_torch_baseline.py --csv "$logs/torch.csv" --fused-csv "$logs/fused.csv" \
-  --markdown "$logs/table.md" >"$logs/torch.log" 2>&1
-echo "torch exit $?"
-cat "$logs/table.md"
-save
+if [ "${SKIP_TORCH:-0}" != 1 ]; then  # SKIP_TORCH=1: a call that compares builds only
+  echo "== PyTorch chain timings"
+  PYTHONUNBUFFERED=1 python3 bench/router_torch_baseline.py --csv "$logs/torch.csv" --fused-csv "$logs/fused.csv" \
+    --markdown "$logs/table.md" >"$logs/torch.log" 2>&1
+  echo "torch exit $?"
+  cat "$logs/table.md"
+  save
+fi
 
+# memcheck and racecheck over the GPU router tests of one build.
+sanitize() {
+  local dir=$1 log=$2
+  {
+    timeout "${SANITIZER_TIMEOUT:-150}" compute-sanitizer --tool memcheck "$dir/test_gpu" \
+      --gtest_filter='GpuRouter.MatchesReference*:GpuRouter.Padded*:GpuRouter.OddExpert*:GpuRouter.NaN*:GpuRouter.TieHeavy*:GpuRouter.TiesAmong*'
+    echo "memcheck exit $?"
+    timeout "${SANITIZER_TIMEOUT:-150}" compute-sanitizer --tool racecheck "$dir/test_gpu" \
+      --gtest_filter='GpuRouter.MatchesReference*:GpuRouter.NegativeAndMixed*:GpuRouter.OddExpert*:GpuRouter.TieHeavy*:GpuRouter.TiesAmong*'
+    echo "racecheck exit $?"
+  } >"$log" 2>&1
+  grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|exit|PASSED|FAILED' "$log" | head -20
+}
 echo "== compute-sanitizer"
-{
-  timeout "${SANITIZER_TIMEOUT:-150}" compute-sanitizer --tool memcheck "$bin/test_gpu" \
-    --gtest_filter='GpuRouter.MatchesReference*:GpuRouter.Padded*:GpuRouter.OddExpert*:GpuRouter.NaN*:GpuRouter.TieHeavy*'
-  echo "memcheck exit $?"
-  timeout "${SANITIZER_TIMEOUT:-150}" compute-sanitizer --tool racecheck "$bin/test_gpu" \
-    --gtest_filter='GpuRouter.MatchesReference*:GpuRouter.NegativeAndMixed*:GpuRouter.OddExpert*:GpuRouter.TieHeavy*'
-  echo "racecheck exit $?"
-} >"$logs/sanitizer.log" 2>&1
-grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|exit|PASSED|FAILED' "$logs/sanitizer.log" | head -20
+sanitize "$bin" "$logs/sanitizer.log"
+if [ "${SANITIZE_BASELINES:-0}" = 1 ]; then  # candidate builds with their own tests too
+  for b in "${baselines[@]}"; do
+    [ -x "$b/test_gpu" ] || continue
+    echo "== compute-sanitizer, build $(basename "$b")"
+    sanitize "$b" "$logs/sanitizer_$(basename "$b").log"
+  done
+fi
 save
 
 if [ "${PROFILE:-0}" = 1 ]; then
   echo "== ncu, softmax_after_topk T=16384 k=8"
   timeout 200 ncu --kernel-name regex:fused_router --launch-skip 60 --launch-count 1 \
     --section SpeedOfLight --section LaunchStats --section Occupancy --section SchedulerStats \
-    --section WarpStateStats --section InstructionStats --section MemoryWorkloadAnalysis \
+    --section WarpStateStats --section InstructionStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
     "$bin/router_bench" --variant softmax_after_topk --tokens 16384 --k 8 >"$logs/ncu.txt" 2>&1
   echo "ncu exit $?"
+  # Executed instructions per SASS instruction of the same case (source counters), for the
+  # instruction budget per stage of the kernel.
+  timeout 200 ncu --kernel-name regex:fused_router --launch-skip 60 --launch-count 1 --section SourceCounters \
+    -o "$logs/source" "$bin/router_bench" --variant softmax_after_topk --tokens 16384 --k 8 >"$logs/ncu_source.log" 2>&1
+  echo "ncu source exit $?"
+  timeout 120 ncu --kernel-name regex:fused_router --launch-skip 60 --launch-count 1 \
+    --metrics 'regex:sm__inst_executed_pipe_.*\.avg\.pct_of_peak_sustained_active$,regex:sm__pipe_.*_cycles_active\.avg\.pct_of_peak_sustained_active$' \
+    "$bin/router_bench" --variant softmax_after_topk --tokens 16384 --k 8 >"$logs/ncu_pipes.txt" 2>&1
+  echo "ncu pipes exit $?"
+  grep -E "pipe_(alu|fma|fmaheavy|fp16|lsu|xu|uniform|shared|adu|cbu)" "$logs/ncu_pipes.txt" | head -24
+  ncu --import "$logs/source.ncu-rep" --page source --csv --print-source sass >"$logs/sass_counts.csv" 2>&1
+  echo "sass_counts lines $(wc -l <"$logs/sass_counts.csv")"
+  rm -f "$logs/source.ncu-rep"
   grep -E "Duration|Memory Throughput|DRAM Throughput|Compute \(SM\)|Executed Ipc A|Issue Slots Busy|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|Executed Instructions  " "$logs/ncu.txt" | head -20
-  if [ -f "$bin/router.o" ]; then
-    cuobjdump -sass "$bin/router.o" >"$logs/router_sass.txt" 2>&1
-    echo "sass lines $(wc -l <"$logs/router_sass.txt")"
-  fi
+  # The SASS of the E = 128 fp32 kernel alone (the binary holds every kernel of the library).
+  cuobjdump -sass "$bin/router_bench" 2>&1 |
+    awk '/Function :/ {keep = /fused_router_kernelIfLi8ELi4E/} keep' >"$logs/router_sass_f32_e128.txt"
+  echo "sass lines $(wc -l <"$logs/router_sass_f32_e128.txt")"
 fi
 save
 cp "$logs/table.md" "$out/" 2>/dev/null

@@ -405,6 +405,36 @@ TEST(GpuRouter, TieHeavyRowsMatchOnBothSelectionPaths) {
   }
 }
 
+// Exact ties among the few candidates of the threshold way, where a rank counted on the score
+// alone would give two candidates the same output slot (a shortcut tried in v7 of
+// bench/NOTES-router.md, exact only through a tie check). Warps here are either clean or hold one
+// token with an exact tie, at the k-th place (the lower index must win the last pick) or among
+// the picks (both picked).
+TEST(GpuRouter, TiesAmongFewCandidatesTakeTheExactRanks) {
+  REQUIRE_GPU();
+  const int64_t E = 128, T = 64;  // 16 warps of 4 tokens
+  for (int k : {2, 4, 6, 8}) {
+    std::vector<float> logits = random_logits(T * E, 300 + static_cast<uint32_t>(k));
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t warp = t / 4;
+      if (warp % 2 == 0 || t % 4 != (warp / 2) % 4) continue;  // odd warps: one tied token each
+      float* row = &logits[t * E];
+      std::vector<int64_t> order(E);
+      for (int64_t e = 0; e < E; ++e) order[e] = e;
+      std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return row[a] > row[b]; });
+      const int64_t at = warp % 4 == 1 ? k - 1 : 0;  // at the k-th place, or at the top
+      row[order[at + 1]] = row[order[at]];
+    }
+    for (RouterVariant v : {RouterVariant::SoftmaxAfterTopk, RouterVariant::SoftmaxThenTopk, RouterVariant::Gemma4}) {
+      Case c;
+      c.tokens = T;
+      c.experts = E;
+      c.config = config_for(v, E, k, static_cast<uint32_t>(k));
+      run_and_compare(logits, c);
+    }
+  }
+}
+
 TEST(GpuRouter, NaNTokensAreFlaggedWithNoPicks) {
   REQUIRE_GPU();
   const int64_t T = 20, E = 128;
