@@ -7,6 +7,11 @@ triton.testing.do_bench (median, L2 flushed per call) is printed too as a cross-
 
 With --fused-csv (router_bench's --csv output) it prints the speed-up table
 torch / fused per mode, and writes it as Markdown to --markdown.
+
+With --read-probe it also times torch.amax over E at T >= 4096, timed the same way: one launch
+that reads every logit once and writes one value a token, i.e. what reading the rows costs
+without any selection (bench/NOTES-router.md, "Where the rest is"). Printed last, after the
+tables, so that a failure there leaves them intact.
 """
 import argparse
 import csv
@@ -84,6 +89,7 @@ def main():
     ap.add_argument("--fused-csv")
     ap.add_argument("--markdown")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--read-probe", action="store_true")
     args = ap.parse_args()
     dev = torch.device("cuda")
     name = torch.cuda.get_device_name(0)
@@ -141,6 +147,21 @@ def main():
         if args.markdown:
             with open(args.markdown, "w") as f:
                 f.write("\n".join(lines) + "\n")
+    if args.read_probe:
+        read_probe(big)
+
+
+def read_probe(big):
+    """torch.amax over E: every logit read once, one float a token written, one launch."""
+    print("read probe: torch.amax(x, dim=-1), fp32, E = 128 (a reader without selection)")
+    print(f"{'T':>6s} {'stream_us':>10s} {'graph_us':>10s}")
+    try:
+        for t in [4096, 16384]:
+            inputs = [big[s, :t] for s in range(SETS)]
+            fn = lambda x: torch.amax(x, dim=-1)  # noqa: E731
+            print(f"{t:6d} {time_stream_us(fn, inputs, 50):10.2f} {time_graph_us(fn, inputs, 50):10.2f}")
+    except Exception as e:  # a probe only: report and go on
+        print(f"read probe failed: {e}")
 
 
 if __name__ == "__main__":

@@ -46,9 +46,10 @@ save
 if [ "${SKIP_TORCH:-0}" != 1 ]; then  # SKIP_TORCH=1: a call that compares builds only
   echo "== PyTorch chain timings"
   PYTHONUNBUFFERED=1 python3 bench/router_torch_baseline.py --csv "$logs/torch.csv" --fused-csv "$logs/fused.csv" \
-    --markdown "$logs/table.md" >"$logs/torch.log" 2>&1
+    --markdown "$logs/table.md" --read-probe >"$logs/torch.log" 2>&1
   echo "torch exit $?"
   cat "$logs/table.md"
+  sed -n '/^read probe/,$p' "$logs/torch.log"
   save
 fi
 
