@@ -290,6 +290,12 @@ void enqueue_fused_moe(const DeviceMoeLayer& layer, const DeviceRouter& router, 
                        void* stream, const FusedMoeOptions& options, StageEvents* events) {
   const reference::KernelReadyLayer& L = layer.view;
   const int k = router.params.top_k;
+  // The expert GEMMs compute gate/up pairs; an up-only w13 (relu^2 experts) read as pairs would
+  // give a wrong answer silently, so callers other than the CLI are stopped here too.
+  if (!L.gated || !reference::is_gated(act.kind)) {
+    throw_bad_input("fused_moe: non-gated experts (relu^2, up-only w13) are not supported by the GPU fused MoE; "
+                    "use the CPU path");
+  }
   if (tokens < 0 || tokens > ws.max_tokens()) {
     throw_bad_input("fused_moe: " + std::to_string(tokens) + " tokens outside the workspace's [0, " +
                     std::to_string(ws.max_tokens()) + "]");
