@@ -233,6 +233,37 @@ __device__ __forceinline__ void mma_round(bool large_scales, float (&acc)[2][NT]
 }
 
 // Accumulator c of sub-tile j: row (c < 2 ? g : g + 8), token column 8j + 2q + (c & 1).
+// The K loop of one warp (the direct and the small-batch kernels): rounds [r_begin, r_end) of
+// 128 K, the next round's weights and scales loaded into registers while this one multiplies.
+template <int NT>
+__device__ __forceinline__ void mma_k_rounds(const GemmParams& p, const WarpRows& wr, int q, const bool (&bvalid)[NT],
+                                             const uint32_t (&brow)[NT], int64_t r_begin, int64_t r_end,
+                                             float (&acc)[2][NT][4]) {
+  uint4 wcur[4], wnext[4];
+  uint32_t scur[4], snext[4];
+  auto load_round = [&](int64_t r, uint4* wv, uint32_t* sv) {
+    const bool kvalid = lane_k_valid(p, r, q);  // K % 128 == 64 leaves half a round
+#pragma unroll
+    for (int i = 0; i < 4; ++i) wv[i] = kvalid ? load_nc(weight_run(wr, i, r)) : make_uint4(0, 0, 0, 0);
+    load_scales(wr, p, r, q, sv);
+  };
+  if (r_begin < r_end) load_round(r_begin, wcur, scur);
+  for (int64_t r = r_begin; r < r_end; ++r) {
+    if (r + 1 < r_end) load_round(r + 1, wnext, snext);
+    const bool kvalid = lane_k_valid(p, r, q);
+    const uint32_t koff = static_cast<uint32_t>(r) * 128;
+    auto bfetch = [&](int j, int w) {
+      return (bvalid[j] && kvalid) ? load_nc(p.b + brow[j] + koff + 8 * w) : make_uint4(0, 0, 0, 0);
+    };
+    mma_round<NT>(p.large_scales, acc, wcur, scur, bfetch);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      wcur[i] = wnext[i];
+      scur[i] = snext[i];
+    }
+  }
+}
+
 template <int NT, bool GATE_UP>
 __device__ __forceinline__ void epilogue(const GemmParams& p, const Tile& tile, const WarpRows& w,
                                          const float (&acc)[2][NT][4], int g, int q) {
@@ -412,31 +443,7 @@ __global__ void __launch_bounds__(kWarps * 32) expert_gemm_direct_kernel(GemmPar
   const int64_t r_begin = kpart * per_part;
   const int64_t r_end = r_begin + per_part < rounds ? r_begin + per_part : rounds;
 
-  {
-    uint4 wcur[4], wnext[4];
-    uint32_t scur[4], snext[4];
-    auto load_round = [&](int64_t r, uint4* wv, uint32_t* sv) {
-      const bool kvalid = lane_k_valid(p, r, q);  // K % 128 == 64 leaves half a round
-#pragma unroll
-      for (int i = 0; i < 4; ++i) wv[i] = kvalid ? load_nc(weight_run(wr, i, r)) : make_uint4(0, 0, 0, 0);
-      load_scales(wr, p, r, q, sv);
-    };
-    if (r_begin < r_end) load_round(r_begin, wcur, scur);
-    for (int64_t r = r_begin; r < r_end; ++r) {
-      if (r + 1 < r_end) load_round(r + 1, wnext, snext);
-      const bool kvalid = lane_k_valid(p, r, q);
-      const uint32_t koff = static_cast<uint32_t>(r) * 128;
-      auto bfetch = [&](int j, int w) {
-        return (bvalid[j] && kvalid) ? load_nc(p.b + brow[j] + koff + 8 * w) : make_uint4(0, 0, 0, 0);
-      };
-      mma_round<NT>(p.large_scales, acc, wcur, scur, bfetch);
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        wcur[i] = wnext[i];
-        scur[i] = snext[i];
-      }
-    }
-  }
+  mma_k_rounds<NT>(p, wr, q, bvalid, brow, r_begin, r_end, acc);
 
   if constexpr (KSPLIT > 1) {
     // Partial sums of warps 1..KSPLIT-1 through shared memory, added by warp 0 in warp order.
@@ -518,31 +525,7 @@ __global__ void __launch_bounds__(kWarps * 32) expert_gemm_small_kernel(GemmPara
   const int64_t r_begin = kpart * per_part;
   const int64_t r_end = !active ? r_begin : r_begin + per_part < rounds ? r_begin + per_part : rounds;
 
-  {
-    uint4 wcur[4], wnext[4];
-    uint32_t scur[4], snext[4];
-    auto load_round = [&](int64_t r, uint4* wv, uint32_t* sv) {
-      const bool kvalid = lane_k_valid(p, r, q);  // K % 128 == 64 leaves half a round
-#pragma unroll
-      for (int i = 0; i < 4; ++i) wv[i] = kvalid ? load_nc(weight_run(wr, i, r)) : make_uint4(0, 0, 0, 0);
-      load_scales(wr, p, r, q, sv);
-    };
-    if (r_begin < r_end) load_round(r_begin, wcur, scur);
-    for (int64_t r = r_begin; r < r_end; ++r) {
-      if (r + 1 < r_end) load_round(r + 1, wnext, snext);
-      const bool kvalid = lane_k_valid(p, r, q);
-      const uint32_t koff = static_cast<uint32_t>(r) * 128;
-      auto bfetch = [&](int j, int w) {
-        return (bvalid[j] && kvalid) ? load_nc(p.b + brow[j] + koff + 8 * w) : make_uint4(0, 0, 0, 0);
-      };
-      mma_round<NT>(p.large_scales, acc, wcur, scur, bfetch);
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        wcur[i] = wnext[i];
-        scur[i] = snext[i];
-      }
-    }
-  }
+  mma_k_rounds<NT>(p, wr, q, bvalid, brow, r_begin, r_end, acc);
 
   if constexpr (KSPLIT > 1) {
     // Partial sums of warps 1..KSPLIT-1 through shared memory, added by warp 0 in warp order.
