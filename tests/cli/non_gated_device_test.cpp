@@ -15,43 +15,16 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "cli_test_support.h"
+
 namespace {
 
 namespace fs = std::filesystem;
+using moeprep::cli_testing::Result;
 
-class NonGatedDevice : public ::testing::Test {
+class NonGatedDevice : public moeprep::cli_testing::CliFixture {
  protected:
-  struct Result {
-    int code = -1;
-    std::string out, err;
-  };
-
-  void SetUp() override {
-    static std::atomic<int> counter{0};
-    dir_ = fs::temp_directory_path() / ("moeprep-nongated-" + std::to_string(getpid()) + "-" + std::to_string(counter++));
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  Result run(const std::string& args) const {
-    const std::string out = (dir_ / "stdout").string(), err = (dir_ / "stderr").string();
-    const std::string cmd = std::string(MOEPREP_BINARY_DIR) + "/moeprep " + args + " >" + out + " 2>" + err + " </dev/null";
-    const int status = std::system(cmd.c_str());
-    Result r;
-    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    r.out = slurp(out);
-    r.err = slurp(err);
-    return r;
-  }
-  static std::string slurp(const std::string& p) {
-    std::ifstream in(p);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
-  static std::string source() { return std::string(MOEPREP_SOURCE_DIR) + "/testdata/tiny-nemotron-h"; }
-  fs::path dir_;
+  static std::string source() { return testdata("tiny-nemotron-h"); }
 };
 
 TEST_F(NonGatedDevice, GpuDevicesAreRefusedNamingTheReason) {

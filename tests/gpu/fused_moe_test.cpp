@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "formats/bf16.h"
 #include "kernels/fused_moe.h"
+#include "gpu_test_support.h"
 #include "reference/moe.h"
 #include "reference/moe_test_support.h"
 
@@ -26,16 +27,10 @@ using reference::ActivationParams;
 using reference::MoeOutput;
 using reference::RouterConfig;
 
-constexpr double kThreshold = 2e-2;  // validation.md
-constexpr double kKernelLayoutTolerance = 1e-3;  // same arithmetic up to fp32 summation order
+using testing::kKernelLayoutTolerance;
+using testing::kThreshold;
 
-class FusedMoeGpu : public ::testing::Test {
- protected:
-  void SetUp() override {
-    std::string why;
-    if (!gpu_available(&why)) GTEST_SKIP() << why;
-  }
-};
+class FusedMoeGpu : public testing::GpuTest {};
 
 struct Shape {
   int64_t E, H, I, top_k;

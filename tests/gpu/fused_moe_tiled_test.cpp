@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "kernels/fused_moe.h"
+#include "gpu_test_support.h"
 #include "reference/moe.h"
 #include "reference/moe_test_support.h"
 
@@ -24,16 +25,10 @@ using reference::Activation;
 using reference::ActivationParams;
 using reference::MoeOutput;
 
-constexpr double kThreshold = 2e-2;              // validation.md
-constexpr double kKernelLayoutTolerance = 1e-3;  // same arithmetic up to fp32 summation order
+using testing::kKernelLayoutTolerance;
+using testing::kThreshold;
 
-class FusedMoeTiledGpu : public ::testing::Test {
- protected:
-  void SetUp() override {
-    std::string why;
-    if (!gpu_available(&why)) GTEST_SKIP() << why;
-  }
-};
+class FusedMoeTiledGpu : public testing::GpuTest {};
 
 // staged 3: wgmma on Hopper (mma.sync elsewhere); 4: mma.sync everywhere. rows: weight rows
 // per block (128, 256; 0 automatic).
