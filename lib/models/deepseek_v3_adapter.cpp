@@ -6,6 +6,7 @@
 #include "models/activation_config.h"
 #include "models/config_reader.h"
 #include "models/gated_moe_adapter.h"
+#include "models/grouped_router_config.h"
 
 namespace moeprep::models {
 namespace {
@@ -49,13 +50,7 @@ std::unique_ptr<ModelAdapter> make_deepseek_v3_adapter(const io::Checkpoint& c, 
   const std::string scoring = cfg.string_or("scoring_func", "sigmoid");
   if (scoring != "sigmoid")
     cfg.fail("scoring_func", "is '" + scoring + "': the deepseek_v3 router scores experts with a sigmoid");
-  auto& r = f.info.router;
-  r.variant = reference::RouterVariant::SigmoidGroupedBiased;
-  r.top_k = static_cast<int>(cfg.positive_int({"num_experts_per_tok"}));
-  r.n_group = static_cast<int>(cfg.has("n_group") ? cfg.positive_int({"n_group"}) : 1);
-  r.topk_group = static_cast<int>(cfg.has("topk_group") ? cfg.positive_int({"topk_group"}) : 1);
-  r.routed_scaling_factor = cfg.number_or("routed_scaling_factor", 1.0);
-  r.renormalize = cfg.bool_or("norm_topk_prob", true);
+  f.info.router = read_sigmoid_grouped_router(cfg);
   // DeepseekV3Config defaults hidden_act to "silu".
   f.info.activation.kind = read_gated_activation(cfg, "hidden_act", "silu", f.label);
   check_moe_info(f.info, config_path);

@@ -8,6 +8,7 @@
 #include "models/adapter_support.h"
 #include "models/config_reader.h"
 #include "models/gated_moe_adapter.h"
+#include "models/grouped_router_config.h"
 
 namespace moeprep::models {
 namespace {
@@ -78,14 +79,7 @@ std::unique_ptr<ModelAdapter> make_nemotron_h_adapter(const io::Checkpoint& c, c
     cfg.fail("mlp_bias", "is true: Nemotron-H experts with biases are not supported");
   if (cfg.has("moe_latent_size"))
     cfg.fail("moe_latent_size", "is set: latent MoE (experts between fc1_latent_proj and fc2_latent_proj) is not supported");
-  auto& r = f.info.router;
-  r.variant = reference::RouterVariant::SigmoidGroupedBiased;
-  r.top_k = static_cast<int>(cfg.positive_int({"num_experts_per_tok"}));
-  // NemotronHConfig's defaults.
-  r.n_group = static_cast<int>(cfg.has("n_group") ? cfg.positive_int({"n_group"}) : 1);
-  r.topk_group = static_cast<int>(cfg.has("topk_group") ? cfg.positive_int({"topk_group"}) : 1);
-  r.routed_scaling_factor = cfg.number_or("routed_scaling_factor", 1.0);
-  r.renormalize = cfg.bool_or("norm_topk_prob", true);
+  f.info.router = read_sigmoid_grouped_router(cfg);  // NemotronHConfig's defaults match
   f.info.activation.kind = read_non_gated_activation(cfg, "mlp_hidden_act", "relu2", f.label);
   check_moe_info(f.info, config_path);
   refuse_experts_outside_backbone(c);
