@@ -64,16 +64,4 @@ void write_scale_recipe_fused(ExpertRole role, const ExpertDims& d, const Conver
   }
 }
 
-std::optional<ByteTensor> apply_scale_recipe_fused(ExpertRole role, const ExpertDims& d, const ConvertOptions& o,
-                                                   bool gate_up_interleaved, const uint8_t* in, size_t in_size) {
-  if (!has_fused_scale_recipe(role, d, o, gate_up_interleaved)) return std::nullopt;
-  const RecipeSpec spec = aiter_recipe(role, d, o, gate_up_interleaved);
-  ByteTensor out;
-  out.dtype = spec.out_dtype;
-  out.shape = spec.out_shape;
-  out.bytes.resize(static_cast<size_t>(checked_numel(spec.out_shape, "fused scale recipe")));
-  write_scale_recipe_fused(role, d, o, gate_up_interleaved, in, in_size, out.bytes.data(), out.bytes.size());
-  return out;
-}
-
 }  // namespace moeprep::plan

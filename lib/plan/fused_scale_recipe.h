@@ -5,9 +5,7 @@
 // as 127 (2^0). The step-by-step recipe stays the specification; tests require equal bytes.
 #include <cstddef>
 #include <cstdint>
-#include <optional>
 
-#include "core/byte_tensor.h"
 #include "plan/aiter_recipes.h"
 #include "plan/options.h"
 
@@ -22,10 +20,5 @@ bool has_fused_scale_recipe(ExpertRole role, const ExpertDims& dims, const Conve
 void write_scale_recipe_fused(ExpertRole role, const ExpertDims& dims, const ConvertOptions& options,
                               bool gate_up_interleaved, const uint8_t* in, size_t in_size, uint8_t* out,
                               size_t out_size);
-
-// The same, into a new tensor; nullopt when there is no fused path.
-std::optional<ByteTensor> apply_scale_recipe_fused(ExpertRole role, const ExpertDims& dims,
-                                                   const ConvertOptions& options, bool gate_up_interleaved,
-                                                   const uint8_t* in, size_t in_size);
 
 }  // namespace moeprep::plan

@@ -66,16 +66,4 @@ void write_weight_recipe_fused(ExpertRole role, const ExpertDims& d, const Conve
   }
 }
 
-std::optional<ByteTensor> apply_weight_recipe_fused(ExpertRole role, const ExpertDims& d, const ConvertOptions& o,
-                                                    bool gate_up_interleaved, const uint8_t* in, size_t in_size) {
-  if (!has_fused_weight_recipe(role, d, o)) return std::nullopt;
-  const WeightGeometry g = geometry(role, d);
-  ByteTensor out;
-  out.dtype = Dtype::U8;
-  out.shape = {d.experts, g.rows.out_rows, g.out_kb};
-  out.bytes.resize(static_cast<size_t>(d.experts * g.rows.out_rows * g.out_kb));
-  write_weight_recipe_fused(role, d, o, gate_up_interleaved, in, in_size, out.bytes.data(), out.bytes.size());
-  return out;
-}
-
 }  // namespace moeprep::plan

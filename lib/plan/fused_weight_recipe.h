@@ -6,9 +6,7 @@
 // specification: tests require identical bytes, and verify undoes the recorded steps.
 #include <cstddef>
 #include <cstdint>
-#include <optional>
 
-#include "core/byte_tensor.h"
 #include "plan/aiter_recipes.h"
 #include "plan/options.h"
 
@@ -23,10 +21,5 @@ bool has_fused_weight_recipe(ExpertRole role, const ExpertDims& dims, const Conv
 void write_weight_recipe_fused(ExpertRole role, const ExpertDims& dims, const ConvertOptions& options,
                                bool gate_up_interleaved, const uint8_t* in, size_t in_size, uint8_t* out,
                                size_t out_size);
-
-// The same, into a new tensor; nullopt when there is no fused path.
-std::optional<ByteTensor> apply_weight_recipe_fused(ExpertRole role, const ExpertDims& dims,
-                                                    const ConvertOptions& options, bool gate_up_interleaved,
-                                                    const uint8_t* in, size_t in_size);
 
 }  // namespace moeprep::plan
