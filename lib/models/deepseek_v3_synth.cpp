@@ -40,13 +40,10 @@ synth::Checkpoint deepseek_v3_synthetic(const synth::Options& o, bool fp8) {
   auto& t = ck.tensors;
   const int64_t E = o.experts, H = o.hidden, I = o.intermediate, dense_i = I;
   const int64_t heads = 2, q_rank = 16, kv_rank = 16, nope = 16, rope = 16, v_dim = 16;
-  add(t, "model.embed_tokens.weight", {o.vocab, H});
-  add(t, "lm_head.weight", {o.vocab, H});
-  synth::add_norm(t, "model.norm.weight", H);
+  synth::add_decoder_ends(t, o.vocab, H);
   for (int64_t l = 0; l < o.layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
-    synth::add_norm(t, p + "input_layernorm.weight", H);
-    synth::add_norm(t, p + "post_attention_layernorm.weight", H);
+    synth::add_layer_norms(t, p, H);
     const std::string a = p + "self_attn.";
     add_linear(t, a + "q_a_proj.weight", q_rank, H, fp8);
     synth::add_norm(t, a + "q_a_layernorm.weight", q_rank);

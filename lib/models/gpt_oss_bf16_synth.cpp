@@ -11,13 +11,10 @@ synth::Checkpoint gpt_oss_bf16_synthetic(const synth::Options& o) {
   auto& t = ck.tensors;
   const int64_t E = o.experts, H = o.hidden, I = o.intermediate;
   const synth::AttentionShape att{2, 1, 16, true, false};
-  add(t, "model.embed_tokens.weight", {o.vocab, H});
-  add(t, "lm_head.weight", {o.vocab, H});
-  synth::add_norm(t, "model.norm.weight", H);
+  synth::add_decoder_ends(t, o.vocab, H);
   for (int64_t l = 0; l < o.layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
-    synth::add_norm(t, p + "input_layernorm.weight", H);
-    synth::add_norm(t, p + "post_attention_layernorm.weight", H);
+    synth::add_layer_norms(t, p, H);
     synth::add_attention(t, p + "self_attn.", H, att);
     add(t, p + "self_attn.o_proj.bias", {H});
     add(t, p + "self_attn.sinks", {att.heads}, 1.0);

@@ -17,13 +17,10 @@ synth::Checkpoint qwen_moe_synthetic(const synth::Options& o, bool qwen2) {
   const synth::AttentionShape att{2, 1, 16, qwen2, !qwen2};
   std::vector<int64_t> dense_layers;
   if (!qwen2 && o.layers >= 3) dense_layers.push_back(1);
-  add(t, "model.embed_tokens.weight", {o.vocab, H});
-  add(t, "lm_head.weight", {o.vocab, H});
-  synth::add_norm(t, "model.norm.weight", H);
+  synth::add_decoder_ends(t, o.vocab, H);
   for (int64_t l = 0; l < o.layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
-    synth::add_norm(t, p + "input_layernorm.weight", H);
-    synth::add_norm(t, p + "post_attention_layernorm.weight", H);
+    synth::add_layer_norms(t, p, H);
     synth::add_attention(t, p + "self_attn.", H, att);
     const std::string m = p + "mlp.";
     if (std::find(dense_layers.begin(), dense_layers.end(), l) != dense_layers.end()) {

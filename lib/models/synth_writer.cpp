@@ -160,6 +160,17 @@ void add_norm(std::vector<Tensor>& out, const std::string& name, int64_t size) {
   add(out, name, {size}, 0.02, 1.0);
 }
 
+void add_decoder_ends(std::vector<Tensor>& out, int64_t vocab, int64_t hidden) {
+  add(out, "model.embed_tokens.weight", {vocab, hidden});
+  add(out, "lm_head.weight", {vocab, hidden});
+  add_norm(out, "model.norm.weight", hidden);
+}
+
+void add_layer_norms(std::vector<Tensor>& out, const std::string& prefix, int64_t hidden) {
+  add_norm(out, prefix + "input_layernorm.weight", hidden);
+  add_norm(out, prefix + "post_attention_layernorm.weight", hidden);
+}
+
 void add_attention(std::vector<Tensor>& out, const std::string& prefix, int64_t hidden, const AttentionShape& a) {
   const int64_t q = a.heads * a.head_dim, kv = a.kv_heads * a.head_dim;
   add(out, prefix + "q_proj.weight", {q, hidden});

@@ -66,6 +66,11 @@ uint8_t float_to_fp8_e4m3(float value);
 void add(std::vector<Tensor>& out, std::string name, Shape shape, double stddev = 0.02, double mean = 0.0,
          Dtype dtype = Dtype::BF16);
 void add_norm(std::vector<Tensor>& out, const std::string& name, int64_t size);  // ~1.0
+// What every decoder generated here has outside its layers, in HF naming:
+// model.embed_tokens.weight, lm_head.weight, model.norm.weight.
+void add_decoder_ends(std::vector<Tensor>& out, int64_t vocab, int64_t hidden);
+// A decoder layer's input_layernorm and post_attention_layernorm under `prefix` ("model.layers.L.").
+void add_layer_norms(std::vector<Tensor>& out, const std::string& prefix, int64_t hidden);
 struct AttentionShape {
   int64_t heads = 2, kv_heads = 1, head_dim = 16;
   bool bias = false;     // q/k/v biases (Qwen2)
