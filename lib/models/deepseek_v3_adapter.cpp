@@ -38,15 +38,9 @@ std::optional<Fp8Blocks> fp8_blocks(const ConfigReader& cfg) {
 
 std::unique_ptr<ModelAdapter> make_deepseek_v3_adapter(const io::Checkpoint& c, const std::string& config_path) {
   const ConfigReader cfg(c.config(), config_path);
-  GatedFamily f;
-  f.family = kDeepseekV3ModelType;
-  f.label = "DeepSeek-V3";
-  f.info.model_type = cfg.string_or("model_type", "");
-  f.info.family = f.family;
+  GatedFamily f =
+      gated_family_from_config(cfg, kDeepseekV3ModelType, "DeepSeek-V3", "n_routed_experts", "moe_intermediate_size");
   f.info.layers = cfg.positive_int({"num_hidden_layers"});
-  f.info.experts = cfg.positive_int({"n_routed_experts"});
-  f.info.hidden = cfg.positive_int({"hidden_size"});
-  f.info.intermediate = cfg.positive_int({"moe_intermediate_size"});
   const std::string scoring = cfg.string_or("scoring_func", "sigmoid");
   if (scoring != "sigmoid")
     cfg.fail("scoring_func", "is '" + scoring + "': the deepseek_v3 router scores experts with a sigmoid");

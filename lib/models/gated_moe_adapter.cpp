@@ -167,6 +167,19 @@ std::vector<float> read_float_vector(const io::Checkpoint& c, const std::string&
   return copy_tensor<float>(c, name);
 }
 
+GatedFamily gated_family_from_config(const ConfigReader& cfg, std::string family, std::string label,
+                                     const char* experts_key, const char* intermediate_key) {
+  GatedFamily f;
+  f.family = std::move(family);
+  f.label = std::move(label);
+  f.info.model_type = cfg.string_or("model_type", "");
+  f.info.family = f.family;
+  f.info.experts = cfg.positive_int({experts_key});
+  f.info.hidden = cfg.positive_int({"hidden_size"});
+  f.info.intermediate = cfg.positive_int({intermediate_key});
+  return f;
+}
+
 std::unique_ptr<ModelAdapter> make_gated_moe_adapter(const io::Checkpoint& checkpoint, GatedFamily family) {
   return std::make_unique<GatedMoeAdapter>(checkpoint, std::move(family));
 }

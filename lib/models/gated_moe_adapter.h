@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "models/adapter.h"
+#include "models/config_reader.h"
 #include "models/expert_rows.h"
 
 namespace moeprep::models {
@@ -46,6 +47,12 @@ struct GatedFamily {
 };
 
 std::unique_ptr<ModelAdapter> make_gated_moe_adapter(const io::Checkpoint& checkpoint, GatedFamily family);
+
+// Starts a family from its config: names, model_type, and the expert count, hidden size and
+// expert intermediate size under the keys this family uses for them. Layers, router and
+// activation differ too much between families to read here.
+GatedFamily gated_family_from_config(const ConfigReader& cfg, std::string family, std::string label,
+                                     const char* experts_key, const char* intermediate_key);
 
 // Reads a 1-D [n] tensor of F32 or BF16 as floats; throws BadInput naming it otherwise.
 std::vector<float> read_float_vector(const io::Checkpoint& c, const std::string& name, int64_t n,

@@ -14,15 +14,9 @@ std::unique_ptr<ModelAdapter> make_gemma4_adapter(const io::Checkpoint& c, const
   if (!cfg.bool_or("enable_moe_block", false))
     throw_bad_input(config_path + ": model_type '" + model_type +
                     "' without enable_moe_block is a dense model: there is nothing to convert");
-  GatedFamily f;
-  f.family = kGemma4ModelType;
-  f.label = "Gemma4";
-  f.info.model_type = model_type;
-  f.info.family = f.family;
+  GatedFamily f = gated_family_from_config(cfg, kGemma4ModelType, "Gemma4", "num_experts", "moe_intermediate_size");
+  f.info.model_type = model_type;  // the top level's: text_config may name its own
   f.info.layers = cfg.positive_int({"num_hidden_layers"});
-  f.info.experts = cfg.positive_int({"num_experts"});
-  f.info.hidden = cfg.positive_int({"hidden_size"});
-  f.info.intermediate = cfg.positive_int({"moe_intermediate_size"});
   f.info.router.variant = reference::RouterVariant::Gemma4;
   f.info.router.top_k = static_cast<int>(cfg.positive_int({"top_k_experts", "num_experts_per_tok"}));
   // Gemma4TextConfig names it hidden_activation, default "gelu_pytorch_tanh".

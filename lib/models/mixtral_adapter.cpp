@@ -8,15 +8,8 @@ namespace moeprep::models {
 
 std::unique_ptr<ModelAdapter> make_mixtral_adapter(const io::Checkpoint& c, const std::string& config_path) {
   const ConfigReader cfg(c.config(), config_path);
-  GatedFamily f;
-  f.family = kMixtralModelType;
-  f.label = "Mixtral";
-  f.info.model_type = cfg.string_or("model_type", "");
-  f.info.family = f.family;
+  GatedFamily f = gated_family_from_config(cfg, kMixtralModelType, "Mixtral", "num_local_experts", "intermediate_size");
   f.info.layers = cfg.positive_int({"num_hidden_layers"});
-  f.info.experts = cfg.positive_int({"num_local_experts"});
-  f.info.hidden = cfg.positive_int({"hidden_size"});
-  f.info.intermediate = cfg.positive_int({"intermediate_size"});
   f.info.router.variant = reference::RouterVariant::SoftmaxAfterTopk;
   f.info.router.top_k = static_cast<int>(cfg.positive_int({"num_experts_per_tok"}));
   // MixtralConfig defaults hidden_act to "silu".

@@ -65,16 +65,10 @@ void refuse_experts_outside_backbone(const io::Checkpoint& c) {
 
 std::unique_ptr<ModelAdapter> make_nemotron_h_adapter(const io::Checkpoint& c, const std::string& config_path) {
   const ConfigReader cfg(c.config(), config_path);
-  GatedFamily f;
-  f.family = kNemotronHModelType;
-  f.label = "Nemotron-H";
-  f.info.model_type = cfg.string_or("model_type", "");
-  f.info.family = f.family;
   const std::vector<bool> moe = moe_flags(cfg);
+  GatedFamily f =
+      gated_family_from_config(cfg, kNemotronHModelType, "Nemotron-H", "n_routed_experts", "moe_intermediate_size");
   f.info.layers = static_cast<int64_t>(moe.size());
-  f.info.experts = cfg.positive_int({"n_routed_experts"});
-  f.info.hidden = cfg.positive_int({"hidden_size"});
-  f.info.intermediate = cfg.positive_int({"moe_intermediate_size"});
   if (cfg.bool_or("mlp_bias", false))
     cfg.fail("mlp_bias", "is true: Nemotron-H experts with biases are not supported");
   if (cfg.has("moe_latent_size"))

@@ -11,15 +11,11 @@ namespace moeprep::models {
 
 std::unique_ptr<ModelAdapter> make_qwen_moe_adapter(const io::Checkpoint& c, const std::string& config_path) {
   const ConfigReader cfg(c.config(), config_path);
-  GatedFamily f;
-  f.info.model_type = cfg.string_or("model_type", "");
-  f.family = f.info.model_type;
-  f.label = f.family == kQwen2MoeModelType ? "Qwen2-MoE" : "Qwen3-MoE";
-  f.info.family = f.family;
+  // The adapter serves both model types and names itself after the one it reads.
+  const std::string model_type = cfg.string_or("model_type", "");
+  GatedFamily f = gated_family_from_config(cfg, model_type, model_type == kQwen2MoeModelType ? "Qwen2-MoE" : "Qwen3-MoE",
+                                           "num_experts", "moe_intermediate_size");
   f.info.layers = cfg.positive_int({"num_hidden_layers"});
-  f.info.experts = cfg.positive_int({"num_experts"});
-  f.info.hidden = cfg.positive_int({"hidden_size"});
-  f.info.intermediate = cfg.positive_int({"moe_intermediate_size"});
   f.info.router.variant = reference::RouterVariant::SoftmaxThenTopk;
   f.info.router.top_k = static_cast<int>(cfg.positive_int({"num_experts_per_tok"}));
   f.info.router.renormalize = cfg.bool_or("norm_topk_prob", false);
