@@ -5,23 +5,11 @@
 #include <gtest/gtest.h>
 
 #include "io/atomic_dir.h"
-#include "models/gpt_oss_synth.h"
 #include "plan/verify.h"
 #include "reliability_util.h"
 
 namespace moeprep::reliability {
 namespace {
-
-fs::path make_source(const TempDir& dir) {
-  models::gpt_oss::SynthOptions o;
-  o.layers = 2;
-  o.experts = 8;
-  o.hidden = 512;
-  o.intermediate = 512;
-  const fs::path src = dir / "src";
-  models::gpt_oss::write_synthetic_checkpoint(src, o, false);
-  return src;
-}
 
 TEST(Concurrency, ConvertFailsCleanlyWhileAnotherHoldsTheLock) {
   TempDir dir;
@@ -42,7 +30,7 @@ TEST(Concurrency, ConvertFailsCleanlyWhileAnotherHoldsTheLock) {
 
 TEST(Concurrency, TwoConvertsToTheSameDestinationExactlyOneWins) {
   TempDir dir;
-  const fs::path src = make_source(dir);
+  const fs::path src = make_gpt_oss_source(dir, 2, 512);
   const fs::path ref = dir / "reference";
   ASSERT_EQ(run_moeprep({"convert", src.string(), "-o", ref.string(), "-q"}, dir.path()).code, 0);
   const auto reference = tree_contents(ref);

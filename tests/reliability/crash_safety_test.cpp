@@ -8,7 +8,6 @@
 
 #include <gtest/gtest.h>
 
-#include "models/gpt_oss_synth.h"
 #include "plan/verify.h"
 #include "reliability_util.h"
 
@@ -17,16 +16,7 @@ namespace {
 
 // Big enough (42 MB) that convert takes 100-300 ms (several shards, fsyncs), so that kills land
 // in every phase: planning, writing shards, the manifest, the rename.
-fs::path make_source(const TempDir& dir) {
-  models::gpt_oss::SynthOptions o;
-  o.layers = 3;
-  o.experts = 8;
-  o.hidden = 1024;
-  o.intermediate = 1024;
-  const fs::path src = dir / "src";
-  models::gpt_oss::write_synthetic_checkpoint(src, o, false);
-  return src;
-}
+fs::path make_source(const TempDir& dir) { return make_gpt_oss_source(dir, 3, 1024); }
 
 std::vector<std::string> convert_args(const fs::path& src, const fs::path& dst) {
   return {"convert", src.string(), "-o", dst.string(), "-q", "--threads", "2", "--max-shard-size", "8MB"};

@@ -15,22 +15,12 @@
 #include "core/error.h"
 #include "io/mapped_input_guard.h"
 #include "io/safetensors.h"
-#include "models/gpt_oss_synth.h"
 #include "reliability_util.h"
 
 namespace moeprep::reliability {
 namespace {
 
-fs::path make_source(const TempDir& dir, int64_t layers = 2) {
-  models::gpt_oss::SynthOptions o;
-  o.layers = layers;
-  o.experts = 8;
-  o.hidden = 512;
-  o.intermediate = 512;
-  const fs::path src = dir / "src";
-  models::gpt_oss::write_synthetic_checkpoint(src, o, false);
-  return src;
-}
+fs::path make_source(const TempDir& dir, int64_t layers = 2) { return make_gpt_oss_source(dir, layers, 512); }
 
 void expect_nothing_left(const TempDir& dir, const fs::path& dst, const std::string& what) {
   EXPECT_FALSE(fs::exists(fs::symlink_status(dst))) << what;

@@ -25,6 +25,7 @@
 #include <gtest/gtest.h>
 
 #include "io/io_test_util.h"
+#include "models/gpt_oss_synth.h"
 
 namespace moeprep::reliability {
 
@@ -51,6 +52,19 @@ class TempDir {
  private:
   fs::path path_;
 };
+
+// A synthetic GPT-OSS source of `layers` layers of 8 experts at hidden = intermediate = `width`
+// under dir/src.
+inline fs::path make_gpt_oss_source(const TempDir& dir, int64_t layers, int64_t width) {
+  models::gpt_oss::SynthOptions o;
+  o.layers = layers;
+  o.experts = 8;
+  o.hidden = width;
+  o.intermediate = width;
+  const fs::path src = dir / "src";
+  models::gpt_oss::write_synthetic_checkpoint(src, o, false);
+  return src;
+}
 
 inline std::string binary() { return std::string(MOEPREP_BINARY_DIR) + "/moeprep"; }
 inline fs::path tiny_checkpoint() { return fs::path(MOEPREP_SOURCE_DIR) / "testdata" / "tiny-gpt-oss"; }
