@@ -8,7 +8,7 @@ triton.testing.do_bench (median, L2 flushed per call) is printed too as a cross-
 With --fused-csv (router_bench's --csv output) it prints the speed-up table
 torch / fused per mode, and writes it as Markdown to --markdown.
 
-With --read-probe it also times torch.amax over E at T >= 4096, timed the same way: one launch
+With --read-probe (--read-probe-only: nothing else) it also times torch.amax over E at T >= 4096, timed the same way: one launch
 that reads every logit once and writes one value a token, i.e. what reading the rows costs
 without any selection (bench/NOTES-router.md, "Where the rest is"). Printed last, after the
 tables, so that a failure there leaves them intact.
@@ -90,6 +90,7 @@ def main():
     ap.add_argument("--markdown")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--read-probe", action="store_true")
+    ap.add_argument("--read-probe-only", action="store_true", help="the read probe alone, no chains")
     args = ap.parse_args()
     dev = torch.device("cuda")
     name = torch.cuda.get_device_name(0)
@@ -101,6 +102,10 @@ def main():
         import triton.testing as tt
     except ImportError:
         tt = None
+    if args.read_probe_only:
+        print(f"device: {name}, torch {torch.__version__}")
+        read_probe(big)
+        return
     rows = []
     for variant in ["softmax_after_topk", "gemma4", "sigmoid_grouped_biased"]:
         for t in TOKENS:

@@ -38,7 +38,10 @@ constexpr int kGroupSlots = 4;  // a lane's slots form kSlots / kGroupSlots grou
 constexpr int kMaxTopK = 16;
 constexpr int kMaxExperts = 512;  // kSlots * 32 lanes
 constexpr int kMaxGroups = 32;    // kept-group mask is one 32-bit word
-constexpr int kBlockThreads = 4 * MOEPREP_WARP_SIZE;
+#ifndef MOEPREP_ROUTER_BLOCK_WARPS  // a candidate build may set it (bench/NOTES-router.md, v10)
+#define MOEPREP_ROUTER_BLOCK_WARPS 4
+#endif
+constexpr int kBlockThreads = MOEPREP_ROUTER_BLOCK_WARPS * MOEPREP_WARP_SIZE;
 constexpr int kListPad = 4;  // zero entries behind a candidate list: the rank loop reads four at a time
 
 // The threshold way needs at least kListPad lanes per token (they write the padding) and enough
@@ -83,6 +86,22 @@ static_assert(shared_bytes_for<1>(true) <= kSharedLimit && shared_bytes_for<2>(t
                   shared_bytes_for<4>(true) <= kSharedLimit && shared_bytes_for<8>(true) <= kSharedLimit &&
                   shared_bytes_for<16>(true) <= kSharedLimit && shared_bytes_for<32>(true) <= kSharedLimit,
               "the router's shared-memory layout outgrows a block's limit");
+
+// Programmatic dependent launch (RouterLaunchOptions): a block waits for the kernel before it in
+// the stream to complete before it touches global memory, and at once lets the kernel after it
+// begin launching, so that kernel's launch and block dispatch overlap this one's run instead of
+// following it. Without such a launch both return at once; they compile to nothing where the
+// instructions do not exist (HIP, devices before sm_90).
+__device__ __forceinline__ void wait_for_previous_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void allow_next_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
 
 struct RouterLaunch {
   int64_t tokens;
@@ -131,7 +150,16 @@ __device__ __forceinline__ void slot_of(int e, int& sub, int& j) {
 template <int VEC>
 __device__ __forceinline__ void load_chunk(const float* p, float* out) {
   if constexpr (VEC == 4) {
+#if defined(MOEPREP_ROUTER_L2_256B) && !defined(__HIPCC__)
+    // Candidate build only (bench/NOTES-router.md, v9/v10): the row's 512 bytes fetched into L2
+    // in two 256-byte pieces rather than four 128-byte lines.
+    float4 v;
+    asm("ld.global.nc.L2::256B.v4.f32 {%0, %1, %2, %3}, [%4];"
+        : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+        : "l"(p));
+#else
     const float4 v = *reinterpret_cast<const float4*>(p);
+#endif
     out[0] = v.x;
     out[1] = v.y;
     out[2] = v.z;
@@ -470,6 +498,8 @@ __device__ __forceinline__ void select_by_rounds(const float* x, int top_k, int 
 template <typename LogitT, int LPT, int VEC, bool kSigmoid>
 __global__ void __launch_bounds__(kBlockThreads) fused_router_kernel(const LogitT* __restrict__ logits, RouterLaunch a) {
   extern __shared__ uint32_t shared_words[];
+  wait_for_previous_grid();  // before any global read or write
+  allow_next_grid();
   constexpr int kPicks = (kMaxTopK + LPT - 1) / LPT;  // picks held per lane
   constexpr int kTokensPerBlock = kBlockThreads / LPT;
   const DeviceRouterParams& p = a.params;
@@ -655,38 +685,109 @@ __global__ void __launch_bounds__(kBlockThreads) fused_router_kernel(const Logit
   if (a.nan_flags && sub == 0) a.nan_flags[token] = (real && has_nan) ? 1 : 0;
 }
 
+// One launch of `kernel`, with the programmatic-dependent-launch attribute when asked for (CUDA).
+template <typename... Params, typename... Args>
+gpuError_t launch_kernel(void (*kernel)(Params...), unsigned blocks, size_t shared_bytes, gpuStream_t stream,
+                         const RouterLaunchOptions& options, Args... args) {
+#if !defined(__HIPCC__)
+  if (options.programmatic_dependent_launch) {
+    cudaLaunchAttribute attribute[1];
+    attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attribute[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t config = {};
+    config.gridDim = dim3(blocks);
+    config.blockDim = dim3(kBlockThreads);
+    config.dynamicSmemBytes = shared_bytes;
+    config.stream = stream;
+    config.attrs = attribute;
+    config.numAttrs = 1;
+    const gpuError_t status = cudaLaunchKernelEx(&config, kernel, args...);
+    return status != gpuSuccess ? status : gpuGetLastError();
+  }
+#endif
+  kernel<<<blocks, kBlockThreads, shared_bytes, stream>>>(args...);
+  return gpuGetLastError();
+}
+
 template <typename LogitT, int LPT>
-gpuError_t launch_with(const void* logits, const RouterLaunch& a, bool vector_loads, gpuStream_t stream) {
+gpuError_t launch_with(const void* logits, const RouterLaunch& a, bool vector_loads, gpuStream_t stream,
+                       const RouterLaunchOptions& options) {
   constexpr int tokens_per_block = kBlockThreads / LPT;
   constexpr int kVec = 16 / sizeof(LogitT);
   const unsigned blocks = static_cast<unsigned>((a.tokens + tokens_per_block - 1) / tokens_per_block);
   const LogitT* in = static_cast<const LogitT*>(logits);
   const bool sigmoid = a.params.variant == RouterVariant::SigmoidGroupedBiased;
   const size_t shared_bytes = shared_bytes_for<LPT>(sigmoid && a.params.n_group > 1);
-  if (vector_loads && sigmoid) {
-    fused_router_kernel<LogitT, LPT, kVec, true><<<blocks, kBlockThreads, shared_bytes, stream>>>(in, a);
-  } else if (vector_loads) {
-    fused_router_kernel<LogitT, LPT, kVec, false><<<blocks, kBlockThreads, shared_bytes, stream>>>(in, a);
-  } else if (sigmoid) {
-    fused_router_kernel<LogitT, LPT, 1, true><<<blocks, kBlockThreads, shared_bytes, stream>>>(in, a);
-  } else {
-    fused_router_kernel<LogitT, LPT, 1, false><<<blocks, kBlockThreads, shared_bytes, stream>>>(in, a);
-  }
-  return gpuGetLastError();
+  auto kernel = vector_loads ? (sigmoid ? fused_router_kernel<LogitT, LPT, kVec, true>
+                                        : fused_router_kernel<LogitT, LPT, kVec, false>)
+                             : (sigmoid ? fused_router_kernel<LogitT, LPT, 1, true>
+                                        : fused_router_kernel<LogitT, LPT, 1, false>);
+  return launch_kernel(kernel, blocks, shared_bytes, stream, options, in, a);
 }
 
 template <typename LogitT>
-gpuError_t launch_for_experts(const void* logits, const RouterLaunch& a, gpuStream_t stream) {
+gpuError_t launch_for_experts(const void* logits, const RouterLaunch& a, gpuStream_t stream,
+                              const RouterLaunchOptions& options) {
   // 16-byte loads need every row to start on a 16-byte boundary.
   constexpr int kVec = 16 / sizeof(LogitT);
   const bool vector_loads = a.experts % kVec == 0 && reinterpret_cast<uintptr_t>(logits) % 16 == 0;
   const int needed = (a.experts + kSlots - 1) / kSlots;  // lanes per token, before rounding up
-  if (needed <= 1) return launch_with<LogitT, 1>(logits, a, vector_loads, stream);
-  if (needed <= 2) return launch_with<LogitT, 2>(logits, a, vector_loads, stream);
-  if (needed <= 4) return launch_with<LogitT, 4>(logits, a, vector_loads, stream);
-  if (needed <= 8) return launch_with<LogitT, 8>(logits, a, vector_loads, stream);
-  if (needed <= 16) return launch_with<LogitT, 16>(logits, a, vector_loads, stream);
-  return launch_with<LogitT, 32>(logits, a, vector_loads, stream);
+  if (needed <= 1) return launch_with<LogitT, 1>(logits, a, vector_loads, stream, options);
+  if (needed <= 2) return launch_with<LogitT, 2>(logits, a, vector_loads, stream, options);
+  if (needed <= 4) return launch_with<LogitT, 4>(logits, a, vector_loads, stream, options);
+  if (needed <= 8) return launch_with<LogitT, 8>(logits, a, vector_loads, stream, options);
+  if (needed <= 16) return launch_with<LogitT, 16>(logits, a, vector_loads, stream, options);
+  return launch_with<LogitT, 32>(logits, a, vector_loads, stream, options);
+}
+
+// The benchmark's read probe (router.h): the router's grid, lanes and 16-byte loads, then only
+// the row maximum (so that no load is dead) written to every slot.
+template <int LPT>
+__global__ void __launch_bounds__(kBlockThreads)
+    router_read_probe_kernel(const float* __restrict__ logits, int64_t tokens, int experts, int top_k,
+                             float* weights, int32_t* ids, uint8_t* nan_flags) {
+  wait_for_previous_grid();
+  allow_next_grid();
+  constexpr int kVec = 4;
+  constexpr int kPicks = (kMaxTopK + LPT - 1) / LPT;
+  const int lane = threadIdx.x % MOEPREP_WARP_SIZE;
+  const int sub = lane % LPT;
+  const int64_t token = static_cast<int64_t>(blockIdx.x) * (kBlockThreads / LPT) + threadIdx.x / LPT;
+  const bool live = token < tokens;
+  const float* row = logits + (live ? token * experts : 0);
+  float x[kSlots];
+#pragma unroll
+  for (int c = 0; c < kSlots / kVec; ++c) {
+    if (live && expert_of<LPT, kVec>(sub, c * kVec) < experts) {
+      load_chunk<kVec>(row + expert_of<LPT, kVec>(sub, c * kVec), x + c * kVec);
+    } else {
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) x[c * kVec + i] = -INFINITY;
+    }
+  }
+  float m = -INFINITY;
+#pragma unroll
+  for (int j = 0; j < kSlots; ++j) m = fmaxf(m, x[j]);  // fmaxf skips NaN
+#pragma unroll
+  for (int s = 1; s < LPT; s <<= 1) m = fmaxf(m, MOEPREP_SHFL_XOR(m, s));
+  if (!live) return;  // after the last collective
+#pragma unroll
+  for (int i = 0; i < kPicks; ++i) {
+    const int r = i * LPT + sub;
+    if (r >= top_k) continue;
+    weights[token * top_k + r] = m;
+    ids[token * top_k + r] = r;
+  }
+  if (nan_flags && sub == 0) nan_flags[token] = 0;
+}
+
+template <int LPT>
+gpuError_t launch_read_probe(const float* logits, int64_t tokens, int experts, int top_k, float* weights,
+                             int32_t* ids, uint8_t* nan_flags, gpuStream_t stream,
+                             const RouterLaunchOptions& options) {
+  const unsigned blocks = static_cast<unsigned>((tokens + kBlockThreads / LPT - 1) / (kBlockThreads / LPT));
+  return launch_kernel(router_read_probe_kernel<LPT>, blocks, 0, stream, options, logits, tokens, experts, top_k,
+                       weights, ids, nan_flags);
 }
 
 // Spelled out here rather than taken from the reference library, which the kernels do not link.
@@ -733,6 +834,14 @@ const char* launch_fused_router(const void* logits, LogitsDtype logits_dtype, in
                                 int64_t experts, const DeviceRouterParams& params, float* topk_weights,
                                 void* topk_ids, IndexDtype index_dtype, uint8_t* routing_map, uint8_t* nan_flags,
                                 void* stream) {
+  return launch_fused_router(logits, logits_dtype, tokens, valid_tokens, experts, params, topk_weights, topk_ids,
+                             index_dtype, routing_map, nan_flags, stream, RouterLaunchOptions{});
+}
+
+const char* launch_fused_router(const void* logits, LogitsDtype logits_dtype, int64_t tokens, int64_t valid_tokens,
+                                int64_t experts, const DeviceRouterParams& params, float* topk_weights,
+                                void* topk_ids, IndexDtype index_dtype, uint8_t* routing_map, uint8_t* nan_flags,
+                                void* stream, const RouterLaunchOptions& options) {
   static thread_local std::string error;
   std::string reason = check_arguments(logits, tokens, valid_tokens, experts, params, topk_weights, topk_ids);
   if (!reason.empty()) {
@@ -743,10 +852,49 @@ const char* launch_fused_router(const void* logits, LogitsDtype logits_dtype, in
   RouterLaunch a{tokens, valid_tokens, static_cast<int>(experts), params, topk_weights, topk_ids,
                  index_dtype, routing_map, nan_flags};
   gpuStream_t s = static_cast<gpuStream_t>(stream);
-  gpuError_t status = logits_dtype == LogitsDtype::F32 ? launch_for_experts<float>(logits, a, s)
-                                                       : launch_for_experts<uint16_t>(logits, a, s);
+  gpuError_t status = logits_dtype == LogitsDtype::F32 ? launch_for_experts<float>(logits, a, s, options)
+                                                       : launch_for_experts<uint16_t>(logits, a, s, options);
   if (status != gpuSuccess) {
     error = std::string("fused router: launch failed: ") + gpuGetErrorString(status);
+    return error.c_str();
+  }
+  return "";
+}
+
+const char* launch_router_read_probe(const float* logits, int64_t tokens, int64_t experts, int top_k,
+                                     float* topk_weights, int32_t* topk_ids, uint8_t* nan_flags, void* stream,
+                                     const RouterLaunchOptions& options) {
+  static thread_local std::string error;
+  if (experts < 4 || experts > kMaxExperts || experts % 4 != 0) {
+    error = "router read probe: experts = " + std::to_string(experts) + " is not a multiple of 4 in [4, 512]";
+    return error.c_str();
+  }
+  if (top_k < 1 || top_k > kMaxTopK || tokens < 0 || (tokens > 0 && (!logits || !topk_weights || !topk_ids)) ||
+      reinterpret_cast<uintptr_t>(logits) % 16 != 0) {
+    error = "router read probe: top_k = " + std::to_string(top_k) +
+            " outside [1, 16], negative tokens, null outputs or logits not 16-byte aligned";
+    return error.c_str();
+  }
+  if (tokens == 0) return "";
+  const int e = static_cast<int>(experts);
+  gpuStream_t s = static_cast<gpuStream_t>(stream);
+  const int needed = (e + kSlots - 1) / kSlots;
+  gpuError_t status;
+  if (needed <= 1) {
+    status = launch_read_probe<1>(logits, tokens, e, top_k, topk_weights, topk_ids, nan_flags, s, options);
+  } else if (needed <= 2) {
+    status = launch_read_probe<2>(logits, tokens, e, top_k, topk_weights, topk_ids, nan_flags, s, options);
+  } else if (needed <= 4) {
+    status = launch_read_probe<4>(logits, tokens, e, top_k, topk_weights, topk_ids, nan_flags, s, options);
+  } else if (needed <= 8) {
+    status = launch_read_probe<8>(logits, tokens, e, top_k, topk_weights, topk_ids, nan_flags, s, options);
+  } else if (needed <= 16) {
+    status = launch_read_probe<16>(logits, tokens, e, top_k, topk_weights, topk_ids, nan_flags, s, options);
+  } else {
+    status = launch_read_probe<32>(logits, tokens, e, top_k, topk_weights, topk_ids, nan_flags, s, options);
+  }
+  if (status != gpuSuccess) {
+    error = std::string("router read probe: launch failed: ") + gpuGetErrorString(status);
     return error.c_str();
   }
   return "";

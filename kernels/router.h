@@ -32,4 +32,29 @@ const char* launch_fused_router(const void* logits, LogitsDtype logits_dtype, in
                                 void* topk_ids, IndexDtype index_dtype, uint8_t* routing_map, uint8_t* nan_flags,
                                 void* stream);
 
+// How a call is launched; none of it changes what the call computes or writes.
+struct RouterLaunchOptions {
+  // Programmatic dependent launch (CUDA on sm_90 and later; a plain launch under HIP and on older
+  // devices): the launch may begin while the kernel before it in the stream is still running, and
+  // every block waits for that kernel to complete, its writes visible, before it touches global
+  // memory, so reads and writes stay ordered as with a plain launch. What it hides is the launch
+  // and block-dispatch gap between consecutive kernels (bench/NOTES-router.md, v10). The router
+  // also lets a kernel launched after it this way start early.
+  bool programmatic_dependent_launch = false;
+};
+
+const char* launch_fused_router(const void* logits, LogitsDtype logits_dtype, int64_t tokens, int64_t valid_tokens,
+                                int64_t experts, const DeviceRouterParams& params, float* topk_weights,
+                                void* topk_ids, IndexDtype index_dtype, uint8_t* routing_map, uint8_t* nan_flags,
+                                void* stream, const RouterLaunchOptions& options);
+
+// A reference point for the benchmark, not a router: the fused router's grid, lanes and loads
+// for fp32 logits [T, E], with the selection left out. Every slot of token t gets
+// topk_weights[t * k + r] = max of the row (NaN logits skipped) and topk_ids[t * k + r] = r, and
+// nan_flags[t] = 0 when nan_flags is not null. The bytes it moves are the router's, so its time
+// is what reading the rows this way costs. Returns an error string, empty on success.
+const char* launch_router_read_probe(const float* logits, int64_t tokens, int64_t experts, int top_k,
+                                     float* topk_weights, int32_t* topk_ids, uint8_t* nan_flags, void* stream,
+                                     const RouterLaunchOptions& options);
+
 }  // namespace moeprep::gpu

@@ -3,6 +3,12 @@
 // Benchmark one: per-launch medians over stream and graph replays are what is compared with the
 // PyTorch chain (bench/router_torch_baseline.py), which is timed the same way.
 //
+// Every case is timed twice more with programmatic dependent launch (RouterLaunchOptions): the
+// "_pdl" columns. The calls of a case are independent (inputs rotate, outputs are overwritten),
+// and a PDL launch still waits for the call before it to complete before it reads or writes, so
+// the "_pdl" figures are what consecutive calls cost when their launch gaps overlap. The
+// "read_probe" rows time launch_router_read_probe: the router's grid and loads, no selection.
+//
 // Usage: router_bench [--csv FILE] [--quick] [--variant NAME] [--tokens T] [--k K]
 // (the last three keep only matching cases: one case under a profiler)
 #include <cuda_runtime.h>
@@ -23,6 +29,7 @@ namespace {
 using moeprep::gpu::DeviceRouterParams;
 using moeprep::gpu::IndexDtype;
 using moeprep::gpu::LogitsDtype;
+using moeprep::gpu::RouterLaunchOptions;
 using moeprep::reference::RouterVariant;
 
 void check(cudaError_t e, const char* what) {
@@ -91,7 +98,7 @@ struct Row {
   const char* variant;
   int64_t tokens;
   int k;
-  double stream_us, graph_us, bytes, floor_us;
+  double stream_us, graph_us, stream_pdl_us, graph_pdl_us, bytes, floor_us;
 };
 
 }  // namespace
@@ -112,6 +119,7 @@ int main(int argc, char** argv) try {
       only_k = std::atoll(argv[++i]);
     } else if (!std::strcmp(argv[i], "--quick")) {
       quick = true;
+
     } else {
       std::fprintf(stderr, "usage: router_bench [--csv FILE] [--quick] [--variant NAME] [--tokens T] [--k K]\n");
       return 2;
@@ -162,6 +170,22 @@ int main(int argc, char** argv) try {
   check(cudaMemcpy(scale, host_scale.data(), E * 4, cudaMemcpyHostToDevice), "upload scale");
 
   std::vector<Row> rows;
+  // Times one case four ways: stream and graph, each without and with PDL.
+  auto time_case = [&](Row& r, auto launch_with) {
+    const int rotate = r.tokens >= 4096 ? sets : 1;
+    const int calls = r.tokens >= 4096 ? 50 : 200;
+    RouterLaunchOptions plain, pdl;
+    pdl.programmatic_dependent_launch = true;
+    for (int with_pdl = 0; with_pdl < 2; ++with_pdl) {
+      const RouterLaunchOptions& o = with_pdl ? pdl : plain;
+      auto launch = [&](int i) { launch_with(logits + size_t(i % rotate) * max_logits, o); };
+      (with_pdl ? r.stream_pdl_us : r.stream_us) = time_stream_us(launch, calls, 21, s);
+      (with_pdl ? r.graph_pdl_us : r.graph_us) = time_graph_us(launch, calls, 21, s);
+    }
+    r.bytes = double(r.tokens) * E * 4 + double(r.tokens) * r.k * (4 + 4) + double(r.tokens);
+    r.floor_us = r.bytes / (copy_gbs * 1e9) * 1e6;
+    rows.push_back(r);
+  };
   for (RouterVariant v : variants) {
     for (int64_t T : token_counts) {
       for (int k : ks) {
@@ -179,39 +203,46 @@ int main(int argc, char** argv) try {
           p.correction_bias = bias;
         }
         if (v == RouterVariant::Gemma4) p.per_expert_scale = scale;
-        const int rotate = T >= 4096 ? sets : 1;
-        auto launch = [&](int i) {
-          const float* in = logits + size_t(i % rotate) * max_logits;
+        Row r{moeprep::reference::router_variant_name(v), T, k, 0, 0, 0, 0, 0, 0};
+        time_case(r, [&](const float* in, const RouterLaunchOptions& o) {
           const char* err = moeprep::gpu::launch_fused_router(in, LogitsDtype::F32, T, T, E, p, weights, ids,
-                                                               IndexDtype::Int32, nullptr, nan_flags, s);
+                                                               IndexDtype::Int32, nullptr, nan_flags, s, o);
           if (*err) throw std::runtime_error(err);
-        };
-        const int calls = T >= 4096 ? 50 : 200;
-        Row r{moeprep::reference::router_variant_name(v), T, k, 0, 0, 0, 0};
-        r.stream_us = time_stream_us(launch, calls, 21, s);
-        r.graph_us = time_graph_us(launch, calls, 21, s);
-        r.bytes = double(T) * E * 4 + double(T) * k * (4 + 4) + double(T);  // logits in; weights, ids, flags out
-        r.floor_us = r.bytes / (copy_gbs * 1e9) * 1e6;
-        rows.push_back(r);
+        });
       }
+    }
+  }
+  // The read probe at the sizes where the bytes dominate.
+  for (int64_t T : {int64_t{4096}, int64_t{16384}}) {
+    for (int k : ks) {
+      if (quick && k != 8) continue;
+      if (only_variant && std::strcmp(only_variant, "read_probe")) continue;
+      if ((only_tokens >= 0 && only_tokens != T) || (only_k >= 0 && only_k != k)) continue;
+      Row r{"read_probe", T, k, 0, 0, 0, 0, 0, 0};
+      time_case(r, [&](const float* in, const RouterLaunchOptions& o) {
+        const char* err = moeprep::gpu::launch_router_read_probe(in, T, E, k, weights, ids, nan_flags, s, o);
+        if (*err) throw std::runtime_error(err);
+      });
     }
   }
   check(cudaGetLastError(), "after timing");
 
-  std::printf("%-22s %6s %2s %10s %10s %10s %8s\n", "variant", "T", "k", "stream_us", "graph_us", "floor_us",
-              "xfloor");
+  std::printf("%-22s %6s %2s %10s %10s %10s %10s %10s %8s %8s\n", "variant", "T", "k", "stream_us", "graph_us",
+              "stream_pdl", "graph_pdl", "floor_us", "xfloor", "xfl_pdl");
   for (const Row& r : rows) {
-    std::printf("%-22s %6lld %2d %10.2f %10.2f %10.2f %8.2f\n", r.variant, static_cast<long long>(r.tokens), r.k,
-                r.stream_us, r.graph_us, r.floor_us, std::min(r.stream_us, r.graph_us) / r.floor_us);
+    std::printf("%-22s %6lld %2d %10.2f %10.2f %10.2f %10.2f %10.2f %8.2f %8.2f\n", r.variant,
+                static_cast<long long>(r.tokens), r.k, r.stream_us, r.graph_us, r.stream_pdl_us, r.graph_pdl_us,
+                r.floor_us, std::min(r.stream_us, r.graph_us) / r.floor_us,
+                std::min(r.stream_pdl_us, r.graph_pdl_us) / r.floor_us);
   }
   if (csv_path) {
     FILE* f = std::fopen(csv_path, "w");
     if (!f) throw std::runtime_error(std::string("cannot write ") + csv_path);
-    std::fprintf(f, "device,copy_gbs,variant,T,E,k,stream_us,graph_us,bytes,floor_us\n");
+    std::fprintf(f, "device,copy_gbs,variant,T,E,k,stream_us,graph_us,bytes,floor_us,stream_pdl_us,graph_pdl_us\n");
     for (const Row& r : rows) {
-      std::fprintf(f, "%s,%.1f,%s,%lld,%lld,%d,%.3f,%.3f,%.0f,%.6f\n", prop.name, copy_gbs, r.variant,
+      std::fprintf(f, "%s,%.1f,%s,%lld,%lld,%d,%.3f,%.3f,%.0f,%.6f,%.3f,%.3f\n", prop.name, copy_gbs, r.variant,
                    static_cast<long long>(r.tokens), static_cast<long long>(E), r.k, r.stream_us, r.graph_us,
-                   r.bytes, r.floor_us);
+                   r.bytes, r.floor_us, r.stream_pdl_us, r.graph_pdl_us);
     }
     std::fclose(f);
   }

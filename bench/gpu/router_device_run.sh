@@ -10,6 +10,10 @@
 # PROFILE=1 adds ncu (sections, executed instructions per SASS instruction, pipe utilization) and
 # the SASS of the E = 128 fp32 kernel; SKIP_TORCH=1 leaves out the PyTorch chain;
 # SANITIZE_BASELINES=1 runs memcheck and racecheck on every BASELINE_BIN_DIR with a test_gpu too.
+# TORCH_PROBE_ONLY=1 runs only the PyTorch read probe (torch.amax), not the chains.
+# DURATIONS=1 adds the kernel duration alone (ncu gpu__time_duration, clocks and caches left as
+# they are, 20 stream launches after 10 skipped, median) at T = 16384: the fused router (k = 4, 8)
+# and the read probe for BIN_DIR, the fused router at k = 8 for every BASELINE_BIN_DIR.
 # Everything lands in OUT_DIR/router_run.tgz too.
 set -uo pipefail
 bin=${1:?BIN_DIR}
@@ -43,7 +47,43 @@ for b in "${baselines[@]}"; do
 done
 save
 
-if [ "${SKIP_TORCH:-0}" != 1 ]; then  # SKIP_TORCH=1: a call that compares builds only
+# Median kernel duration, us, of one case under ncu (no replay: one metric, one pass).
+duration() {
+  local binary=$1 variant=$2 k=$3 log=$4
+  timeout 120 ncu --csv --print-units base --clock-control none --cache-control none \
+    --kernel-name regex:'fused_router|read_probe' --launch-skip 10 --launch-count 20 \
+    --metrics gpu__time_duration.sum "$binary" --variant "$variant" --tokens 16384 --k "$k" >"$log" 2>&1
+  python3 - "$log" <<'PY'
+import csv, statistics, sys
+v = []
+for row in csv.reader(open(sys.argv[1])):
+    if len(row) > 3 and row[-3] == "gpu__time_duration.sum":
+        v.append(float(row[-1].replace(",", "")) / (1000.0 if row[-2] == "nsecond" else 1.0))
+print(f"{statistics.median(v):.2f} us (n={len(v)})" if v else "no samples")
+PY
+}
+if [ "${DURATIONS:-0}" = 1 ]; then
+  echo "== kernel duration alone (ncu gpu__time_duration, median of 20 stream launches), T = 16384"
+  for b in "$bin" "${baselines[@]}"; do
+    [ -n "$b" ] || continue
+    name=$(basename "$b")
+    cases=("softmax_after_topk 8")
+    [ "$b" = "$bin" ] && cases=("softmax_after_topk 4" "softmax_after_topk 8" "read_probe 8")
+    for case in "${cases[@]}"; do
+      set -- $case
+      echo "$name $1 k=$2: $(duration "$b/router_bench" "$1" "$2" "$logs/ncu_duration_${name}_$1_$2.csv")"
+    done
+  done | tee "$logs/durations.txt"
+  save
+fi
+
+if [ "${TORCH_PROBE_ONLY:-0}" = 1 ]; then
+  echo "== PyTorch read probe"
+  PYTHONUNBUFFERED=1 python3 bench/router_torch_baseline.py --read-probe-only >"$logs/torch_probe.log" 2>&1
+  echo "torch probe exit $?"
+  cat "$logs/torch_probe.log" | tail -5
+  save
+elif [ "${SKIP_TORCH:-0}" != 1 ]; then  # SKIP_TORCH=1: a call that compares builds only
   echo "== PyTorch chain timings"
   PYTHONUNBUFFERED=1 python3 bench/router_torch_baseline.py --csv "$logs/torch.csv" --fused-csv "$logs/fused.csv" \
     --markdown "$logs/table.md" --read-probe >"$logs/torch.log" 2>&1
@@ -58,7 +98,7 @@ sanitize() {
   local dir=$1 log=$2
   {
     timeout "${SANITIZER_TIMEOUT:-150}" compute-sanitizer --tool memcheck "$dir/test_gpu" \
-      --gtest_filter='GpuRouter.MatchesReference*:GpuRouter.Padded*:GpuRouter.OddExpert*:GpuRouter.NaN*:GpuRouter.TieHeavy*:GpuRouter.TiesAmong*'
+      --gtest_filter='GpuRouter.MatchesReference*:GpuRouter.Padded*:GpuRouter.OddExpert*:GpuRouter.NaN*:GpuRouter.TieHeavy*:GpuRouter.TiesAmong*:GpuRouter.Programmatic*:GpuRouter.ReadProbe*'
     echo "memcheck exit $?"
     timeout "${SANITIZER_TIMEOUT:-150}" compute-sanitizer --tool racecheck "$dir/test_gpu" \
       --gtest_filter='GpuRouter.MatchesReference*:GpuRouter.NegativeAndMixed*:GpuRouter.OddExpert*:GpuRouter.TieHeavy*:GpuRouter.TiesAmong*'
@@ -107,7 +147,8 @@ save
 cp "$logs/table.md" "$out/" 2>/dev/null
 # Last, so that it is in the reply's tail: fused time over the memory floor, every variant.
 echo "== summary: fused router (this build), graph/stream us and x floor"
-grep -E "^(device:|variant|softmax_after_topk|gemma4|sigmoid_grouped_biased) " "$logs/bench.log"
+grep -E "^(device:|variant|softmax_after_topk|gemma4|sigmoid_grouped_biased|read_probe) " "$logs/bench.log"
+[ -f "$logs/durations.txt" ] && cat "$logs/durations.txt"
 for b in "${baselines[@]}"; do
   echo "== summary: baseline build $(basename "$b"), T = 16384"
   grep -E " 16384 " "$logs/bench_$(basename "$b").log"

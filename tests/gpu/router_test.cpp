@@ -44,6 +44,14 @@ std::string no_device_reason() {
     if (!why.empty()) GTEST_SKIP() << "no GPU device present: " << why;        \
   } while (0)
 
+#if defined(__HIPCC__)
+#define gpuStreamCreate hipStreamCreate
+#define gpuStreamDestroy hipStreamDestroy
+#else
+#define gpuStreamCreate cudaStreamCreate
+#define gpuStreamDestroy cudaStreamDestroy
+#endif
+
 void check(gpuError_t e, const char* what) {
   if (e != gpuSuccess) throw std::runtime_error(std::string(what) + ": " + gpuGetErrorString(e));
 }
@@ -527,6 +535,111 @@ TEST(GpuRouter, EveryTopKFromOneToSixteen) {
       }
     }
   }
+}
+
+// Programmatic dependent launch lets a call begin before the one before it ends; the kernel's
+// griddepcontrol.wait must still order their memory. Three launches on one stream: R1 writes
+// weights W, R2 reads W as its logits (read after write), R3 overwrites W (write after read). R2
+// must route exactly what a plain R1 wrote, and W must end as R3's result. R1 is large (a full
+// wave of blocks) so that R2's blocks would start early if they did not wait.
+TEST(GpuRouter, ProgrammaticDependentLaunchKeepsConsecutiveCallsOrdered) {
+  REQUIRE_GPU();
+  const int64_t T = 16384, E = 128, k1 = 16, k2 = 4;
+  std::vector<float> first = random_logits(T * E, 41), third = random_logits(T * E, 43);
+  DeviceBytes d_first(T * E * 4), d_third(T * E * 4);
+  d_first.upload(first.data());
+  d_third.upload(third.data());
+  DeviceRouterParams p1;
+  p1.top_k = static_cast<int>(k1);
+  DeviceRouterParams p2;
+  p2.top_k = static_cast<int>(k2);
+  gpuStream_t stream;
+  check(gpuStreamCreate(&stream), "stream");
+  auto route = [&](const void* logits, int64_t experts, const DeviceRouterParams& p, DeviceBytes& w, DeviceBytes& ids,
+                   bool pdl) {
+    RouterLaunchOptions o;
+    o.programmatic_dependent_launch = pdl;
+    const char* err = launch_fused_router(logits, LogitsDtype::F32, T, T, experts, p, static_cast<float*>(w.get()),
+                                          ids.get(), IndexDtype::Int32, nullptr, nullptr, stream, o);
+    if (*err) throw std::runtime_error(err);
+  };
+  // What R1 writes, from a plain launch (the kernel is deterministic).
+  DeviceBytes w_plain(T * k1 * 4), ids_plain(T * k1 * 4);
+  route(d_first.get(), E, p1, w_plain, ids_plain, false);
+  check(gpuStreamSynchronize(stream), "plain R1");
+  const std::vector<float> r1_weights = w_plain.download<float>();
+
+  DeviceBytes w(T * k1 * 4), ids(T * k1 * 4), w2(T * k2 * 4), ids2(T * k2 * 4);
+  route(d_first.get(), E, p1, w, ids, true);  // R1
+  route(w.get(), k1, p2, w2, ids2, true);      // R2 reads R1's weights as [T, 16] logits
+  route(d_third.get(), E, p1, w, ids, true);  // R3 overwrites them
+  check(gpuStreamSynchronize(stream), "PDL sequence");
+  check(gpuStreamDestroy(stream), "stream destroy");
+
+  Case c2;
+  c2.tokens = T;
+  c2.experts = k1;
+  c2.config.top_k = static_cast<int>(k2);
+  GpuResult g2;
+  g2.weights = w2.download<float>();
+  for (int32_t x : ids2.download<int32_t>()) g2.ids.push_back(x);
+  g2.map.assign(T * k1, 0);  // no routing map in this test: rebuild it from the ids
+  for (int64_t i = 0; i < T * k2; ++i) {
+    if (g2.ids[i] >= 0 && g2.ids[i] < k1) g2.map[(i / k2) * k1 + g2.ids[i]] = 1;
+  }
+  g2.nan_flags.assign(T, 0);
+  expect_matches_reference(r1_weights, c2, g2, "R2 (PDL) over R1's weights");
+
+  Case c3;
+  c3.tokens = T;
+  c3.experts = E;
+  c3.config.top_k = static_cast<int>(k1);
+  GpuResult g3;
+  g3.weights = w.download<float>();
+  for (int32_t x : ids.download<int32_t>()) g3.ids.push_back(x);
+  g3.map.assign(T * E, 0);
+  for (int64_t i = 0; i < T * k1; ++i) {
+    if (g3.ids[i] >= 0 && g3.ids[i] < E) g3.map[(i / k1) * E + g3.ids[i]] = 1;
+  }
+  g3.nan_flags.assign(T, 0);
+  expect_matches_reference(third, c3, g3, "R3 (PDL) after R2");
+}
+
+// The benchmark's read probe (router.h): the row maximum, NaN skipped, in every slot, ids 0..k-1,
+// flags 0, on the one-lane, eight-lane and whole-warp layouts; outputs start as garbage.
+TEST(GpuRouter, ReadProbeWritesTheRowMaximumToEverySlot) {
+  REQUIRE_GPU();
+  const int64_t T = 37;
+  const int k = 6;
+  for (int64_t E : {16, 128, 512}) {
+    std::vector<float> logits = random_logits(T * E, static_cast<uint32_t>(50 + E));
+    logits[5 * E + E - 1] = kNaN;
+    logits[6 * E + E / 2] = 100.0f;
+    DeviceBytes d_logits(T * E * 4), d_w(T * k * 4), d_ids(T * k * 4), d_nan(T);
+    d_logits.upload(logits.data());
+    const char* err =
+        launch_router_read_probe(static_cast<const float*>(d_logits.get()), T, E, k, static_cast<float*>(d_w.get()),
+                                 static_cast<int32_t*>(d_ids.get()), static_cast<uint8_t*>(d_nan.get()), nullptr,
+                                 RouterLaunchOptions{});
+    ASSERT_STREQ(err, "");
+    check(gpuDeviceSynchronize(), "read probe");
+    const std::vector<float> w = d_w.download<float>();
+    const std::vector<int32_t> ids = d_ids.download<int32_t>();
+    const std::vector<uint8_t> flags = d_nan.download<uint8_t>();
+    for (int64_t t = 0; t < T; ++t) {
+      float m = -INFINITY;
+      for (int64_t e = 0; e < E; ++e) m = std::fmax(m, logits[t * E + e]);
+      for (int r = 0; r < k; ++r) {
+        ASSERT_EQ(w[t * k + r], m) << "E=" << E << " token " << t << " slot " << r;
+        ASSERT_EQ(ids[t * k + r], r) << "E=" << E << " token " << t;
+      }
+      ASSERT_EQ(flags[t], 0) << "E=" << E << " token " << t;
+    }
+  }
+  float dummy[4] = {};
+  int32_t ids[4] = {};
+  std::string msg = launch_router_read_probe(dummy, 1, 130, 4, dummy, ids, nullptr, nullptr, RouterLaunchOptions{});
+  EXPECT_NE(msg.find("experts = 130 is not a multiple of 4"), std::string::npos) << msg;
 }
 
 TEST(GpuRouter, RejectsArgumentsItCannotRouteWithAReason) {
