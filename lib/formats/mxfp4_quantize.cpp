@@ -96,7 +96,8 @@ void add_row(const float* error, const float* reference, Sums* sums) {
 }
 
 // The portable loops: the default target's compiler output (SSE2 on x86-64).
-int64_t quantize_bf16(const uint16_t* src, int64_t rows, int64_t k, uint8_t* codes, uint8_t* scales, Sums* sums) {
+int64_t quantize_bf16(const uint16_t* src, int64_t rows, int64_t k, const Mxfp4CodeLayout& codes, uint8_t* scales,
+                      Sums* sums) {
   const int64_t blocks = k / kBlock;
   const BoundaryTable& table = boundary_table();
   // int16_t may alias uint16_t; the signed view makes the compares plain signed ones, which
@@ -118,7 +119,7 @@ int64_t quantize_bf16(const uint16_t* src, int64_t rows, int64_t k, uint8_t* cod
       const auto a = static_cast<uint32_t>(amax);
       const uint8_t scale = scale_code(a, a >> 7);
       scales[r * blocks + b] = scale;
-      encode_block(x, table.by_code[scale].bf16, codes + r * (k / 2) + b * (kBlock / 2), magnitude);
+      encode_block(x, table.by_code[scale].bf16, code_block(codes, r, b), magnitude);
       if (sums) add_block_terms(x, magnitude, table.scale_value[scale], error, reference);
     }
     if (sums) add_row(error, reference, sums);
@@ -126,7 +127,8 @@ int64_t quantize_bf16(const uint16_t* src, int64_t rows, int64_t k, uint8_t* cod
   return -1;
 }
 
-int64_t quantize_f32(const float* src, int64_t rows, int64_t k, uint8_t* codes, uint8_t* scales, Sums* sums) {
+int64_t quantize_f32(const float* src, int64_t rows, int64_t k, const Mxfp4CodeLayout& codes, uint8_t* scales,
+                     Sums* sums) {
   const int64_t blocks = k / kBlock;
   const BoundaryTable& table = boundary_table();
   int32_t bits[kBlock];
@@ -144,7 +146,7 @@ int64_t quantize_f32(const float* src, int64_t rows, int64_t k, uint8_t* codes, 
       const auto a = static_cast<uint32_t>(amax);
       const uint8_t scale = scale_code(a, a >> 23);
       scales[r * blocks + b] = scale;
-      encode_block(bits, table.by_code[scale].f32, codes + r * (k / 2) + b * (kBlock / 2), magnitude);
+      encode_block(bits, table.by_code[scale].f32, code_block(codes, r, b), magnitude);
       if (sums) add_block_terms(bits, magnitude, table.scale_value[scale], error, reference);
     }
     if (sums) add_row(error, reference, sums);
@@ -244,6 +246,8 @@ void check_shape(int64_t rows, int64_t k, const std::string& context) {
 
 Mxfp4ErrorSums to_public(const Sums& s) { return {s.error, s.reference}; }
 
+Mxfp4CodeLayout contiguous(uint8_t* codes, int64_t k) { return {codes, k / 2, kBlock / 2}; }
+
 // The error of given codes, in the order the header of the loops fixes.
 template <class Source>
 Mxfp4ErrorSums error_sums(const Source* src, const uint8_t* codes, const uint8_t* scales, int64_t rows, int64_t k) {
@@ -286,24 +290,34 @@ uint8_t mxfp4_scale_code_for_amax(float amax) {
 void quantize_mxfp4_rows(const float* src, int64_t rows, int64_t k, uint8_t* codes,
                          uint8_t* scales, const std::string& context) {
   check_shape(rows, k, context);
-  throw_if_bad(src, k, kernels().quantize_f32(src, rows, k, codes, scales, nullptr), context);
+  throw_if_bad(src, k, kernels().quantize_f32(src, rows, k, contiguous(codes, k), scales, nullptr), context);
 }
 
 void quantize_mxfp4_rows_bf16(const uint16_t* src, int64_t rows, int64_t k, uint8_t* codes,
                               uint8_t* scales, const std::string& context) {
   check_shape(rows, k, context);
-  throw_if_bad(src, k, kernels().quantize_bf16(src, rows, k, codes, scales, nullptr), context);
+  throw_if_bad(src, k, kernels().quantize_bf16(src, rows, k, contiguous(codes, k), scales, nullptr), context);
 }
 
 void quantize_mxfp4_rows_measured(const float* src, int64_t rows, int64_t k, uint8_t* codes, uint8_t* scales,
                                   const std::string& context, Mxfp4ErrorSums& sums) {
+  quantize_mxfp4_rows_measured(src, rows, k, contiguous(codes, k), scales, context, sums);
+}
+
+void quantize_mxfp4_rows_bf16_measured(const uint16_t* src, int64_t rows, int64_t k, uint8_t* codes,
+                                       uint8_t* scales, const std::string& context, Mxfp4ErrorSums& sums) {
+  quantize_mxfp4_rows_bf16_measured(src, rows, k, contiguous(codes, k), scales, context, sums);
+}
+
+void quantize_mxfp4_rows_measured(const float* src, int64_t rows, int64_t k, const Mxfp4CodeLayout& codes,
+                                  uint8_t* scales, const std::string& context, Mxfp4ErrorSums& sums) {
   check_shape(rows, k, context);
   Sums s{sums.error, sums.reference};
   throw_if_bad(src, k, kernels().quantize_f32(src, rows, k, codes, scales, &s), context);
   sums = to_public(s);
 }
 
-void quantize_mxfp4_rows_bf16_measured(const uint16_t* src, int64_t rows, int64_t k, uint8_t* codes,
+void quantize_mxfp4_rows_bf16_measured(const uint16_t* src, int64_t rows, int64_t k, const Mxfp4CodeLayout& codes,
                                        uint8_t* scales, const std::string& context, Mxfp4ErrorSums& sums) {
   check_shape(rows, k, context);
   Sums s{sums.error, sums.reference};

@@ -60,6 +60,19 @@ void quantize_mxfp4_rows_measured(const float* src, int64_t rows, int64_t k, uin
 void quantize_mxfp4_rows_bf16_measured(const uint16_t* src, int64_t rows, int64_t k, uint8_t* codes,
                                        uint8_t* scales, const std::string& context, Mxfp4ErrorSums& sums);
 
+// Where the _measured quantizers below put the codes when the caller lays them out itself (as
+// the tile-shuffled weight layout does): the 16 bytes of block b of row r (elements 32b to
+// 32b + 31, packed as above) go to data + r * row_stride + b * block_stride. Rows written one
+// after the other are {codes, k / 2, 16}. Scales stay rows x k/32.
+struct Mxfp4CodeLayout {
+  uint8_t* data = nullptr;
+  int64_t row_stride = 0, block_stride = 0;
+};
+void quantize_mxfp4_rows_measured(const float* src, int64_t rows, int64_t k, const Mxfp4CodeLayout& codes,
+                                  uint8_t* scales, const std::string& context, Mxfp4ErrorSums& sums);
+void quantize_mxfp4_rows_bf16_measured(const uint16_t* src, int64_t rows, int64_t k, const Mxfp4CodeLayout& codes,
+                                       uint8_t* scales, const std::string& context, Mxfp4ErrorSums& sums);
+
 // The error of codes and scales that quantize_mxfp4_rows(_bf16) wrote for `src`, measured in
 // a separate pass: the same sums as the _measured quantizers give (the reference for them).
 Mxfp4ErrorSums mxfp4_error_sums(const uint16_t* bf16_src, const uint8_t* codes, const uint8_t* scales,

@@ -64,8 +64,8 @@ constexpr int kF32Element[4][8] = {{0, 1, 2, 3, 4, 5, 6, 7},
                                    {24, 25, 26, 27, 28, 29, 30, 31}};
 
 template <bool kMeasure>
-int64_t quantize_bf16_rows(const uint16_t* src, int64_t rows, int64_t k, uint8_t* codes, uint8_t* scales,
-                           Sums* sums) {
+int64_t quantize_bf16_rows(const uint16_t* src, int64_t rows, int64_t k, const Mxfp4CodeLayout& codes,
+                           uint8_t* scales, Sums* sums) {
   const int64_t blocks = k / kBlock;
   const BoundaryTable& table = boundary_table();
   const __m256i abs_mask = _mm256_set1_epi16(0x7fff), eight = _mm256_set1_epi16(8),
@@ -100,7 +100,7 @@ int64_t quantize_bf16_rows(const uint16_t* src, int64_t rows, int64_t k, uint8_t
       const __m256i bytes = _mm256_packus_epi16(s0, s1);
       const __m256i pairs = _mm256_and_si256(_mm256_or_si256(bytes, _mm256_srli_epi16(bytes, 4)), low_byte);
       const __m128i packed = _mm_packus_epi16(_mm256_castsi256_si128(pairs), _mm256_extracti128_si256(pairs, 1));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + blk * (kBlock / 2)),
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(code_block(codes, r, blk - r * blocks)),
                        _mm_shuffle_epi32(packed, _MM_SHUFFLE(3, 1, 2, 0)));
       if (kMeasure) {
         const __m256 value = _mm256_mul_ps(magnitudes, _mm256_set1_ps(table.scale_value[scale]));
@@ -118,14 +118,15 @@ int64_t quantize_bf16_rows(const uint16_t* src, int64_t rows, int64_t k, uint8_t
   return -1;
 }
 
-int64_t quantize_bf16(const uint16_t* src, int64_t rows, int64_t k, uint8_t* codes, uint8_t* scales, Sums* sums) {
+int64_t quantize_bf16(const uint16_t* src, int64_t rows, int64_t k, const Mxfp4CodeLayout& codes, uint8_t* scales,
+                      Sums* sums) {
   return sums ? quantize_bf16_rows<true>(src, rows, k, codes, scales, sums)
               : quantize_bf16_rows<false>(src, rows, k, codes, scales, nullptr);
 }
 
 template <bool kMeasure>
-int64_t quantize_f32_rows(const float* src, int64_t rows, int64_t k, uint8_t* codes, uint8_t* scales,
-                          Sums* sums) {
+int64_t quantize_f32_rows(const float* src, int64_t rows, int64_t k, const Mxfp4CodeLayout& codes,
+                          uint8_t* scales, Sums* sums) {
   const int64_t blocks = k / kBlock;
   const BoundaryTable& table = boundary_table();
   const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), eight = _mm256_set1_epi32(8),
@@ -164,7 +165,8 @@ int64_t quantize_f32_rows(const float* src, int64_t rows, int64_t k, uint8_t* co
       const __m256i bytes = _mm256_packus_epi16(_mm256_packus_epi32(sq[0], sq[1]), _mm256_packus_epi32(sq[2], sq[3]));
       const __m256i pairs = _mm256_and_si256(_mm256_or_si256(bytes, _mm256_srli_epi16(bytes, 4)), low_byte);
       const __m128i packed = _mm_packus_epi16(_mm256_castsi256_si128(pairs), _mm256_extracti128_si256(pairs, 1));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + blk * (kBlock / 2)), _mm_shuffle_epi8(packed, unit_order));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(code_block(codes, r, blk - r * blocks)),
+                       _mm_shuffle_epi8(packed, unit_order));
       if (kMeasure) {
         const __m256 value = _mm256_mul_ps(magnitudes, _mm256_set1_ps(table.scale_value[scale]));
         for (int q = 0; q < 4; ++q)
@@ -176,7 +178,8 @@ int64_t quantize_f32_rows(const float* src, int64_t rows, int64_t k, uint8_t* co
   return -1;
 }
 
-int64_t quantize_f32(const float* src, int64_t rows, int64_t k, uint8_t* codes, uint8_t* scales, Sums* sums) {
+int64_t quantize_f32(const float* src, int64_t rows, int64_t k, const Mxfp4CodeLayout& codes, uint8_t* scales,
+                     Sums* sums) {
   return sums ? quantize_f32_rows<true>(src, rows, k, codes, scales, sums)
               : quantize_f32_rows<false>(src, rows, k, codes, scales, nullptr);
 }

@@ -63,8 +63,8 @@ constexpr int kF32Element[2][16] = {{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 1
                                     {16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31}};
 
 template <bool kMeasure>
-int64_t quantize_bf16_rows(const uint16_t* src, int64_t rows, int64_t k, uint8_t* codes, uint8_t* scales,
-                           Sums* sums) {
+int64_t quantize_bf16_rows(const uint16_t* src, int64_t rows, int64_t k, const Mxfp4CodeLayout& codes,
+                           uint8_t* scales, Sums* sums) {
   const int64_t blocks = k / kBlock;
   const BoundaryTable& table = boundary_table();
   const __m512i abs_mask = _mm512_set1_epi16(0x7fff), eight = _mm512_set1_epi16(8), one = _mm512_set1_epi16(1),
@@ -89,7 +89,8 @@ int64_t quantize_bf16_rows(const uint16_t* src, int64_t rows, int64_t k, uint8_t
       const __m512i s = _mm512_or_si512(c, _mm512_and_si512(_mm512_srli_epi16(x, 12), eight));
       // Each 32-bit lane holds two codes; its low byte gets both nibbles, and vpmovdb keeps it.
       const __m512i pairs = _mm512_or_si512(s, _mm512_srli_epi32(s, 12));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + blk * (kBlock / 2)), _mm512_cvtepi32_epi8(pairs));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(code_block(codes, r, blk - r * blocks)),
+                       _mm512_cvtepi32_epi8(pairs));
       if (kMeasure) {
         const __m512 value = _mm512_mul_ps(magnitudes, _mm512_set1_ps(table.scale_value[scale]));
         row_sums.add(0, _mm512_permutexvar_ps(_mm512_unpacklo_epi16(c, zero), value),
@@ -103,14 +104,15 @@ int64_t quantize_bf16_rows(const uint16_t* src, int64_t rows, int64_t k, uint8_t
   return -1;
 }
 
-int64_t quantize_bf16(const uint16_t* src, int64_t rows, int64_t k, uint8_t* codes, uint8_t* scales, Sums* sums) {
+int64_t quantize_bf16(const uint16_t* src, int64_t rows, int64_t k, const Mxfp4CodeLayout& codes, uint8_t* scales,
+                      Sums* sums) {
   return sums ? quantize_bf16_rows<true>(src, rows, k, codes, scales, sums)
               : quantize_bf16_rows<false>(src, rows, k, codes, scales, nullptr);
 }
 
 template <bool kMeasure>
-int64_t quantize_f32_rows(const float* src, int64_t rows, int64_t k, uint8_t* codes, uint8_t* scales,
-                          Sums* sums) {
+int64_t quantize_f32_rows(const float* src, int64_t rows, int64_t k, const Mxfp4CodeLayout& codes,
+                          uint8_t* scales, Sums* sums) {
   const int64_t blocks = k / kBlock;
   const BoundaryTable& table = boundary_table();
   const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff), eight = _mm512_set1_epi32(8), one = _mm512_set1_epi32(1);
@@ -139,7 +141,8 @@ int64_t quantize_f32_rows(const float* src, int64_t rows, int64_t k, uint8_t* co
       // Each 64-bit lane holds two codes; its low byte gets both nibbles, and vpmovqb keeps it.
       const __m128i p0 = _mm512_cvtepi64_epi8(_mm512_or_si512(s0, _mm512_srli_epi64(s0, 28)));
       const __m128i p1 = _mm512_cvtepi64_epi8(_mm512_or_si512(s1, _mm512_srli_epi64(s1, 28)));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + blk * (kBlock / 2)), _mm_unpacklo_epi64(p0, p1));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(code_block(codes, r, blk - r * blocks)),
+                       _mm_unpacklo_epi64(p0, p1));
       if (kMeasure) {
         const __m512 value = _mm512_mul_ps(magnitudes, _mm512_set1_ps(table.scale_value[scale]));
         row_sums.add(0, _mm512_permutexvar_ps(c0, value), _mm512_castsi512_ps(a0));
@@ -151,7 +154,8 @@ int64_t quantize_f32_rows(const float* src, int64_t rows, int64_t k, uint8_t* co
   return -1;
 }
 
-int64_t quantize_f32(const float* src, int64_t rows, int64_t k, uint8_t* codes, uint8_t* scales, Sums* sums) {
+int64_t quantize_f32(const float* src, int64_t rows, int64_t k, const Mxfp4CodeLayout& codes, uint8_t* scales,
+                     Sums* sums) {
   return sums ? quantize_f32_rows<true>(src, rows, k, codes, scales, sums)
               : quantize_f32_rows<false>(src, rows, k, codes, scales, nullptr);
 }

@@ -11,6 +11,8 @@
 // row sums are added in double, rows in order.
 #include <cstdint>
 
+#include "formats/mxfp4_quantize.h"
+
 namespace moeprep::mxfp4_kernels {
 
 constexpr int64_t kBlock = 32;
@@ -51,6 +53,11 @@ inline float reduce_partial_sums(const float s[32]) {
   return t[0] + t[1];
 }
 
+// Where the 16 code bytes of block `block` of row `row` go.
+inline uint8_t* code_block(const Mxfp4CodeLayout& c, int64_t row, int64_t block) {
+  return c.data + row * c.row_stride + block * c.block_stride;
+}
+
 // Sums of squares over the quantized rows: (dequantized - source)^2 and source^2.
 struct Sums {
   double error = 0, reference = 0;
@@ -60,9 +67,10 @@ struct Sums {
 // holding a NaN or Inf, where it stopped (outputs of the blocks before it are written). The
 // quantizers add to *sums when it is not null.
 struct Kernels {
-  int64_t (*quantize_bf16)(const uint16_t* src, int64_t rows, int64_t k, uint8_t* codes, uint8_t* scales,
-                           Sums* sums);
-  int64_t (*quantize_f32)(const float* src, int64_t rows, int64_t k, uint8_t* codes, uint8_t* scales, Sums* sums);
+  int64_t (*quantize_bf16)(const uint16_t* src, int64_t rows, int64_t k, const Mxfp4CodeLayout& codes,
+                           uint8_t* scales, Sums* sums);
+  int64_t (*quantize_f32)(const float* src, int64_t rows, int64_t k, const Mxfp4CodeLayout& codes, uint8_t* scales,
+                          Sums* sums);
   int64_t (*scales_bf16)(const uint16_t* src, int64_t rows, int64_t k, uint8_t* scales);
   int64_t (*scales_f32)(const float* src, int64_t rows, int64_t k, uint8_t* scales);
 };

@@ -50,6 +50,16 @@ struct QuantizationStats {
   std::map<int64_t, std::pair<double, double>> per_expert;
 };
 
+// Where MXFP4 codes go when the caller lays them out itself (CanonicalSource::assemble_codes):
+// `rows` rows starting at the row asked for, the 16 code bytes of block b (elements 32b to
+// 32b + 31) of the i-th of them at data + i * row_stride + b * block_stride.
+struct CodeRowSpan {
+  uint8_t* data = nullptr;
+  int64_t rows = 0, row_stride = 0, block_stride = 0;
+};
+// (expert within the slice, row within the expert) -> the span that begins with that row.
+using CodeRowDestination = std::function<CodeRowSpan(int64_t expert, int64_t row)>;
+
 // One canonical source tensor of one layer.
 struct CanonicalSource {
   Dtype dtype = Dtype::U8;
@@ -69,6 +79,10 @@ struct CanonicalSource {
   // one of `tensors` if assemble() already hashed it while reading it, else "". Complete once
   // every expert has been assembled; lets the executor skip a second pass over the checkpoint.
   std::function<std::string(const std::string& tensor)> source_digest;
+  // Optional, for quantizing sources of MXFP4 blocks: assemble() with the codes written where
+  // `to` says instead of into a new tensor (same codes, error, digests), so that the executor
+  // can quantize straight into the shuffled output without a copy of the slice in between.
+  std::function<void(int64_t first, int64_t count, const CodeRowDestination& to)> assemble_codes;
 };
 
 struct MoeLayer {

@@ -78,6 +78,63 @@ std::vector<Bf16Run> bf16_runs(const ExpertRows& m, int64_t e, std::vector<uint1
 
 }  // namespace
 
+namespace {
+
+// Scratch of one slice's quantizing pass, reused from expert to expert.
+struct QuantizeScratch {
+  std::vector<uint8_t> scales;
+  std::vector<uint16_t> bf16;
+  std::vector<float> f32;
+};
+
+// Quantizes `rows` rows of `k` starting at row `row` of the expert, whose codes go through `to`.
+template <class Source>
+void quantize_rows_to(const Source* src, int64_t row, int64_t rows, int64_t k,
+                      const std::function<CodeRowSpan(int64_t row)>& to, uint8_t* scales, const std::string& context,
+                      Mxfp4ErrorSums& sums) {
+  for (int64_t done = 0; done < rows;) {
+    const CodeRowSpan span = to(row + done);
+    if (span.rows <= 0) throw_internal(context + ": code destination of no rows");
+    const int64_t n = std::min(span.rows, rows - done);
+    const Mxfp4CodeLayout layout{span.data, span.row_stride, span.block_stride};
+    if constexpr (sizeof(Source) == 2) {
+      quantize_mxfp4_rows_bf16_measured(src + done * k, n, k, layout, scales + (row + done) * (k / kBlock), context,
+                                        sums);
+    } else {
+      quantize_mxfp4_rows_measured(src + done * k, n, k, layout, scales + (row + done) * (k / kBlock), context, sums);
+    }
+    done += n;
+  }
+}
+
+// Expert e of the rows, quantized: its codes through `to` (rows of this expert), its scales
+// handed to the scales source, its error into `stats`, its tensors hashed, its pages let go.
+void quantize_expert(const ExpertRows& m, int64_t e, const std::function<CodeRowSpan(int64_t row)>& to,
+                     QuantizationStats& stats, QuantizeScratch& scratch) {
+  const std::string label = expert_context(m, e);
+  scratch.scales.resize(static_cast<size_t>(m.elements() / kBlock));
+  // The error is measured in the quantizing pass; runs split the rows, and their sums add up
+  // to those of the expert's rows in one piece.
+  Mxfp4ErrorSums se;
+  if (m.read_f32) {
+    scratch.f32.resize(static_cast<size_t>(m.elements()));
+    m.read_f32(e, scratch.f32.data());
+    quantize_rows_to(scratch.f32.data(), 0, m.rows, m.cols, to, scratch.scales.data(), label, se);
+  } else {
+    int64_t row = 0;
+    for (const Bf16Run& run : bf16_runs(m, e, scratch.bf16, label)) {
+      quantize_rows_to(run.data, row, run.rows, m.cols, to, scratch.scales.data(), *run.name, se);
+      row += run.rows;
+    }
+  }
+  hash_expert_tensors(m, e);
+  if (m.release) m.release(e);
+  stats.add(e, se.error, se.reference);
+  if (m.scale_handoff) m.scale_handoff->put(e, scratch.scales);
+}
+
+}  // namespace
+
 CanonicalSource mxfp4_blocks_source(ExpertRowsPtr rows) {
   CanonicalSource s;
   s.dtype = Dtype::U8;
@@ -91,34 +148,23 @@ CanonicalSource mxfp4_blocks_source(ExpertRowsPtr rows) {
     const ExpertRows& m = *rows;
     check_slice(m, first, count);
     ByteTensor out{Dtype::U8, blocks_shape(m, count), {}};
-    const size_t code_bytes = static_cast<size_t>(m.elements() / 2);
-    out.bytes.resize(code_bytes * static_cast<size_t>(count));
-    std::vector<uint8_t> scales(static_cast<size_t>(m.elements() / kBlock));
-    std::vector<uint16_t> bf16;
-    std::vector<float> f32(m.read_f32 ? static_cast<size_t>(m.elements()) : 0);
+    const int64_t row_bytes = m.cols / 2;
+    out.bytes.resize(static_cast<size_t>(m.rows * row_bytes * count));
+    QuantizeScratch scratch;
     for (int64_t e = first; e < first + count; ++e) {
-      uint8_t* codes = out.bytes.data() + code_bytes * static_cast<size_t>(e - first);
-      const std::string label = expert_context(m, e);
-      // The error is measured in the quantizing pass; runs split the rows, and their sums add
-      // up to those of the expert's rows in one piece.
-      Mxfp4ErrorSums se;
-      if (m.read_f32) {
-        m.read_f32(e, f32.data());
-        quantize_mxfp4_rows_measured(f32.data(), m.rows, m.cols, codes, scales.data(), label, se);
-      } else {
-        int64_t row = 0;
-        for (const Bf16Run& run : bf16_runs(m, e, bf16, label)) {
-          quantize_mxfp4_rows_bf16_measured(run.data, run.rows, m.cols, codes + row * m.cols / 2,
-                                            scales.data() + row * m.cols / kBlock, *run.name, se);
-          row += run.rows;
-        }
-      }
-      hash_expert_tensors(m, e);
-      if (m.release) m.release(e);
-      stats->add(e, se.error, se.reference);
-      if (m.scale_handoff) m.scale_handoff->put(e, scales);
+      uint8_t* codes = out.bytes.data() + (e - first) * m.rows * row_bytes;
+      quantize_expert(
+          m, e, [&](int64_t row) { return CodeRowSpan{codes + row * row_bytes, m.rows - row, row_bytes, kBlock / 2}; },
+          *stats, scratch);
     }
     return out;
+  };
+  s.assemble_codes = [rows, stats](int64_t first, int64_t count, const CodeRowDestination& to) {
+    const ExpertRows& m = *rows;
+    check_slice(m, first, count);
+    QuantizeScratch scratch;
+    for (int64_t e = first; e < first + count; ++e)
+      quantize_expert(m, e, [&](int64_t row) { return to(e - first, row); }, *stats, scratch);
   };
   return s;
 }

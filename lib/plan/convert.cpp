@@ -115,6 +115,18 @@ UnitOutput run_unit(const ConvertPlan& plan, const TensorJob& job, const Unit& u
       return out;
     }
   }
+  if (!job.reads_source_directly() && fused_weight && job.canonical.assemble_codes) {
+    // Quantizing sources put their codes straight into the shuffled output.
+    const int64_t first = unit.chunk.whole ? 0 : unit.chunk.first;
+    out.owned = pool.take(cb.out_size);
+    write_weight_recipe_fused_from_codes(job.role, dims, plan.options, plan.gate_up_interleaved, out.owned.data(),
+                                         out.owned.size(), [&](const models::CodeRowDestination& to) {
+                                           job.canonical.assemble_codes(first, dims.experts, to);
+                                         });
+    out.data = out.owned.data();
+    out.size = out.owned.size();
+    return out;
+  }
   ByteTensor in;
   if (job.reads_source_directly()) {
     in.dtype = spec.in_dtype;

@@ -6,6 +6,7 @@
 // specification: tests require identical bytes, and verify undoes the recorded steps.
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 
 #include "plan/aiter_recipes.h"
 #include "plan/options.h"
@@ -21,5 +22,14 @@ bool has_fused_weight_recipe(ExpertRole role, const ExpertDims& dims, const Conv
 void write_weight_recipe_fused(ExpertRole role, const ExpertDims& dims, const ConvertOptions& options,
                                bool gate_up_interleaved, const uint8_t* in, size_t in_size, uint8_t* out,
                                size_t out_size);
+
+// The same output for a source that makes its MXFP4 codes itself (a quantizing source's
+// CanonicalSource::assemble_codes): writes the padding, then calls `produce` with a
+// destination that puts each source row's 16-byte runs straight where the shuffled layout
+// keeps them, so the codes are written once, in place. `produce` must fill every row of every
+// one of dims.experts experts.
+void write_weight_recipe_fused_from_codes(ExpertRole role, const ExpertDims& dims, const ConvertOptions& options,
+                                          bool gate_up_interleaved, uint8_t* out, size_t out_size,
+                                          const std::function<void(const models::CodeRowDestination&)>& produce);
 
 }  // namespace moeprep::plan

@@ -295,3 +295,37 @@ TEST(Mxfp4SimdVariants, NanAndInfAtEveryPositionFailWithTheSameMessage) {
     }
   }
 }
+
+TEST(Mxfp4SimdVariants, CodesGoWhereTheLayoutSaysWithTheSameScalesAndSums) {
+  // Blocks of a row 16 bytes apart is the plain layout; a tile-like layout (rows 16 bytes
+  // apart, blocks a column further, with a 16-byte gap per column that must stay untouched)
+  // gets the same 16-byte blocks, and the scales and sums do not change.
+  const int64_t rows = 20, k = 256, blocks = k / 32;
+  const Data d = make_data(rows, k, 9, true);
+  for_each_level([&](SimdLevel) {
+    for (bool bf16 : {true, false}) {
+      SCOPED_TRACE(bf16 ? "bf16" : "f32");
+      std::vector<uint8_t> plain(static_cast<size_t>(rows * k / 2)), plain_scales(static_cast<size_t>(rows * blocks));
+      const int64_t column = rows * 16 + 16;
+      std::vector<uint8_t> tiled(static_cast<size_t>(blocks * column), 0xA5), tiled_scales(plain_scales.size());
+      Mxfp4ErrorSums plain_sums, tiled_sums;
+      const Mxfp4CodeLayout layout{tiled.data(), 16, column};
+      if (bf16) {
+        quantize_mxfp4_rows_bf16_measured(d.bf16.data(), rows, k, plain.data(), plain_scales.data(), "t", plain_sums);
+        quantize_mxfp4_rows_bf16_measured(d.bf16.data(), rows, k, layout, tiled_scales.data(), "t", tiled_sums);
+      } else {
+        quantize_mxfp4_rows_measured(d.f32.data(), rows, k, plain.data(), plain_scales.data(), "t", plain_sums);
+        quantize_mxfp4_rows_measured(d.f32.data(), rows, k, layout, tiled_scales.data(), "t", tiled_sums);
+      }
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t b = 0; b < blocks; ++b)
+          ASSERT_EQ(0, std::memcmp(tiled.data() + b * column + r * 16, plain.data() + r * k / 2 + b * 16, 16))
+              << "row " << r << ", block " << b;
+      for (int64_t b = 0; b < blocks; ++b)
+        for (int64_t i = rows * 16; i < column; ++i) ASSERT_EQ(tiled[static_cast<size_t>(b * column + i)], 0xA5);
+      EXPECT_EQ(tiled_scales, plain_scales);
+      EXPECT_EQ(0, std::memcmp(&tiled_sums.error, &plain_sums.error, sizeof(double)));
+      EXPECT_EQ(0, std::memcmp(&tiled_sums.reference, &plain_sums.reference, sizeof(double)));
+    }
+  });
+}

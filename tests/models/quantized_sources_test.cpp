@@ -124,6 +124,40 @@ TEST(QuantizedSources, SlicesEqualTheWholeAndTheErrorDoesNotDependOnSlicing) {
   EXPECT_EQ(sliced.quantization->relative_error(), whole.quantization->relative_error());
 }
 
+TEST(QuantizedSources, CodesWrittenWhereTheCallerSaysEqualTheAssembledSlice) {
+  // assemble_codes: the executor's destination (here: blocks stored column by column per
+  // expert, spans of 1 to 3 rows that cut the expert's rows anywhere) gets the assembled bytes,
+  // and the error, digests and scale hand-off are those of assemble().
+  const int64_t E = 4, N = 7, K = 96, blocks = K / 32;
+  std::vector<std::vector<uint16_t>> experts;
+  for (int e = 0; e < E; ++e) experts.push_back(random_bf16(N * K, 70 + e, 0.02 * (e + 1)));
+  const auto rows = memory_rows(experts, N, K), again = memory_rows(experts, N, K);
+  const CanonicalSource assembled = mxfp4_blocks_source(rows), placed = mxfp4_blocks_source(again);
+  ASSERT_TRUE(placed.assemble_codes);
+  const ByteTensor want = assembled.assemble(1, 3);
+  std::vector<uint8_t> got(want.bytes.size(), 0xA5);
+  std::vector<int64_t> asked;
+  placed.assemble_codes(1, 3, [&](int64_t e, int64_t row) {
+    asked.push_back(e * N + row);
+    return CodeRowSpan{got.data() + (e * blocks * N + row) * 16, 1 + row % 3, 16, N * 16};
+  });
+  for (int64_t e = 0; e < 3; ++e)
+    for (int64_t r = 0; r < N; ++r)
+      for (int64_t b = 0; b < blocks; ++b)
+        ASSERT_EQ(0, std::memcmp(got.data() + (e * blocks * N + b * N + r) * 16,
+                                 want.bytes.data() + ((e * N + r) * blocks + b) * 16, 16))
+            << "expert " << e << ", row " << r << ", block " << b;
+  // Spans of 1 + row % 3 rows: rows 0, 1 (and 2), 3, 4 (and 5), 6 of each expert.
+  EXPECT_EQ(asked, (std::vector<int64_t>{0, 1, 3, 4, 6, 7, 8, 10, 11, 13, 14, 15, 17, 18, 20}));
+  EXPECT_EQ(placed.quantization->relative_error(), assembled.quantization->relative_error());
+  for (int64_t e = 1; e < 4; ++e) {
+    std::vector<uint8_t> a, b;
+    ASSERT_TRUE(rows->scale_handoff->take(e, a));
+    ASSERT_TRUE(again->scale_handoff->take(e, b));
+    EXPECT_EQ(a, b) << e;
+  }
+}
+
 TEST(QuantizedSources, SquaredErrorIsTheSameForBf16AndFloatRows) {
   // The BF16 sum has its own (vector) implementation; both must measure the same error, and
   // equal a plain double-precision sum over dequantized values.
