@@ -411,14 +411,14 @@ void enqueue_fused_moe(const DeviceMoeLayer& layer, const DeviceRouter& router, 
   // GEMMs (staged 3, 4) are no faster than the pipelined one at T = 4096 on the H100 yet
   // (bench/NOTES-fused-moe.md, v10-big), so only an explicit choice takes them.
   g.staged = ksplit != 1 ? 0 : options.staged < 0 ? (tile >= 64 ? 1 : 0) : options.staged;
-  const bool tiled = (g.staged == 3 || g.staged == 4) && !options.simple && !small;
+  const bool tiled = (g.staged == 3 || g.staged == 4 || g.staged == 5) && !options.simple && !small;
 #if defined(__HIPCC__)
   constexpr bool kTiledBuilt = false;
 #else
   constexpr bool kTiledBuilt = true;
 #endif
   if (tiled && (tile != 64 || !kTiledBuilt)) {
-    throw_bad_input("fused_moe: the tiled GEMM (staged 3, 4) takes token tile 64 and k_split 1 under CUDA, not tile " +
+    throw_bad_input("fused_moe: the tiled GEMM (staged 3, 4, 5) takes token tile 64 and k_split 1 under CUDA, not tile " +
                     std::to_string(tile) + " k_split " + std::to_string(ksplit) + " under " MOEPREP_GPU_API);
   }
   g.tiled_rows = options.tiled_rows;

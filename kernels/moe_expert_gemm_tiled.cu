@@ -29,15 +29,15 @@
 #include "formats/bf16.h"
 #include "kernels/moe_device_math.h"
 #include "kernels/moe_internal.h"
+#include "kernels/moe_tiled_common.h"
 
 #if !defined(__HIPCC__)
 
 namespace moeprep::gpu::detail {
 namespace {
 
-constexpr int kTokens = 64;   // token slots per block (the token tile)
-constexpr int kChunk = 64;    // K elements per pipeline step
-constexpr int kStages = 4;    // cp.async ring depth (chunks in flight)
+using namespace tiled;
+
 constexpr int kAutoTiledRows = 128;  // rows per block when ExpertGemmArgs::tiled_rows is 0 (256: slower)
 
 // ROWS weight rows per block (128 or 256), two threads per row. Shared memory, in 16-byte units:
@@ -55,52 +55,6 @@ struct TiledShape {
   static constexpr int kBCopies = kTokens * 8 / kThreads;  // 16-byte B copies per thread and chunk
 };
 
-struct TiledParams {
-  const uint8_t* w;
-  const uint8_t* scale;
-  const float* bias;
-  RowTable rows;
-  int32_t K;                 // padded K in elements (a multiple of 64)
-  const uint16_t* b;         // B rows of K bf16, K-permuted
-  const int32_t* sorted_pairs;
-  int32_t top_k;
-  bool gather;               // gate_up: B row = token of the pick; down: B row = slot
-  const Tile* tiles;
-  const int32_t* num_tiles;
-  int32_t row_blocks;        // set by launch_tiled
-  int32_t loadable_rows;     // gate_up: I' units; down: H' rows
-  int32_t up_offset;         // gate_up: I' (up rows follow the gate rows)
-  int32_t out_rows;          // gate_up: I' (act columns); down: H (y columns)
-  int64_t rows_pad;          // rows per expert (bias stride)
-  uint16_t* act;
-  float* y;
-  int act_kind;
-  float alpha, limit;
-};
-
-// 16-byte chunk `chunk` of row `row` in a [rows][8 chunks] tile: XOR-swizzled by the row, so
-// that 8 consecutive rows at one logical chunk (ldmatrix) and 8 chunks of one row (cp.async,
-// the dequant stores) each hit 8 distinct bank groups.
-__device__ __forceinline__ int swz(int row, int chunk) { return row * 8 + (chunk ^ (row & 7)); }
-
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
-  // src-size 0 zero-fills the 16 bytes (tokens past the tile, rows past the tensor).
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(smem)), "l"(gmem),
-               "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async4(void* smem, const void* gmem) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(smem_addr(smem)), "l"(gmem));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
 __device__ __forceinline__ void ldmatrix_x4(uint32_t addr, uint32_t (&r)[4]) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
@@ -112,18 +66,7 @@ __device__ __forceinline__ uint32_t word_of(const uint4& v, int w) {
 }
 
 // ---- wgmma (sm_90a only) ----
-// Shared-memory matrix descriptor of a K-major tile of 128-byte rows in the 128-byte swizzle
-// (16-byte chunk ^ (row & 7), tile base 1024-aligned): 8-row groups 1024 bytes apart. A k16 step
-// inside the 64-element rows advances the start address by 32 bytes.
-__device__ __forceinline__ uint64_t sw128_desc(uint32_t addr) {
-  return static_cast<uint64_t>((addr & 0x3FFFFu) >> 4) | (uint64_t{1} << 16) | (uint64_t{1024 >> 4} << 32) |
-         (uint64_t{1} << 62);
-}
-
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
 // D[64 rows x 64 tokens] += A[64 x 16] . B[64 x 16]^T, both K-major in shared memory.
 __device__ __forceinline__ void wgmma_m64n64k16(float (&d)[32], uint64_t da, uint64_t db) {
   asm volatile(
@@ -132,17 +75,7 @@ __device__ __forceinline__ void wgmma_m64n64k16(float (&d)[32], uint64_t da, uin
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
       : "l"(da), "l"(db));
 }
-// The compiler must not move reads or writes of the accumulators across an issued wgmma and
-// its wait: mark them as changed at both points.
-__device__ __forceinline__ void fence_operands(float (&d)[32]) {
-#pragma unroll
-  for (int i = 0; i < 32; ++i) asm volatile("" : "+f"(d[i])::"memory");
-}
 #else
-__device__ __forceinline__ void fence_operands(float (&)[32]) {}
-__device__ __forceinline__ void wgmma_fence() {}
-__device__ __forceinline__ void wgmma_commit() {}
-__device__ __forceinline__ void wgmma_wait_all() {}
 __device__ __forceinline__ void wgmma_m64n64k16(float (&)[32], uint64_t, uint64_t) { __trap(); }
 #endif
 
@@ -367,9 +300,10 @@ void launch_tiled(TiledParams p, int64_t max_tiles, gpuStream_t stream) {
       <<<static_cast<unsigned>(max_tiles * p.row_blocks), TiledShape<ROWS>::kThreads, kSmemBytes, stream>>>(p);
 }
 
-// wgmma for staged 3 on a Hopper device (the sm_90a build); mma.sync for staged 4 and elsewhere.
+// wgmma for staged 3 and 5 on a Hopper device (the sm_90a build); mma.sync for staged 4 and
+// elsewhere.
 bool use_wgmma(const ExpertGemmArgs& a) {
-  if (a.staged != 3) return false;
+  if (a.staged != 3 && a.staged != 5) return false;
   int device = 0, major = 0, minor = 0;
   cudaError_t err = cudaGetDevice(&device);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
@@ -381,6 +315,10 @@ bool use_wgmma(const ExpertGemmArgs& a) {
 template <bool GATE_UP, int ROWS>
 void launch_tiled_rows(const ExpertGemmArgs& a, const TiledParams& p, bool large_scales, gpuStream_t s) {
   const bool wg = use_wgmma(a);
+  if (wg && a.staged == 5) {  // A from registers (moe_expert_gemm_tiled_rs.cu)
+    return large_scales ? launch_tiled_rs<GATE_UP, true, ROWS>(p, a.max_tiles, s)
+                        : launch_tiled_rs<GATE_UP, false, ROWS>(p, a.max_tiles, s);
+  }
   if (large_scales) {
     wg ? launch_tiled<GATE_UP, true, true, ROWS>(p, a.max_tiles, s)
        : launch_tiled<GATE_UP, true, false, ROWS>(p, a.max_tiles, s);

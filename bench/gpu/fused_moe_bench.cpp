@@ -367,6 +367,29 @@ void BM_FusedMoeSeparatedTiled(benchmark::State& state) {
 }
 BENCHMARK(BM_FusedMoeSeparatedTiled)->ArgName("T")->Arg(2048)->Arg(4096)->UseManualTime()->MinTime(0.3)->Unit(
     benchmark::kMillisecond);
+// The tiled GEMMs with wgmma reading A from registers (staged 5; v11-big in the notes).
+void BM_FusedMoeSeparatedTiledRegs(benchmark::State& state) {
+  gpu::FusedMoeOptions opt;
+  opt.staged = 5;
+  run_moe(state, layout::GateMode::Separated, opt);
+}
+BENCHMARK(BM_FusedMoeSeparatedTiledRegs)->ArgName("T")->Arg(2048)->Arg(4096)->UseManualTime()->MinTime(0.3)->Unit(
+    benchmark::kMillisecond);
+void BM_FusedMoeSeparatedTiledRegs256(benchmark::State& state) {
+  gpu::FusedMoeOptions opt;
+  opt.staged = 5;
+  opt.tiled_rows = 256;
+  run_moe(state, layout::GateMode::Separated, opt);
+}
+BENCHMARK(BM_FusedMoeSeparatedTiledRegs256)->ArgName("T")->Arg(4096)->UseManualTime()->MinTime(0.3)->Unit(
+    benchmark::kMillisecond);
+void BM_FusedMoeInterleaveTiledRegs(benchmark::State& state) {
+  gpu::FusedMoeOptions opt;
+  opt.staged = 5;
+  run_moe(state, layout::GateMode::Interleave, opt);
+}
+BENCHMARK(BM_FusedMoeInterleaveTiledRegs)->ArgName("T")->Arg(4096)->UseManualTime()->MinTime(0.3)->Unit(
+    benchmark::kMillisecond);
 void BM_FusedMoeSeparatedTiledMma(benchmark::State& state) {
   gpu::FusedMoeOptions opt;
   opt.staged = 4;

@@ -1,5 +1,6 @@
 // The tiled expert GEMMs (kernels/moe_expert_gemm_tiled.cu: 128 or 256 weight rows x 64 tokens
-// per block, wgmma on Hopper or mma.sync; chosen by FusedMoeOptions::staged 3 / 4) on small layers: both gate modes, several token
+// per block, wgmma on Hopper or mma.sync; chosen by FusedMoeOptions::staged 3 / 4; 5: wgmma with
+// A from registers, moe_expert_gemm_tiled_rs.cu) on small layers: both gate modes, several token
 // tiles per expert with partial tiles, padding tokens, row blocks that reach past H (down) and
 // every gated activation kind, against the CPU kernel-layout MoE and the dense reference; repeated
 // calls bitwise identical; and the option checks.
@@ -30,7 +31,8 @@ using testing::kThreshold;
 
 class FusedMoeTiledGpu : public testing::GpuTest {};
 
-// staged 3: wgmma on Hopper (mma.sync elsewhere); 4: mma.sync everywhere. rows: weight rows
+// staged 3: wgmma on Hopper (mma.sync elsewhere); 4: mma.sync everywhere; 5: wgmma with A from
+// registers on Hopper (the staged 3 kernels elsewhere). rows: weight rows
 // per block (128, 256; 0 automatic).
 FusedMoeOptions tiled(int staged = 3, int rows = 0) {
   FusedMoeOptions o;
@@ -144,11 +146,13 @@ TEST_F(FusedMoeTiledGpu, MatchesTheCpuKernelLayoutAndTheReference) {
           reference::moe_forward_kernel_layout_cpu(l.kr.view(), l.src.router(), rc, act, x.data(), kT, kValid);
       const MoeOutput ref = reference::moe_forward_reference(l.dense, l.src.router(), rc, act, x.data(), kT, kValid);
       expect_partial_and_multiple_tiles(cpu.routing);
-      for (int staged : {3, 4}) {
+      for (int staged : {3, 4, 5}) {
         for (int rows : {128, 256}) {
+          const char* kind_of_mma = staged == 3   ? " staged 3 (wgmma on Hopper)"
+                                    : staged == 5 ? " staged 5 (wgmma, A from registers, on Hopper)"
+                                                  : " staged 4";
           const std::string what = std::string(mode == GateMode::Separated ? "separated " : "interleave ") +
-                                   kind_name(kind) + (staged == 3 ? " staged 3 (wgmma on Hopper)" : " staged 4") +
-                                   " rows " + std::to_string(rows);
+                                   kind_name(kind) + kind_of_mma + " rows " + std::to_string(rows);
           expect_matches(run_poisoned(layer, router, act, x, tiled(staged, rows), 2), cpu, ref, what);
         }
       }
@@ -177,12 +181,45 @@ TEST_F(FusedMoeTiledGpu, AgreesWithThePipelinedKernelAndAcrossBlockShapes) {
   const auto rows128 = run_poisoned(layer, router, ActivationParams{}, x, tiled(3, 128), 1);
   const auto rows256 = run_poisoned(layer, router, ActivationParams{}, x, tiled(3, 256), 1);
   const auto mma_sync = run_poisoned(layer, router, ActivationParams{}, x, tiled(4), 1);
+  const auto regs128 = run_poisoned(layer, router, ActivationParams{}, x, tiled(5, 128), 1);
+  const auto regs256 = run_poisoned(layer, router, ActivationParams{}, x, tiled(5, 256), 1);
   const size_t bytes = automatic[0].size() * 4;
   EXPECT_EQ(std::memcmp(automatic[0].data(), pipelined[0].data(), bytes), 0);
   EXPECT_EQ(std::memcmp(rows_default[0].data(), rows128[0].data(), bytes), 0);
   EXPECT_EQ(std::memcmp(rows128[0].data(), rows256[0].data(), bytes), 0);
   EXPECT_LT(moe_testing::rel_err(rows128[0], pipelined[0]), kKernelLayoutTolerance);
   EXPECT_LT(moe_testing::rel_err(rows128[0], mma_sync[0]), kKernelLayoutTolerance);
+  // A from registers: the same matrices as A from shared memory, so within rounding of it (and
+  // bitwise across block shapes).
+  EXPECT_EQ(std::memcmp(regs128[0].data(), regs256[0].data(), bytes), 0);
+  const double err_regs = moe_testing::rel_err(regs128[0], rows128[0]);
+  std::printf("tiled A from registers vs A from shared memory: rel err %.3e, bitwise %s\n", err_regs,
+              std::memcmp(regs128[0].data(), rows128[0].data(), bytes) == 0 ? "equal" : "different");
+  EXPECT_LT(err_regs, kKernelLayoutTolerance);
+  EXPECT_LT(moe_testing::rel_err(regs128[0], pipelined[0]), kKernelLayoutTolerance);
+}
+
+// Scale codes above 128 (the second multiply of the dequantization, a template branch of its
+// own in every tiled kernel): each MMA kind against the CPU kernel-layout MoE.
+TEST_F(FusedMoeTiledGpu, LargeScalesMatchTheCpuKernelLayout) {
+  reference::RouterConfig rc;
+  rc.top_k = static_cast<int>(kTopK);
+  Layer l;
+  l.src = moe_testing::random_gpt_oss_source(kE, kH, kI, 67, 126, 133);
+  l.dense = l.src.dense();
+  l.kr = moe_testing::build_kernel_ready(l.src, GateMode::Separated, 320, 192);
+  const DeviceMoeLayer layer = upload_layer(l.kr.view());
+  ASSERT_TRUE(layer.w13_rows.large_scales && layer.w2_rows.large_scales) << "no scale code above 128 in the layer";
+  const DeviceRouter router = upload_router(l.src.router(), rc, kE, kH);
+  const auto x = moe_testing::random_activations(kT, kH, 68);
+  const ActivationParams act;
+  const MoeOutput cpu =
+      reference::moe_forward_kernel_layout_cpu(l.kr.view(), l.src.router(), rc, act, x.data(), kT, kValid);
+  const MoeOutput ref = reference::moe_forward_reference(l.dense, l.src.router(), rc, act, x.data(), kT, kValid);
+  for (int staged : {3, 4, 5}) {
+    expect_matches(run_poisoned(layer, router, act, x, tiled(staged, 128), 2), cpu, ref,
+                   "large scales staged " + std::to_string(staged));
+  }
 }
 
 TEST_F(FusedMoeTiledGpu, RefusesOtherTokenTilesAndRowCounts) {

@@ -1,0 +1,102 @@
+#pragma once
+// What the tiled expert GEMMs (moe_expert_gemm_tiled.cu: A dequantized into shared memory;
+// moe_expert_gemm_tiled_rs.cu: A dequantized into wgmma's registers) share: the block shape
+// constants, the kernel parameters, the shared-memory swizzle, cp.async and the wgmma
+// synchronization. CUDA only; included by .cu files after kernels/portability.h.
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/moe_internal.h"
+
+#if !defined(__HIPCC__)
+
+namespace moeprep::gpu::detail::tiled {
+
+constexpr int kTokens = 64;  // token slots per block (the token tile)
+constexpr int kChunk = 64;   // K elements per pipeline step
+constexpr int kStages = 4;   // cp.async ring depth (chunks in flight)
+
+struct TiledParams {
+  const uint8_t* w;
+  const uint8_t* scale;
+  const float* bias;
+  RowTable rows;
+  int32_t K;                 // padded K in elements (a multiple of 64)
+  const uint16_t* b;         // B rows of K bf16, K-permuted
+  const int32_t* sorted_pairs;
+  int32_t top_k;
+  bool gather;               // gate_up: B row = token of the pick; down: B row = slot
+  const Tile* tiles;
+  const int32_t* num_tiles;
+  int32_t row_blocks;        // set by the launcher
+  int32_t loadable_rows;     // gate_up: I' units; down: H' rows
+  int32_t up_offset;         // gate_up: I' (up rows follow the gate rows)
+  int32_t out_rows;          // gate_up: I' (act columns); down: H (y columns)
+  int64_t rows_pad;          // rows per expert (bias stride)
+  uint16_t* act;
+  float* y;
+  int act_kind;
+  float alpha, limit;
+};
+
+// 16-byte chunk `chunk` of row `row` in a [rows][8 chunks] tile: XOR-swizzled by the row, so
+// that 8 consecutive rows at one logical chunk (ldmatrix) and 8 chunks of one row (cp.async,
+// the dequant stores) each hit 8 distinct bank groups.
+__device__ __forceinline__ int swz(int row, int chunk) { return row * 8 + (chunk ^ (row & 7)); }
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+  // src-size 0 zero-fills the 16 bytes (tokens past the tile, rows past the tensor).
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(smem)), "l"(gmem),
+               "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async4(void* smem, const void* gmem) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(smem_addr(smem)), "l"(gmem));
+}
+// The same, zero-filled where !valid.
+__device__ __forceinline__ void cp_async4(void* smem, const void* gmem, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr(smem)), "l"(gmem),
+               "r"(valid ? 4 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// Shared-memory matrix descriptor of a K-major tile of 128-byte rows in the 128-byte swizzle
+// (16-byte chunk ^ (row & 7), tile base 1024-aligned): 8-row groups 1024 bytes apart. A k16 step
+// inside the 64-element rows advances the start address by 32 bytes (the descriptor by 2).
+__device__ __forceinline__ uint64_t sw128_desc(uint32_t addr) {
+  return static_cast<uint64_t>((addr & 0x3FFFFu) >> 4) | (uint64_t{1} << 16) | (uint64_t{1024 >> 4} << 32) |
+         (uint64_t{1} << 62);
+}
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+// The compiler must not move reads or writes of the accumulators across an issued wgmma and
+// its wait: mark them as changed at both points.
+__device__ __forceinline__ void fence_operands(float (&d)[32]) {
+#pragma unroll
+  for (int i = 0; i < 32; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+#else
+__device__ __forceinline__ void fence_operands(float (&)[32]) {}
+__device__ __forceinline__ void wgmma_fence() {}
+__device__ __forceinline__ void wgmma_commit() {}
+__device__ __forceinline__ void wgmma_wait_all() {}
+#endif
+
+// The register-A kernel's launcher (moe_expert_gemm_tiled_rs.cu): wgmma on sm_90a only; the
+// caller checks the device (use_wgmma in moe_expert_gemm_tiled.cu).
+template <bool GATE_UP, bool TWO_MUL, int ROWS>
+void launch_tiled_rs(TiledParams p, int64_t max_tiles, gpuStream_t stream);
+
+}  // namespace moeprep::gpu::detail::tiled
+
+#endif  // !__HIPCC__
