@@ -62,13 +62,26 @@ constexpr int kBf16Element[2][16] = {{0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 
 constexpr int kF32Element[2][16] = {{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
                                     {16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31}};
 
+// The rounding of a block by its offset above the lowest boundary, for scales whose boundaries
+// are all normal bf16 numbers (codes 3 and up: every block with a maximum of 2^-122 or more).
+// Then |x| / 2^X = 2^(e - 2) * (1 + m / 128) with t = |x| - bits(0.25 * 2^X) = e * 128 + m
+// (0 below 0.25 * 2^X), and the boundaries 0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5 sit at t = 0,
+// 192, 288, 352, 416, 480, 544: all multiples of 32. Strictly between two multiples, the code is
+// interior[t / 32]; at t = 32 q exactly it is on_boundary[q], one less where the boundary at q
+// rounds down (ties to the even code: 0.25 -> 0, 1.25 -> 1, 2.5 -> 2, 5 -> 4). t < 640, since
+// |x| < 8 * 2^X.
+constexpr int kFirstNormalScale = 3;
+alignas(64) constexpr int16_t kInteriorCode[32] = {1, 1, 1, 1, 1, 1, 2, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 7};
+alignas(64) constexpr int16_t kOnBoundaryCode[32] = {0, 1, 1, 1, 1, 1, 2, 2, 2, 2, 3, 4, 4, 4, 5, 6, 6, 6, 7, 7};
+
 template <bool kMeasure>
 int64_t quantize_bf16_rows(const uint16_t* src, int64_t rows, int64_t k, const Mxfp4CodeLayout& codes,
                            uint8_t* scales, Sums* sums) {
   const int64_t blocks = k / kBlock;
   const BoundaryTable& table = boundary_table();
   const __m512i abs_mask = _mm512_set1_epi16(0x7fff), eight = _mm512_set1_epi16(8), one = _mm512_set1_epi16(1),
-                zero = _mm512_setzero_si512();
+                zero = _mm512_setzero_si512(), low5 = _mm512_set1_epi16(31),
+                interior = _mm512_load_si512(kInteriorCode), on_boundary = _mm512_load_si512(kOnBoundaryCode);
   // Only lanes 0..7 are ever selected (magnitude codes).
   const __m512 magnitudes = _mm512_castps256_ps512(_mm256_loadu_ps(kE2m1Magnitude));
   RowSums row_sums;
@@ -82,10 +95,20 @@ int64_t quantize_bf16_rows(const uint16_t* src, int64_t rows, int64_t k, const M
       const uint8_t scale = scale_code(amax, amax >> 7);
       scales[blk] = scale;
       const int16_t* boundary = table.by_code[scale].bf16;
-      __m512i c = zero;
-      #pragma GCC unroll 7
-      for (int i = 0; i < 7; ++i)
-        c = _mm512_mask_add_epi16(c, _mm512_cmpgt_epi16_mask(a, _mm512_set1_epi16(boundary[i])), c, one);
+      __m512i c;
+      if (scale >= kFirstNormalScale) {
+        // t = |x| - 0.25 * 2^X as bit patterns, saturating at 0: boundary[0] is that bound,
+        // exact; t / 32 (< 20) picks the code from two tables.
+        const __m512i t = _mm512_subs_epu16(a, _mm512_set1_epi16(boundary[0]));
+        const __m512i q = _mm512_srli_epi16(t, 5);
+        c = _mm512_mask_permutexvar_epi16(_mm512_permutexvar_epi16(q, interior), _mm512_testn_epi16_mask(t, low5),
+                                          q, on_boundary);
+      } else {
+        c = zero;
+        #pragma GCC unroll 7
+        for (int i = 0; i < 7; ++i)
+          c = _mm512_mask_add_epi16(c, _mm512_cmpgt_epi16_mask(a, _mm512_set1_epi16(boundary[i])), c, one);
+      }
       const __m512i s = _mm512_or_si512(c, _mm512_and_si512(_mm512_srli_epi16(x, 12), eight));
       // Each 32-bit lane holds two codes; its low byte gets both nibbles, and vpmovdb keeps it.
       const __m512i pairs = _mm512_or_si512(s, _mm512_srli_epi32(s, 12));
