@@ -85,6 +85,21 @@ DeviceRowAddressing upload_row_table(const HostRowTable& h) {
   return d;
 }
 
+// Programmatic dependent launch needs compute capability 9.0 (griddepcontrol) and CUDA.
+bool pdl_supported() {
+#if defined(__HIPCC__)
+  return false;
+#else
+  int device = 0, major = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor,
+                                                                        device) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  return major >= 9;
+#endif
+}
+
 detail::RowTable as_row_table(const DeviceRowAddressing& d) {
   detail::RowTable t;
   t.table = d.table.as<int32_t>();
@@ -238,6 +253,8 @@ MoeWorkspace::MoeWorkspace(const reference::KernelReadyLayer& L, int top_k, int6
   y = DeviceBuffer(static_cast<size_t>(P * L.hidden * 4));
   combine_counters = DeviceBuffer(static_cast<size_t>(detail::combine_counter_count(L.hidden) * 4));
   combine_counters.fill_bytes(0);
+  route_counter = DeviceBuffer(4);
+  route_counter.fill_bytes(0);
 }
 
 reference::Routing MoeWorkspace::download_routing(int64_t tokens) const {
@@ -357,14 +374,48 @@ void enqueue_fused_moe(const DeviceMoeLayer& layer, const DeviceRouter& router, 
   auto mark = [&](int i) {
     if (events) events->record(i, stream);
   };
+  // The route stage in one launch for a few tokens (moe_internal.h, decode route).
+  const bool route_fits =
+      !options.simple && detail::decode_route_supported(router.params.variant, k, E, tokens, L.hidden, L.hidden_pad, x);
+  if (options.fused_route == 1 && !route_fits) {
+    throw_bad_input("fused_moe: the fused route takes 1..8 tokens, a softmax router variant, top_k <= 32, E <= 512 "
+                    "and H a multiple of 8 under CUDA; not " + std::to_string(tokens) + " tokens, E " +
+                    std::to_string(E) + ", top_k " + std::to_string(k));
+  }
+  const bool fused_route = route_fits && options.fused_route != 0;
   mark(0);
-  detail::launch_router_logits(x, router.weight.as<uint16_t>(), router.bias.as<uint16_t>(), tokens, valid_tokens, E,
-                               L.hidden, L.hidden_pad, ws.logits.as<float>(), ws.x_perm.as<uint16_t>(), stream);
-  mark(1);
-  const char* err = launch_fused_router(ws.logits.get(), LogitsDtype::F32, tokens, valid_tokens, E, router.params,
-                                        ws.topk_weights.as<float>(), ws.topk_ids.get(), IndexDtype::Int32, nullptr,
-                                        ws.nan_flags.as<uint8_t>(), stream);
-  if (err && *err) throw_internal(std::string("fused_moe: router: ") + err);
+  if (fused_route) {
+    detail::DecodeRouteArgs ra;
+    ra.x = x;
+    ra.w = router.weight.as<uint16_t>();
+    ra.bias = router.bias.as<uint16_t>();
+    ra.tokens = static_cast<int32_t>(tokens);
+    ra.valid = static_cast<int32_t>(valid_tokens);
+    ra.experts = static_cast<int32_t>(E);
+    ra.hidden = static_cast<int32_t>(L.hidden);
+    ra.hidden_pad = static_cast<int32_t>(L.hidden_pad);
+    ra.top_k = k;
+    ra.variant = router.params.variant;
+    ra.renormalize = router.params.renormalize;
+    ra.per_expert_scale =
+        router.params.variant == reference::RouterVariant::Gemma4 ? router.params.per_expert_scale : nullptr;
+    ra.logits = ws.logits.as<float>();
+    ra.x_perm = ws.x_perm.as<uint16_t>();
+    ra.topk_ids = ws.topk_ids.as<int32_t>();
+    ra.topk_weights = ws.topk_weights.as<float>();
+    ra.nan_flags = ws.nan_flags.as<uint8_t>();
+    ra.counter = ws.route_counter.as<int32_t>();
+    detail::launch_decode_route(ra, stream);
+    mark(1);
+  } else {
+    detail::launch_router_logits(x, router.weight.as<uint16_t>(), router.bias.as<uint16_t>(), tokens, valid_tokens,
+                                 E, L.hidden, L.hidden_pad, ws.logits.as<float>(), ws.x_perm.as<uint16_t>(), stream);
+    mark(1);
+    const char* err = launch_fused_router(ws.logits.get(), LogitsDtype::F32, tokens, valid_tokens, E, router.params,
+                                          ws.topk_weights.as<float>(), ws.topk_ids.get(), IndexDtype::Int32, nullptr,
+                                          ws.nan_flags.as<uint8_t>(), stream);
+    if (err && *err) throw_internal(std::string("fused_moe: router: ") + err);
+  }
   mark(2);
   if (decode) {
     mark(3);
@@ -380,6 +431,11 @@ void enqueue_fused_moe(const DeviceMoeLayer& layer, const DeviceRouter& router, 
     d.tokens = tokens;
     d.valid = valid_tokens;
     d.act = act;
+    d.pdl = options.pdl != 0 && pdl_supported();
+    if (options.decode_batch < 0 || options.decode_batch > 3) {
+      throw_bad_input("fused_moe: decode_batch " + std::to_string(options.decode_batch) + " is not 0, 1, 2 or 3");
+    }
+    d.gate_up_batch = options.decode_batch == 0 ? 3 : options.decode_batch;
     detail::launch_decode_gate_up(d, ws.x_perm.as<uint16_t>(), ws.act.as<uint16_t>(), stream);
     mark(4);
     detail::launch_decode_down(d, ws.act.as<uint16_t>(), out, stream);

@@ -100,6 +100,8 @@ class MoeWorkspace {
       tiles, num_tiles, act, y;
   // Arrival counters of the small-batch down kernel's folded combine; zero between calls.
   DeviceBuffer combine_counters;
+  // Arrival counter of the decode route kernel (one int32); zero between calls.
+  DeviceBuffer route_counter;
 
  private:
   int64_t max_tokens_ = 0;
@@ -126,6 +128,17 @@ struct FusedMoeOptions {
   // the layer or batch does not fit them), 0: off, -1: when tokens * top_k <= 4 and the fields
   // above are left automatic (small_batch included).
   int decode = -1;
+  // The route stage in one launch (CUDA, kernels/moe_decode_route.cu): logits, x_perm and the
+  // routing of up to 8 tokens with a softmax router variant (not sigmoid_grouped_biased). 1: on
+  // (BadInput where it does not apply), 0: off (logits and router launches), -1: when it applies.
+  int fused_route = -1;
+  // Programmatic dependent launch of the decode kernels (CUDA, compute capability 9.0 and up;
+  // elsewhere plain launches): their prologue overlaps the previous kernel. 1 or -1: on where
+  // supported, 0: off. Results are bitwise the same either way.
+  int pdl = -1;
+  // The decode gate_up's K rounds loaded per batch: 0 or 3 (118 registers, 2 blocks per SM), 2
+  // (3 blocks per SM) or 1 (4 per SM); fewer rounds in flight per warp, more blocks to overlap.
+  int decode_batch = 0;
 };
 
 // Timing hook: events recorded between the stages of one enqueue_fused_moe call.

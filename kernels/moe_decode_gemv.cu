@@ -38,6 +38,9 @@ constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
 // Rounds (128 K elements) loaded before any is used: x 2 rows x fragments x 16 bytes per lane.
 constexpr int kGateUpBatch = 3;  // 2 fragments (gate, up): 12 x 16 bytes
+// gate_up with fewer rounds per load batch fits more blocks per SM (registers: 3 rounds 118,
+// 2 rounds 80, 1 round 63 at one multiply), so that some blocks load while others multiply.
+constexpr int gate_up_blocks_per_sm(int batch) { return batch >= 3 ? 2 : batch == 2 ? 3 : 4; }
 constexpr int kDownBatch = 6;    // 1 fragment: 12 x 16 bytes
 constexpr int kMaxDownItems = 64;  // (pick, K part) pairs of one down block
 
@@ -113,6 +116,20 @@ __device__ __forceinline__ void load_batch(const DecodeParams& p, const LaneRows
   }
 }
 
+// Programmatic dependent launch (sm_90): wait until the previous grid has completed and its
+// stores are visible; let the next grid start its prologue. Without a programmatic launch (or
+// below sm_90) the wait returns at once and the trigger does nothing.
+__device__ __forceinline__ void wait_previous_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void start_next_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 __device__ __forceinline__ uint32_t word_of(const uint4& v, int w) {
   return w == 0 ? v.x : w == 1 ? v.y : w == 2 ? v.z : v.w;
 }
@@ -172,8 +189,8 @@ __device__ __forceinline__ void stage_rows(uint4* dst, const uint16_t* src, int6
 
 // gate_up: block = (16-row unit, pick), pick fastest (picks of one expert meet in L2); warp =
 // K part. act[pick, permuted(n)] = activation(gate_n, up_n) for the unit's 16 rows n.
-template <bool TWO_MUL>
-__global__ void __launch_bounds__(kThreads) decode_gate_up_kernel(DecodeParams p) {
+template <bool TWO_MUL, int B>
+__global__ void __launch_bounds__(kThreads, gate_up_blocks_per_sm(B)) decode_gate_up_kernel(DecodeParams p) {
   extern __shared__ uint4 bsm[];
   __shared__ float red[kWarps][32];
   const int P = p.tokens * p.top_k;
@@ -182,21 +199,25 @@ __global__ void __launch_bounds__(kThreads) decode_gate_up_kernel(DecodeParams p
   const int32_t n0 = unit * 16 + g;
   const int32_t rows[4] = {n0, n0 + 8, p.up_offset + n0, p.up_offset + n0 + 8};
   LaneRows<4> lr = lane_rows<4>(p, rows, q);
+  // The router's ids and x_perm come from the previous grid. Once every block has passed here,
+  // down may start: its weight prefetch then overlaps this grid's last wave.
+  wait_previous_grid();
+  start_next_grid();
   const int32_t e = p.topk_ids[pick];
   if (e < 0 || e >= p.experts) return;  // padding or NaN token: down skips the pick; uniform
   set_expert(p, e, lr);
   const int per = (p.rounds + kWarps - 1) / kWarps;
   const int r_begin = warp * per, r_end = min(r_begin + per, p.rounds);
   float acc[2][4] = {};
-  uint4 wv[kGateUpBatch][4];
-  uint32_t sv[kGateUpBatch][4];
+  uint4 wv[B][4];
+  uint32_t sv[B][4];
   // The first batch's loads are in flight while the block stages the token's B row.
-  if (r_begin < r_end) load_batch<4, kGateUpBatch>(p, lr, r_begin, r_end, q, wv, sv);
+  if (r_begin < r_end) load_batch<4, B>(p, lr, r_begin, r_end, q, wv, sv);
   stage_rows(bsm, p.b + static_cast<int64_t>(pick / p.top_k) * p.k_pad, p.k_pad, 1, p.rounds * 16, p.k_eff);
   __syncthreads();
-  for (int r0 = r_begin; r0 < r_end; r0 += kGateUpBatch) {
-    if (r0 != r_begin) load_batch<4, kGateUpBatch>(p, lr, r0, r_end, q, wv, sv);
-    mma_batch<2, kGateUpBatch, TWO_MUL>(acc, wv, sv, bsm, r0, r_end, q);
+  for (int r0 = r_begin; r0 < r_end; r0 += B) {
+    if (r0 != r_begin) load_batch<4, B>(p, lr, r0, r_end, q, wv, sv);
+    mma_batch<2, B, TWO_MUL>(acc, wv, sv, bsm, r0, r_end, q);
   }
   // Column 0 (q == 0): c = 0 row g, c = 2 row g + 8. K parts added in warp order.
   if (q == 0) {
@@ -231,6 +252,7 @@ __global__ void __launch_bounds__(kThreads) decode_down_kernel(DecodeParams p) {
   const int t = blockIdx.x % p.tokens, unit = blockIdx.x / p.tokens;
   const int32_t n_out = unit * 16 + static_cast<int32_t>(threadIdx.x);
   if (t >= p.valid) {  // padding token: zero rows; uniform
+    wait_previous_grid();  // no global store before the previous grid is done
     if (threadIdx.x < 16 && n_out < p.out_rows) p.out[static_cast<int64_t>(t) * p.out_rows + n_out] = 0.0f;
     return;
   }
@@ -256,6 +278,9 @@ __global__ void __launch_bounds__(kThreads) decode_down_kernel(DecodeParams p) {
       if (rb < re) load_batch<2, kDownBatch>(p, lr, rb, re, q, wv, sv);
     }
   }
+  // The ids and weights were written two grids back (the router), complete before gate_up's
+  // blocks passed their wait and so before this grid started; act is gate_up's: wait for it.
+  wait_previous_grid();
   stage_rows(bsm, p.b + static_cast<int64_t>(t) * k * p.k_pad, p.k_pad, k, row16, p.k_eff);
   __syncthreads();
   for (int item = warp; item < items; item += kWarps) {
@@ -304,6 +329,25 @@ void allow_shared(Kernel kernel, size_t bytes, int& allowed) {
                    " bytes: " + cudaGetErrorString(err));
   }
   allowed = static_cast<int>(bytes);
+}
+
+// Launches `kernel` with or without the programmatic-serialization attribute (PDL).
+template <typename Kernel>
+void launch(Kernel kernel, unsigned blocks, size_t smem, gpuStream_t s, bool pdl, const DecodeParams& p,
+            const char* what) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(blocks);
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl ? 1 : 0;
+  const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, p);
+  if (err != cudaSuccess) throw_internal(std::string("fused_moe: ") + what + ": " + cudaGetErrorString(err));
+  check_launch(what);
 }
 
 DecodeParams common_params(const DecodeArgs& a) {
@@ -359,15 +403,21 @@ void launch_decode_gate_up(const DecodeArgs& a, const uint16_t* x_perm, uint16_t
   const size_t smem = static_cast<size_t>(p.rounds) * 16 * sizeof(uint4);
   const unsigned blocks = static_cast<unsigned>(units * a.tokens * a.top_k);
   const gpuStream_t s = static_cast<gpuStream_t>(stream);
-  static int allowed[2] = {0, 0};
+  static int allowed[2][3] = {};
+  auto go = [&](auto kernel, int& allowed_bytes) {
+    allow_shared(kernel, smem, allowed_bytes);
+    launch(kernel, blocks, smem, s, a.pdl, p, "decode gate_up kernel");
+  };
+  const int b = a.gate_up_batch <= 0 || a.gate_up_batch >= 3 ? 3 : a.gate_up_batch;
   if (a.w13_large_scales) {
-    allow_shared(decode_gate_up_kernel<true>, smem, allowed[1]);
-    decode_gate_up_kernel<true><<<blocks, kThreads, smem, s>>>(p);
+    if (b == 3) go(decode_gate_up_kernel<true, 3>, allowed[1][2]);
+    if (b == 2) go(decode_gate_up_kernel<true, 2>, allowed[1][1]);
+    if (b == 1) go(decode_gate_up_kernel<true, 1>, allowed[1][0]);
   } else {
-    allow_shared(decode_gate_up_kernel<false>, smem, allowed[0]);
-    decode_gate_up_kernel<false><<<blocks, kThreads, smem, s>>>(p);
+    if (b == 3) go(decode_gate_up_kernel<false, 3>, allowed[0][2]);
+    if (b == 2) go(decode_gate_up_kernel<false, 2>, allowed[0][1]);
+    if (b == 1) go(decode_gate_up_kernel<false, 1>, allowed[0][0]);
   }
-  check_launch("decode gate_up kernel");
 #endif
 }
 
@@ -398,12 +448,11 @@ void launch_decode_down(const DecodeArgs& a, const uint16_t* act, float* out, vo
   static int allowed[2] = {0, 0};
   if (a.w2_large_scales) {
     allow_shared(decode_down_kernel<true>, smem, allowed[1]);
-    decode_down_kernel<true><<<blocks, kThreads, smem, s>>>(p);
+    launch(decode_down_kernel<true>, blocks, smem, s, a.pdl, p, "decode down kernel");
   } else {
     allow_shared(decode_down_kernel<false>, smem, allowed[0]);
-    decode_down_kernel<false><<<blocks, kThreads, smem, s>>>(p);
+    launch(decode_down_kernel<false>, blocks, smem, s, a.pdl, p, "decode down kernel");
   }
-  check_launch("decode down kernel");
 #endif
 }
 

@@ -114,6 +114,12 @@ struct DecodeArgs {
   int top_k = 0;
   int64_t tokens = 0, valid = 0;
   reference::ActivationParams act;
+  // Programmatic dependent launch (CUDA, sm_90+): gate_up and down are launched so that their
+  // prologue (row tables; down: its first weight batch) overlaps the previous kernel's tail; each
+  // waits (griddepcontrol.wait) before reading what that kernel writes. Same results either way.
+  bool pdl = false;
+  // gate_up's rounds per load batch: 3 (2 blocks per SM), 2 (3 per SM) or 1 (4 per SM).
+  int gate_up_batch = 3;
 };
 // Picks up to which the decode kernels are the automatic choice: at 4 (T = 1, top-4) they were
 // 1% faster than the small-batch kernels, at 32 2% slower (each pick dequantizes its expert's
@@ -126,6 +132,32 @@ bool decode_supported(const reference::KernelReadyLayer& layer, int top_k, int64
 void launch_decode_gate_up(const DecodeArgs& a, const uint16_t* x_perm, uint16_t* act, void* stream);
 // out [T, H] fp32: every element written, padding tokens' rows zero.
 void launch_decode_down(const DecodeArgs& a, const uint16_t* act, float* out, void* stream);
+
+// The decode route (kernels/moe_decode_route.cu; CUDA): launch_router_logits + launch_fused_router
+// in one launch for a few tokens and the softmax router variants. Block e computes logits[:, e]
+// and a share of x_perm; the last block to arrive (on `counter`, zero between calls, reset by that
+// block) routes every token. Outputs as the two launches': logits, x_perm, topk_ids (int32),
+// topk_weights, nan_flags.
+constexpr int kDecodeRouteMaxTokens = 8;
+constexpr int kDecodeRouteMaxExperts = 512;
+struct DecodeRouteArgs {
+  const uint16_t* x = nullptr;     // [T, H] bf16, 16-byte aligned
+  const uint16_t* w = nullptr;     // [E, H] bf16
+  const uint16_t* bias = nullptr;  // [E] bf16 or null
+  int32_t tokens = 0, valid = 0, experts = 0, hidden = 0, hidden_pad = 0, top_k = 0;
+  reference::RouterVariant variant = reference::RouterVariant::SoftmaxAfterTopk;
+  bool renormalize = false;                 // softmax_then_topk
+  const float* per_expert_scale = nullptr;  // gemma4, or null
+  float* logits = nullptr;                  // [T, E]
+  uint16_t* x_perm = nullptr;               // [T, H']
+  int32_t* topk_ids = nullptr;
+  float* topk_weights = nullptr;
+  uint8_t* nan_flags = nullptr;
+  int32_t* counter = nullptr;
+};
+bool decode_route_supported(reference::RouterVariant variant, int top_k, int64_t experts, int64_t tokens,
+                            int64_t hidden, int64_t hidden_pad, const void* x);
+void launch_decode_route(const DecodeRouteArgs& a, void* stream);
 
 // Throws Internal naming `what` when the last launch or call failed.
 void check_launch(const char* what);

@@ -27,7 +27,18 @@ build-gpu/bench/fused_moe_bench --benchmark_filter="$filter" --benchmark_out="$o
   --benchmark_out_format=json >"$out/bench.log" 2>&1
 echo "fused_moe_bench exit $?"
 grep -E "^check|^small-batch|FAILED|error" "$out/bench.log"
-PYTHONUNBUFFERED=1 python3 bench/moe_torch_baseline.py --ceilings-only --json "$out/ceilings.json" 2>&1 | tail -2
+# SKIP_TORCH=1: no bf16 matmul ceiling (the table's TFLOP/s fraction is then nan).
+if [ -z "${SKIP_TORCH:-}" ]; then
+  PYTHONUNBUFFERED=1 python3 bench/moe_torch_baseline.py --ceilings-only --json "$out/ceilings.json" 2>&1 | tail -2
+fi
+# NCU_T1=1: Nsight Compute counters of the T = 1 decode kernels (route, gate_up, down) from
+# graph replays of BM_FusedMoeSeparated/T:1, after the table's timings (never timed under ncu).
+if [ -n "${NCU_T1:-}" ]; then
+  MOEPREP_BENCH_SKIP_CHECK=1 ncu --clock-control none -k regex:'decode_' --launch-skip 30 --launch-count 6 \
+    --section SpeedOfLight --section Occupancy --section SchedulerStats --section WarpStateStats --section LaunchStats \
+    build-gpu/bench/fused_moe_bench --benchmark_filter='BM_FusedMoeSeparated/T:1/' >"$out/ncu.log" 2>&1
+  echo "ncu exit $?"
+fi
 python3 - "$out" <<'PY'
 import json, os, sys
 out = sys.argv[1]
@@ -48,3 +59,7 @@ for r in b:
           f"{r.get('copy_frac', float('nan')):>6.2f}{r['TFLOPs']:>9.1f}{f:>7.3f}{r['route_group_ms']:>8.3f}"
           f"{r['gate_up_ms']:>9.3f}{r['down_ms']:>8.3f}{r['combine_ms']:>7.3f}")
 PY
+if [ -f "$out/ncu.log" ]; then
+  grep -E "decode_[a-z_]+kernel|Duration|DRAM Throughput|Compute .SM.|Achieved Occupancy|Issue Slots Busy|No Eligible|Warp Cycles Per Issued|Registers Per" "$out/ncu.log" \
+    | sed -E 's/  +/ /g' | cut -c1-100 | head -80
+fi

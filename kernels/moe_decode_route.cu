@@ -1,0 +1,217 @@
+// The decode path's route stage in one launch (CUDA): router logits spread over one block per
+// expert, the activations' GEMM copy (x_perm), and the top-k routing of the T * E logits by the
+// last block to finish. It replaces launch_router_logits + launch_fused_router for a few tokens
+// (bench/NOTES-fused-moe.md, v11).
+//
+// Why: at T = 1 those two launches took ~16 us (eager) for 737 KB of router weights and a top-4
+// of 128 logits: latency and a launch gap, not bytes. One block alone cannot pull the weights
+// fast, so the logits stay spread over E blocks (8 warps split H), and the block that finds
+// itself last on an arrival counter (every block's logit stores fenced before it arrives) routes
+// all tokens while the others have exited. The counter is reset by that block, so the next call
+// and every graph replay start from zero.
+//
+// Routing semantics are the CPU reference's (lib/reference/router.h) for the softmax variants:
+// ties to the lower expert index (reference/topk_key.h's packed keys, -0 read as +0), a token
+// with a NaN logit routes nowhere (ids -1, weights 0, nan flag), padding tokens likewise without
+// the flag. The weights use the fused router's arithmetic (kernels/router.cu: exp(x - max) with
+// x == max exactly 1, the fast exp and division), summed by a butterfly over the warp.
+#include "kernels/portability.h"  // first: defines what MOEPREP_HD needs under HIP
+#include <string>
+
+#include "core/error.h"
+#include "kernels/moe_internal.h"
+#include "reference/topk_key.h"
+
+namespace moeprep::gpu::detail {
+
+#if !defined(__HIPCC__)
+namespace {
+
+using reference::float_from_order_key;
+using reference::pack_topk_key;
+using reference::selection_value_key;
+using reference::topk_key_index;
+using reference::topk_key_value_key;
+
+constexpr int kWarps = 8;  // K parts of one expert's dot products
+constexpr int kThreads = kWarps * 32;
+constexpr int kSlots = kDecodeRouteMaxExperts / 32;  // logits per lane when routing
+
+__device__ __forceinline__ float shifted_exp(float x, float max) {
+  const float e = __expf(x - max);
+  return x == max ? 1.0f : e;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int m = 16; m > 0; m /= 2) v += __shfl_xor_sync(0xffffffffu, v, m);
+  return v;
+}
+
+__device__ __forceinline__ uint64_t warp_max(uint64_t v) {
+#pragma unroll
+  for (int m = 16; m > 0; m /= 2) {
+    const uint64_t o = __shfl_xor_sync(0xffffffffu, v, m);
+    v = o > v ? o : v;
+  }
+  return v;
+}
+
+// One token's routing by one warp: lane r ends up holding pick r (r < top_k).
+__device__ void route_token(const DecodeRouteArgs& a, int t) {
+  const int lane = threadIdx.x % 32;
+  const int E = a.experts, k = a.top_k;
+  const float* row = a.logits + static_cast<int64_t>(t) * E;
+  float v[kSlots];
+  uint64_t key[kSlots];
+  bool nan = false;
+#pragma unroll
+  for (int j = 0; j < kSlots; ++j) {
+    const int e = lane + 32 * j;
+    // L2 loads: the other blocks' logits are not in this SM's L1.
+    v[j] = e < E ? __ldcg(row + e) : 0.0f;
+    nan = nan || (e < E && v[j] != v[j]);
+    key[j] = e < E ? pack_topk_key(selection_value_key(v[j]), static_cast<uint32_t>(e)) : 0;
+  }
+  const bool real = t < a.valid;
+  const bool has_nan = __any_sync(0xffffffffu, nan);
+  uint64_t mine = 0;  // lane r: pick r's key
+  for (int r = 0; r < k; ++r) {
+    uint64_t best = 0;
+#pragma unroll
+    for (int j = 0; j < kSlots; ++j) best = key[j] > best ? key[j] : best;
+    best = warp_max(best);
+#pragma unroll
+    for (int j = 0; j < kSlots; ++j) key[j] = key[j] == best ? 0 : key[j];  // keys are unique
+    if (lane == r) mine = best;
+  }
+  const float top = float_from_order_key(topk_key_value_key(__shfl_sync(0xffffffffu, mine, 0)));
+  const bool picked = lane < k;
+  const int32_t id = static_cast<int32_t>(topk_key_index(mine));
+  const float value = float_from_order_key(topk_key_value_key(mine));  // -0 comes back as +0: same exp
+  float row_sum = 0.0f;
+  if (a.variant == reference::RouterVariant::SoftmaxThenTopk) {  // uniform
+    float s = 0.0f;
+#pragma unroll
+    for (int j = 0; j < kSlots; ++j) s += (lane + 32 * j < E) ? shifted_exp(v[j], top) : 0.0f;
+    row_sum = warp_sum(s);
+  }
+  float w = 0.0f;
+  if (picked) {
+    const float e = shifted_exp(value, top);
+    w = a.variant == reference::RouterVariant::SoftmaxThenTopk ? __fdividef(e, row_sum) : e;
+  }
+  const float sum = warp_sum(w);
+  if (a.variant != reference::RouterVariant::SoftmaxThenTopk || a.renormalize) w = __fdividef(w, sum);
+  if (a.per_expert_scale && picked) w *= a.per_expert_scale[id];  // gemma4
+  const bool empty = !real || has_nan;
+  if (picked) {
+    a.topk_weights[t * k + lane] = empty ? 0.0f : w;
+    a.topk_ids[t * k + lane] = empty ? -1 : id;
+  }
+  if (lane == 0 && a.nan_flags) a.nan_flags[t] = (real && has_nan) ? 1 : 0;
+}
+
+// Block e: logits[t, e] for every token (its 8 warps split H, parts added in warp order), then
+// its share of x_perm; the last block to arrive routes every token (warp t: token t).
+__global__ void __launch_bounds__(kThreads) decode_route_kernel(DecodeRouteArgs a) {
+  // Dependents (the decode gate_up, launched programmatically) may start their prologue now;
+  // they wait for this grid's completion before reading anything it writes.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+  __shared__ float partial[kWarps][kDecodeRouteMaxTokens];
+  __shared__ int last;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int e = blockIdx.x;
+  const int T = a.tokens, H = a.hidden;
+  const int chunk = (H + kWarps * 8 - 1) / (kWarps * 8) * 8;
+  const int k_begin = warp * chunk, k_end = min(k_begin + chunk, H);
+  float acc[kDecodeRouteMaxTokens];
+#pragma unroll
+  for (int i = 0; i < kDecodeRouteMaxTokens; ++i) acc[i] = 0.0f;
+  const uint16_t* we = a.w + static_cast<int64_t>(e) * H;
+#pragma unroll 2
+  for (int k = k_begin + lane * 8; k < k_end; k += 32 * 8) {
+    const uint4 wv = __ldg(reinterpret_cast<const uint4*>(we + k));
+    const uint32_t ww[4] = {wv.x, wv.y, wv.z, wv.w};
+#pragma unroll
+    for (int i = 0; i < kDecodeRouteMaxTokens; ++i) {
+      if (i >= a.valid) break;
+      const uint4 xv = __ldg(reinterpret_cast<const uint4*>(a.x + static_cast<int64_t>(i) * H + k));
+      const uint32_t xx[4] = {xv.x, xv.y, xv.z, xv.w};
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        acc[i] += __uint_as_float(ww[j] << 16) * __uint_as_float(xx[j] << 16);
+        acc[i] += __uint_as_float(ww[j] & 0xffff0000u) * __uint_as_float(xx[j] & 0xffff0000u);
+      }
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < kDecodeRouteMaxTokens; ++i) acc[i] = warp_sum(acc[i]);
+  if (lane == 0) {
+#pragma unroll
+    for (int i = 0; i < kDecodeRouteMaxTokens; ++i) partial[warp][i] = acc[i];
+  }
+  // x_perm: the GEMM copy of x, one 16-byte group per thread of the grid.
+  const int64_t groups = static_cast<int64_t>(T) * (a.hidden_pad / 8);
+  for (int64_t g = static_cast<int64_t>(e) * kThreads + threadIdx.x; g < groups;
+       g += static_cast<int64_t>(gridDim.x) * kThreads) {
+    const int64_t t = g / (a.hidden_pad / 8), k0 = (g % (a.hidden_pad / 8)) * 8;
+    uint4 out = make_uint4(0, 0, 0, 0);
+    if (t < a.valid && k0 < H) {
+      const uint4 v = __ldg(reinterpret_cast<const uint4*>(a.x + t * H + k0));
+      // Positions (3, 7), (2, 6), (1, 5), (0, 4) of permuted_element, as bf16 pairs.
+      out.x = __byte_perm(v.y, v.w, 0x7632);
+      out.y = __byte_perm(v.y, v.w, 0x5410);
+      out.z = __byte_perm(v.x, v.z, 0x7632);
+      out.w = __byte_perm(v.x, v.z, 0x5410);
+    }
+    *reinterpret_cast<uint4*>(a.x_perm + t * a.hidden_pad + k0) = out;
+  }
+  __syncthreads();
+  if (threadIdx.x < T) {
+    const int t = threadIdx.x;
+    float sum = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) sum += partial[w][t];
+    const float b = a.bias ? __uint_as_float(static_cast<uint32_t>(a.bias[e]) << 16) : 0.0f;
+    a.logits[static_cast<int64_t>(t) * a.experts + e] = t < a.valid ? sum + b : 0.0f;
+    __threadfence();  // the stores are visible device-wide before this block arrives
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(a.counter, 1) == static_cast<int>(gridDim.x) - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();  // the other blocks' logits, fenced before they arrived, are read after this
+  if (threadIdx.x == 0) *a.counter = 0;  // ready for the next call; nothing else reads it now
+  if (warp < T) route_token(a, warp);
+}
+
+}  // namespace
+#endif  // !__HIPCC__
+
+bool decode_route_supported(reference::RouterVariant variant, int top_k, int64_t experts, int64_t tokens,
+                            int64_t hidden, int64_t hidden_pad, const void* x) {
+#if defined(__HIPCC__)
+  (void)variant, (void)top_k, (void)experts, (void)tokens, (void)hidden, (void)hidden_pad, (void)x;
+  return false;  // warp code written for 32 lanes
+#else
+  return variant != reference::RouterVariant::SigmoidGroupedBiased && top_k >= 1 && top_k <= 32 &&
+         experts >= top_k && experts <= kDecodeRouteMaxExperts && tokens >= 1 && tokens <= kDecodeRouteMaxTokens &&
+         hidden % 8 == 0 && hidden_pad % 8 == 0 && hidden_pad >= hidden && hidden < (int64_t{1} << 30) &&
+         reinterpret_cast<uintptr_t>(x) % 16 == 0;
+#endif
+}
+
+void launch_decode_route(const DecodeRouteArgs& a, void* stream) {
+#if defined(__HIPCC__)
+  (void)a, (void)stream;
+  throw_internal("fused_moe: the decode route kernel is CUDA only");
+#else
+  decode_route_kernel<<<static_cast<unsigned>(a.experts), kThreads, 0, static_cast<gpuStream_t>(stream)>>>(a);
+  check_launch("decode route kernel");
+#endif
+}
+
+}  // namespace moeprep::gpu::detail
