@@ -463,10 +463,15 @@ void enqueue_fused_moe(const DeviceMoeLayer& layer, const DeviceRouter& router, 
   g.token_tile = tile;
   g.k_split = ksplit;
   g.simple = options.simple;
-  // Direct loads up to tiles of 32 (memory-bound batches), the pipelined GEMM for 64. The tiled
-  // GEMMs (staged 3, 4) are no faster than the pipelined one at T = 4096 on the H100 yet
-  // (bench/NOTES-fused-moe.md, v10-big), so only an explicit choice takes them.
-  g.staged = ksplit != 1 ? 0 : options.staged < 0 ? (tile >= 64 ? 1 : 0) : options.staged;
+  // Direct loads up to tiles of 32 (memory-bound batches), the pipelined GEMM for 64, except on
+  // Hopper, where the tiled GEMMs with A from registers (staged 5) ran 1.5x faster at T = 4096
+  // (bench/NOTES-fused-moe.md, v11-big). The other tiled GEMMs (staged 3, 4) were no faster
+  // than the pipelined one (v10-big), so only an explicit choice takes them.
+  int large_tile_gemm = 1;
+#if !defined(__HIPCC__)
+  if (tile >= 64 && options.staged < 0 && !options.simple && detail::tiled_registers_automatic()) large_tile_gemm = 5;
+#endif
+  g.staged = ksplit != 1 ? 0 : options.staged < 0 ? (tile >= 64 ? large_tile_gemm : 0) : options.staged;
   const bool tiled = (g.staged == 3 || g.staged == 4 || g.staged == 5) && !options.simple && !small;
 #if defined(__HIPCC__)
   constexpr bool kTiledBuilt = false;

@@ -115,7 +115,8 @@ struct FusedMoeOptions {
   int staged = -1;      // 1: shared-memory pipelined GEMM, 0: direct loads; -1: by tile size
                         // (2: pipelined, register budget for 3 blocks per SM at tile 64;
                         // 3: the tiled GEMMs, CUDA, tile 64, wgmma on Hopper; 4: the same with
-                        // mma.sync everywhere; neither is an automatic choice yet)
+                        // mma.sync everywhere; 5: the tiled GEMMs with wgmma reading A from
+                        // registers on Hopper (3 elsewhere), the automatic choice for tile 64 there)
   int tiled_rows = 0;   // the tiled GEMMs' weight rows per block: 128 or 256; 0: 128
   bool simple = false;  // the plain one-thread-per-output kernels (the portable, slow path)
   // Small batches (CUDA): the grouping (up to 32 picks) folded into the gate_up kernel, the

@@ -1,8 +1,9 @@
 // Expert GEMMs for token tiles of 64 (CUDA; FusedMoeOptions::staged 3 = wgmma on sm_90a, else
-// mma.sync; 4 = mma.sync): a block computes ROWS = 128 (or 256) weight rows x 64 tokens with
-// 2 * ROWS threads. Not the automatic choice: at T = 4096 on the H100 they run no faster than
-// the pipelined kernel of moe_expert_gemm.cu (bench/NOTES-fused-moe.md, v10-big, which also
-// says why and what to try next).
+// mma.sync; 4 = mma.sync; 5 = moe_expert_gemm_tiled_rs.cu on sm_90a, these kernels elsewhere):
+// a block computes ROWS = 128 (or 256) weight rows x 64 tokens with 2 * ROWS threads. Staged 3
+// and 4 run no faster than the pipelined kernel of moe_expert_gemm.cu at T = 4096 on the H100
+// (bench/NOTES-fused-moe.md, v10-big, which also says why); staged 5, which keeps A out of
+// shared memory, is the automatic choice for tiles of 64 on Hopper (v11-big).
 //
 // Per 64-K chunk, thread t copies one 16-byte MXFP4 run (row t/2, run t%2 = one E8M0 group) and
 // the aligned word holding its scale by cp.async, a few chunks ahead, and writes the 32 bf16
@@ -300,10 +301,8 @@ void launch_tiled(TiledParams p, int64_t max_tiles, gpuStream_t stream) {
       <<<static_cast<unsigned>(max_tiles * p.row_blocks), TiledShape<ROWS>::kThreads, kSmemBytes, stream>>>(p);
 }
 
-// wgmma for staged 3 and 5 on a Hopper device (the sm_90a build); mma.sync for staged 4 and
-// elsewhere.
-bool use_wgmma(const ExpertGemmArgs& a) {
-  if (a.staged != 3 && a.staged != 5) return false;
+// The current device is a Hopper (compute 9.0: the sm_90a build's wgmma runs there).
+bool hopper_device() {
   int device = 0, major = 0, minor = 0;
   cudaError_t err = cudaGetDevice(&device);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
@@ -311,6 +310,10 @@ bool use_wgmma(const ExpertGemmArgs& a) {
   if (err != cudaSuccess) throw_internal(std::string("fused_moe: tiled GEMM device query: ") + cudaGetErrorString(err));
   return major == 9 && minor == 0;
 }
+
+// wgmma for staged 3 and 5 on a Hopper device (the sm_90a build); mma.sync for staged 4 and
+// elsewhere.
+bool use_wgmma(const ExpertGemmArgs& a) { return (a.staged == 3 || a.staged == 5) && hopper_device(); }
 
 template <bool GATE_UP, int ROWS>
 void launch_tiled_rows(const ExpertGemmArgs& a, const TiledParams& p, bool large_scales, gpuStream_t s) {
@@ -360,6 +363,8 @@ void check_k(int64_t K, const char* what) {
 }
 
 }  // namespace
+
+bool tiled_registers_automatic() { return hopper_device(); }
 
 void launch_gate_up_tiled(const ExpertGemmArgs& a, const uint16_t* x_perm, uint16_t* act, void* stream) {
   const reference::KernelReadyLayer& L = *a.layer;
