@@ -39,16 +39,13 @@ struct RowSums {
     error[q] = _mm512_add_ps(error[q], _mm512_mul_ps(d, d));
     reference[q] = _mm512_add_ps(reference[q], _mm512_mul_ps(magnitude, magnitude));
   }
-  void finish(const int (&element)[2][16], Sums* sums) const {
-    alignas(64) float e[2][16], r[2][16];
-    float es[kBlock], rs[kBlock];
-    for (int q = 0; q < 2; ++q) {
-      _mm512_store_ps(e[q], error[q]);
-      _mm512_store_ps(r[q], reference[q]);
-      for (int l = 0; l < 16; ++l) {
-        es[element[q][l]] = e[q][l];
-        rs[element[q][l]] = r[q][l];
-      }
+  // `order` lists, for elements 0..31, the lane (vector * 16 + lane) that sums it.
+  void finish(const int32_t (&order)[kBlock], Sums* sums) const {
+    alignas(64) float es[kBlock], rs[kBlock];
+    for (int h = 0; h < 2; ++h) {
+      const __m512i index = _mm512_loadu_si512(order + 16 * h);
+      _mm512_store_ps(es + 16 * h, _mm512_permutex2var_ps(error[0], index, error[1]));
+      _mm512_store_ps(rs + 16 * h, _mm512_permutex2var_ps(reference[0], index, reference[1]));
     }
     sums->error += reduce_partial_sums(es);
     sums->reference += reduce_partial_sums(rs);
@@ -56,11 +53,11 @@ struct RowSums {
 };
 
 // 16-bit unpacks work within 128-bit quarters: quarter Q of the low unpack takes elements
-// 8Q + {0..3}, of the high unpack 8Q + 4 + {0..3}.
-constexpr int kBf16Element[2][16] = {{0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27},
-                                     {4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31}};
-constexpr int kF32Element[2][16] = {{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
-                                    {16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31}};
+// 8Q + {0..3}, of the high unpack 8Q + 4 + {0..3} (lanes 4Q.. of each). F32 lanes are in order.
+constexpr int32_t kBf16Order[kBlock] = {0, 1, 2,  3,  16, 17, 18, 19, 4,  5,  6,  7,  20, 21, 22, 23,
+                                        8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31};
+constexpr int32_t kF32Order[kBlock] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
+                                       16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
 
 // The rounding of a block by its offset above the lowest boundary, for scales whose boundaries
 // are all normal bf16 numbers (codes 3 and up: every block with a maximum of 2^-122 or more).
@@ -122,7 +119,7 @@ int64_t quantize_bf16_rows(const uint16_t* src, int64_t rows, int64_t k, const M
                      _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, a)));
       }
     }
-    if (kMeasure) row_sums.finish(kBf16Element, sums);
+    if (kMeasure) row_sums.finish(kBf16Order, sums);
   }
   return -1;
 }
@@ -172,7 +169,7 @@ int64_t quantize_f32_rows(const float* src, int64_t rows, int64_t k, const Mxfp4
         row_sums.add(1, _mm512_permutexvar_ps(c1, value), _mm512_castsi512_ps(a1));
       }
     }
-    if (kMeasure) row_sums.finish(kF32Element, sums);
+    if (kMeasure) row_sums.finish(kF32Order, sums);
   }
   return -1;
 }
