@@ -364,7 +364,15 @@ void check_k(int64_t K, const char* what) {
 
 }  // namespace
 
-bool tiled_registers_automatic() { return hopper_device(); }
+// Only where the build has sm_90a code (MOEPREP_CUDA_ARCHS with 90a, the default): a Hopper
+// running code JIT-compiled from plain compute_90 would reach the wgmma stubs' trap.
+bool tiled_registers_automatic() {
+#if defined(MOEPREP_CUDA_SM90A)
+  return hopper_device();
+#else
+  return false;
+#endif
+}
 
 void launch_gate_up_tiled(const ExpertGemmArgs& a, const uint16_t* x_perm, uint16_t* act, void* stream) {
   const reference::KernelReadyLayer& L = *a.layer;

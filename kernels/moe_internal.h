@@ -101,8 +101,8 @@ void launch_down(const ExpertGemmArgs& a, const uint16_t* act, float* y, void* s
 void launch_gate_up_tiled(const ExpertGemmArgs& a, const uint16_t* x_perm, uint16_t* act, void* stream);
 void launch_down_tiled(const ExpertGemmArgs& a, const uint16_t* act, float* y, void* stream);
 // Whether the tiled GEMMs with A from registers (staged 5) are the automatic choice for token
-// tiles of 64: on a Hopper device (compute 9.0), where they ran 1.5x the pipelined kernel at
-// T = 4096 (bench/NOTES-fused-moe.md, v11-big). CUDA only.
+// tiles of 64: on a Hopper device (compute 9.0) in a build with sm_90a code, where they ran
+// 1.5x the pipelined kernel at T = 4096 (bench/NOTES-fused-moe.md, v11-big). CUDA only.
 bool tiled_registers_automatic();
 
 // The decode path (kernels/moe_decode_gemv.cu; CUDA): GEMV-style expert kernels for a few
