@@ -26,6 +26,8 @@ Shape scales_shape(const ExpertRows& m, int64_t experts) { return {experts, m.ro
 
 SquaredError from_formats(const Mxfp4ErrorSums& s) { return {s.error, s.reference}; }
 
+using ExpertTensorList = std::vector<std::pair<const std::string*, io::ByteView>>;
+
 // Hashes expert e's own tensors (those no reader hashed yet) right after they were read: the
 // bytes are still mapped and mostly cached, where a later pass would map them again.
 void hash_expert_tensors(const ExpertRows& m, int64_t e) {
@@ -88,14 +90,19 @@ struct QuantizeScratch {
 };
 
 // Quantizes `rows` rows of `k` starting at row `row` of the expert, whose codes go through `to`.
+// With `hash`, it also hashes the rows, a few at a time right after quantizing them, while
+// they are in the cache (a separate pass reads them from memory again).
 template <class Source>
 void quantize_rows_to(const Source* src, int64_t row, int64_t rows, int64_t k,
                       const std::function<CodeRowSpan(int64_t row)>& to, uint8_t* scales, const std::string& context,
-                      Mxfp4ErrorSums& sums) {
+                      Mxfp4ErrorSums& sums, Xxh3Hasher* hash = nullptr) {
+  constexpr int64_t kHashedBytes = 64 << 10;
+  const int64_t row_bytes = k * static_cast<int64_t>(sizeof(Source));
+  const int64_t most = hash ? std::max<int64_t>(1, kHashedBytes / row_bytes) : rows;
   for (int64_t done = 0; done < rows;) {
     const CodeRowSpan span = to(row + done);
     if (span.rows <= 0) throw_internal(context + ": code destination of no rows");
-    const int64_t n = std::min(span.rows, rows - done);
+    const int64_t n = std::min({span.rows, rows - done, most});
     const Mxfp4CodeLayout layout{span.data, span.row_stride, span.block_stride};
     if constexpr (sizeof(Source) == 2) {
       quantize_mxfp4_rows_bf16_measured(src + done * k, n, k, layout, scales + (row + done) * (k / kBlock), context,
@@ -103,8 +110,19 @@ void quantize_rows_to(const Source* src, int64_t row, int64_t rows, int64_t k,
     } else {
       quantize_mxfp4_rows_measured(src + done * k, n, k, layout, scales + (row + done) * (k / kBlock), context, sums);
     }
+    if (hash) hash->update(src + done * k, static_cast<size_t>(n * row_bytes));
     done += n;
   }
+}
+
+// The expert's own tensor that `run` is, whole and not hashed yet (else null): hashed while
+// quantized.
+const std::string* tensor_hashed_in_pass(const ExpertRows& m, const ExpertTensorList& own, const Bf16Run& run) {
+  for (const auto& [name, bytes] : own)
+    if (bytes.data == reinterpret_cast<const uint8_t*>(run.data) &&
+        bytes.size == static_cast<size_t>(run.rows * m.cols * 2) && !m.digests->has(*name))
+      return name;
+  return nullptr;
 }
 
 // Expert e of the rows, quantized: its codes through `to` (rows of this expert), its scales
@@ -121,13 +139,18 @@ void quantize_expert(const ExpertRows& m, int64_t e, const std::function<CodeRow
     m.read_f32(e, scratch.f32.data());
     quantize_rows_to(scratch.f32.data(), 0, m.rows, m.cols, to, scratch.scales.data(), label, se);
   } else {
+    const ExpertTensorList own = m.expert_tensors && m.digests ? m.expert_tensors(e) : ExpertTensorList{};
     int64_t row = 0;
     for (const Bf16Run& run : bf16_runs(m, e, scratch.bf16, label)) {
-      quantize_rows_to(run.data, row, run.rows, m.cols, to, scratch.scales.data(), *run.name, se);
+      const std::string* hashed = tensor_hashed_in_pass(m, own, run);
+      Xxh3Hasher hash;
+      quantize_rows_to(run.data, row, run.rows, m.cols, to, scratch.scales.data(), *run.name, se,
+                       hashed ? &hash : nullptr);
+      if (hashed) m.digests->put(*hashed, hash.hex_digest());
       row += run.rows;
     }
   }
-  hash_expert_tensors(m, e);
+  hash_expert_tensors(m, e);  // what the pass did not hash
   if (m.release) m.release(e);
   stats.add(e, se.error, se.reference);
   if (m.scale_handoff) m.scale_handoff->put(e, scratch.scales);

@@ -234,6 +234,20 @@ TEST(QuantizedSources, PerExpertTensorsAreHashedOnceWhileBeingRead) {
     }
   EXPECT_EQ(blocks.source_digest("model.layers.2.mlp.gate.weight"), "");
 
+  // Hashed span by span inside the quantizing pass (the executor's spans of a few rows): the
+  // same digests as one pass over each tensor.
+  const auto again = stacked_bf16_rows(qc, parts, {64, 64}, 64, "test");
+  const CanonicalSource placed = mxfp4_blocks_source(again);
+  std::vector<uint8_t> codes(static_cast<size_t>(4 * 128 * 64 / 2));
+  placed.assemble_codes(0, 4, [&](int64_t e, int64_t row) {
+    return CodeRowSpan{codes.data() + (e * 128 + row) * 32, 1 + row % 5, 32, 16};
+  });
+  for (const auto& per_expert : parts)
+    for (const auto& name : per_expert) {
+      const io::ByteView b = qc.data(qc.find(name));
+      EXPECT_EQ(placed.source_digest(name), xxh3_128_hex(b.data, b.size)) << name;
+    }
+
   const fs::path g = make_family(dir, "gpt_oss_bf16", "gptoss");
   const auto gc = io::Checkpoint::open(g);
   const auto sliced = sliced_bf16_rows(gc, "model.layers.1.mlp.experts.gate_up_proj", 4, 64, 128, "test");
