@@ -301,8 +301,13 @@ void launch_tiled(TiledParams p, int64_t max_tiles, gpuStream_t stream) {
       <<<static_cast<unsigned>(max_tiles * p.row_blocks), TiledShape<ROWS>::kThreads, kSmemBytes, stream>>>(p);
 }
 
-// The current device is a Hopper (compute 9.0: the sm_90a build's wgmma runs there).
-bool hopper_device() {
+// The current device is a Hopper (compute 9.0) and the build has sm_90a code, so wgmma runs
+// (MOEPREP_CUDA_SM90A from MOEPREP_CUDA_ARCHS with 90a, the default; a Hopper running code
+// JIT-compiled from plain compute_90 would reach the wgmma stubs' trap).
+bool wgmma_available() {
+#if !defined(MOEPREP_CUDA_SM90A)
+  return false;
+#endif
   int device = 0, major = 0, minor = 0;
   cudaError_t err = cudaGetDevice(&device);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
@@ -311,9 +316,8 @@ bool hopper_device() {
   return major == 9 && minor == 0;
 }
 
-// wgmma for staged 3 and 5 on a Hopper device (the sm_90a build); mma.sync for staged 4 and
-// elsewhere.
-bool use_wgmma(const ExpertGemmArgs& a) { return (a.staged == 3 || a.staged == 5) && hopper_device(); }
+// wgmma for staged 3 and 5 where it runs; mma.sync for staged 4 and elsewhere.
+bool use_wgmma(const ExpertGemmArgs& a) { return (a.staged == 3 || a.staged == 5) && wgmma_available(); }
 
 template <bool GATE_UP, int ROWS>
 void launch_tiled_rows(const ExpertGemmArgs& a, const TiledParams& p, bool large_scales, gpuStream_t s) {
@@ -364,15 +368,7 @@ void check_k(int64_t K, const char* what) {
 
 }  // namespace
 
-// Only where the build has sm_90a code (MOEPREP_CUDA_ARCHS with 90a, the default): a Hopper
-// running code JIT-compiled from plain compute_90 would reach the wgmma stubs' trap.
-bool tiled_registers_automatic() {
-#if defined(MOEPREP_CUDA_SM90A)
-  return hopper_device();
-#else
-  return false;
-#endif
-}
+bool tiled_registers_automatic() { return wgmma_available(); }
 
 void launch_gate_up_tiled(const ExpertGemmArgs& a, const uint16_t* x_perm, uint16_t* act, void* stream) {
   const reference::KernelReadyLayer& L = *a.layer;
