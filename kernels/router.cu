@@ -38,8 +38,12 @@ constexpr int kGroupSlots = 4;  // a lane's slots form kSlots / kGroupSlots grou
 constexpr int kMaxTopK = 16;
 constexpr int kMaxExperts = 512;  // kSlots * 32 lanes
 constexpr int kMaxGroups = 32;    // kept-group mask is one 32-bit word
-#ifndef MOEPREP_ROUTER_BLOCK_WARPS  // a candidate build may set it (bench/NOTES-router.md, v10)
-#define MOEPREP_ROUTER_BLOCK_WARPS 4
+// One warp a block on CUDA: at T = 16384 on the H100 the E = 128 kernel took 5.99 / 6.19 / 6.52 us
+// per call at k = 4 / 6 / 8 with 1-warp blocks, 6.23 / 6.45 / 6.74 with 2 and 6.41 / 6.63 / 6.96
+// with 4, all in one call (bench/NOTES-router.md, v10). Four wavefronts (256 threads) under HIP,
+// not measured there. A candidate build may set MOEPREP_ROUTER_BLOCK_WARPS.
+#ifndef MOEPREP_ROUTER_BLOCK_WARPS
+#define MOEPREP_ROUTER_BLOCK_WARPS (MOEPREP_WARP_SIZE == 64 ? 4 : 1)
 #endif
 constexpr int kBlockThreads = MOEPREP_ROUTER_BLOCK_WARPS * MOEPREP_WARP_SIZE;
 constexpr int kListPad = 4;  // zero entries behind a candidate list: the rank loop reads four at a time

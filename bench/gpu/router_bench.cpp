@@ -8,6 +8,9 @@
 // and a PDL launch still waits for the call before it to complete before it reads or writes, so
 // the "_pdl" figures are what consecutive calls cost when their launch gaps overlap. The
 // "read_probe" rows time launch_router_read_probe: the router's grid and loads, no selection.
+// "single_us" is one launch between two events, queued behind a launch of the same case (so the
+// clocks are up and the launch is already waiting): about the kernel's own duration plus one
+// launch latency; median of 51.
 //
 // Usage: router_bench [--csv FILE] [--quick] [--variant NAME] [--tokens T] [--k K]
 // (the last three keep only matching cases: one case under a profiler)
@@ -80,6 +83,28 @@ double time_graph_us(Launch launch, int calls, int reps, cudaStream_t s) {
   return us;
 }
 
+// One launch between two events, queued behind a launch on the other input set; median, us.
+template <typename Launch>
+double time_single_us(Launch launch, int reps, cudaStream_t s) {
+  cudaEvent_t a, b;
+  check(cudaEventCreate(&a), "event");
+  check(cudaEventCreate(&b), "event");
+  std::vector<double> us;
+  for (int r = 0; r < reps; ++r) {
+    launch(2 * r);
+    check(cudaEventRecord(a, s), "record");
+    launch(2 * r + 1);
+    check(cudaEventRecord(b, s), "record");
+    check(cudaEventSynchronize(b), "sync");
+    float ms = 0;
+    check(cudaEventElapsedTime(&ms, a, b), "elapsed");
+    us.push_back(1000.0 * ms);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  return median(us);
+}
+
 // Device-to-device copy rate in GB/s, counting bytes read plus bytes written.
 double copy_rate_gbs(cudaStream_t s) {
   const size_t bytes = size_t(512) << 20;
@@ -98,7 +123,7 @@ struct Row {
   const char* variant;
   int64_t tokens;
   int k;
-  double stream_us, graph_us, stream_pdl_us, graph_pdl_us, bytes, floor_us;
+  double stream_us, graph_us, stream_pdl_us, graph_pdl_us, single_us, bytes, floor_us;
 };
 
 }  // namespace
@@ -181,6 +206,7 @@ int main(int argc, char** argv) try {
       auto launch = [&](int i) { launch_with(logits + size_t(i % rotate) * max_logits, o); };
       (with_pdl ? r.stream_pdl_us : r.stream_us) = time_stream_us(launch, calls, 21, s);
       (with_pdl ? r.graph_pdl_us : r.graph_us) = time_graph_us(launch, calls, 21, s);
+      if (!with_pdl) r.single_us = time_single_us(launch, 51, s);
     }
     r.bytes = double(r.tokens) * E * 4 + double(r.tokens) * r.k * (4 + 4) + double(r.tokens);
     r.floor_us = r.bytes / (copy_gbs * 1e9) * 1e6;
@@ -203,7 +229,7 @@ int main(int argc, char** argv) try {
           p.correction_bias = bias;
         }
         if (v == RouterVariant::Gemma4) p.per_expert_scale = scale;
-        Row r{moeprep::reference::router_variant_name(v), T, k, 0, 0, 0, 0, 0, 0};
+        Row r{moeprep::reference::router_variant_name(v), T, k, 0, 0, 0, 0, 0, 0, 0};
         time_case(r, [&](const float* in, const RouterLaunchOptions& o) {
           const char* err = moeprep::gpu::launch_fused_router(in, LogitsDtype::F32, T, T, E, p, weights, ids,
                                                                IndexDtype::Int32, nullptr, nan_flags, s, o);
@@ -218,7 +244,7 @@ int main(int argc, char** argv) try {
       if (quick && k != 8) continue;
       if (only_variant && std::strcmp(only_variant, "read_probe")) continue;
       if ((only_tokens >= 0 && only_tokens != T) || (only_k >= 0 && only_k != k)) continue;
-      Row r{"read_probe", T, k, 0, 0, 0, 0, 0, 0};
+      Row r{"read_probe", T, k, 0, 0, 0, 0, 0, 0, 0};
       time_case(r, [&](const float* in, const RouterLaunchOptions& o) {
         const char* err = moeprep::gpu::launch_router_read_probe(in, T, E, k, weights, ids, nan_flags, s, o);
         if (*err) throw std::runtime_error(err);
@@ -227,22 +253,22 @@ int main(int argc, char** argv) try {
   }
   check(cudaGetLastError(), "after timing");
 
-  std::printf("%-22s %6s %2s %10s %10s %10s %10s %10s %8s %8s\n", "variant", "T", "k", "stream_us", "graph_us",
-              "stream_pdl", "graph_pdl", "floor_us", "xfloor", "xfl_pdl");
+  std::printf("%-22s %6s %2s %10s %10s %10s %10s %10s %10s %8s %8s\n", "variant", "T", "k", "stream_us", "graph_us",
+              "stream_pdl", "graph_pdl", "single_us", "floor_us", "xfloor", "xfl_pdl");
   for (const Row& r : rows) {
-    std::printf("%-22s %6lld %2d %10.2f %10.2f %10.2f %10.2f %10.2f %8.2f %8.2f\n", r.variant,
+    std::printf("%-22s %6lld %2d %10.2f %10.2f %10.2f %10.2f %10.2f %10.2f %8.2f %8.2f\n", r.variant,
                 static_cast<long long>(r.tokens), r.k, r.stream_us, r.graph_us, r.stream_pdl_us, r.graph_pdl_us,
-                r.floor_us, std::min(r.stream_us, r.graph_us) / r.floor_us,
+                r.single_us, r.floor_us, std::min(r.stream_us, r.graph_us) / r.floor_us,
                 std::min(r.stream_pdl_us, r.graph_pdl_us) / r.floor_us);
   }
   if (csv_path) {
     FILE* f = std::fopen(csv_path, "w");
     if (!f) throw std::runtime_error(std::string("cannot write ") + csv_path);
-    std::fprintf(f, "device,copy_gbs,variant,T,E,k,stream_us,graph_us,bytes,floor_us,stream_pdl_us,graph_pdl_us\n");
+    std::fprintf(f, "device,copy_gbs,variant,T,E,k,stream_us,graph_us,bytes,floor_us,stream_pdl_us,graph_pdl_us,single_us\n");
     for (const Row& r : rows) {
-      std::fprintf(f, "%s,%.1f,%s,%lld,%lld,%d,%.3f,%.3f,%.0f,%.6f,%.3f,%.3f\n", prop.name, copy_gbs, r.variant,
+      std::fprintf(f, "%s,%.1f,%s,%lld,%lld,%d,%.3f,%.3f,%.0f,%.6f,%.3f,%.3f,%.3f\n", prop.name, copy_gbs, r.variant,
                    static_cast<long long>(r.tokens), static_cast<long long>(E), r.k, r.stream_us, r.graph_us,
-                   r.bytes, r.floor_us, r.stream_pdl_us, r.graph_pdl_us);
+                   r.bytes, r.floor_us, r.stream_pdl_us, r.graph_pdl_us, r.single_us);
     }
     std::fclose(f);
   }

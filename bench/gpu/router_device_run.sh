@@ -13,7 +13,11 @@
 # TORCH_PROBE_ONLY=1 runs only the PyTorch read probe (torch.amax), not the chains.
 # DURATIONS=1 adds the kernel duration alone (ncu gpu__time_duration, clocks and caches left as
 # they are, 20 stream launches after 10 skipped, median) at T = 16384: the fused router (k = 4, 8)
-# and the read probe for BIN_DIR, the fused router at k = 8 for every BASELINE_BIN_DIR.
+# and the read probe for BIN_DIR, the fused router at k = 8 for every BASELINE_BIN_DIR. Under ncu
+# the GPU idles between profiled launches, so these run on clocks still ramping up: compare them
+# with each other, not with the per-call figures.
+# STALLS=1 adds, for the same cases at k = 8, ncu's issue-stall reasons per issued instruction,
+# active and elapsed SM cycles, eligible warps and issue utilization (one launch each).
 # Everything lands in OUT_DIR/router_run.tgz too.
 set -uo pipefail
 bin=${1:?BIN_DIR}
@@ -58,7 +62,7 @@ import csv, statistics, sys
 v = []
 for row in csv.reader(open(sys.argv[1])):
     if len(row) > 3 and row[-3] == "gpu__time_duration.sum":
-        v.append(float(row[-1].replace(",", "")) / (1000.0 if row[-2] == "nsecond" else 1.0))
+        v.append(float(row[-1].replace(",", "")) / (1000.0 if row[-2] in ("ns", "nsecond") else 1.0))
 print(f"{statistics.median(v):.2f} us (n={len(v)})" if v else "no samples")
 PY
 }
@@ -74,6 +78,41 @@ if [ "${DURATIONS:-0}" = 1 ]; then
       echo "$name $1 k=$2: $(duration "$b/router_bench" "$1" "$2" "$logs/ncu_duration_${name}_$1_$2.csv")"
     done
   done | tee "$logs/durations.txt"
+  save
+fi
+
+if [ "${STALLS:-0}" = 1 ]; then
+  echo "== issue stalls (ncu, one launch, T = 16384, k = 8)"
+  metrics='gpu__time_duration.sum,sm__cycles_active.avg,sm__cycles_elapsed.avg,smsp__issue_active.avg.pct_of_peak_sustained_active,smsp__warps_eligible.avg.per_cycle_active,smsp__warps_active.avg.per_cycle_active,smsp__inst_executed.sum,launch__waves_per_multiprocessor,launch__occupancy_limit_blocks,launch__occupancy_limit_registers,launch__occupancy_limit_shared_mem,regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio$'
+  for b in "$bin" "${baselines[@]}"; do
+    [ -n "$b" ] || continue
+    name=$(basename "$b")
+    variants=(softmax_after_topk)
+    [ "$b" = "$bin" ] && variants=(softmax_after_topk read_probe)
+    for v in "${variants[@]}"; do
+      timeout 120 ncu --csv --print-units base --clock-control none --cache-control none \
+        --kernel-name regex:'fused_router|read_probe' --launch-skip 10 --launch-count 1 --metrics "$metrics" \
+        "$b/router_bench" --variant "$v" --tokens 16384 --k 8 >"$logs/ncu_stalls_${name}_$v.csv" 2>&1
+      echo "$name $v: $(python3 - "$logs/ncu_stalls_${name}_$v.csv" <<'PY'
+import csv, sys
+m = {}
+for row in csv.reader(open(sys.argv[1])):
+    if len(row) > 3 and "__" in row[-3]:
+        try:
+            m[row[-3]] = float(row[-1].replace(",", ""))
+        except ValueError:
+            pass
+short = lambda k: k.replace("smsp__average_warps_issue_stalled_", "").replace("_per_issue_active.ratio", "")
+stalls = sorted(((v, short(k)) for k, v in m.items() if "issue_stalled" in k), reverse=True)[:7]
+keys = ["gpu__time_duration.sum", "sm__cycles_active.avg", "sm__cycles_elapsed.avg",
+        "smsp__issue_active.avg.pct_of_peak_sustained_active", "smsp__warps_eligible.avg.per_cycle_active",
+        "smsp__warps_active.avg.per_cycle_active", "smsp__inst_executed.sum", "launch__waves_per_multiprocessor"]
+print(" ".join(f"{k.split('__')[1].split('.')[0]}={m.get(k, float('nan')):.4g}" for k in keys),
+      "| stalls/issue:", " ".join(f"{n}={v:.2f}" for v, n in stalls))
+PY
+)"
+    done
+  done | tee "$logs/stalls.txt"
   save
 fi
 
@@ -149,6 +188,7 @@ cp "$logs/table.md" "$out/" 2>/dev/null
 echo "== summary: fused router (this build), graph/stream us and x floor"
 grep -E "^(device:|variant|softmax_after_topk|gemma4|sigmoid_grouped_biased|read_probe) " "$logs/bench.log"
 [ -f "$logs/durations.txt" ] && cat "$logs/durations.txt"
+[ -f "$logs/stalls.txt" ] && cat "$logs/stalls.txt"
 for b in "${baselines[@]}"; do
   echo "== summary: baseline build $(basename "$b"), T = 16384"
   grep -E " 16384 " "$logs/bench_$(basename "$b").log"
