@@ -27,7 +27,7 @@ constexpr bool kTieGoesUp[7] = {false, true, false, true, false, true, false};
 // at most three significant bits and lies within [2^-129, 5 * 2^125], so it is exact in
 // float and in bf16: |x| / 2^X > b  <=>  bits(|x|) > bits(b * 2^X), with no rounding
 // anywhere. A ">=" boundary is stored minus one so that every test is ">".
-BoundaryTable::BoundaryTable() : by_code{}, scale_value{} {
+BoundaryTable::BoundaryTable() : by_code{}, scale_value{}, dequantized_bf16{} {
   for (int code = 0; code <= 252; ++code) {
     for (int i = 0; i < 7; ++i) {
       const float b = std::ldexp(kBoundary[i], code - 127);
@@ -40,6 +40,13 @@ BoundaryTable::BoundaryTable() : by_code{}, scale_value{} {
   }
   for (int code = 0; code < 255; ++code) scale_value[code] = std::ldexp(1.0f, code - 127);
   scale_value[255] = NAN;
+  for (int code = 0; code < 255; ++code)
+    for (int i = 0; i < 8; ++i) {
+      const float v = kE2m1Magnitude[i] * scale_value[code];
+      uint32_t u;
+      std::memcpy(&u, &v, 4);
+      dequantized_bf16[code][i] = static_cast<uint16_t>(u >> 16);
+    }
 }
 
 const BoundaryTable& boundary_table() {

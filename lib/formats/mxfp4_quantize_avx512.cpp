@@ -79,8 +79,6 @@ int64_t quantize_bf16_rows(const uint16_t* src, int64_t rows, int64_t k, const M
   const __m512i abs_mask = _mm512_set1_epi16(0x7fff), eight = _mm512_set1_epi16(8), one = _mm512_set1_epi16(1),
                 zero = _mm512_setzero_si512(), low5 = _mm512_set1_epi16(31),
                 interior = _mm512_load_si512(kInteriorCode), on_boundary = _mm512_load_si512(kOnBoundaryCode);
-  // Only lanes 0..7 are ever selected (magnitude codes).
-  const __m512 magnitudes = _mm512_castps256_ps512(_mm256_loadu_ps(kE2m1Magnitude));
   RowSums row_sums;
   for (int64_t r = 0; r < rows; ++r) {
     if (kMeasure) row_sums.clear();
@@ -112,10 +110,13 @@ int64_t quantize_bf16_rows(const uint16_t* src, int64_t rows, int64_t k, const M
       _mm_storeu_si128(reinterpret_cast<__m128i*>(code_block(codes, r, blk - r * blocks)),
                        _mm512_cvtepi32_epi8(pairs));
       if (kMeasure) {
-        const __m512 value = _mm512_mul_ps(magnitudes, _mm512_set1_ps(table.scale_value[scale]));
-        row_sums.add(0, _mm512_permutexvar_ps(_mm512_unpacklo_epi16(c, zero), value),
+        // The dequantized values as bf16 patterns in the lanes of their elements, widened to
+        // floats by the same unpacks as the magnitudes (vpermw reads only lanes 0..7).
+        const __m512i dequantized = _mm512_permutexvar_epi16(
+            c, _mm512_castsi128_si512(_mm_load_si128(reinterpret_cast<const __m128i*>(table.dequantized_bf16[scale]))));
+        row_sums.add(0, _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, dequantized)),
                      _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, a)));
-        row_sums.add(1, _mm512_permutexvar_ps(_mm512_unpackhi_epi16(c, zero), value),
+        row_sums.add(1, _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, dequantized)),
                      _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, a)));
       }
     }

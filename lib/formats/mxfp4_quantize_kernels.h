@@ -27,6 +27,10 @@ struct BoundaryTable {
   ScaleBoundaries by_code[256];
   // 2^(code - 127) as a float (codes 0..254), the dequantization scale.
   float scale_value[256];
+  // The dequantized magnitudes kE2m1Magnitude[i] * 2^(code - 127) as bf16 bit patterns (codes
+  // 0..254): exact, since each has at most two significant bits and lies within the float
+  // range (the smallest, 0.5 * 2^-127, is a float subnormal whose low 16 bits are zero).
+  alignas(16) uint16_t dequantized_bf16[256][8];
   BoundaryTable();
 };
 const BoundaryTable& boundary_table();
