@@ -8,9 +8,11 @@
 // and a PDL launch still waits for the call before it to complete before it reads or writes, so
 // the "_pdl" figures are what consecutive calls cost when their launch gaps overlap. The
 // "read_probe" rows time launch_router_read_probe: the router's grid and loads, no selection.
-// "single_us" is one launch between two events, queued behind a launch of the same case (so the
-// clocks are up and the launch is already waiting): about the kernel's own duration plus one
-// launch latency; median of 51.
+// "single_us" is one launch between two events, queued behind a 256 MiB memset, so that the
+// clocks are up and the launch is already waiting when the first event fires; median of 51. It
+// overstates the kernel alone: the events' own handling (about 2.5 us at T = 1 on the H100), and
+// at large T the memset's dirty L2 lines written back while the kernel reads
+// (bench/NOTES-router.md, v11).
 //
 // Usage: router_bench [--csv FILE] [--quick] [--variant NAME] [--tokens T] [--k K]
 // (the last three keep only matching cases: one case under a profiler)
@@ -83,17 +85,18 @@ double time_graph_us(Launch launch, int calls, int reps, cudaStream_t s) {
   return us;
 }
 
-// One launch between two events, queued behind a launch on the other input set; median, us.
+// One launch between two events, queued behind a memset of `blocker` long enough (tens of us)
+// that the host has queued the events and the launch before the first event fires; median, us.
 template <typename Launch>
-double time_single_us(Launch launch, int reps, cudaStream_t s) {
+double time_single_us(Launch launch, int reps, void* blocker, size_t blocker_bytes, cudaStream_t s) {
   cudaEvent_t a, b;
   check(cudaEventCreate(&a), "event");
   check(cudaEventCreate(&b), "event");
   std::vector<double> us;
   for (int r = 0; r < reps; ++r) {
-    launch(2 * r);
+    check(cudaMemsetAsync(blocker, r & 0xff, blocker_bytes, s), "blocker memset");
     check(cudaEventRecord(a, s), "record");
-    launch(2 * r + 1);
+    launch(r);
     check(cudaEventRecord(b, s), "record");
     check(cudaEventSynchronize(b), "sync");
     float ms = 0;
@@ -194,6 +197,9 @@ int main(int argc, char** argv) try {
   check(cudaMemcpy(bias, host_bias.data(), E * 4, cudaMemcpyHostToDevice), "upload bias");
   check(cudaMemcpy(scale, host_scale.data(), E * 4, cudaMemcpyHostToDevice), "upload scale");
 
+  const size_t blocker_bytes = size_t(256) << 20;
+  void* blocker;
+  check(cudaMalloc(&blocker, blocker_bytes), "malloc blocker");
   std::vector<Row> rows;
   // Times one case four ways: stream and graph, each without and with PDL.
   auto time_case = [&](Row& r, auto launch_with) {
@@ -206,7 +212,7 @@ int main(int argc, char** argv) try {
       auto launch = [&](int i) { launch_with(logits + size_t(i % rotate) * max_logits, o); };
       (with_pdl ? r.stream_pdl_us : r.stream_us) = time_stream_us(launch, calls, 21, s);
       (with_pdl ? r.graph_pdl_us : r.graph_us) = time_graph_us(launch, calls, 21, s);
-      if (!with_pdl) r.single_us = time_single_us(launch, 51, s);
+      if (!with_pdl) r.single_us = time_single_us(launch, 51, blocker, blocker_bytes, s);
     }
     r.bytes = double(r.tokens) * E * 4 + double(r.tokens) * r.k * (4 + 4) + double(r.tokens);
     r.floor_us = r.bytes / (copy_gbs * 1e9) * 1e6;
@@ -272,6 +278,7 @@ int main(int argc, char** argv) try {
     }
     std::fclose(f);
   }
+  cudaFree(blocker);
   cudaFree(logits);
   cudaFree(weights);
   cudaFree(ids);
