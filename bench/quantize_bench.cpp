@@ -5,6 +5,7 @@
 // (core/simd_level.h: 0 baseline, 1 AVX2, 2 AVX-512); levels the CPU lacks are skipped.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <random>
 #include <vector>
@@ -110,6 +111,28 @@ void BM_QuantizeMxfp4Bf16Measured(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * s.rows * kCols * 2);
 }
 
+// The same into the tile-shuffled weight layout, as convert writes quantized weights since
+// issue #6's follow-up: 16 rows a group, a row's 16-byte blocks 256 bytes apart.
+void BM_QuantizeMxfp4Bf16MeasuredTiled(benchmark::State& state) {
+  if (!use_level(state)) return;
+  const Data& d = data();
+  const Share s = share(state, 1);
+  std::vector<uint8_t> codes(s.rows * kCols / 2), scales(s.rows * kCols / 32);
+  constexpr int64_t kGroup = 16;
+  for (auto _ : state) {
+    Mxfp4ErrorSums sums;
+    for (int64_t r = 0; r < s.rows; r += kGroup) {
+      const int64_t n = std::min(kGroup, s.rows - r);
+      quantize_mxfp4_rows_bf16_measured(d.bf16.data() + (s.begin + r) * kCols, n, kCols,
+                                        Mxfp4CodeLayout{codes.data() + r * kCols / 2, 16, 256},
+                                        scales.data() + r * kCols / 32, "w", sums);
+    }
+    benchmark::DoNotOptimize(sums);
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * s.rows * kCols * 2);
+}
+
 void BM_Mxfp4BlockScalesBf16(benchmark::State& state) {
   if (!use_level(state)) return;
   const Data& d = data();
@@ -185,6 +208,7 @@ void BM_Fp8BlockDequant(benchmark::State& state) {
 
 MOEPREP_LEVELS_BENCHMARK(BM_QuantizeMxfp4Bf16);
 MOEPREP_LEVELS_BENCHMARK(BM_QuantizeMxfp4Bf16Measured);
+MOEPREP_LEVELS_BENCHMARK(BM_QuantizeMxfp4Bf16MeasuredTiled);
 MOEPREP_LEVELS_BENCHMARK(BM_Mxfp4BlockScalesBf16);
 MOEPREP_LEVELS_BENCHMARK(BM_Xxh3);
 MOEPREP_LEVELS_BENCHMARK(BM_QuantizeMxfp4F32);
