@@ -255,6 +255,8 @@ MoeWorkspace::MoeWorkspace(const reference::KernelReadyLayer& L, int top_k, int6
   combine_counters.fill_bytes(0);
   route_counter = DeviceBuffer(4);
   route_counter.fill_bytes(0);
+  decode_counters = DeviceBuffer(static_cast<size_t>(detail::decode_down_counter_count(T, L.hidden) * 4));
+  decode_counters.fill_bytes(0);
 }
 
 reference::Routing MoeWorkspace::download_routing(int64_t tokens) const {
@@ -435,7 +437,18 @@ void enqueue_fused_moe(const DeviceMoeLayer& layer, const DeviceRouter& router, 
     if (options.decode_batch < 0 || options.decode_batch > 3) {
       throw_bad_input("fused_moe: decode_batch " + std::to_string(options.decode_batch) + " is not 0, 1, 2 or 3");
     }
-    d.gate_up_batch = options.decode_batch == 0 ? 3 : options.decode_batch;
+    d.gate_up_batch = options.decode_batch == 0 ? 1 : options.decode_batch;
+    if (options.decode_warps != 0 && options.decode_warps != 8 && options.decode_warps != 12) {
+      throw_bad_input("fused_moe: decode_warps " + std::to_string(options.decode_warps) + " is not 0, 8 or 12");
+    }
+    d.gate_up_warps = options.decode_warps == 12 ? 12 : 8;
+    if (options.decode_down < 0 || options.decode_down > 3) {
+      throw_bad_input("fused_moe: decode_down " + std::to_string(options.decode_down) + " is not 0, 1, 2 or 3");
+    }
+    d.down_per_pick = options.decode_down != 1;
+    d.down_warps = options.decode_down == 3 ? 4 : 8;
+    d.y = ws.y.as<float>();
+    d.counters = ws.decode_counters.as<int32_t>();
     detail::launch_decode_gate_up(d, ws.x_perm.as<uint16_t>(), ws.act.as<uint16_t>(), stream);
     mark(4);
     detail::launch_decode_down(d, ws.act.as<uint16_t>(), out, stream);

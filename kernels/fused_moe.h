@@ -102,6 +102,8 @@ class MoeWorkspace {
   DeviceBuffer combine_counters;
   // Arrival counter of the decode route kernel (one int32); zero between calls.
   DeviceBuffer route_counter;
+  // Arrival counters of the per-pick decode down kernel; zero between calls.
+  DeviceBuffer decode_counters;
 
  private:
   int64_t max_tokens_ = 0;
@@ -137,9 +139,20 @@ struct FusedMoeOptions {
   // elsewhere plain launches): their prologue overlaps the previous kernel. 1 or -1: on where
   // supported, 0: off. Results are bitwise the same either way.
   int pdl = -1;
-  // The decode gate_up's K rounds loaded per batch: 0 or 3 (118 registers, 2 blocks per SM), 2
-  // (3 blocks per SM) or 1 (4 per SM); fewer rounds in flight per warp, more blocks to overlap.
+  // The decode gate_up's K rounds loaded per batch: 3 (118 registers, 2 blocks per SM), 2 (3
+  // blocks per SM) or 1 (63 registers, 4 per SM: some blocks load while others multiply);
+  // 0: automatic, 1 (H100: T = 1 43.8 us vs 47.8 with 3; bench/NOTES-fused-moe.md, v13).
   int decode_batch = 0;
+  // The decode gate_up's warps (K parts) per block: 8, or 12 with 2 rounds per batch (2 blocks
+  // per SM, each warp's rounds loaded at once at gpt-oss's H); 0: automatic, 8 (H100, T = 1:
+  // 41.9 us vs 44.7 with 12; NOTES, v15-decode).
+  int decode_warps = 0;
+  // The decode down kernel: 1 a block per (16 rows, token) summing the picks itself (180 blocks
+  // at gpt-oss T = 1), 2 a block per (16 rows, token, pick), the last of a row unit's picks to
+  // finish combining them (top_k times the blocks); 3 the same with 4-warp blocks (8 per SM: one
+  // wave at T = 1); 0: automatic, 2 (H100, T = 1: 42.2 us vs 43.7 per token; 3: 42.4 vs 41.9;
+  // NOTES, v14-decode, v15-decode).
+  int decode_down = 0;
 };
 
 // Timing hook: events recorded between the stages of one enqueue_fused_moe call.

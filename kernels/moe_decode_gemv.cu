@@ -6,10 +6,17 @@
 // flight), start with a dependent chain (tile, row table, grouping) and run in about two waves,
 // so the GEMMs moved 53 MB at 1.1 TB/s. Here each warp owns 16 (down) or 16 + 16 (gate_up) rows
 // of one pick and a slice of K, and issues the loads of up to 6 rounds (12 x 16 bytes per lane)
-// before it multiplies any of them. No grouping is needed: a block works for one pick (gate_up)
-// or one token (down), reading its expert id from the router's output. Measured (H100): 1%
-// faster than the small-batch kernels at 4 picks, 2% slower at 32, where each pick dequantizes
-// its expert again; so the automatic choice takes it up to 4 picks (kDecodeAutoMaxPairs).
+// before it multiplies any of them. No grouping is needed: a block works for one pick (gate_up,
+// and down by default) or one token (down, decode_down 1), reading its expert id from the
+// router's output. Measured (H100, v10): 1% faster than the small-batch kernels at 4 picks, 2%
+// slower at 32, where each pick dequantizes its expert again; so the automatic choice takes it
+// up to 4 picks (kDecodeAutoMaxPairs).
+//
+// T = 1 after v10 (NOTES, v11-v15-decode; H100 graph replay 51.0 -> 41.9 us): gate_up loads one
+// K round per batch so that 4 blocks fit an SM (63 registers) and some load while others
+// multiply; down takes a block per (16 rows, token, pick) (720 blocks instead of 180) with the
+// combine done by the last of a row unit's picks to arrive; both are launched programmatically
+// (PDL), so down's first weight loads overlap gate_up's last wave.
 //
 // The multiplies still use mma.sync m16n8k16 with the token as one of the 8 columns: the MXFP4
 // -> bf16 dequantization (moe_device_math.h) produces A fragments directly, 2.5 instructions per
@@ -18,8 +25,8 @@
 //
 // The K padding (H' past H, I' past I, rounded up to a 32-element scale group) and the padded
 // rows (I' past I) are not read: their weights are zero and so are the activations they meet.
-// down applies bias and routing weights and sums a token's picks in pick order in the same
-// block (no y buffer, no combine launch): deterministic, no atomics.
+// down applies bias and routing weights and sums a token's picks in pick order (in the block,
+// or per pick through y and an arrival counter): deterministic, no float atomics.
 #include "kernels/portability.h"  // first: defines what MOEPREP_HD needs under HIP
 #include <algorithm>
 #include <string>
@@ -37,7 +44,7 @@ namespace {
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
 // Rounds (128 K elements) loaded before any is used: x 2 rows x fragments x 16 bytes per lane.
-constexpr int kGateUpBatch = 3;  // 2 fragments (gate, up): 12 x 16 bytes
+// gate_up: up to 3 rounds x 2 fragments (gate, up) = 12 x 16 bytes per lane in one batch.
 // gate_up with fewer rounds per load batch fits more blocks per SM (registers: 3 rounds 118,
 // 2 rounds 80, 1 round 63 at one multiply), so that some blocks load while others multiply.
 constexpr int gate_up_blocks_per_sm(int batch) { return batch >= 3 ? 2 : batch == 2 ? 3 : 4; }
@@ -57,6 +64,8 @@ struct DecodeParams {
   int32_t up_offset;  // gate_up: I' (up rows follow the gate rows)
   int32_t act_stride; // gate_up: I'
   int32_t k_parts;    // down: K parts per pick
+  float* y;           // down per pick: [P, H] fp32, each pick's rows before the combine
+  int32_t* counters;  // down per pick: [T, units] arrivals, zero between calls
   const int32_t* topk_ids;
   const float* topk_weights;
   int32_t top_k, experts, tokens, valid;
@@ -188,11 +197,13 @@ __device__ __forceinline__ void stage_rows(uint4* dst, const uint16_t* src, int6
 }
 
 // gate_up: block = (16-row unit, pick), pick fastest (picks of one expert meet in L2); warp =
-// K part. act[pick, permuted(n)] = activation(gate_n, up_n) for the unit's 16 rows n.
-template <bool TWO_MUL, int B>
-__global__ void __launch_bounds__(kThreads, gate_up_blocks_per_sm(B)) decode_gate_up_kernel(DecodeParams p) {
+// K part. act[pick, permuted(n)] = activation(gate_n, up_n) for the unit's 16 rows n. W warps:
+// 8, or 12 (2 blocks per SM, with B = 2 each warp's 2 rounds of gpt-oss's 23 in one batch).
+template <bool TWO_MUL, int B, int W>
+__global__ void __launch_bounds__(W * 32, W == 8 ? gate_up_blocks_per_sm(B) : 2)
+    decode_gate_up_kernel(DecodeParams p) {
   extern __shared__ uint4 bsm[];
-  __shared__ float red[kWarps][32];
+  __shared__ float red[W][32];
   const int P = p.tokens * p.top_k;
   const int pick = blockIdx.x % P, unit = blockIdx.x / P;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
@@ -206,7 +217,7 @@ __global__ void __launch_bounds__(kThreads, gate_up_blocks_per_sm(B)) decode_gat
   const int32_t e = p.topk_ids[pick];
   if (e < 0 || e >= p.experts) return;  // padding or NaN token: down skips the pick; uniform
   set_expert(p, e, lr);
-  const int per = (p.rounds + kWarps - 1) / kWarps;
+  const int per = (p.rounds + W - 1) / W;
   const int r_begin = warp * per, r_end = min(r_begin + per, p.rounds);
   float acc[2][4] = {};
   uint4 wv[B][4];
@@ -231,7 +242,7 @@ __global__ void __launch_bounds__(kThreads, gate_up_blocks_per_sm(B)) decode_gat
     const int32_t n = unit * 16 + threadIdx.x;
     float gate = 0.0f, up = 0.0f;
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) {
+    for (int w = 0; w < W; ++w) {
       gate += red[w][threadIdx.x];
       up += red[w][16 + threadIdx.x];
     }
@@ -315,6 +326,80 @@ __global__ void __launch_bounds__(kThreads) decode_down_kernel(DecodeParams p) {
   }
 }
 
+// down per pick (more blocks: 720 instead of 180 at T = 1, so every SM streams): block = (16-row
+// unit, token, pick), pick fastest; its 8 warps split K. y[pick, n] = sum over parts in warp
+// order + bias. The last of a (unit, token)'s top_k blocks to arrive (counter, reset by it) sums
+// out[t, n] = sum over picks j in pick order of w_j * y[j, n]: deterministic, no float atomics.
+// W warps per block: 8 (4 blocks per SM, 1.4 waves at T = 1) or 4 (8 blocks per SM: one wave,
+// each warp two batches of B rounds).
+template <bool TWO_MUL, int B, int W>
+__global__ void __launch_bounds__(W * 32, W == 4 ? 8 : 4) decode_down_pick_kernel(DecodeParams p) {
+  extern __shared__ uint4 bsm[];  // [rounds * 16]
+  __shared__ float red[W][16];
+  __shared__ int last;
+  const int k = p.top_k;
+  const int j = blockIdx.x % k, t = (blockIdx.x / k) % p.tokens, unit = blockIdx.x / (k * p.tokens);
+  const int32_t n_out = unit * 16 + static_cast<int32_t>(threadIdx.x);
+  if (t >= p.valid) {  // padding token: pick 0's block writes the zero rows; no arrival; uniform
+    wait_previous_grid();
+    if (j == 0 && threadIdx.x < 16 && n_out < p.out_rows) p.out[static_cast<int64_t>(t) * p.out_rows + n_out] = 0.0f;
+    return;
+  }
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
+  const int32_t rows[2] = {unit * 16 + g, unit * 16 + g + 8};
+  LaneRows<2> lr = lane_rows<2>(p, rows, q);
+  const int pick = t * k + j;
+  const int32_t e0 = p.topk_ids[pick];  // the router's: complete before gate_up's blocks waited
+  const int32_t e = (e0 >= 0 && e0 < p.experts) ? e0 : -1;
+  const int per = (p.rounds + W - 1) / W;
+  const int r_begin = warp * per, r_end = min(r_begin + per, p.rounds);
+  uint4 wv[B][2];
+  uint32_t sv[B][2];
+  if (e >= 0) {
+    set_expert(p, e, lr);
+    if (r_begin < r_end) load_batch<2, B>(p, lr, r_begin, r_end, q, wv, sv);
+  }
+  wait_previous_grid();  // act is gate_up's
+  float acc[1][4] = {};
+  if (e >= 0) {  // uniform
+    stage_rows(bsm, p.b + static_cast<int64_t>(pick) * p.k_pad, p.k_pad, 1, p.rounds * 16, p.k_eff);
+    __syncthreads();
+    for (int r0 = r_begin; r0 < r_end; r0 += B) {
+      if (r0 != r_begin) load_batch<2, B>(p, lr, r0, r_end, q, wv, sv);
+      mma_batch<1, B, TWO_MUL>(acc, wv, sv, bsm, r0, r_end, q);
+    }
+  }
+  if (q == 0) {
+    red[warp][g] = acc[0][0];
+    red[warp][g + 8] = acc[0][2];
+  }
+  __syncthreads();
+  const int64_t y_row = static_cast<int64_t>(pick) * p.out_rows;
+  if (threadIdx.x < 16 && n_out < p.out_rows && e >= 0) {
+    float y = 0.0f;
+#pragma unroll
+    for (int w = 0; w < W; ++w) y += red[w][threadIdx.x];
+    p.y[y_row + n_out] = y + p.bias[static_cast<int64_t>(e) * p.rows_pad + n_out];
+    __threadfence();  // visible device-wide before this block arrives
+  }
+  __syncthreads();
+  int32_t* counter = p.counters + static_cast<int64_t>(t) * gridDim.x / (k * p.tokens) + unit;
+  if (threadIdx.x == 0) last = atomicAdd(counter, 1) == k - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  if (threadIdx.x == 0) *counter = 0;  // ready for the next call and graph replay
+  if (threadIdx.x < 16 && n_out < p.out_rows) {
+    float sum = 0.0f;
+    for (int i = 0; i < k; ++i) {
+      const int32_t ei = p.topk_ids[t * k + i];
+      if (ei < 0 || ei >= p.experts) continue;
+      sum += p.topk_weights[t * k + i] * __ldcg(p.y + static_cast<int64_t>(t * k + i) * p.out_rows + n_out);
+    }
+    p.out[static_cast<int64_t>(t) * p.out_rows + n_out] = sum;
+  }
+}
+
 int32_t round_up(int64_t v, int64_t m) { return static_cast<int32_t>((v + m - 1) / m * m); }
 
 // Dynamic shared memory above the default 48 KB needs the kernel's opt-in (large top_k * I');
@@ -334,10 +419,10 @@ void allow_shared(Kernel kernel, size_t bytes, int& allowed) {
 // Launches `kernel` with or without the programmatic-serialization attribute (PDL).
 template <typename Kernel>
 void launch(Kernel kernel, unsigned blocks, size_t smem, gpuStream_t s, bool pdl, const DecodeParams& p,
-            const char* what) {
+            const char* what, int threads = kThreads) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(blocks);
-  cfg.blockDim = dim3(kThreads);
+  cfg.blockDim = dim3(threads);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = s;
   cudaLaunchAttribute attr[1];
@@ -404,19 +489,23 @@ void launch_decode_gate_up(const DecodeArgs& a, const uint16_t* x_perm, uint16_t
   const unsigned blocks = static_cast<unsigned>(units * a.tokens * a.top_k);
   const gpuStream_t s = static_cast<gpuStream_t>(stream);
   static int allowed[2][3] = {};
-  auto go = [&](auto kernel, int& allowed_bytes) {
+  static int allowed12[2] = {0, 0};
+  auto go = [&](auto kernel, int& allowed_bytes, int threads) {
     allow_shared(kernel, smem, allowed_bytes);
-    launch(kernel, blocks, smem, s, a.pdl, p, "decode gate_up kernel");
+    launch(kernel, blocks, smem, s, a.pdl, p, "decode gate_up kernel", threads);
   };
   const int b = a.gate_up_batch <= 0 || a.gate_up_batch >= 3 ? 3 : a.gate_up_batch;
-  if (a.w13_large_scales) {
-    if (b == 3) go(decode_gate_up_kernel<true, 3>, allowed[1][2]);
-    if (b == 2) go(decode_gate_up_kernel<true, 2>, allowed[1][1]);
-    if (b == 1) go(decode_gate_up_kernel<true, 1>, allowed[1][0]);
+  if (a.gate_up_warps == 12) {  // 2 rounds per batch
+    if (a.w13_large_scales) go(decode_gate_up_kernel<true, 2, 12>, allowed12[1], 384);
+    if (!a.w13_large_scales) go(decode_gate_up_kernel<false, 2, 12>, allowed12[0], 384);
+  } else if (a.w13_large_scales) {
+    if (b == 3) go(decode_gate_up_kernel<true, 3, 8>, allowed[1][2], kThreads);
+    if (b == 2) go(decode_gate_up_kernel<true, 2, 8>, allowed[1][1], kThreads);
+    if (b == 1) go(decode_gate_up_kernel<true, 1, 8>, allowed[1][0], kThreads);
   } else {
-    if (b == 3) go(decode_gate_up_kernel<false, 3>, allowed[0][2]);
-    if (b == 2) go(decode_gate_up_kernel<false, 2>, allowed[0][1]);
-    if (b == 1) go(decode_gate_up_kernel<false, 1>, allowed[0][0]);
+    if (b == 3) go(decode_gate_up_kernel<false, 3, 8>, allowed[0][2], kThreads);
+    if (b == 2) go(decode_gate_up_kernel<false, 2, 8>, allowed[0][1], kThreads);
+    if (b == 1) go(decode_gate_up_kernel<false, 1, 8>, allowed[0][0], kThreads);
   }
 #endif
 }
@@ -442,9 +531,30 @@ void launch_decode_down(const DecodeArgs& a, const uint16_t* act, float* out, vo
   p.b = act;
   p.out = out;
   const int64_t units = (L.hidden + 15) / 16;
+  const gpuStream_t s = static_cast<gpuStream_t>(stream);
+  if (a.down_per_pick) {
+    p.y = a.y;
+    p.counters = a.counters;
+    const size_t smem = static_cast<size_t>(p.rounds) * 16 * sizeof(uint4);
+    const unsigned blocks = static_cast<unsigned>(units * a.tokens * a.top_k);
+    static int allowed_pick[2][2] = {};
+    const char* what = "decode down kernel (per pick)";
+    auto go = [&](auto kernel, int& allowed_bytes, int threads) {
+      allow_shared(kernel, smem, allowed_bytes);
+      launch(kernel, blocks, smem, s, a.pdl, p, what, threads);
+    };
+    const bool four = a.down_warps == 4;
+    if (a.w2_large_scales) {
+      if (four) go(decode_down_pick_kernel<true, 3, 4>, allowed_pick[1][1], 128);
+      if (!four) go(decode_down_pick_kernel<true, 3, 8>, allowed_pick[1][0], 256);
+    } else {
+      if (four) go(decode_down_pick_kernel<false, 3, 4>, allowed_pick[0][1], 128);
+      if (!four) go(decode_down_pick_kernel<false, 3, 8>, allowed_pick[0][0], 256);
+    }
+    return;
+  }
   const size_t smem = static_cast<size_t>(a.top_k) * p.rounds * 16 * sizeof(uint4);
   const unsigned blocks = static_cast<unsigned>(units * a.tokens);
-  const gpuStream_t s = static_cast<gpuStream_t>(stream);
   static int allowed[2] = {0, 0};
   if (a.w2_large_scales) {
     allow_shared(decode_down_kernel<true>, smem, allowed[1]);

@@ -35,7 +35,6 @@ using reference::topk_key_value_key;
 
 constexpr int kWarps = 8;  // K parts of one expert's dot products
 constexpr int kThreads = kWarps * 32;
-constexpr int kSlots = kDecodeRouteMaxExperts / 32;  // logits per lane when routing
 
 __device__ __forceinline__ float shifted_exp(float x, float max) {
   const float e = __expf(x - max);
@@ -57,8 +56,10 @@ __device__ __forceinline__ uint64_t warp_max(uint64_t v) {
   return v;
 }
 
-// One token's routing by one warp: lane r ends up holding pick r (r < top_k).
-__device__ void route_token(const DecodeRouteArgs& a, int t) {
+// One token's routing by one warp: lane r ends up holding pick r (r < top_k). kSlots logits per
+// lane (E <= 32 kSlots): the k rounds of a max-reduction scan only those.
+template <int kSlots>
+__device__ __forceinline__ void route_token(const DecodeRouteArgs& a, int t) {
   const int lane = threadIdx.x % 32;
   const int E = a.experts, k = a.top_k;
   const float* row = a.logits + static_cast<int64_t>(t) * E;
@@ -114,6 +115,7 @@ __device__ void route_token(const DecodeRouteArgs& a, int t) {
 
 // Block e: logits[t, e] for every token (its 8 warps split H, parts added in warp order), then
 // its share of x_perm; the last block to arrive routes every token (warp t: token t).
+template <int kSlots>
 __global__ void __launch_bounds__(kThreads) decode_route_kernel(DecodeRouteArgs a) {
   // Dependents (the decode gate_up, launched programmatically) may start their prologue now;
   // they wait for this grid's completion before reading anything it writes.
@@ -148,7 +150,9 @@ __global__ void __launch_bounds__(kThreads) decode_route_kernel(DecodeRouteArgs 
     }
   }
 #pragma unroll
-  for (int i = 0; i < kDecodeRouteMaxTokens; ++i) acc[i] = warp_sum(acc[i]);
+  for (int i = 0; i < kDecodeRouteMaxTokens; ++i) {
+    if (i < a.valid) acc[i] = warp_sum(acc[i]);  // uniform; the others stay 0
+  }
   if (lane == 0) {
 #pragma unroll
     for (int i = 0; i < kDecodeRouteMaxTokens; ++i) partial[warp][i] = acc[i];
@@ -185,7 +189,7 @@ __global__ void __launch_bounds__(kThreads) decode_route_kernel(DecodeRouteArgs 
   if (!last) return;
   __threadfence();  // the other blocks' logits, fenced before they arrived, are read after this
   if (threadIdx.x == 0) *a.counter = 0;  // ready for the next call; nothing else reads it now
-  if (warp < T) route_token(a, warp);
+  if (warp < T) route_token<kSlots>(a, warp);
 }
 
 }  // namespace
@@ -209,7 +213,15 @@ void launch_decode_route(const DecodeRouteArgs& a, void* stream) {
   (void)a, (void)stream;
   throw_internal("fused_moe: the decode route kernel is CUDA only");
 #else
-  decode_route_kernel<<<static_cast<unsigned>(a.experts), kThreads, 0, static_cast<gpuStream_t>(stream)>>>(a);
+  const gpuStream_t s = static_cast<gpuStream_t>(stream);
+  const unsigned blocks = static_cast<unsigned>(a.experts);
+  if (a.experts <= 128) {
+    decode_route_kernel<4><<<blocks, kThreads, 0, s>>>(a);
+  } else if (a.experts <= 256) {
+    decode_route_kernel<8><<<blocks, kThreads, 0, s>>>(a);
+  } else {
+    decode_route_kernel<16><<<blocks, kThreads, 0, s>>>(a);
+  }
   check_launch("decode route kernel");
 #endif
 }

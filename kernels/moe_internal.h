@@ -124,7 +124,17 @@ struct DecodeArgs {
   bool pdl = false;
   // gate_up's rounds per load batch: 3 (2 blocks per SM), 2 (3 per SM) or 1 (4 per SM).
   int gate_up_batch = 3;
+  int gate_up_warps = 8;  // K parts of a gate_up block: 8, or 12 (then 2 rounds per batch)
+  // down with a block per (16 rows, token, pick) instead of per (16 rows, token): top_k times
+  // the blocks; each pick's rows go to y [P, H] fp32 and the last of a row unit's picks to
+  // arrive on counters [T, ceil(H / 16)] (zero between calls; it resets its counter) combines.
+  bool down_per_pick = false;
+  int down_warps = 8;  // per-pick blocks: 8 warps (4 blocks per SM) or 4 (8 per SM)
+  float* y = nullptr;
+  int32_t* counters = nullptr;
 };
+// Arrival counters the per-pick decode down needs: [T, ceil(H / 16)].
+inline int64_t decode_down_counter_count(int64_t tokens, int64_t hidden) { return tokens * ((hidden + 15) / 16); }
 // Picks up to which the decode kernels are the automatic choice: at 4 (T = 1, top-4) they were
 // 1% faster than the small-batch kernels, at 32 2% slower (each pick dequantizes its expert's
 // weights again, where a token tile shares it; bench/NOTES-fused-moe.md, v10-decode).

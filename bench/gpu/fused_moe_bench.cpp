@@ -456,14 +456,50 @@ void BM_FusedMoeSeparatedNoPdlTwoLaunchRoute(benchmark::State& state) {
 }
 BENCHMARK(BM_FusedMoeSeparatedNoPdlTwoLaunchRoute)->ArgName("T")->Arg(1)->UseManualTime()->MinTime(0.3)->Unit(
     benchmark::kMillisecond);
-// The decode gate_up with 2 or 1 K rounds per load batch (3 or 4 blocks per SM).
+// The decode gate_up with 3, 2 or 1 K rounds per load batch (2, 3 or 4 blocks per SM).
 void BM_FusedMoeSeparatedDecodeBatch(benchmark::State& state) {
   gpu::FusedMoeOptions opt;
   opt.decode_batch = static_cast<int>(state.range(1));
   run_moe(state, layout::GateMode::Separated, opt);
 }
-BENCHMARK(BM_FusedMoeSeparatedDecodeBatch)->ArgNames({"T", "batch"})->Args({1, 2})->Args({1, 1})->UseManualTime()
+BENCHMARK(BM_FusedMoeSeparatedDecodeBatch)->ArgNames({"T", "batch"})->Args({1, 3})->Args({1, 2})->UseManualTime()
     ->MinTime(0.3)->Unit(benchmark::kMillisecond);
+// The decode down with a block per (16 rows, token) (v10-decode's) instead of per pick.
+void BM_FusedMoeSeparatedDecodeDownPerToken(benchmark::State& state) {
+  gpu::FusedMoeOptions opt;
+  opt.decode_down = 1;
+  run_moe(state, layout::GateMode::Separated, opt);
+}
+BENCHMARK(BM_FusedMoeSeparatedDecodeDownPerToken)->ArgName("T")->Arg(1)->Arg(2)->UseManualTime()->MinTime(0.3)->Unit(
+    benchmark::kMillisecond);
+// The decode gate_up with 12-warp blocks, 2 rounds per batch.
+void BM_FusedMoeSeparatedDecodeGateUp12Warps(benchmark::State& state) {
+  gpu::FusedMoeOptions opt;
+  opt.decode_warps = 12;
+  run_moe(state, layout::GateMode::Separated, opt);
+}
+BENCHMARK(BM_FusedMoeSeparatedDecodeGateUp12Warps)->ArgName("T")->Arg(1)->UseManualTime()->MinTime(0.3)->Unit(
+    benchmark::kMillisecond);
+// The per-pick decode down with 4-warp blocks (8 per SM: one wave at T = 1).
+void BM_FusedMoeSeparatedDecodeDown4Warps(benchmark::State& state) {
+  gpu::FusedMoeOptions opt;
+  opt.decode_down = 3;
+  run_moe(state, layout::GateMode::Separated, opt);
+}
+BENCHMARK(BM_FusedMoeSeparatedDecodeDown4Warps)->ArgName("T")->Arg(1)->UseManualTime()->MinTime(0.3)->Unit(
+    benchmark::kMillisecond);
+// v10-decode's configuration (two-launch route, plain launches, 3 rounds per batch, down per
+// token): the baseline in the same run.
+void BM_FusedMoeSeparatedDecodeV10(benchmark::State& state) {
+  gpu::FusedMoeOptions opt;
+  opt.fused_route = 0;
+  opt.pdl = 0;
+  opt.decode_batch = 3;
+  opt.decode_down = 1;
+  run_moe(state, layout::GateMode::Separated, opt);
+}
+BENCHMARK(BM_FusedMoeSeparatedDecodeV10)->ArgName("T")->Arg(1)->UseManualTime()->MinTime(0.3)->Unit(
+    benchmark::kMillisecond);
 BENCHMARK(BM_FusedMoeInterleave)->ArgName("T")->Arg(1)->Arg(64)->Arg(4096)->UseManualTime()->MinTime(0.3)->Unit(
     benchmark::kMillisecond);
 

@@ -270,6 +270,11 @@ TEST_F(FusedMoeRoute, GraphReplaysAndProgrammaticLaunchesAreBitwiseThePlainForwa
         const Routing routing = ws.download_routing(T);
         int32_t counter = -1;
         ws.route_counter.download(&counter, 4);
+        std::vector<int32_t> down_counters(ws.decode_counters.size() / 4, -1);
+        ws.decode_counters.download(down_counters.data(), ws.decode_counters.size());
+        EXPECT_EQ(std::count(down_counters.begin(), down_counters.end(), 0),
+                  static_cast<std::ptrdiff_t>(down_counters.size()))
+            << "per-pick down arrival counters not reset";
         const std::string what = "graph T=" + std::to_string(T) + " pdl " + std::to_string(pdl) + " replay " +
                                  std::to_string(rep);
         EXPECT_EQ(counter, 0) << what << ": arrival counter not reset";
@@ -284,7 +289,7 @@ TEST_F(FusedMoeRoute, GraphReplaysAndProgrammaticLaunchesAreBitwiseThePlainForwa
 }
 
 // The decode gate_up with 1, 2 or 3 K rounds per load batch: the same per-lane sums in the same
-// order, so the same bits, and the CPU kernel-layout MoE's result.
+// order, so the same bits, and the CPU kernel-layout MoE's result; with 12 warps, that result.
 TEST_F(FusedMoeRoute, DecodeGateUpBatchesGiveTheSameBits) {
   const Layer l = make_layer(506);
   const DeviceMoeLayer layer = upload_layer(l.kr.view());
@@ -293,21 +298,71 @@ TEST_F(FusedMoeRoute, DecodeGateUpBatchesGiveTheSameBits) {
   const DeviceRouter router = upload_router(l.src.router(), rc, kE, kH);
   const auto x = moe_testing::random_activations(1, kH, 1100);
   FusedMoeOptions o = options(-1, -1, 1);
-  const Result three = run(layer, router, x, 1, 1, o);
+  const Result automatic = run(layer, router, x, 1, 1, o);
   const reference::MoeOutput cpu =
       reference::moe_forward_kernel_layout_cpu(l.kr.view(), l.src.router(), rc, ActivationParams{}, x.data(), 1, 1);
-  EXPECT_LT(moe_testing::rel_err(three.out, cpu.out), testing::kKernelLayoutTolerance);
-  for (int batch : {1, 2}) {
+  EXPECT_LT(moe_testing::rel_err(automatic.out, cpu.out), testing::kKernelLayoutTolerance);
+  for (int batch : {1, 2, 3}) {
     o.decode_batch = batch;
     const Result r = run(layer, router, x, 1, 1, o);
-    EXPECT_EQ(std::memcmp(r.out.data(), three.out.data(), r.out.size() * 4), 0) << "decode_batch " << batch;
+    EXPECT_EQ(std::memcmp(r.out.data(), automatic.out.data(), r.out.size() * 4), 0) << "decode_batch " << batch;
   }
+  // 12 K parts: other fp32 sums, the CPU's result; repeated calls bitwise.
+  FusedMoeOptions twelve = options(-1, -1, 1);
+  twelve.decode_warps = 12;
+  const Result r12 = run(layer, router, x, 1, 1, twelve, 2);
+  EXPECT_LT(moe_testing::rel_err(r12.out, cpu.out), testing::kKernelLayoutTolerance) << "decode_warps 12";
+  const Result r12b = run(layer, router, x, 1, 1, twelve, 1);
+  EXPECT_EQ(std::memcmp(r12.out.data(), r12b.out.data(), r12.out.size() * 4), 0) << "decode_warps 12 repeated";
+  twelve.decode_warps = 10;
+  EXPECT_THROW(run(layer, router, x, 1, 1, twelve), Error);
   o.decode_batch = 4;
   try {
     run(layer, router, x, 1, 1, o);
     FAIL() << "decode_batch 4 was accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("decode_batch 4"), std::string::npos) << e.what();
+  }
+}
+
+// The decode down per pick (the last of a row unit's picks combines; 8- or 4-warp blocks) and
+// per token (a block sums its token's picks): each against the CPU kernel-layout MoE, padding rows zero, a NaN token's
+// row zero, repeated calls bitwise identical; an unknown choice refused.
+TEST_F(FusedMoeRoute, DecodeDownPerPickAndPerTokenMatchTheCpu) {
+  const Layer l = make_layer(507);
+  const DeviceMoeLayer layer = upload_layer(l.kr.view());
+  RouterConfig rc;
+  rc.top_k = 4;
+  const DeviceRouter router = upload_router(l.src.router(), rc, kE, kH);
+  for (int64_t T : {1, 3, 4}) {
+    const int64_t valid = T == 4 ? 3 : T;
+    auto x = moe_testing::random_activations(T, kH, 1200 + T);
+    if (T == 3) x[2 * kH + 5] = 0x7FC0;  // token 2 NaN: routes nowhere, row zero
+    const reference::MoeOutput cpu =
+        reference::moe_forward_kernel_layout_cpu(l.kr.view(), l.src.router(), rc, ActivationParams{}, x.data(), T,
+                                                 valid);
+    for (int down : {1, 2, 3}) {
+      FusedMoeOptions o = options(-1, -1, 1);
+      o.decode_down = down;
+      const Result a = run(layer, router, x, T, valid, o, 1);
+      const Result b = run(layer, router, x, T, valid, o, 3);
+      const std::string what = "T=" + std::to_string(T) + " decode_down " + std::to_string(down);
+      EXPECT_LT(moe_testing::rel_err(a.out, cpu.out), testing::kKernelLayoutTolerance) << what;
+      EXPECT_EQ(std::memcmp(a.out.data(), b.out.data(), a.out.size() * 4), 0) << what << ": third call differs";
+      for (int64_t t = 0; t < T; ++t) {
+        if (t < valid && !(T == 3 && t == 2)) continue;
+        for (int64_t h = 0; h < kH; ++h) ASSERT_EQ(a.out[t * kH + h], 0.0f) << what << ": token " << t;
+      }
+    }
+  }
+  FusedMoeOptions o = options(-1, -1, 1);
+  o.decode_down = 4;
+  const auto x = moe_testing::random_activations(1, kH, 1300);
+  try {
+    run(layer, router, x, 1, 1, o);
+    FAIL() << "decode_down 4 was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("decode_down 4"), std::string::npos) << e.what();
   }
 }
 
