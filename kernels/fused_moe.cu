@@ -167,9 +167,11 @@ void DeviceBuffer::fill_bytes(uint8_t value) {
 DeviceMoeLayer upload_layer(const reference::KernelReadyLayer& host) {
   const reference::KernelReadySizes z = reference::check_kernel_ready_layer(host);
   const reference::KernelReadyLayer& L = host;
+  // w13: [gate; up] rows, or (non-gated) the up rows alone, tiled like w2.
+  const int64_t w13_rows_per_expert = L.gated ? 2 * L.intermediate_pad : L.intermediate_pad;
   const HostRowTable w13_rows =
-      build_row_table({L.mode, true, 2 * L.intermediate_pad, L.hidden_pad / 2},
-                      {L.mode, true, 2 * L.intermediate_pad, L.w13_scale_cols}, L.experts, "w13");
+      build_row_table({L.mode, L.gated, w13_rows_per_expert, L.hidden_pad / 2},
+                      {L.mode, L.gated, w13_rows_per_expert, L.w13_scale_cols}, L.experts, "w13");
   const HostRowTable w2_rows = build_row_table({L.mode, false, L.hidden_pad, L.intermediate_pad / 2},
                                                {L.mode, false, L.hidden_pad, L.w2_scale_cols}, L.experts, "w2");
   DeviceMoeLayer d;
@@ -309,11 +311,11 @@ void enqueue_fused_moe(const DeviceMoeLayer& layer, const DeviceRouter& router, 
                        void* stream, const FusedMoeOptions& options, StageEvents* events) {
   const reference::KernelReadyLayer& L = layer.view;
   const int k = router.params.top_k;
-  // The expert GEMMs compute gate/up pairs; an up-only w13 (relu^2 experts) read as pairs would
-  // give a wrong answer silently, so callers other than the CLI are stopped here too.
-  if (!L.gated || !reference::is_gated(act.kind)) {
-    throw_bad_input("fused_moe: non-gated experts (relu^2, up-only w13) are not supported by the GPU fused MoE; "
-                    "use the CPU path");
+  // The layer's w13 rows decide how gate_up reads them ([gate; up] pairs or up rows alone); an
+  // activation of the other kind would be computed on misread rows, silently.
+  if (L.gated != reference::is_gated(act.kind)) {
+    throw_bad_input(std::string("fused_moe: the activation is ") + (reference::is_gated(act.kind) ? "gated" : "non-gated") +
+                    " but w13 holds " + (L.gated ? "[gate; up] rows" : "up rows only (non-gated experts)"));
   }
   if (tokens < 0 || tokens > ws.max_tokens()) {
     throw_bad_input("fused_moe: " + std::to_string(tokens) + " tokens outside the workspace's [0, " +
@@ -482,7 +484,10 @@ void enqueue_fused_moe(const DeviceMoeLayer& layer, const DeviceRouter& router, 
   // than the pipelined one (v10-big), so only an explicit choice takes them.
   int large_tile_gemm = 1;
 #if !defined(__HIPCC__)
-  if (tile >= 64 && options.staged < 0 && !options.simple && detail::tiled_registers_automatic()) large_tile_gemm = 5;
+  // The tiled GEMMs read w13 as [gate; up] pairs: non-gated layers keep the pipelined kernel.
+  if (tile >= 64 && options.staged < 0 && !options.simple && L.gated && detail::tiled_registers_automatic()) {
+    large_tile_gemm = 5;
+  }
 #endif
   g.staged = ksplit != 1 ? 0 : options.staged < 0 ? (tile >= 64 ? large_tile_gemm : 0) : options.staged;
   const bool tiled = (g.staged == 3 || g.staged == 4 || g.staged == 5) && !options.simple && !small;
@@ -491,6 +496,10 @@ void enqueue_fused_moe(const DeviceMoeLayer& layer, const DeviceRouter& router, 
 #else
   constexpr bool kTiledBuilt = true;
 #endif
+  if (tiled && !L.gated) {
+    throw_bad_input("fused_moe: the tiled GEMM (staged " + std::to_string(g.staged) +
+                    ") takes gated experts only; non-gated (up-only w13) layers run on staged 0, 1 or 2");
+  }
   if (tiled && (tile != 64 || !kTiledBuilt)) {
     throw_bad_input("fused_moe: the tiled GEMM (staged 3, 4, 5) takes token tile 64 and k_split 1 under CUDA, not tile " +
                     std::to_string(tile) + " k_split " + std::to_string(ksplit) + " under " MOEPREP_GPU_API);

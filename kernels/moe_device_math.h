@@ -8,11 +8,13 @@
 
 namespace moeprep::gpu::detail {
 
-// The kernels' activation code: 0 GPT-OSS clamped SwiGLU, 1 SiLU-, 2 GELU-tanh-, 3 GELU(erf)-gated.
+// The kernels' activation code: 0 GPT-OSS clamped SwiGLU, 1 SiLU-, 2 GELU-tanh-, 3 GELU(erf)-gated;
+// 4 relu^2, non-gated (it reads `u` only).
 inline int activation_code(reference::Activation kind) {
   return kind == reference::Activation::SiluGated       ? 1
          : kind == reference::Activation::GeluTanhGated ? 2
          : kind == reference::Activation::GeluGated     ? 3
+         : kind == reference::Activation::Relu2         ? 4
                                                           : 0;
 }
 
@@ -21,6 +23,10 @@ __device__ __forceinline__ float gated_activation(int kind, float alpha, float l
   // sqrt(2/pi) and 1/sqrt(2), as in the CPU reference (reference/moe_activation.cpp).
   if (kind == 2) return 0.5f * g * (1.0f + tanhf(0.7978845608f * (g + 0.044715f * g * g * g))) * u;
   if (kind == 3) return 0.5f * g * (1.0f + erff(g * 0.7071067812f)) * u;
+  if (kind == 4) {
+    const float r = (u < 0.0f) ? 0.0f : u;  // std::max(u, 0): NaN stays NaN, as on the CPU
+    return r * r;
+  }
   // The CPU reference's std::min / std::max, NaN included.
   g = (limit < g) ? limit : g;
   u = (limit < u) ? limit : u;

@@ -54,7 +54,11 @@ struct GemmParams {
   int64_t out_rows;        // gate_up: I' (act columns); down: H (logical output rows)
   uint16_t* act;           // gate_up output [P, I']
   float* y;                // down output [P, H]
-  int act_kind;            // 0 GPT-OSS clamped SwiGLU, 1 SiLU-, 2 GELU-tanh-, 3 GELU(erf)-gated
+  int act_kind;            // 0 GPT-OSS clamped SwiGLU, 1 SiLU-, 2 GELU-tanh-, 3 GELU(erf)-gated, 4 relu^2
+  // Non-gated experts' up projection (relu^2), simple kernel: w13 holds the I' up rows alone and
+  // the activation reads that one projection. (The fast kernels take it as their UP_ONLY
+  // template flag: the down kernels' row pairs, B gathered, act(u) stored instead of y.)
+  bool up_only;
   float alpha, limit;
   // Small-batch kernel only (ExpertGemmArgs says what each is for).
   bool inline_group, fuse_combine;
@@ -109,6 +113,11 @@ __global__ void gate_up_simple_kernel(GemmParams p) {
   for (int32_t i = 0; i < tile.count; ++i) {
     const int64_t slot = tile.start + i;
     const int64_t brow = b_row(p, slot);
+    if (p.up_only) {
+      const float u = dot_row(p, tile.expert, j, brow) + p.bias[tile.expert * p.rows_pad + j];
+      p.act[slot * p.out_rows + permuted_index(j)] = float_to_bf16(activation(p, 0.0f, u));
+      continue;
+    }
     const float g = dot_row(p, tile.expert, j, brow) + p.bias[tile.expert * p.rows_pad + j];
     const float u = dot_row(p, tile.expert, p.up_offset + j, brow) + p.bias[tile.expert * p.rows_pad + p.up_offset + j];
     p.act[slot * p.out_rows + permuted_index(j)] = float_to_bf16(activation(p, g, u));
@@ -264,7 +273,7 @@ __device__ __forceinline__ void mma_k_rounds(const GemmParams& p, const WarpRows
   }
 }
 
-template <int NT, bool GATE_UP>
+template <int NT, bool GATE_UP, bool UP_ONLY = false>
 __device__ __forceinline__ void epilogue(const GemmParams& p, const Tile& tile, const WarpRows& w,
                                          const float (&acc)[2][NT][4], int g, int q) {
   const float* bias = p.bias + static_cast<int64_t>(tile.expert) * p.rows_pad;
@@ -283,8 +292,16 @@ __device__ __forceinline__ void epilogue(const GemmParams& p, const Tile& tile, 
         p.act[slot * p.out_rows + permuted_index(unit)] = float_to_bf16(activation(p, gate, up));
       } else {
         const int64_t ra = w.row_a + rr, rb = w.row_b + rr;
-        if (ra < p.out_rows) p.y[slot * p.out_rows + ra] = acc[0][j][c] + bias[ra];
-        if (w.b_rows_valid && rb < p.out_rows) p.y[slot * p.out_rows + rb] = acc[1][j][c] + bias[rb];
+        if constexpr (UP_ONLY) {  // non-gated: both row fragments are units of act
+          uint16_t* a = p.act + slot * p.out_rows;
+          if (ra < p.out_rows) a[permuted_index(ra)] = float_to_bf16(activation(p, 0.0f, acc[0][j][c] + bias[ra]));
+          if (w.b_rows_valid && rb < p.out_rows) {
+            a[permuted_index(rb)] = float_to_bf16(activation(p, 0.0f, acc[1][j][c] + bias[rb]));
+          }
+        } else {
+          if (ra < p.out_rows) p.y[slot * p.out_rows + ra] = acc[0][j][c] + bias[ra];
+          if (w.b_rows_valid && rb < p.out_rows) p.y[slot * p.out_rows + rb] = acc[1][j][c] + bias[rb];
+        }
       }
     }
   }
@@ -412,7 +429,7 @@ __device__ void combine_if_last(const GemmParams& p, int32_t row_block, int32_t 
 // For small batches (memory-bound): each weight byte is read once, one round is prefetched into
 // registers. NT: token sub-tiles of 8 per warp (the token tile is 8*NT). KSPLIT: warps of the
 // block that share one row group and split K (reduced through shared memory in warp order).
-template <int NT, int KSPLIT, bool GATE_UP>
+template <int NT, int KSPLIT, bool GATE_UP, bool UP_ONLY = false>
 __global__ void __launch_bounds__(kWarps * 32) expert_gemm_direct_kernel(GemmParams p, int32_t row_blocks) {
   const BlockWork bw = block_work(row_blocks);
   if (bw.tile_index >= *p.num_tiles) return;
@@ -467,7 +484,7 @@ __global__ void __launch_bounds__(kWarps * 32) expert_gemm_direct_kernel(GemmPar
 #pragma unroll
           for (int c = 0; c < 4; ++c) acc[h][j][c] += red[s2][(h * NT + j) * 4 + c][lane];
   }
-  epilogue<NT, GATE_UP>(p, tile, wr, acc, g, q);
+  epilogue<NT, GATE_UP, UP_ONLY>(p, tile, wr, acc, g, q);
 }
 
 // The small-batch kernels (p.inline_group / p.fuse_combine, see above; launched with NT = 1,
@@ -476,7 +493,7 @@ __global__ void __launch_bounds__(kWarps * 32) expert_gemm_direct_kernel(GemmPar
 // reduction and the combine need every warp at their barriers. Kept apart from the direct
 // kernel so that the latter's code (and speed: 96 instead of 102 registers at NT = 1) stays as
 // it was measured.
-template <int NT, int KSPLIT, bool GATE_UP>
+template <int NT, int KSPLIT, bool GATE_UP, bool UP_ONLY = false>
 __global__ void __launch_bounds__(kWarps * 32) expert_gemm_small_kernel(GemmParams p, int32_t row_blocks) {
   __shared__ SmallGroup sg;
   const BlockWork bw = block_work(row_blocks);
@@ -513,7 +530,8 @@ __global__ void __launch_bounds__(kWarps * 32) expert_gemm_small_kernel(GemmPara
     int64_t row = 0;
     if (bvalid[j]) {
       const int64_t slot = tile.start + col;
-      row = GATE_UP ? (p.inline_group ? sg.sorted[slot] : p.sorted_pairs[slot]) / p.top_k : slot;
+      // Gathered: the pick's token row of x_perm (gate_up, and the non-gated up projection).
+      row = (GATE_UP || UP_ONLY) ? (p.inline_group ? sg.sorted[slot] : p.sorted_pairs[slot]) / p.top_k : slot;
     }
     brow[j] = static_cast<uint32_t>(row * p.K) + 32 * q;
   }
@@ -550,7 +568,7 @@ __global__ void __launch_bounds__(kWarps * 32) expert_gemm_small_kernel(GemmPara
             for (int c = 0; c < 4; ++c) acc[h][j][c] += red[s2][(h * NT + j) * 4 + c][lane];
     }
   }
-  if (active && kpart == 0) epilogue<NT, GATE_UP>(p, tile, wr, acc, g, q);
+  if (active && kpart == 0) epilogue<NT, GATE_UP, UP_ONLY>(p, tile, wr, acc, g, q);
   if constexpr (!GATE_UP) {
     if (p.fuse_combine) combine_if_last<kGroupsPerBlock * 32>(p, bw.row_block, ntiles, work);
   }
@@ -587,7 +605,7 @@ __device__ __forceinline__ void cp_async_wait() {
 
 // MINB: blocks per SM the register allocation must allow (2: no spills at NT = 8; 3: more warps
 // to hide latency, a few spilled registers).
-template <int NT, bool GATE_UP, int MINB>
+template <int NT, bool GATE_UP, int MINB, bool UP_ONLY = false>
 __global__ void __launch_bounds__(kWarps * 32, MINB) expert_gemm_staged_kernel(GemmParams p, int32_t row_blocks) {
   extern __shared__ uint4 smem[];
   using Layout = StagedLayout<NT>;
@@ -663,62 +681,62 @@ __global__ void __launch_bounds__(kWarps * 32, MINB) expert_gemm_staged_kernel(G
     }
   }
   cp_async_wait<0>();
-  if (active) epilogue<NT, GATE_UP>(p, tile, wr, acc, g, q);
+  if (active) epilogue<NT, GATE_UP, UP_ONLY>(p, tile, wr, acc, g, q);
 }
 
-template <int NT, int KSPLIT, bool GATE_UP>
+template <int NT, int KSPLIT, bool GATE_UP, bool UP_ONLY>
 void launch_direct(const GemmParams& p, int64_t max_tiles, gpuStream_t stream) {
   const int64_t groups_per_block = kWarps / KSPLIT;
   const int64_t row_blocks = (p.row_groups + groups_per_block - 1) / groups_per_block;
-  expert_gemm_direct_kernel<NT, KSPLIT, GATE_UP>
+  expert_gemm_direct_kernel<NT, KSPLIT, GATE_UP, UP_ONLY>
       <<<static_cast<unsigned>(max_tiles * row_blocks), kWarps * 32, 0, stream>>>(p, static_cast<int32_t>(row_blocks));
 }
 
-template <int NT, bool GATE_UP, int MINB>
+template <int NT, bool GATE_UP, int MINB, bool UP_ONLY>
 void launch_staged(const GemmParams& p, int64_t max_tiles, gpuStream_t stream) {
   const size_t bytes = StagedLayout<NT>::kBytes;
   static bool configured = false;  // before any graph capture: the first call is eager
   if (!configured) {
-    const cudaError_t err = cudaFuncSetAttribute(expert_gemm_staged_kernel<NT, GATE_UP, MINB>,
+    const cudaError_t err = cudaFuncSetAttribute(expert_gemm_staged_kernel<NT, GATE_UP, MINB, UP_ONLY>,
                                                  cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
     if (err != cudaSuccess) throw_internal(std::string("fused_moe: shared memory attribute: ") + cudaGetErrorString(err));
     configured = true;
   }
   const int64_t row_blocks = (p.row_groups + kWarps - 1) / kWarps;
-  expert_gemm_staged_kernel<NT, GATE_UP, MINB>
+  expert_gemm_staged_kernel<NT, GATE_UP, MINB, UP_ONLY>
       <<<static_cast<unsigned>(max_tiles * row_blocks), kWarps * 32, bytes, stream>>>(p,
                                                                                      static_cast<int32_t>(row_blocks));
 }
 
-template <bool GATE_UP>
+template <bool GATE_UP, bool UP_ONLY>
 void dispatch_fast(const GemmParams& p, const ExpertGemmArgs& a, gpuStream_t stream) {
   const int nt = a.token_tile / 8;
   if (a.small) {
     if (a.token_tile != kSmallTile) throw_bad_input("fused_moe: the small-batch kernels take token tile 8");
     const int64_t row_blocks = p.row_groups;  // one row group per block (K split 4)
-    expert_gemm_small_kernel<1, 4, GATE_UP>
+    expert_gemm_small_kernel<1, 4, GATE_UP, UP_ONLY>
         <<<static_cast<unsigned>(a.max_tiles * row_blocks), kWarps * 32, 0, stream>>>(p, static_cast<int32_t>(row_blocks));
     return;
   }
   if (a.k_split == 4) {
-    if (nt == 1) return launch_direct<1, 4, GATE_UP>(p, a.max_tiles, stream);
-    if (nt == 2) return launch_direct<2, 4, GATE_UP>(p, a.max_tiles, stream);
+    if (nt == 1) return launch_direct<1, 4, GATE_UP, UP_ONLY>(p, a.max_tiles, stream);
+    if (nt == 2) return launch_direct<2, 4, GATE_UP, UP_ONLY>(p, a.max_tiles, stream);
     throw_bad_input("fused_moe: k_split 4 supports token tiles of 8 and 16, not " + std::to_string(a.token_tile));
   }
-  if (a.staged == 2 && nt == 8) return launch_staged<8, GATE_UP, 3>(p, a.max_tiles, stream);
+  if (a.staged == 2 && nt == 8) return launch_staged<8, GATE_UP, 3, UP_ONLY>(p, a.max_tiles, stream);
   if (a.staged) {
     switch (nt) {
-      case 1: return launch_staged<1, GATE_UP, 3>(p, a.max_tiles, stream);
-      case 2: return launch_staged<2, GATE_UP, 3>(p, a.max_tiles, stream);
-      case 4: return launch_staged<4, GATE_UP, 3>(p, a.max_tiles, stream);
-      case 8: return launch_staged<8, GATE_UP, 2>(p, a.max_tiles, stream);
+      case 1: return launch_staged<1, GATE_UP, 3, UP_ONLY>(p, a.max_tiles, stream);
+      case 2: return launch_staged<2, GATE_UP, 3, UP_ONLY>(p, a.max_tiles, stream);
+      case 4: return launch_staged<4, GATE_UP, 3, UP_ONLY>(p, a.max_tiles, stream);
+      case 8: return launch_staged<8, GATE_UP, 2, UP_ONLY>(p, a.max_tiles, stream);
     }
   } else {
     switch (nt) {
-      case 1: return launch_direct<1, 1, GATE_UP>(p, a.max_tiles, stream);
-      case 2: return launch_direct<2, 1, GATE_UP>(p, a.max_tiles, stream);
-      case 4: return launch_direct<4, 1, GATE_UP>(p, a.max_tiles, stream);
-      case 8: return launch_direct<8, 1, GATE_UP>(p, a.max_tiles, stream);
+      case 1: return launch_direct<1, 1, GATE_UP, UP_ONLY>(p, a.max_tiles, stream);
+      case 2: return launch_direct<2, 1, GATE_UP, UP_ONLY>(p, a.max_tiles, stream);
+      case 4: return launch_direct<4, 1, GATE_UP, UP_ONLY>(p, a.max_tiles, stream);
+      case 8: return launch_direct<8, 1, GATE_UP, UP_ONLY>(p, a.max_tiles, stream);
     }
   }
   throw_bad_input("fused_moe: token tile " + std::to_string(a.token_tile) + " is not 8, 16, 32 or 64");
@@ -754,10 +772,46 @@ GemmParams common_params(const ExpertGemmArgs& a) {
   return p;
 }
 
+// Non-gated experts (relu^2): the up rows [E, I', H'/2], tiled like w2 with K = H', through the
+// down kernels' row pairs (32 rows per warp) with the gathered B of gate_up and an epilogue that
+// writes act(u) as bf16; every act column below I' is written (padding units: act(0) = 0).
+void launch_up_only(const ExpertGemmArgs& a, const uint16_t* x_perm, uint16_t* act, gpuStream_t s) {
+  const reference::KernelReadyLayer& L = *a.layer;
+  GemmParams p = common_params(a);
+  p.w = L.w13_weight;
+  p.scale = L.w13_scale;
+  p.rows_table = a.w13_rows;
+  p.large_scales = a.w13_large_scales;
+  p.bias = L.w13_bias;
+  p.wl = WeightTileLayout{L.mode, false, L.intermediate_pad, L.hidden_pad / 2};
+  p.sl = ScaleLayout{L.mode, false, L.intermediate_pad, L.w13_scale_cols};
+  p.K = L.hidden_pad;
+  p.b = x_perm;
+  p.gather = true;
+  p.up_only = true;
+  p.fuse_combine = false;  // down combines
+  p.rows_pad = L.intermediate_pad;
+  p.up_offset = 16;
+  p.out_rows = L.intermediate_pad;
+  p.row_groups = (L.intermediate_pad + 31) / 32;
+  p.act = act;
+#if !defined(__HIPCC__)
+  if (!a.simple) {
+    dispatch_fast<false, true>(p, a, s);
+    check_launch("up GEMM kernel (non-gated experts)");
+    return;
+  }
+#endif
+  const dim3 grid(static_cast<unsigned>(a.max_tiles), static_cast<unsigned>((p.out_rows + 127) / 128));
+  gate_up_simple_kernel<<<grid, 128, 0, s>>>(p);
+  check_launch("up simple kernel (non-gated experts)");
+}
+
 }  // namespace
 
 void launch_gate_up(const ExpertGemmArgs& a, const uint16_t* x_perm, uint16_t* act, void* stream) {
   const reference::KernelReadyLayer& L = *a.layer;
+  if (!L.gated) return launch_up_only(a, x_perm, act, static_cast<gpuStream_t>(stream));
   GemmParams p = common_params(a);
   p.w = L.w13_weight;
   p.scale = L.w13_scale;
@@ -777,7 +831,7 @@ void launch_gate_up(const ExpertGemmArgs& a, const uint16_t* x_perm, uint16_t* a
   const gpuStream_t s = static_cast<gpuStream_t>(stream);
 #if !defined(__HIPCC__)
   if (!a.simple) {
-    dispatch_fast<true>(p, a, s);
+    dispatch_fast<true, false>(p, a, s);
     check_launch("gate_up GEMM kernel");
     return;
   }
@@ -809,7 +863,7 @@ void launch_down(const ExpertGemmArgs& a, const uint16_t* act, float* y, void* s
   const gpuStream_t s = static_cast<gpuStream_t>(stream);
 #if !defined(__HIPCC__)
   if (!a.simple) {
-    dispatch_fast<false>(p, a, s);
+    dispatch_fast<false, false>(p, a, s);
     check_launch("down GEMM kernel");
     return;
   }

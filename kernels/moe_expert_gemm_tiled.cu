@@ -372,6 +372,7 @@ bool tiled_registers_automatic() { return wgmma_available(); }
 
 void launch_gate_up_tiled(const ExpertGemmArgs& a, const uint16_t* x_perm, uint16_t* act, void* stream) {
   const reference::KernelReadyLayer& L = *a.layer;
+  if (!L.gated) throw_bad_input("fused_moe: the tiled gate_up GEMM reads [gate; up] rows; this layer's w13 is up-only");
   check_k(L.hidden_pad, "hidden_pad");
   TiledParams p = common(a);
   p.w = L.w13_weight;

@@ -91,7 +91,8 @@ constexpr int64_t kInlineGroupMaxPairs = 32;
 // Row blocks of the down GEMM's small kernel, for sizing MoeWorkspace::combine_counters.
 inline int64_t combine_counter_count(int64_t hidden) { return (hidden + 31) / 32; }
 
-// gate_up: act [P, Ip] bf16 (K-permuted) from x_perm [T, Hp].
+// gate_up: act [P, Ip] bf16 (K-permuted) from x_perm [T, Hp]. Non-gated layers (layer->gated
+// false, relu^2): the up projection alone, its rows tiled like w2's, on the down kernels.
 void launch_gate_up(const ExpertGemmArgs& a, const uint16_t* x_perm, uint16_t* act, void* stream);
 // down: y [P, H] fp32 from act.
 void launch_down(const ExpertGemmArgs& a, const uint16_t* act, float* y, void* stream);

@@ -6,7 +6,6 @@
 #include "core/error.h"
 #include "exit_codes.h"
 #include "gpu_backend.h"
-#include "plan/manifest_model.h"
 #include "plan/verify.h"
 #include "progress_display.h"
 
@@ -78,13 +77,7 @@ CommandRunner add_verify_command(CLI::App& app, const GlobalOptions& global) {
     o.seed = args->seed;
     const unsigned cores = std::thread::hardware_concurrency();
     o.reference_threads = args->threads > 0 ? args->threads : static_cast<int>(cores ? cores : 1);
-    // A manifest that cannot be read is verify's to report (structure stage): count it as gated.
-    bool gated = true;
-    try {
-      gated = plan::destination_experts_gated(args->destination);
-    } catch (const Error&) {
-    }
-    o.backend = select_backend(args->device, gated, &o.backend_name);
+    o.backend = select_backend(args->device, &o.backend_name);
     ProgressDisplay progress(global.quiet || global.json, false);
     const plan::VerifyReport report = plan::verify_checkpoint(args->destination, o, progress);
     if (global.json) std::cout << report.to_json().dump(2) << "\n";

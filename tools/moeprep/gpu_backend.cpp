@@ -8,18 +8,9 @@
 
 namespace moeprep::cli {
 
-plan::MoeBackend select_backend(const std::string& requested, bool experts_gated, std::string* chosen_name) {
+plan::MoeBackend select_backend(const std::string& requested, std::string* chosen_name) {
   if (requested == "cpu") {
     *chosen_name = "cpu";
-    return reference::moe_forward_kernel_layout_cpu;
-  }
-  // The fused MoE kernels read w13 as [gate; up] halves; a non-gated model's up-only rows
-  // would be computed as garbage, so they are refused before any device question.
-  if (!experts_gated) {
-    if (requested != "auto")
-      throw_usage("--device " + requested +
-                  ": the GPU fused MoE does not support non-gated experts (relu2, Nemotron-H) yet; use --device cpu");
-    *chosen_name = "cpu (non-gated experts: no GPU kernel for them yet)";
     return reference::moe_forward_kernel_layout_cpu;
   }
   if (requested == "hip")
