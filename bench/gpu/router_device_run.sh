@@ -9,7 +9,8 @@
 # named after the directory), with its own GPU router tests run too where it has a test_gpu.
 # PROFILE=1 adds ncu (sections, executed instructions per SASS instruction, pipe utilization) and
 # the SASS of the E = 128 fp32 kernel; SKIP_TORCH=1 leaves out the PyTorch chain;
-# SANITIZE_BASELINES=1 runs memcheck and racecheck on every BASELINE_BIN_DIR with a test_gpu too.
+# SANITIZE_BASELINES=1 runs memcheck and racecheck on every BASELINE_BIN_DIR with a test_gpu too;
+# SANITIZE_BASELINES=name,name on those BASELINE_BIN_DIRs (by directory name) only.
 # TORCH_PROBE_ONLY=1 runs only the PyTorch read probe (torch.amax), not the chains.
 # DURATIONS=1 adds the kernel duration alone (ncu gpu__time_duration, clocks and caches left as
 # they are, 20 stream launches after 10 skipped, median) at T = 16384: the fused router (k = 4, 8)
@@ -147,9 +148,10 @@ sanitize() {
 }
 echo "== compute-sanitizer"
 sanitize "$bin" "$logs/sanitizer.log"
-if [ "${SANITIZE_BASELINES:-0}" = 1 ]; then  # candidate builds with their own tests too
+if [ "${SANITIZE_BASELINES:-0}" != 0 ]; then  # candidate builds with their own tests too
   for b in "${baselines[@]}"; do
     [ -x "$b/test_gpu" ] || continue
+    [ "$SANITIZE_BASELINES" = 1 ] || [[ ",$SANITIZE_BASELINES," == *",$(basename "$b"),"* ]] || continue
     echo "== compute-sanitizer, build $(basename "$b")"
     sanitize "$b" "$logs/sanitizer_$(basename "$b").log"
   done

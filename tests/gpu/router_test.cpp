@@ -516,6 +516,31 @@ TEST(GpuRouter, PaddedRowsAreWrittenEmptyOverGarbage) {
   }
 }
 
+// A grid of more blocks than the GPU holds at once (on an H100, 132 SMs x 32 one-warp blocks):
+// 5000 blocks of 4 tokens (E = 128) and 5000 of one token (E = 512), with tie-heavy and NaN rows
+// spread over them (both selection ways in every wave) and a padded tail.
+TEST(GpuRouter, PaddedTailOfAGridLargerThanOneWave) {
+  REQUIRE_GPU();
+  for (int64_t E : {int64_t{128}, int64_t{512}}) {
+    const int64_t T = E == 128 ? 20000 : 5000;
+    std::vector<float> logits = random_logits(T * E, 900 + static_cast<uint32_t>(E));
+    for (int64_t t = 0; t < T; t += 97) {
+      float* row = &logits[t * E];
+      for (int64_t e = 0; e < E; ++e) row[e] = std::round(row[e]);  // many equal values
+    }
+    for (int64_t t = 13; t < T; t += 1013) logits[t * E + t % E] = kNaN;
+    for (RouterVariant v : {RouterVariant::SoftmaxAfterTopk, RouterVariant::SigmoidGroupedBiased}) {
+      Case c;
+      c.tokens = T;
+      c.valid_tokens = T - 7;
+      c.experts = E;
+      c.config = config_for(v, E, 8, static_cast<uint32_t>(E));
+      GpuResult g = run_gpu(logits, c);
+      expect_matches_reference(logits, c, g, describe(c));
+    }
+  }
+}
+
 // Regression: k not a power of two. Every k from 1 to 16 on every lanes-per-token layout
 // (E = 16: one lane per token; 128: 8 lanes; 512: 32 lanes), including the renormalizing sum,
 // which must run on all lanes however many hold a pick.
