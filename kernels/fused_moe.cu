@@ -387,6 +387,14 @@ void enqueue_fused_moe(const DeviceMoeLayer& layer, const DeviceRouter& router, 
                     std::to_string(E) + ", top_k " + std::to_string(k));
   }
   const bool fused_route = route_fits && options.fused_route != 0;
+  const int route_cluster = options.route_cluster == 0 ? 1 : options.route_cluster;
+  if (route_cluster != 1 && (route_cluster != 8 && route_cluster != 16)) {
+    throw_bad_input("fused_moe: route_cluster " + std::to_string(options.route_cluster) + " is not 0, 1, 8 or 16");
+  }
+  if (fused_route && route_cluster != 1 && !detail::decode_route_cluster_supported(route_cluster)) {
+    throw_bad_input("fused_moe: a route cluster of " + std::to_string(route_cluster) +
+                    " CTAs needs CUDA on compute capability 9.0 with clusters of that size; this device has none");
+  }
   mark(0);
   if (fused_route) {
     detail::DecodeRouteArgs ra;
@@ -409,6 +417,7 @@ void enqueue_fused_moe(const DeviceMoeLayer& layer, const DeviceRouter& router, 
     ra.topk_weights = ws.topk_weights.as<float>();
     ra.nan_flags = ws.nan_flags.as<uint8_t>();
     ra.counter = ws.route_counter.as<int32_t>();
+    ra.cluster = route_cluster == 1 ? 0 : route_cluster;
     detail::launch_decode_route(ra, stream);
     mark(1);
   } else {

@@ -135,6 +135,10 @@ struct FusedMoeOptions {
   // routing of up to 8 tokens with a softmax router variant (not sigmoid_grouped_biased). 1: on
   // (BadInput where it does not apply), 0: off (logits and router launches), -1: when it applies.
   int fused_route = -1;
+  // The fused route's layout: 1 one block per expert (the last to arrive routes, from L2), 8 or
+  // 16 one thread-block cluster of that many CTAs (CUDA, compute capability 9.0; CTA 0 routes
+  // from the cluster's shared memory; BadInput where the device cannot run it); 0: automatic, 1.
+  int route_cluster = 0;
   // Programmatic dependent launch of the decode kernels (CUDA, compute capability 9.0 and up;
   // elsewhere plain launches): their prologue overlaps the previous kernel. 1 or -1: on where
   // supported, 0: off. Results are bitwise the same either way.

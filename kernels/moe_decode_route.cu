@@ -16,11 +16,16 @@
 // the flag. The weights use the fused router's arithmetic (kernels/router.cu: exp(x - max) with
 // x == max exactly 1, the fast exp and division), summed by a butterfly over the warp.
 #include "kernels/portability.h"  // first: defines what MOEPREP_HD needs under HIP
+#include <atomic>
 #include <string>
 
 #include "core/error.h"
 #include "kernels/moe_internal.h"
 #include "reference/topk_key.h"
+
+#if !defined(__HIPCC__)
+#include <cooperative_groups.h>
+#endif
 
 namespace moeprep::gpu::detail {
 
@@ -57,12 +62,14 @@ __device__ __forceinline__ uint64_t warp_max(uint64_t v) {
 }
 
 // One token's routing by one warp: lane r ends up holding pick r (r < top_k). kSlots logits per
-// lane (E <= 32 kSlots): the k rounds of a max-reduction scan only those.
-template <int kSlots>
-__device__ __forceinline__ void route_token(const DecodeRouteArgs& a, int t) {
+// lane (E <= 32 kSlots): the k rounds of a max-reduction scan only those. The logits come from
+// `logits` ([T, E]): global memory written by other blocks (L2 loads) or, kShared, this block's
+// shared memory.
+template <int kSlots, bool kShared>
+__device__ __forceinline__ void route_token(const DecodeRouteArgs& a, const float* logits, int t) {
   const int lane = threadIdx.x % 32;
   const int E = a.experts, k = a.top_k;
-  const float* row = a.logits + static_cast<int64_t>(t) * E;
+  const float* row = logits + static_cast<int64_t>(t) * E;
   float v[kSlots];
   uint64_t key[kSlots];
   bool nan = false;
@@ -70,7 +77,7 @@ __device__ __forceinline__ void route_token(const DecodeRouteArgs& a, int t) {
   for (int j = 0; j < kSlots; ++j) {
     const int e = lane + 32 * j;
     // L2 loads: the other blocks' logits are not in this SM's L1.
-    v[j] = e < E ? __ldcg(row + e) : 0.0f;
+    v[j] = e < E ? (kShared ? row[e] : __ldcg(row + e)) : 0.0f;
     nan = nan || (e < E && v[j] != v[j]);
     key[j] = e < E ? pack_topk_key(selection_value_key(v[j]), static_cast<uint32_t>(e)) : 0;
   }
@@ -111,6 +118,25 @@ __device__ __forceinline__ void route_token(const DecodeRouteArgs& a, int t) {
     a.topk_ids[t * k + lane] = empty ? -1 : id;
   }
   if (lane == 0 && a.nan_flags) a.nan_flags[t] = (real && has_nan) ? 1 : 0;
+}
+
+// x_perm: the GEMM copy of x, one 16-byte group per thread of the grid (`first`, `stride`).
+__device__ __forceinline__ void store_x_perm(const DecodeRouteArgs& a, int64_t first, int64_t stride) {
+  const int H = a.hidden;
+  const int64_t groups = static_cast<int64_t>(a.tokens) * (a.hidden_pad / 8);
+  for (int64_t g = first; g < groups; g += stride) {
+    const int64_t t = g / (a.hidden_pad / 8), k0 = (g % (a.hidden_pad / 8)) * 8;
+    uint4 out = make_uint4(0, 0, 0, 0);
+    if (t < a.valid && k0 < H) {
+      const uint4 v = __ldg(reinterpret_cast<const uint4*>(a.x + t * H + k0));
+      // Positions (3, 7), (2, 6), (1, 5), (0, 4) of permuted_element, as bf16 pairs.
+      out.x = __byte_perm(v.y, v.w, 0x7632);
+      out.y = __byte_perm(v.y, v.w, 0x5410);
+      out.z = __byte_perm(v.x, v.z, 0x7632);
+      out.w = __byte_perm(v.x, v.z, 0x5410);
+    }
+    *reinterpret_cast<uint4*>(a.x_perm + t * a.hidden_pad + k0) = out;
+  }
 }
 
 // Block e: logits[t, e] for every token (its 8 warps split H, parts added in warp order), then
@@ -157,22 +183,7 @@ __global__ void __launch_bounds__(kThreads) decode_route_kernel(DecodeRouteArgs 
 #pragma unroll
     for (int i = 0; i < kDecodeRouteMaxTokens; ++i) partial[warp][i] = acc[i];
   }
-  // x_perm: the GEMM copy of x, one 16-byte group per thread of the grid.
-  const int64_t groups = static_cast<int64_t>(T) * (a.hidden_pad / 8);
-  for (int64_t g = static_cast<int64_t>(e) * kThreads + threadIdx.x; g < groups;
-       g += static_cast<int64_t>(gridDim.x) * kThreads) {
-    const int64_t t = g / (a.hidden_pad / 8), k0 = (g % (a.hidden_pad / 8)) * 8;
-    uint4 out = make_uint4(0, 0, 0, 0);
-    if (t < a.valid && k0 < H) {
-      const uint4 v = __ldg(reinterpret_cast<const uint4*>(a.x + t * H + k0));
-      // Positions (3, 7), (2, 6), (1, 5), (0, 4) of permuted_element, as bf16 pairs.
-      out.x = __byte_perm(v.y, v.w, 0x7632);
-      out.y = __byte_perm(v.y, v.w, 0x5410);
-      out.z = __byte_perm(v.x, v.z, 0x7632);
-      out.w = __byte_perm(v.x, v.z, 0x5410);
-    }
-    *reinterpret_cast<uint4*>(a.x_perm + t * a.hidden_pad + k0) = out;
-  }
+  store_x_perm(a, static_cast<int64_t>(e) * kThreads + threadIdx.x, static_cast<int64_t>(gridDim.x) * kThreads);
   __syncthreads();
   if (threadIdx.x < T) {
     const int t = threadIdx.x;
@@ -189,7 +200,116 @@ __global__ void __launch_bounds__(kThreads) decode_route_kernel(DecodeRouteArgs 
   if (!last) return;
   __threadfence();  // the other blocks' logits, fenced before they arrived, are read after this
   if (threadIdx.x == 0) *a.counter = 0;  // ready for the next call; nothing else reads it now
-  if (warp < T) route_token<kSlots>(a, warp);
+  if (warp < T) route_token<kSlots, false>(a, a.logits, warp);
+}
+
+
+// The same stage in one thread-block cluster (sm_90; v16-decode): CTA r of the cluster computes
+// the logits of experts [r * per, (r + 1) * per) into its shared memory, a cluster barrier, then
+// CTA 0 gathers all T * E logits through distributed shared memory and routes. Why: the E-block
+// kernel's last block reads the logits back from L2 after a fence and an atomic, two dependent
+// chains; here the hand-over is one barrier and DSMEM loads, no counter. Each CTA pulls
+// E / cluster router rows (16 CTAs at gpt-oss: 46 KB each), kBatch 16-byte loads per lane in
+// flight before the multiplies.
+constexpr int kClusterWarps = 16;
+constexpr int kClusterThreads = kClusterWarps * 32;
+constexpr int kClusterMinCtas = 8;
+constexpr int kClusterMaxPer = kDecodeRouteMaxExperts / kClusterMinCtas;  // experts per CTA
+constexpr int kClusterMaxItems = kClusterMaxPer > kClusterWarps ? kClusterMaxPer : kClusterWarps;
+constexpr int kBatch = 6;  // gpt-oss, 16 CTAs: each lane's share of a K part in one batch
+
+template <int kSlots>
+__global__ void __launch_bounds__(kClusterThreads) decode_route_cluster_kernel(DecodeRouteArgs a) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  namespace cg = cooperative_groups;
+  cg::cluster_group cluster = cg::this_cluster();
+  __shared__ float partial[kClusterMaxItems][kDecodeRouteMaxTokens];
+  __shared__ float mine[kClusterMaxPer][kDecodeRouteMaxTokens];  // this CTA's logits [j][t]
+  __shared__ float all[kDecodeRouteMaxTokens * kDecodeRouteMaxExperts];  // CTA 0: [t][e]
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int ctas = static_cast<int>(cluster.num_blocks()), rank = static_cast<int>(cluster.block_rank());
+  const int T = a.tokens, H = a.hidden, E = a.experts;
+  const int per = (E + ctas - 1) / ctas, e0 = rank * per;
+  const int n = max(0, min(per, E - e0));
+  // Work items (expert j, K part p): every warp busy when n < 16; parts added in p order.
+  const int parts = n > 0 ? max(1, kClusterWarps / n) : 1;
+  const int chunk = (H + parts * 8 - 1) / (parts * 8) * 8;
+  for (int item = warp; item < n * parts; item += kClusterWarps) {
+    const int j = item / parts, p = item % parts;
+    const int k_begin = p * chunk, k_end = min(k_begin + chunk, H);
+    float acc[kDecodeRouteMaxTokens];
+#pragma unroll
+    for (int i = 0; i < kDecodeRouteMaxTokens; ++i) acc[i] = 0.0f;
+    const uint16_t* we = a.w + static_cast<int64_t>(e0 + j) * H;
+    for (int base = k_begin + lane * 8; base < k_end; base += kBatch * 32 * 8) {
+      uint4 wv[kBatch];
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        const int k = base + u * 32 * 8;
+        wv[u] = k < k_end ? __ldg(reinterpret_cast<const uint4*>(we + k)) : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        const int k = base + u * 32 * 8;
+        if (k >= k_end) break;
+        const uint32_t ww[4] = {wv[u].x, wv[u].y, wv[u].z, wv[u].w};
+#pragma unroll
+        for (int i = 0; i < kDecodeRouteMaxTokens; ++i) {
+          if (i >= a.valid) break;
+          const uint4 xv = __ldg(reinterpret_cast<const uint4*>(a.x + static_cast<int64_t>(i) * H + k));
+          const uint32_t xx[4] = {xv.x, xv.y, xv.z, xv.w};
+#pragma unroll
+          for (int q = 0; q < 4; ++q) {
+            acc[i] += __uint_as_float(ww[q] << 16) * __uint_as_float(xx[q] << 16);
+            acc[i] += __uint_as_float(ww[q] & 0xffff0000u) * __uint_as_float(xx[q] & 0xffff0000u);
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < kDecodeRouteMaxTokens; ++i) {
+      if (i < a.valid) acc[i] = warp_sum(acc[i]);  // uniform; the others stay 0
+    }
+    if (lane == 0) {
+#pragma unroll
+      for (int i = 0; i < kDecodeRouteMaxTokens; ++i) partial[item][i] = acc[i];
+    }
+  }
+  store_x_perm(a, static_cast<int64_t>(rank) * kClusterThreads + threadIdx.x,
+               static_cast<int64_t>(ctas) * kClusterThreads);
+  __syncthreads();
+  if (threadIdx.x < n * T) {
+    const int j = threadIdx.x / T, t = threadIdx.x % T;
+    float sum = 0.0f;
+    for (int p = 0; p < parts; ++p) sum += partial[j * parts + p][t];
+    const float b = a.bias ? __uint_as_float(static_cast<uint32_t>(a.bias[e0 + j]) << 16) : 0.0f;
+    const float value = t < a.valid ? sum + b : 0.0f;
+    mine[j][t] = value;
+    a.logits[static_cast<int64_t>(t) * E + e0 + j] = value;
+  }
+  // Every CTA's logits are in its shared memory and visible to the cluster after this.
+  asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
+  asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
+  if (rank == 0) {
+    for (int i = threadIdx.x; i < T * E; i += kClusterThreads) {
+      const int t = i / E, e = i % E;
+      const float* src = cluster.map_shared_rank(&mine[0][0], e / per);
+      all[i] = src[(e % per) * kDecodeRouteMaxTokens + t];
+    }
+  }
+  // The others keep their shared memory until CTA 0 has read it; CTA 0 does not wait.
+  asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
+  if (rank != 0) {
+    asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
+    return;
+  }
+  __syncthreads();
+  if (warp < T) route_token<kSlots, true>(a, all, warp);
+#else
+  (void)a;
+  __trap();  // launched only where the device reports compute capability 9.0 or later
+#endif
 }
 
 }  // namespace
@@ -208,12 +328,87 @@ bool decode_route_supported(reference::RouterVariant variant, int top_k, int64_t
 #endif
 }
 
+#if !defined(__HIPCC__)
+namespace {
+
+cudaLaunchConfig_t cluster_config(int ctas, gpuStream_t s, cudaLaunchAttribute* attr) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(ctas));
+  cfg.blockDim = dim3(kClusterThreads);
+  cfg.stream = s;
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = static_cast<unsigned>(ctas);
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  return cfg;
+}
+
+template <typename Kernel>
+void launch_cluster(Kernel kernel, const DecodeRouteArgs& a, gpuStream_t s) {
+  if (a.cluster > kClusterMinCtas) {  // 16 CTAs: beyond the portable 8
+    const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+    if (err != cudaSuccess) throw_internal(std::string("fused_moe: decode route cluster: ") + cudaGetErrorString(err));
+  }
+  cudaLaunchAttribute attr[1];
+  const cudaLaunchConfig_t cfg = cluster_config(a.cluster, s, attr);
+  const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, a);
+  if (err != cudaSuccess) throw_internal(std::string("fused_moe: decode route cluster kernel: ") + cudaGetErrorString(err));
+}
+
+}  // namespace
+#endif  // !__HIPCC__
+
+bool decode_route_cluster_supported(int ctas) {
+#if defined(__HIPCC__)
+  (void)ctas;
+  return false;  // no thread-block clusters
+#else
+  if (ctas != 8 && ctas != 16) return false;
+  int device = 0, major = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  if (major < 9) return false;
+  // Whether a cluster of that size fits the device (a GPC; MIG slices may be smaller): asked
+  // once per device and size, since the query costs more than a launch.
+  constexpr int kDevices = 64;
+  static std::atomic<int8_t> known[kDevices][2] = {};  // 0 unknown, 1 yes, -1 no
+  const int slot = ctas == 16 ? 1 : 0;
+  if (device < kDevices && known[device][slot].load() != 0) return known[device][slot].load() > 0;
+  auto kernel = decode_route_cluster_kernel<4>;
+  bool ok = ctas <= kClusterMinCtas ||
+            cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess;
+  int clusters = 0;
+  cudaLaunchAttribute attr[1];
+  const cudaLaunchConfig_t cfg = cluster_config(ctas, nullptr, attr);
+  ok = ok && cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) == cudaSuccess && clusters > 0;
+  (void)cudaGetLastError();
+  if (device < kDevices) known[device][slot].store(ok ? 1 : -1);
+  return ok;
+#endif
+}
+
 void launch_decode_route(const DecodeRouteArgs& a, void* stream) {
 #if defined(__HIPCC__)
   (void)a, (void)stream;
   throw_internal("fused_moe: the decode route kernel is CUDA only");
 #else
   const gpuStream_t s = static_cast<gpuStream_t>(stream);
+  if (a.cluster != 0) {
+    if (a.experts <= 128) {
+      launch_cluster(decode_route_cluster_kernel<4>, a, s);
+    } else if (a.experts <= 256) {
+      launch_cluster(decode_route_cluster_kernel<8>, a, s);
+    } else {
+      launch_cluster(decode_route_cluster_kernel<16>, a, s);
+    }
+    check_launch("decode route cluster kernel");
+    return;
+  }
   const unsigned blocks = static_cast<unsigned>(a.experts);
   if (a.experts <= 128) {
     decode_route_kernel<4><<<blocks, kThreads, 0, s>>>(a);

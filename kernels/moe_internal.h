@@ -169,7 +169,12 @@ struct DecodeRouteArgs {
   float* topk_weights = nullptr;
   uint8_t* nan_flags = nullptr;
   int32_t* counter = nullptr;
+  // 0: one block per expert, the last to arrive on `counter` routes; 8 or 16: one thread-block
+  // cluster of that many CTAs (sm_90; decode_route_cluster_supported), CTA 0 routes from the
+  // cluster's shared memory and `counter` is not used.
+  int32_t cluster = 0;
 };
+bool decode_route_cluster_supported(int ctas);
 bool decode_route_supported(reference::RouterVariant variant, int top_k, int64_t experts, int64_t tokens,
                             int64_t hidden, int64_t hidden_pad, const void* x);
 void launch_decode_route(const DecodeRouteArgs& a, void* stream);

@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <set>
 #include <string>
@@ -488,6 +489,14 @@ void BM_FusedMoeSeparatedDecodeDown4Warps(benchmark::State& state) {
 }
 BENCHMARK(BM_FusedMoeSeparatedDecodeDown4Warps)->ArgName("T")->Arg(1)->UseManualTime()->MinTime(0.3)->Unit(
     benchmark::kMillisecond);
+// The route stage in one thread-block cluster of 16 or 8 CTAs (v16-decode) instead of E blocks.
+void BM_FusedMoeSeparatedRouteCluster(benchmark::State& state) {
+  gpu::FusedMoeOptions opt;
+  opt.route_cluster = static_cast<int>(state.range(1));
+  run_moe(state, layout::GateMode::Separated, opt);
+}
+BENCHMARK(BM_FusedMoeSeparatedRouteCluster)->ArgNames({"T", "ctas"})->Args({1, 16})->Args({1, 8})->Args({2, 16})
+    ->UseManualTime()->MinTime(0.3)->Unit(benchmark::kMillisecond);
 // v10-decode's configuration (two-launch route, plain launches, 3 rounds per batch, down per
 // token): the baseline in the same run.
 void BM_FusedMoeSeparatedDecodeV10(benchmark::State& state) {
@@ -519,6 +528,22 @@ bool check_correctness(layout::GateMode mode) {
                 mode == layout::GateMode::Separated ? "separated" : "interleave", static_cast<long long>(T), err,
                 same_routing ? "identical" : "DIFFERENT");
     ok = ok && err < 1e-3 && same_routing;
+  }
+  if (mode == layout::GateMode::Separated) {  // the route in one cluster (v16-decode) at this layer's shape
+    const auto x = random_x(1, 9);
+    gpu::FusedMoeOptions cl;
+    cl.route_cluster = 16;
+    try {
+      const auto g0 = gpu::run_fused_moe(s.layer, s.router, {}, x.data(), 1, 1);
+      const auto g1 = gpu::run_fused_moe(s.layer, s.router, {}, x.data(), 1, 1, cl);
+      const double err = rel_err(g1.out, g0.out);
+      const bool same = g1.routing.ids == g0.routing.ids;
+      std::printf("check T=1: route cluster 16 vs E blocks rel err %.3e, routing %s\n", err,
+                  same ? "identical" : "DIFFERENT");
+      ok = ok && err < 1e-5 && same;
+    } catch (const std::exception& e) {
+      std::printf("check T=1: route cluster 16 not run: %s\n", e.what());
+    }
   }
   {
     const int64_t T = 512;

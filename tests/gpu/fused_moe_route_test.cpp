@@ -1,5 +1,7 @@
 // The fused MoE's one-launch route stage (kernels/moe_decode_route.cu: logits by E blocks, the
-// last block to arrive routes) and the decode kernels' programmatic dependent launch: routing
+// last block to arrive routes; or one thread-block cluster of 8 or 16 CTAs on sm_90, CTA 0
+// routing from the cluster's shared memory) and the decode kernels' programmatic dependent
+// launch, every check for each route layout the device runs: routing
 // sets and weights against the CPU router reference for every softmax variant, T = 1..8 with
 // padding tokens, exact ties (lower index wins), NaN tokens; repeated calls and CUDA graph
 // replays with new inputs (the arrival counter must be back at zero after each); and the PDL
@@ -19,6 +21,7 @@
 #include "core/error.h"
 #include "formats/bf16.h"
 #include "kernels/fused_moe.h"
+#include "kernels/moe_internal.h"
 #include "gpu_test_support.h"
 #include "reference/moe.h"
 #include "reference/moe_test_support.h"
@@ -52,12 +55,30 @@ Layer make_layer(uint64_t seed) {
   return l;
 }
 
-FusedMoeOptions options(int fused_route, int pdl, int decode = -1) {
+FusedMoeOptions options(int fused_route, int pdl, int decode = -1, int route_cluster = 0) {
   FusedMoeOptions o;
   o.fused_route = fused_route;
   o.pdl = pdl;
   o.decode = decode;
+  o.route_cluster = route_cluster;
   return o;
+}
+
+// The fused route's layouts this device runs: E blocks always, clusters of 8 and 16 CTAs on
+// sm_90 (every H100 and H200 does; a note where they are not tested).
+std::vector<int> route_layouts() {
+  std::vector<int> l{1};
+  for (int ctas : {8, 16}) {
+    if (detail::decode_route_cluster_supported(ctas)) {
+      l.push_back(ctas);
+    } else {
+      std::printf("note: no thread-block cluster of %d CTAs on this device; that route layout is not tested\n", ctas);
+    }
+  }
+  return l;
+}
+std::string layout_name(int route_cluster) {
+  return route_cluster == 1 ? std::string("E blocks") : "cluster of " + std::to_string(route_cluster);
 }
 
 // One forward on a fresh workspace; output and routing (and the arrival counter after it).
@@ -144,13 +165,16 @@ TEST_F(FusedMoeRoute, MatchesTheCpuRouterForEverySoftmaxVariantAndOneToEightToke
       const auto x = moe_testing::random_activations(T, kH, 600 + T);
       const std::string what = std::string(reference::router_variant_name(c.variant)) + " top_k " +
                                std::to_string(c.top_k) + " T=" + std::to_string(T);
-      const Result fused = run(layer, router, x, T, valid, options(1, -1), 3);
-      EXPECT_EQ(fused.counter, 0) << what << ": arrival counter not reset";
-      expect_routing(fused.routing, l.src.router(), rc, x, T, valid, what);
-      // Same forward through the two-launch route: same routing sets, output within rounding.
+      // The two-launch route: same routing sets, output within rounding.
       const Result plain = run(layer, router, x, T, valid, options(0, -1));
       expect_routing(plain.routing, l.src.router(), rc, x, T, valid, what + " (two launches)");
-      EXPECT_LT(moe_testing::rel_err(fused.out, plain.out), 1e-5) << what;
+      for (int rl : route_layouts()) {
+        const std::string w = what + ", " + layout_name(rl);
+        const Result fused = run(layer, router, x, T, valid, options(1, -1, -1, rl), 3);
+        EXPECT_EQ(fused.counter, 0) << w << ": arrival counter not reset";
+        expect_routing(fused.routing, l.src.router(), rc, x, T, valid, w);
+        EXPECT_LT(moe_testing::rel_err(fused.out, plain.out), 1e-5) << w;
+      }
     }
   }
 }
@@ -168,11 +192,15 @@ TEST_F(FusedMoeRoute, ExactTiesGoToTheLowerIndex) {
   const DeviceMoeLayer layer = upload_layer(l.kr.view());
   auto x = moe_testing::random_activations(2, kH, 700);
   std::fill(x.begin() + kH, x.end(), uint16_t{0});
-  for (int top_k : {2, 4}) {
+  for (const auto& [rl, top_k] : {std::pair{1, 2}, std::pair{1, 4}, std::pair{8, 4}, std::pair{16, 2},
+                                 std::pair{16, 4}}) {
+    const std::vector<int> layouts = route_layouts();
+    if (std::find(layouts.begin(), layouts.end(), rl) == layouts.end()) continue;
+    SCOPED_TRACE(layout_name(rl));
     RouterConfig rc;
     rc.top_k = top_k;
     const DeviceRouter biased = upload_router(l.src.router(), rc, kE, kH);
-    const Result r = run(layer, biased, x, 2, 2, options(1, -1));
+    const Result r = run(layer, biased, x, 2, 2, options(1, -1, -1, rl));
     EXPECT_EQ(r.routing.ids[0], 4);
     EXPECT_EQ(r.routing.ids[1], 9);
     if (top_k == 4) {
@@ -180,7 +208,7 @@ TEST_F(FusedMoeRoute, ExactTiesGoToTheLowerIndex) {
     }
     expect_routing(r.routing, l.src.router(), rc, x, 2, 2, "tie, biased, top_k " + std::to_string(top_k));
     const DeviceRouter unbiased = upload_router({l.src.router_w.data(), nullptr}, rc, kE, kH);
-    const Result z = run(layer, unbiased, x, 2, 2, options(1, -1));
+    const Result z = run(layer, unbiased, x, 2, 2, options(1, -1, -1, rl));
     for (int j = 0; j < top_k; ++j) {
       EXPECT_EQ(z.routing.ids[top_k + j], j) << "all-equal logits: pick " << j;
       EXPECT_NEAR(z.routing.weights[top_k + j], 1.0f / top_k, 1e-6f);
@@ -198,9 +226,11 @@ TEST_F(FusedMoeRoute, NanTokenRoutesNowhereAndIsFlagged) {
   const DeviceRouter router = upload_router(l.src.router(), rc, kE, kH);
   auto x = moe_testing::random_activations(3, kH, 800);
   x[kH + 17] = 0x7FC0;  // token 1: a NaN activation makes every logit NaN
-  const Result r = run(layer, router, x, 3, 3, options(1, -1));
-  ASSERT_EQ(r.routing.nan_tokens, std::vector<int64_t>{1});
-  expect_routing(r.routing, l.src.router(), rc, x, 3, 3, "NaN token");
+  for (int rl : route_layouts()) {
+    const Result r = run(layer, router, x, 3, 3, options(1, -1, -1, rl));
+    ASSERT_EQ(r.routing.nan_tokens, std::vector<int64_t>{1}) << layout_name(rl);
+    expect_routing(r.routing, l.src.router(), rc, x, 3, 3, "NaN token, " + layout_name(rl));
+  }
 }
 
 TEST_F(FusedMoeRoute, UnsupportedShapesAreRefusedWhenForced) {
@@ -216,6 +246,12 @@ TEST_F(FusedMoeRoute, UnsupportedShapesAreRefusedWhenForced) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("fused route takes 1..8 tokens"), std::string::npos) << e.what();
   }
+  try {
+    run(layer, router, x, 1, 1, options(1, -1, -1, 5));
+    FAIL() << "route_cluster 5 was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("route_cluster 5 is not 0, 1, 8 or 16"), std::string::npos) << e.what();
+  }
   // Automatic: 9 tokens take the two launches and still route right.
   const Result r = run(layer, router, x, 9, 9, FusedMoeOptions{});
   expect_routing(r.routing, l.src.router(), rc, x, 9, 9, "T=9 automatic");
@@ -223,22 +259,23 @@ TEST_F(FusedMoeRoute, UnsupportedShapesAreRefusedWhenForced) {
 
 // Graph replays of one captured forward with new inputs between them: every replay routes its
 // own input (the arrival counter is reset inside the graph), PDL and plain launches give the
-// same bits, eager and replayed alike.
+// same bits, eager and replayed alike; for each route layout against its own plain forward.
 TEST_F(FusedMoeRoute, GraphReplaysAndProgrammaticLaunchesAreBitwiseThePlainForward) {
   const Layer l = make_layer(505);
   const DeviceMoeLayer layer = upload_layer(l.kr.view());
   RouterConfig rc;
   rc.top_k = 4;
   const DeviceRouter router = upload_router(l.src.router(), rc, kE, kH);
-  for (int64_t T : {1, 4}) {
+  for (int rl : route_layouts()) for (int64_t T : {1, 4}) {
+    SCOPED_TRACE(layout_name(rl));
     const int64_t valid = T == 4 ? 3 : T;
     // Eager references: plain launches and the two-launch route, fresh workspaces.
     std::vector<std::vector<uint16_t>> xs;
     std::vector<Result> plain;
     for (int i = 0; i < 4; ++i) {
       xs.push_back(moe_testing::random_activations(T, kH, 1000 + 10 * T + i));
-      plain.push_back(run(layer, router, xs[i], T, valid, options(1, 0, 1)));
-      const Result pdl = run(layer, router, xs[i], T, valid, options(1, 1, 1), 2);
+      plain.push_back(run(layer, router, xs[i], T, valid, options(1, 0, 1, rl)));
+      const Result pdl = run(layer, router, xs[i], T, valid, options(1, 1, 1, rl), 2);
       EXPECT_EQ(std::memcmp(pdl.out.data(), plain[i].out.data(), plain[i].out.size() * 4), 0)
           << "T=" << T << " input " << i << ": PDL launches differ from plain launches";
       EXPECT_EQ(pdl.routing.ids, plain[i].routing.ids);
@@ -256,7 +293,7 @@ TEST_F(FusedMoeRoute, GraphReplaysAndProgrammaticLaunchesAreBitwiseThePlainForwa
       cudaGraphExec_t exec;
       cuda_ok(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "begin capture");
       enqueue_fused_moe(layer, router, ActivationParams{}, xd.as<uint16_t>(), T, valid, ws, out.as<float>(), stream,
-                        options(1, pdl, 1));
+                        options(1, pdl, 1, rl));
       cuda_ok(cudaStreamEndCapture(stream, &graph), "end capture");
       cuda_ok(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
       for (int rep = 0; rep < 8; ++rep) {
