@@ -453,11 +453,16 @@ void enqueue_fused_moe(const DeviceMoeLayer& layer, const DeviceRouter& router, 
       throw_bad_input("fused_moe: decode_warps " + std::to_string(options.decode_warps) + " is not 0, 8 or 12");
     }
     d.gate_up_warps = options.decode_warps == 12 ? 12 : 8;
-    if (options.decode_down < 0 || options.decode_down > 3) {
-      throw_bad_input("fused_moe: decode_down " + std::to_string(options.decode_down) + " is not 0, 1, 2 or 3");
+    if (options.decode_down < 0 || options.decode_down > 4) {
+      throw_bad_input("fused_moe: decode_down " + std::to_string(options.decode_down) + " is not 0, 1, 2, 3 or 4");
+    }
+    if (options.decode_down == 4 && (k > 8 || !pdl_supported())) {
+      throw_bad_input("fused_moe: decode_down 4 (the picks combined in a thread-block cluster) needs CUDA on compute "
+                      "capability 9.0 and top_k <= 8; not top_k " + std::to_string(k) + " on this device");
     }
     d.down_per_pick = options.decode_down != 1;
     d.down_warps = options.decode_down == 3 ? 4 : 8;
+    d.down_cluster = options.decode_down == 4;
     d.y = ws.y.as<float>();
     d.counters = ws.decode_counters.as<int32_t>();
     detail::launch_decode_gate_up(d, ws.x_perm.as<uint16_t>(), ws.act.as<uint16_t>(), stream);

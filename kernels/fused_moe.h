@@ -155,7 +155,9 @@ struct FusedMoeOptions {
   // at gpt-oss T = 1), 2 a block per (16 rows, token, pick), the last of a row unit's picks to
   // finish combining them (top_k times the blocks); 3 the same with 4-warp blocks (8 per SM: one
   // wave at T = 1); 0: automatic, 2 (H100, T = 1: 42.2 us vs 43.7 per token; 3: 42.4 vs 41.9;
-  // NOTES, v14-decode, v15-decode).
+  // NOTES, v14-decode, v15-decode); 4 per pick with the picks combined in a thread-block cluster
+  // of top_k blocks through distributed shared memory (compute capability 9.0, top_k <= 8; the
+  // same bits as 2).
   int decode_down = 0;
 };
 

@@ -332,10 +332,15 @@ __global__ void __launch_bounds__(kThreads) decode_down_kernel(DecodeParams p) {
 // out[t, n] = sum over picks j in pick order of w_j * y[j, n]: deterministic, no float atomics.
 // W warps per block: 8 (4 blocks per SM, 1.4 waves at T = 1) or 4 (8 blocks per SM: one wave,
 // each warp two batches of B rounds).
-template <bool TWO_MUL, int B, int W>
+// CLUSTER (sm_90, v17-decode): a (unit, token)'s top_k blocks form one thread-block cluster;
+// each keeps its y row in shared memory and, after a cluster barrier, the pick-0 block sums them
+// through distributed shared memory in pick order: the same arithmetic (same bits) without the
+// y store, fence, arrival atomic and L2 read-back at the end of every block's chain.
+template <bool TWO_MUL, int B, int W, bool CLUSTER = false>
 __global__ void __launch_bounds__(W * 32, W == 4 ? 8 : 4) decode_down_pick_kernel(DecodeParams p) {
   extern __shared__ uint4 bsm[];  // [rounds * 16]
   __shared__ float red[W][16];
+  __shared__ float ysm[16];  // CLUSTER: this pick's y row
   __shared__ int last;
   const int k = p.top_k;
   const int j = blockIdx.x % k, t = (blockIdx.x / k) % p.tokens, unit = blockIdx.x / (k * p.tokens);
@@ -379,8 +384,39 @@ __global__ void __launch_bounds__(W * 32, W == 4 ? 8 : 4) decode_down_pick_kerne
     float y = 0.0f;
 #pragma unroll
     for (int w = 0; w < W; ++w) y += red[w][threadIdx.x];
-    p.y[y_row + n_out] = y + p.bias[static_cast<int64_t>(e) * p.rows_pad + n_out];
-    __threadfence();  // visible device-wide before this block arrives
+    y += p.bias[static_cast<int64_t>(e) * p.rows_pad + n_out];
+    if (CLUSTER) {
+      ysm[threadIdx.x] = y;
+    } else {
+      p.y[y_row + n_out] = y;
+      __threadfence();  // visible device-wide before this block arrives
+    }
+  }
+  if constexpr (CLUSTER) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    // The cluster is the top_k blocks of (unit, t), rank j (grid pick-fastest, cluster dim k).
+    asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
+    asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
+    if (j == 0 && threadIdx.x < 16 && n_out < p.out_rows) {
+      float sum = 0.0f;
+      for (int i = 0; i < k; ++i) {
+        const int32_t ei = p.topk_ids[t * k + i];
+        if (ei < 0 || ei >= p.experts) continue;
+        uint32_t local = static_cast<uint32_t>(__cvta_generic_to_shared(&ysm[threadIdx.x])), remote;
+        asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(local), "r"(i));
+        float yi;
+        asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(yi) : "r"(remote) : "memory");
+        sum += p.topk_weights[t * k + i] * yi;
+      }
+      p.out[static_cast<int64_t>(t) * p.out_rows + n_out] = sum;
+    }
+    // The other picks keep their shared memory until pick 0 has read it.
+    asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
+    if (j != 0) asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
+#else
+    __trap();  // launched only on compute capability 9.0 and later
+#endif
+    return;
   }
   __syncthreads();
   int32_t* counter = p.counters + static_cast<int64_t>(t) * gridDim.x / (k * p.tokens) + unit;
@@ -419,17 +455,26 @@ void allow_shared(Kernel kernel, size_t bytes, int& allowed) {
 // Launches `kernel` with or without the programmatic-serialization attribute (PDL).
 template <typename Kernel>
 void launch(Kernel kernel, unsigned blocks, size_t smem, gpuStream_t s, bool pdl, const DecodeParams& p,
-            const char* what, int threads = kThreads) {
+            const char* what, int threads = kThreads, int cluster = 0) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(blocks);
   cfg.blockDim = dim3(threads);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = s;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchAttribute attr[2];
+  int n = 0;
+  if (pdl) {
+    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[n++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  if (cluster > 0) {  // thread-block clusters of `cluster` consecutive blocks
+    attr[n].id = cudaLaunchAttributeClusterDimension;
+    attr[n].val.clusterDim.x = static_cast<unsigned>(cluster);
+    attr[n].val.clusterDim.y = 1;
+    attr[n++].val.clusterDim.z = 1;
+  }
   cfg.attrs = attr;
-  cfg.numAttrs = pdl ? 1 : 0;
+  cfg.numAttrs = n;
   const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, p);
   if (err != cudaSuccess) throw_internal(std::string("fused_moe: ") + what + ": " + cudaGetErrorString(err));
   check_launch(what);
@@ -541,9 +586,15 @@ void launch_decode_down(const DecodeArgs& a, const uint16_t* act, float* out, vo
     const char* what = "decode down kernel (per pick)";
     auto go = [&](auto kernel, int& allowed_bytes, int threads) {
       allow_shared(kernel, smem, allowed_bytes);
-      launch(kernel, blocks, smem, s, a.pdl, p, what, threads);
+      launch(kernel, blocks, smem, s, a.pdl, p, what, threads, a.down_cluster ? a.top_k : 0);
     };
     const bool four = a.down_warps == 4;
+    static int allowed_cluster[2] = {};
+    if (a.down_cluster) {
+      if (a.w2_large_scales) go(decode_down_pick_kernel<true, 3, 8, true>, allowed_cluster[1], 256);
+      if (!a.w2_large_scales) go(decode_down_pick_kernel<false, 3, 8, true>, allowed_cluster[0], 256);
+      return;
+    }
     if (a.w2_large_scales) {
       if (four) go(decode_down_pick_kernel<true, 3, 4>, allowed_pick[1][1], 128);
       if (!four) go(decode_down_pick_kernel<true, 3, 8>, allowed_pick[1][0], 256);

@@ -131,6 +131,9 @@ struct DecodeArgs {
   // arrive on counters [T, ceil(H / 16)] (zero between calls; it resets its counter) combines.
   bool down_per_pick = false;
   int down_warps = 8;  // per-pick blocks: 8 warps (4 blocks per SM) or 4 (8 per SM)
+  // per-pick blocks combined in a thread-block cluster of top_k blocks (sm_90, top_k <= 8)
+  // instead of through y and the arrival counters
+  bool down_cluster = false;
   float* y = nullptr;
   int32_t* counters = nullptr;
 };

@@ -497,6 +497,16 @@ void BM_FusedMoeSeparatedRouteCluster(benchmark::State& state) {
 }
 BENCHMARK(BM_FusedMoeSeparatedRouteCluster)->ArgNames({"T", "ctas"})->Args({1, 16})->Args({1, 8})->Args({2, 16})
     ->UseManualTime()->MinTime(0.3)->Unit(benchmark::kMillisecond);
+// The per-pick decode down with the picks combined in a thread-block cluster (v17-decode), alone
+// and with the 16-CTA cluster route.
+void BM_FusedMoeSeparatedDecodeDownCluster(benchmark::State& state) {
+  gpu::FusedMoeOptions opt;
+  opt.decode_down = 4;
+  opt.route_cluster = static_cast<int>(state.range(1));
+  run_moe(state, layout::GateMode::Separated, opt);
+}
+BENCHMARK(BM_FusedMoeSeparatedDecodeDownCluster)->ArgNames({"T", "route"})->Args({1, 0})->Args({1, 16})->Args({2, 0})
+    ->UseManualTime()->MinTime(0.3)->Unit(benchmark::kMillisecond);
 // v10-decode's configuration (two-launch route, plain launches, 3 rounds per batch, down per
 // token): the baseline in the same run.
 void BM_FusedMoeSeparatedDecodeV10(benchmark::State& state) {
@@ -541,8 +551,14 @@ bool check_correctness(layout::GateMode mode) {
       std::printf("check T=1: route cluster 16 vs E blocks rel err %.3e, routing %s\n", err,
                   same ? "identical" : "DIFFERENT");
       ok = ok && err < 1e-5 && same;
+      gpu::FusedMoeOptions dc;
+      dc.decode_down = 4;
+      const auto g2 = gpu::run_fused_moe(s.layer, s.router, {}, x.data(), 1, 1, dc);
+      const bool bits = g2.out == g0.out;
+      std::printf("check T=1: down cluster combine vs counter %s\n", bits ? "bitwise equal" : "DIFFERENT");
+      ok = ok && bits;
     } catch (const std::exception& e) {
-      std::printf("check T=1: route cluster 16 not run: %s\n", e.what());
+      std::printf("check T=1: route cluster 16 / down cluster not run: %s\n", e.what());
     }
   }
   {

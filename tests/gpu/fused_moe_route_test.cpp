@@ -362,8 +362,8 @@ TEST_F(FusedMoeRoute, DecodeGateUpBatchesGiveTheSameBits) {
   }
 }
 
-// The decode down per pick (the last of a row unit's picks combines; 8- or 4-warp blocks) and
-// per token (a block sums its token's picks): each against the CPU kernel-layout MoE, padding rows zero, a NaN token's
+// The decode down per pick (the last of a row unit's picks combines; 8- or 4-warp blocks; or
+// the picks' cluster, bitwise the counter path) and per token (a block sums its token's picks): each against the CPU kernel-layout MoE, padding rows zero, a NaN token's
 // row zero, repeated calls bitwise identical; an unknown choice refused.
 TEST_F(FusedMoeRoute, DecodeDownPerPickAndPerTokenMatchTheCpu) {
   const Layer l = make_layer(507);
@@ -378,7 +378,12 @@ TEST_F(FusedMoeRoute, DecodeDownPerPickAndPerTokenMatchTheCpu) {
     const reference::MoeOutput cpu =
         reference::moe_forward_kernel_layout_cpu(l.kr.view(), l.src.router(), rc, ActivationParams{}, x.data(), T,
                                                  valid);
-    for (int down : {1, 2, 3}) {
+    std::vector<float> per_pick;
+    for (int down : {1, 2, 3, 4}) {
+      if (down == 4 && !detail::decode_route_cluster_supported(8)) {
+        std::printf("note: no thread-block clusters on this device; decode_down 4 not tested\n");
+        continue;
+      }
       FusedMoeOptions o = options(-1, -1, 1);
       o.decode_down = down;
       const Result a = run(layer, router, x, T, valid, o, 1);
@@ -386,6 +391,10 @@ TEST_F(FusedMoeRoute, DecodeDownPerPickAndPerTokenMatchTheCpu) {
       const std::string what = "T=" + std::to_string(T) + " decode_down " + std::to_string(down);
       EXPECT_LT(moe_testing::rel_err(a.out, cpu.out), testing::kKernelLayoutTolerance) << what;
       EXPECT_EQ(std::memcmp(a.out.data(), b.out.data(), a.out.size() * 4), 0) << what << ": third call differs";
+      if (down == 2) per_pick = a.out;
+      if (down == 4) {  // the cluster combine: the counter path's arithmetic, so its bits
+        EXPECT_EQ(std::memcmp(a.out.data(), per_pick.data(), a.out.size() * 4), 0) << what << ": differs from 2";
+      }
       for (int64_t t = 0; t < T; ++t) {
         if (t < valid && !(T == 3 && t == 2)) continue;
         for (int64_t h = 0; h < kH; ++h) ASSERT_EQ(a.out[t * kH + h], 0.0f) << what << ": token " << t;
@@ -393,13 +402,13 @@ TEST_F(FusedMoeRoute, DecodeDownPerPickAndPerTokenMatchTheCpu) {
     }
   }
   FusedMoeOptions o = options(-1, -1, 1);
-  o.decode_down = 4;
+  o.decode_down = 5;
   const auto x = moe_testing::random_activations(1, kH, 1300);
   try {
     run(layer, router, x, 1, 1, o);
-    FAIL() << "decode_down 4 was accepted";
+    FAIL() << "decode_down 5 was accepted";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("decode_down 4"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("decode_down 5"), std::string::npos) << e.what();
   }
 }
 
