@@ -137,7 +137,9 @@ struct FusedMoeOptions {
   int fused_route = -1;
   // The fused route's layout: 1 one block per expert (the last to arrive routes, from L2), 8 or
   // 16 one thread-block cluster of that many CTAs (CUDA, compute capability 9.0; CTA 0 routes
-  // from the cluster's shared memory; BadInput where the device cannot run it); 0: automatic, 1.
+  // from the cluster's shared memory; BadInput where the device cannot run it); 0: automatic, 1
+  // (H100, T = 1 graph, same run: 41.7 us E blocks, 44.0 with 16 CTAs, 46.5 with 8: a few SMs
+  // pull the 737 KB of router weights too slowly; moe_decode_route.cu).
   int route_cluster = 0;
   // Programmatic dependent launch of the decode kernels (CUDA, compute capability 9.0 and up;
   // elsewhere plain launches): their prologue overlaps the previous kernel. 1 or -1: on where
@@ -157,7 +159,7 @@ struct FusedMoeOptions {
   // wave at T = 1); 0: automatic, 2 (H100, T = 1: 42.2 us vs 43.7 per token; 3: 42.4 vs 41.9;
   // NOTES, v14-decode, v15-decode); 4 per pick with the picks combined in a thread-block cluster
   // of top_k blocks through distributed shared memory (compute capability 9.0, top_k <= 8; the
-  // same bits as 2).
+  // same bits as 2; H100, T = 1: 42.4 us vs 41.7 with 2, same run: not the automatic choice).
   int decode_down = 0;
 };
 

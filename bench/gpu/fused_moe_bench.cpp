@@ -489,23 +489,24 @@ void BM_FusedMoeSeparatedDecodeDown4Warps(benchmark::State& state) {
 }
 BENCHMARK(BM_FusedMoeSeparatedDecodeDown4Warps)->ArgName("T")->Arg(1)->UseManualTime()->MinTime(0.3)->Unit(
     benchmark::kMillisecond);
-// The route stage in one thread-block cluster of 16 or 8 CTAs (v16-decode) instead of E blocks.
+// The route stage in one thread-block cluster of 16 or 8 CTAs (v16-decode) instead of E blocks
+// (H100, 2026-11-26, same run: 44.0 / 46.5 us vs 41.7 automatic).
 void BM_FusedMoeSeparatedRouteCluster(benchmark::State& state) {
   gpu::FusedMoeOptions opt;
   opt.route_cluster = static_cast<int>(state.range(1));
   run_moe(state, layout::GateMode::Separated, opt);
 }
-BENCHMARK(BM_FusedMoeSeparatedRouteCluster)->ArgNames({"T", "ctas"})->Args({1, 16})->Args({1, 8})->Args({2, 16})
+BENCHMARK(BM_FusedMoeSeparatedRouteCluster)->ArgNames({"T", "ctas"})->Args({1, 16})->Args({1, 8})
     ->UseManualTime()->MinTime(0.3)->Unit(benchmark::kMillisecond);
 // The per-pick decode down with the picks combined in a thread-block cluster (v17-decode), alone
-// and with the 16-CTA cluster route.
+// and with the 16-CTA cluster route (H100, 2026-11-26, same run: 42.4 / 44.7 us vs 41.7 automatic).
 void BM_FusedMoeSeparatedDecodeDownCluster(benchmark::State& state) {
   gpu::FusedMoeOptions opt;
   opt.decode_down = 4;
   opt.route_cluster = static_cast<int>(state.range(1));
   run_moe(state, layout::GateMode::Separated, opt);
 }
-BENCHMARK(BM_FusedMoeSeparatedDecodeDownCluster)->ArgNames({"T", "route"})->Args({1, 0})->Args({1, 16})->Args({2, 0})
+BENCHMARK(BM_FusedMoeSeparatedDecodeDownCluster)->ArgNames({"T", "route"})->Args({1, 0})->Args({1, 16})
     ->UseManualTime()->MinTime(0.3)->Unit(benchmark::kMillisecond);
 // v10-decode's configuration (two-launch route, plain launches, 3 rounds per batch, down per
 // token): the baseline in the same run.
