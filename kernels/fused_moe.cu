@@ -391,6 +391,11 @@ void enqueue_fused_moe(const DeviceMoeLayer& layer, const DeviceRouter& router, 
   if (route_cluster != 1 && (route_cluster != 8 && route_cluster != 16)) {
     throw_bad_input("fused_moe: route_cluster " + std::to_string(options.route_cluster) + " is not 0, 1, 8 or 16");
   }
+  if (fused_route && route_cluster != 1 &&
+      detail::decode_route_cluster_x_bytes(valid_tokens, L.hidden) > detail::kDecodeRouteClusterMaxXBytes) {
+    throw_bad_input("fused_moe: the cluster route stages x in shared memory: " + std::to_string(valid_tokens) +
+                    " tokens x H " + std::to_string(L.hidden) + " is too large for it");
+  }
   if (fused_route && route_cluster != 1 && !detail::decode_route_cluster_supported(route_cluster)) {
     throw_bad_input("fused_moe: a route cluster of " + std::to_string(route_cluster) +
                     " CTAs needs CUDA on compute capability 9.0 with clusters of that size; this device has none");

@@ -138,7 +138,7 @@ struct FusedMoeOptions {
   // The fused route's layout: 1 one block per expert (the last to arrive routes, from L2), 8 or
   // 16 one thread-block cluster of that many CTAs (CUDA, compute capability 9.0; CTA 0 routes
   // from the cluster's shared memory; BadInput where the device cannot run it); 0: automatic, 1
-  // (H100, T = 1 graph, same run: 41.7 us E blocks, 44.0 with 16 CTAs, 46.5 with 8: a few SMs
+  // (H100, T = 1 graph, same run: 42.0 us E blocks, 42.9 with 16 CTAs, 44.2 with 8: 16 SMs
   // pull the 737 KB of router weights too slowly; moe_decode_route.cu).
   int route_cluster = 0;
   // Programmatic dependent launch of the decode kernels (CUDA, compute capability 9.0 and up;

@@ -211,16 +211,19 @@ __global__ void __launch_bounds__(kThreads) decode_route_kernel(DecodeRouteArgs 
 // chains; here the hand-over is one barrier and DSMEM loads, no counter. Each CTA pulls
 // E / cluster router rows (16 CTAs at gpt-oss: 46 KB each), kBatch 16-byte loads per lane in
 // flight before the multiplies.
-// Measured (H100, 2026-11-26, one run; not the automatic choice): T = 1 forward 44.0 us graph
-// with 16 CTAs, 46.5 with 8, against 41.7 for the E-block kernel; under ncu (cold, each alone)
-// 9.5 us against 6.8. The 16 active SMs were busy ~13.5k cycles each (~6.8 us): one SM pulls its
-// 46 KB at only ~7 GB/s, so the weights' pull, not the hand-over, sets the time; plus ~2.7 us
-// of the elapsed time with no SM active (the cluster's launch and the routing tail).
+// Measured (H100, 2026-11-26; not the automatic choice). First version, x read from global in
+// the batch loop: T = 1 forward 44.0 us graph with 16 CTAs, 46.5 with 8, against 41.7 for the
+// E-block kernel in the same run; ncu (cold, alone) 9.5 us against 6.8. With x staged in shared
+// memory while the first weight batch is in flight (this code), next run: 42.9 / 44.2 us against
+// 42.0; ncu 8.3 us, the 16 SMs busy ~10.9k cycles (~5.5 us) each of 16.4k elapsed. One SM pulls
+// its 46 KB of router rows at under 10 GB/s, so the pull by 16 SMs, not the hand-over, sets
+// the time; a 16-CTA cluster cannot spread the 737 KB wider.
 constexpr int kClusterWarps = 16;
 constexpr int kClusterThreads = kClusterWarps * 32;
 constexpr int kClusterMinCtas = 8;
 constexpr int kClusterMaxPer = kDecodeRouteMaxExperts / kClusterMinCtas;  // experts per CTA
 constexpr int kClusterMaxItems = kClusterMaxPer > kClusterWarps ? kClusterMaxPer : kClusterWarps;
+constexpr int kClusterStaticBytes = 20480 + 1024;  // partial, mine, all; a margin
 constexpr int kBatch = 6;  // gpt-oss, 16 CTAs: each lane's share of a K part in one batch
 
 template <int kSlots>
@@ -232,6 +235,7 @@ __global__ void __launch_bounds__(kClusterThreads) decode_route_cluster_kernel(D
   __shared__ float partial[kClusterMaxItems][kDecodeRouteMaxTokens];
   __shared__ float mine[kClusterMaxPer][kDecodeRouteMaxTokens];  // this CTA's logits [j][t]
   __shared__ float all[kDecodeRouteMaxTokens * kDecodeRouteMaxExperts];  // CTA 0: [t][e]
+  extern __shared__ uint4 xsm[];  // [valid][H / 8]: x staged
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int ctas = static_cast<int>(cluster.num_blocks()), rank = static_cast<int>(cluster.block_rank());
   const int T = a.tokens, H = a.hidden, E = a.experts;
@@ -240,6 +244,27 @@ __global__ void __launch_bounds__(kClusterThreads) decode_route_cluster_kernel(D
   // Work items (expert j, K part p): every warp busy when n < 16; parts added in p order.
   const int parts = n > 0 ? max(1, kClusterWarps / n) : 1;
   const int chunk = (H + parts * 8 - 1) / (parts * 8) * 8;
+  // The warp's first weight batch is in flight while the block stages x (its valid tokens' rows)
+  // in shared memory: the multiplies then read x there instead of one dependent L2 load per
+  // 16-byte group (v16b: the first cluster kernel read x from global inside the batch loop).
+  auto load_w = [&](const uint16_t* we, int base, int k_end, uint4 (&wv)[kBatch]) {
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int k = base + u * 32 * 8;
+      wv[u] = k < k_end ? __ldg(reinterpret_cast<const uint4*>(we + k)) : make_uint4(0, 0, 0, 0);
+    }
+  };
+  uint4 wv[kBatch];
+  if (warp < n * parts) {
+    const int j = warp / parts, p = warp % parts;
+    load_w(a.w + static_cast<int64_t>(e0 + j) * H, p * chunk + lane * 8, min(p * chunk + chunk, H), wv);
+  }
+  const int row_groups = H / 8;
+#pragma unroll 4
+  for (int g = threadIdx.x; g < a.valid * row_groups; g += kClusterThreads) {
+    xsm[g] = __ldg(reinterpret_cast<const uint4*>(a.x) + g);
+  }
+  __syncthreads();
   for (int item = warp; item < n * parts; item += kClusterWarps) {
     const int j = item / parts, p = item % parts;
     const int k_begin = p * chunk, k_end = min(k_begin + chunk, H);
@@ -248,12 +273,7 @@ __global__ void __launch_bounds__(kClusterThreads) decode_route_cluster_kernel(D
     for (int i = 0; i < kDecodeRouteMaxTokens; ++i) acc[i] = 0.0f;
     const uint16_t* we = a.w + static_cast<int64_t>(e0 + j) * H;
     for (int base = k_begin + lane * 8; base < k_end; base += kBatch * 32 * 8) {
-      uint4 wv[kBatch];
-#pragma unroll
-      for (int u = 0; u < kBatch; ++u) {
-        const int k = base + u * 32 * 8;
-        wv[u] = k < k_end ? __ldg(reinterpret_cast<const uint4*>(we + k)) : make_uint4(0, 0, 0, 0);
-      }
+      if (item != warp || base != k_begin + lane * 8) load_w(we, base, k_end, wv);
 #pragma unroll
       for (int u = 0; u < kBatch; ++u) {
         const int k = base + u * 32 * 8;
@@ -262,7 +282,7 @@ __global__ void __launch_bounds__(kClusterThreads) decode_route_cluster_kernel(D
 #pragma unroll
         for (int i = 0; i < kDecodeRouteMaxTokens; ++i) {
           if (i >= a.valid) break;
-          const uint4 xv = __ldg(reinterpret_cast<const uint4*>(a.x + static_cast<int64_t>(i) * H + k));
+          const uint4 xv = xsm[i * row_groups + k / 8];
           const uint32_t xx[4] = {xv.x, xv.y, xv.z, xv.w};
 #pragma unroll
           for (int q = 0; q < 4; ++q) {
@@ -356,8 +376,15 @@ void launch_cluster(Kernel kernel, const DecodeRouteArgs& a, gpuStream_t s) {
     const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
     if (err != cudaSuccess) throw_internal(std::string("fused_moe: decode route cluster: ") + cudaGetErrorString(err));
   }
+  const size_t x_bytes = decode_route_cluster_x_bytes(a.valid, a.hidden);
+  if (x_bytes > 48 * 1024 - kClusterStaticBytes) {  // staged x past the default limit: opt in
+    const cudaError_t err =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(x_bytes));
+    if (err != cudaSuccess) throw_internal(std::string("fused_moe: decode route cluster: ") + cudaGetErrorString(err));
+  }
   cudaLaunchAttribute attr[1];
-  const cudaLaunchConfig_t cfg = cluster_config(a.cluster, s, attr);
+  cudaLaunchConfig_t cfg = cluster_config(a.cluster, s, attr);
+  cfg.dynamicSmemBytes = x_bytes;
   const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, a);
   if (err != cudaSuccess) throw_internal(std::string("fused_moe: decode route cluster kernel: ") + cudaGetErrorString(err));
 }

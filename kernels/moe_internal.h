@@ -178,6 +178,12 @@ struct DecodeRouteArgs {
   int32_t cluster = 0;
 };
 bool decode_route_cluster_supported(int ctas);
+// The cluster route stages x ([valid, H] bf16) in each CTA's shared memory: at most
+// kDecodeRouteClusterMaxXBytes (BadInput past it).
+inline size_t decode_route_cluster_x_bytes(int64_t valid, int64_t hidden) {
+  return static_cast<size_t>(valid * hidden * 2);
+}
+constexpr size_t kDecodeRouteClusterMaxXBytes = 192 * 1024;
 bool decode_route_supported(reference::RouterVariant variant, int top_k, int64_t experts, int64_t tokens,
                             int64_t hidden, int64_t hidden_pad, const void* x);
 void launch_decode_route(const DecodeRouteArgs& a, void* stream);

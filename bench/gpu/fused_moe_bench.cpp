@@ -490,7 +490,7 @@ void BM_FusedMoeSeparatedDecodeDown4Warps(benchmark::State& state) {
 BENCHMARK(BM_FusedMoeSeparatedDecodeDown4Warps)->ArgName("T")->Arg(1)->UseManualTime()->MinTime(0.3)->Unit(
     benchmark::kMillisecond);
 // The route stage in one thread-block cluster of 16 or 8 CTAs (v16-decode) instead of E blocks
-// (H100, 2026-11-26, same run: 44.0 / 46.5 us vs 41.7 automatic).
+// (H100, 2026-11-26, same run, x staged in shared memory: 42.9 / 44.2 us vs 42.0 automatic).
 void BM_FusedMoeSeparatedRouteCluster(benchmark::State& state) {
   gpu::FusedMoeOptions opt;
   opt.route_cluster = static_cast<int>(state.range(1));
@@ -499,7 +499,8 @@ void BM_FusedMoeSeparatedRouteCluster(benchmark::State& state) {
 BENCHMARK(BM_FusedMoeSeparatedRouteCluster)->ArgNames({"T", "ctas"})->Args({1, 16})->Args({1, 8})
     ->UseManualTime()->MinTime(0.3)->Unit(benchmark::kMillisecond);
 // The per-pick decode down with the picks combined in a thread-block cluster (v17-decode), alone
-// and with the 16-CTA cluster route (H100, 2026-11-26, same run: 42.4 / 44.7 us vs 41.7 automatic).
+// and with the 16-CTA cluster route (H100, 2026-11-26: 42.4 us vs 41.7 automatic, same run; with
+// the staged-x cluster route 44.0 vs 42.0, same run).
 void BM_FusedMoeSeparatedDecodeDownCluster(benchmark::State& state) {
   gpu::FusedMoeOptions opt;
   opt.decode_down = 4;
