@@ -772,29 +772,38 @@ GemmParams common_params(const ExpertGemmArgs& a) {
   return p;
 }
 
-// Non-gated experts (relu^2): the up rows [E, I', H'/2], tiled like w2 with K = H', through the
-// down kernels' row pairs (32 rows per warp) with the gathered B of gate_up and an epilogue that
-// writes act(u) as bf16; every act column below I' is written (padding units: act(0) = 0).
-void launch_up_only(const ExpertGemmArgs& a, const uint16_t* x_perm, uint16_t* act, gpuStream_t s) {
+// The w13 projection (K = H', B gathered by token, act written): its [gate; up] rows, or for
+// non-gated experts the up rows alone.
+GemmParams w13_params(const ExpertGemmArgs& a, const uint16_t* x_perm, uint16_t* act) {
   const reference::KernelReadyLayer& L = *a.layer;
+  const auto rows = L.gated ? 2 * L.intermediate_pad : L.intermediate_pad;
   GemmParams p = common_params(a);
   p.w = L.w13_weight;
   p.scale = L.w13_scale;
   p.rows_table = a.w13_rows;
   p.large_scales = a.w13_large_scales;
   p.bias = L.w13_bias;
-  p.wl = WeightTileLayout{L.mode, false, L.intermediate_pad, L.hidden_pad / 2};
-  p.sl = ScaleLayout{L.mode, false, L.intermediate_pad, L.w13_scale_cols};
+  p.wl = WeightTileLayout{L.mode, L.gated, rows, L.hidden_pad / 2};
+  p.sl = ScaleLayout{L.mode, L.gated, rows, L.w13_scale_cols};
   p.K = L.hidden_pad;
   p.b = x_perm;
   p.gather = true;
+  p.rows_pad = rows;
+  p.out_rows = L.intermediate_pad;
+  p.act = act;
+  return p;
+}
+
+// Non-gated experts (relu^2): the up rows [E, I', H'/2], tiled like w2 with K = H', through the
+// down kernels' row pairs (32 rows per warp) with the gathered B of gate_up and an epilogue that
+// writes act(u) as bf16; every act column below I' is written (padding units: act(0) = 0).
+void launch_up_only(const ExpertGemmArgs& a, const uint16_t* x_perm, uint16_t* act, gpuStream_t s) {
+  const reference::KernelReadyLayer& L = *a.layer;
+  GemmParams p = w13_params(a, x_perm, act);
   p.up_only = true;
   p.fuse_combine = false;  // down combines
-  p.rows_pad = L.intermediate_pad;
   p.up_offset = 16;
-  p.out_rows = L.intermediate_pad;
   p.row_groups = (L.intermediate_pad + 31) / 32;
-  p.act = act;
 #if !defined(__HIPCC__)
   if (!a.simple) {
     dispatch_fast<false, true>(p, a, s);
@@ -812,22 +821,9 @@ void launch_up_only(const ExpertGemmArgs& a, const uint16_t* x_perm, uint16_t* a
 void launch_gate_up(const ExpertGemmArgs& a, const uint16_t* x_perm, uint16_t* act, void* stream) {
   const reference::KernelReadyLayer& L = *a.layer;
   if (!L.gated) return launch_up_only(a, x_perm, act, static_cast<gpuStream_t>(stream));
-  GemmParams p = common_params(a);
-  p.w = L.w13_weight;
-  p.scale = L.w13_scale;
-  p.rows_table = a.w13_rows;
-  p.large_scales = a.w13_large_scales;
-  p.bias = L.w13_bias;
-  p.wl = WeightTileLayout{L.mode, true, 2 * L.intermediate_pad, L.hidden_pad / 2};
-  p.sl = ScaleLayout{L.mode, true, 2 * L.intermediate_pad, L.w13_scale_cols};
-  p.K = L.hidden_pad;
-  p.b = x_perm;
-  p.gather = true;
-  p.rows_pad = 2 * L.intermediate_pad;
+  GemmParams p = w13_params(a, x_perm, act);
   p.up_offset = L.intermediate_pad;
-  p.out_rows = L.intermediate_pad;
   p.row_groups = L.intermediate_pad / 16;
-  p.act = act;
   const gpuStream_t s = static_cast<gpuStream_t>(stream);
 #if !defined(__HIPCC__)
   if (!a.simple) {

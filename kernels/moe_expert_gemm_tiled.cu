@@ -101,18 +101,8 @@ __global__ void __launch_bounds__(2 * ROWS, TiledShape<ROWS>::kMinBlocks) expert
 
   // ---- this thread's weight run: A row ar = tid/2, run half s = tid%2 of each 64-K chunk ----
   const int ar = tid >> 1, s = tid & 1;
-  int32_t n;
   bool row_ok;
-  if constexpr (GATE_UP) {
-    // A row ar: row group ar/16 = 8 units; rows 0-7 of the group their gate rows, 8-15 their up rows.
-    const int32_t unit = row_block * (kRows / 2) + (ar >> 4) * 8 + (ar & 7);
-    row_ok = unit < p.loadable_rows;
-    n = unit + ((ar >> 3) & 1) * p.up_offset;
-  } else {
-    n = row_block * kRows + ar;
-    row_ok = n < p.loadable_rows;
-  }
-  if (!row_ok) n = 0;
+  const int32_t n = tiled_weight_row<GATE_UP, ROWS>(p, row_block, ar, row_ok);
   // Chunk c covers runs 2c + s, i.e. K bytes [32c + 16s, +16): run q = 2(c & 1) + s of round
   // c/2 (the row table's 64-byte K steps), scale group 2c + s (table columns f = (c/2) & 1).
   const int32_t* trow = p.rows.table + static_cast<int64_t>(n) * 12;

@@ -44,6 +44,24 @@ struct TiledParams {
 // the dequant stores) each hit 8 distinct bank groups.
 __device__ __forceinline__ int swz(int row, int chunk) { return row * 8 + (chunk ^ (row & 7)); }
 
+// The weight row whose runs A row `ar` of row block `row_block` copies, and whether that row
+// exists (rows past the tensor read row 0's address and zero-fill instead). gate_up: a 16-row
+// group holds 8 units, rows 0-7 their gate rows and rows 8-15 their up rows, so the activation
+// pairs g and g + 8 sit in one lane's fragment.
+template <bool GATE_UP, int ROWS>
+__device__ __forceinline__ int32_t tiled_weight_row(const TiledParams& p, int32_t row_block, int ar, bool& row_ok) {
+  int32_t n;
+  if constexpr (GATE_UP) {
+    const int32_t unit = row_block * (ROWS / 2) + (ar >> 4) * 8 + (ar & 7);
+    row_ok = unit < p.loadable_rows;
+    n = unit + ((ar >> 3) & 1) * p.up_offset;
+  } else {
+    n = row_block * ROWS + ar;
+    row_ok = n < p.loadable_rows;
+  }
+  return row_ok ? n : 0;
+}
+
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
