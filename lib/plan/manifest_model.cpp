@@ -68,11 +68,6 @@ ExpertDims dims_from_manifest(const Manifest& m, const std::string& context) {
   return d;
 }
 
-bool destination_experts_gated(const std::filesystem::path& destination) {
-  const std::filesystem::path path = destination / kManifestFileName;
-  return dims_from_manifest(Manifest::read(path), path.string()).gated;
-}
-
 models::ModelInfo model_from_manifest(const Manifest& m, const std::string& context) {
   models::ModelInfo info;
   const std::string c = context + ": model";

@@ -1,7 +1,6 @@
 #pragma once
 // What a manifest says about the conversion, read back into the planner's terms, so that
 // verify can recompute what each kernel-ready tensor must be.
-#include <filesystem>
 #include <optional>
 #include <string>
 
@@ -16,9 +15,6 @@ ConvertOptions options_from_manifest(const Manifest& m, const std::string& conte
 // Sizes, and whether the experts are gated ("gated", true when absent; it must agree with the
 // activation kind).
 ExpertDims dims_from_manifest(const Manifest& m, const std::string& context);
-// Whether the converted model at `destination` has gated experts (its manifest); throws BadInput
-// when the manifest cannot be read. Lets a caller pick a fused MoE that runs them.
-bool destination_experts_gated(const std::filesystem::path& destination);
 models::ModelInfo model_from_manifest(const Manifest& m, const std::string& context);
 std::optional<ExpertRole> role_from_name(const std::string& name);
 bool gate_up_interleaved_from_manifest(const Manifest& m, const std::string& context);
