@@ -86,17 +86,15 @@ __global__ void __launch_bounds__(2 * ROWS, TiledShape<ROWS>::kMinBlocks) expert
   using Shape = TiledShape<ROWS>;
   constexpr int kRows = ROWS, kThreads = Shape::kThreads;
   extern __shared__ uint4 smem_raw[];
-  // wgmma's swizzle is on address bits: the tiles start 1024-aligned (kSmemBytes has the slack).
-  uint4* smem = reinterpret_cast<uint4*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  uint4* smem = align_smem_1024(smem_raw);
   uint4* a_tiles = smem;
   uint4* b_tiles = a_tiles + Shape::kAUnits;
   uint4* raw = b_tiles + Shape::kBUnits;
   uint32_t* scale_words = reinterpret_cast<uint32_t*>(raw + Shape::kRawUnits);
 
-  const int32_t tile_index = static_cast<int32_t>(blockIdx.x) / p.row_blocks;
-  const int32_t row_block = static_cast<int32_t>(blockIdx.x) % p.row_blocks;
-  if (tile_index >= *p.num_tiles) return;  // uniform per block
-  const Tile tile = p.tiles[tile_index];
+  Tile tile;
+  int32_t row_block;
+  if (!locate_block(p, tile, row_block)) return;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
 
   // ---- this thread's weight run: A row ar = tid/2, run half s = tid%2 of each 64-K chunk ----
@@ -126,13 +124,7 @@ __global__ void __launch_bounds__(2 * ROWS, TiledShape<ROWS>::kMinBlocks) expert
 #pragma unroll
   for (int i = 0; i < Shape::kBCopies; ++i) {
     const int row = (tid >> 3) + (kThreads / 8) * i;
-    bok[i] = row < tile.count;
-    int64_t brow = 0;
-    if (bok[i]) {
-      const int64_t slot = tile.start + row;
-      brow = p.gather ? p.sorted_pairs[slot] / p.top_k : slot;
-    }
-    bsrc[i] = static_cast<uint32_t>(brow * p.K) + 8 * bc;
+    bsrc[i] = b_copy_source(p, tile, row, bc, bok[i]);
   }
 
   const int chunks = p.K / kChunk;

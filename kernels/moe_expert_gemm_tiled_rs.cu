@@ -92,16 +92,14 @@ __global__ void __launch_bounds__(2 * ROWS, RsShape<ROWS>::kMinBlocks) expert_ge
   using Shape = RsShape<ROWS>;
   constexpr int kRows = ROWS, kThreads = Shape::kThreads;
   extern __shared__ uint4 smem_raw[];
-  // wgmma's swizzle is on address bits: the B tiles start 1024-aligned (kSmemBytes has the slack).
-  uint4* smem = reinterpret_cast<uint4*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  uint4* smem = align_smem_1024(smem_raw);
   uint4* b_tiles = smem;
   uint4* raw = b_tiles + Shape::kBUnits;
   uint32_t* scale_words = reinterpret_cast<uint32_t*>(raw + Shape::kRawUnits);
 
-  const int32_t tile_index = static_cast<int32_t>(blockIdx.x) / p.row_blocks;
-  const int32_t row_block = static_cast<int32_t>(blockIdx.x) % p.row_blocks;
-  if (tile_index >= *p.num_tiles) return;  // uniform per block
-  const Tile tile = p.tiles[tile_index];
+  Tile tile;
+  int32_t row_block;
+  if (!locate_block(p, tile, row_block)) return;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
 
   // ---- this thread's copies: weight run of A row ar = tid/2, half s = tid%2 of each chunk ----
@@ -135,13 +133,7 @@ __global__ void __launch_bounds__(2 * ROWS, RsShape<ROWS>::kMinBlocks) expert_ge
 #pragma unroll
   for (int i = 0; i < Shape::kBCopies; ++i) {
     const int row = (tid >> 3) + (kThreads / 8) * i;
-    bok[i] = row < tile.count;
-    int64_t brow = 0;
-    if (bok[i]) {
-      const int64_t slot = tile.start + row;
-      brow = p.gather ? p.sorted_pairs[slot] / p.top_k : slot;
-    }
-    bsrc[i] = static_cast<uint32_t>(brow * p.K) + 8 * bc;
+    bsrc[i] = b_copy_source(p, tile, row, bc, bok[i]);
     bdst[i] = swz(row, bc);
   }
 

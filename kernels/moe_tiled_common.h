@@ -62,6 +62,34 @@ __device__ __forceinline__ int32_t tiled_weight_row(const TiledParams& p, int32_
   return row_ok ? n : 0;
 }
 
+// wgmma's swizzle is on address bits: the tiles start 1024-aligned (kSmemBytes has the slack).
+__device__ __forceinline__ uint4* align_smem_1024(uint4* smem_raw) {
+  return reinterpret_cast<uint4*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+}
+
+// The token tile and row block of this block (blocks run tile-major); false for blocks past the
+// routed tiles, whose count is known on the device only (uniform per block).
+__device__ __forceinline__ bool locate_block(const TiledParams& p, Tile& tile, int32_t& row_block) {
+  const int32_t tile_index = static_cast<int32_t>(blockIdx.x) / p.row_blocks;
+  row_block = static_cast<int32_t>(blockIdx.x) % p.row_blocks;
+  if (tile_index >= *p.num_tiles) return false;
+  tile = p.tiles[tile_index];
+  return true;
+}
+
+// B's source offset (in elements) of 16-byte chunk `bc` of the tile's token row `row`, and
+// whether that row exists (rows past the tile copy row 0's address and zero-fill). gate_up
+// gathers the pick's token row; down reads the sorted slot's row.
+__device__ __forceinline__ uint32_t b_copy_source(const TiledParams& p, const Tile& tile, int row, int bc, bool& ok) {
+  ok = row < tile.count;
+  int64_t brow = 0;
+  if (ok) {
+    const int64_t slot = tile.start + row;
+    brow = p.gather ? p.sorted_pairs[slot] / p.top_k : slot;
+  }
+  return static_cast<uint32_t>(brow * p.K) + 8 * bc;
+}
+
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
