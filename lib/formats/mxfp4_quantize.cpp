@@ -92,8 +92,8 @@ void add_block_terms(const Source* x, const uint8_t* magnitude, float scale, flo
   for (int i = 0; i < kBlock; ++i) {
     const float a = magnitude_of(x, i);
     const float d = kE2m1Magnitude[magnitude[i]] * scale - a;
-    error[i] += d * d;
-    reference[i] += a * a;
+    error[i] = std::fma(d, d, error[i]);
+    reference[i] = std::fma(a, a, reference[i]);
   }
 }
 
@@ -275,8 +275,8 @@ Mxfp4ErrorSums error_sums(const Source* src, const uint8_t* codes, const uint8_t
           a = std::fabs(src[b * kBlock + i]);
         }
         const float d = mxfp4_kernels::kE2m1Magnitude[magnitude] * scale - a;
-        error[i] += d * d;
-        reference[i] += a * a;
+        error[i] = std::fma(d, d, error[i]);
+        reference[i] = std::fma(a, a, reference[i]);
       }
     }
     sums.error += mxfp4_kernels::reduce_partial_sums(error);

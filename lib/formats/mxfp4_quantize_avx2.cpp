@@ -5,6 +5,9 @@
 #include "formats/mxfp4_quantize_kernels.h"
 
 #if defined(MOEPREP_X86_SIMD) && defined(__AVX2__)
+// The error sums' terms are fused multiply-adds (mxfp4_quantize_kernels.h); core/simd_level.h
+// picks this level only where the CPU has FMA too.
+#pragma GCC target("fma")
 #include <immintrin.h>
 
 namespace moeprep::mxfp4_kernels {
@@ -33,8 +36,8 @@ struct RowSums {
   }
   void add(int q, __m256 dequantized, __m256 magnitude) {
     const __m256 d = _mm256_sub_ps(dequantized, magnitude);
-    error[q] = _mm256_add_ps(error[q], _mm256_mul_ps(d, d));
-    reference[q] = _mm256_add_ps(reference[q], _mm256_mul_ps(magnitude, magnitude));
+    error[q] = _mm256_fmadd_ps(d, d, error[q]);
+    reference[q] = _mm256_fmadd_ps(magnitude, magnitude, reference[q]);
   }
   void finish(const int (&element)[4][8], Sums* sums) const {
     alignas(32) float e[4][8], r[4][8];

@@ -36,8 +36,8 @@ struct RowSums {
   }
   void add(int q, __m512 dequantized, __m512 magnitude) {
     const __m512 d = _mm512_sub_ps(dequantized, magnitude);
-    error[q] = _mm512_add_ps(error[q], _mm512_mul_ps(d, d));
-    reference[q] = _mm512_add_ps(reference[q], _mm512_mul_ps(magnitude, magnitude));
+    error[q] = _mm512_fmadd_ps(d, d, error[q]);
+    reference[q] = _mm512_fmadd_ps(magnitude, magnitude, reference[q]);
   }
   // `order` lists, for elements 0..31, the lane (vector * 16 + lane) that sums it.
   void finish(const int32_t (&order)[kBlock], Sums* sums) const {

@@ -41,32 +41,6 @@ std::function<std::string(const std::string&)> digest_lookup(const ExpertRowsPtr
   return [digests = rows->digests](const std::string& tensor) { return digests->get(tensor); };
 }
 
-}  // namespace
-
-std::string quantize_transform_name(const ExpertRows& rows) {
-  return rows.from_fp8 ? "dequantize_fp8_block+quantize_mxfp4" : "quantize_mxfp4";
-}
-
-SquaredError mxfp4_squared_error(const uint16_t* bf16_rows, const uint8_t* codes, const uint8_t* scales, int64_t rows,
-                                 int64_t k) {
-  return from_formats(mxfp4_error_sums(bf16_rows, codes, scales, rows, k));
-}
-
-SquaredError mxfp4_squared_error(const float* rows_f32, const uint8_t* codes, const uint8_t* scales, int64_t rows,
-                                 int64_t k) {
-  return from_formats(mxfp4_error_sums(rows_f32, codes, scales, rows, k));
-}
-
-void mxfp4_scales_only(const uint16_t* src, int64_t rows, int64_t k, uint8_t* scales, const std::string& context) {
-  mxfp4_block_scales_bf16(src, rows, k, scales, context);
-}
-
-void mxfp4_scales_only(const float* src, int64_t rows, int64_t k, uint8_t* scales, const std::string& context) {
-  mxfp4_block_scales(src, rows, k, scales, context);
-}
-
-namespace {
-
 // Expert e's BF16 rows as runs: in place when the map allows, else copied into `buffer`.
 std::vector<Bf16Run> bf16_runs(const ExpertRows& m, int64_t e, std::vector<uint16_t>& buffer, const std::string& label) {
   if (m.mapped_bf16) {
@@ -77,10 +51,6 @@ std::vector<Bf16Run> bf16_runs(const ExpertRows& m, int64_t e, std::vector<uint1
   m.read_bf16(e, buffer.data());
   return {{buffer.data(), m.rows, &label}};
 }
-
-}  // namespace
-
-namespace {
 
 // Scratch of one slice's quantizing pass, reused from expert to expert.
 struct QuantizeScratch {
@@ -157,6 +127,28 @@ void quantize_expert(const ExpertRows& m, int64_t e, const std::function<CodeRow
 }
 
 }  // namespace
+
+std::string quantize_transform_name(const ExpertRows& rows) {
+  return rows.from_fp8 ? "dequantize_fp8_block+quantize_mxfp4" : "quantize_mxfp4";
+}
+
+SquaredError mxfp4_squared_error(const uint16_t* bf16_rows, const uint8_t* codes, const uint8_t* scales, int64_t rows,
+                                 int64_t k) {
+  return from_formats(mxfp4_error_sums(bf16_rows, codes, scales, rows, k));
+}
+
+SquaredError mxfp4_squared_error(const float* rows_f32, const uint8_t* codes, const uint8_t* scales, int64_t rows,
+                                 int64_t k) {
+  return from_formats(mxfp4_error_sums(rows_f32, codes, scales, rows, k));
+}
+
+void mxfp4_scales_only(const uint16_t* src, int64_t rows, int64_t k, uint8_t* scales, const std::string& context) {
+  mxfp4_block_scales_bf16(src, rows, k, scales, context);
+}
+
+void mxfp4_scales_only(const float* src, int64_t rows, int64_t k, uint8_t* scales, const std::string& context) {
+  mxfp4_block_scales(src, rows, k, scales, context);
+}
 
 CanonicalSource mxfp4_blocks_source(ExpertRowsPtr rows) {
   CanonicalSource s;
