@@ -52,10 +52,21 @@ struct RowSums {
   }
 };
 
-// 16-bit unpacks work within 128-bit quarters: quarter Q of the low unpack takes elements
-// 8Q + {0..3}, of the high unpack 8Q + 4 + {0..3} (lanes 4Q.. of each). F32 lanes are in order.
-constexpr int32_t kBf16Order[kBlock] = {0, 1, 2,  3,  16, 17, 18, 19, 4,  5,  6,  7,  20, 21, 22, 23,
-                                        8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31};
+// bf16 patterns become floats without a shuffle: the even elements shifted into the high half of
+// their 32-bit lane, the odd ones (already there) masked. Lane l of the even vector sums element
+// 2l, of the odd vector 2l + 1. (Shifts and masks instead of four unpacks: 6.31 -> 6.20 ms per
+// 66 MB on the dev VM's Zen 4, a small gain; not measured on Intel, where the unpacks would
+// share port 5 with the permutes.)
+constexpr int32_t kBf16Order[kBlock] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
+                                        8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+// Keeps a constant in its register: GCC otherwise re-broadcasts it from a general register in
+// every iteration of the block loop.
+template <class V>
+inline V pinned(V v) {
+  asm("" : "+v"(v));
+  return v;
+}
+// F32 lanes are in element order.
 constexpr int32_t kF32Order[kBlock] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
                                        16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
 
@@ -78,7 +89,8 @@ int64_t quantize_bf16_rows(const uint16_t* src, int64_t rows, int64_t k, const M
   const BoundaryTable& table = boundary_table();
   const __m512i abs_mask = _mm512_set1_epi16(0x7fff), eight = _mm512_set1_epi16(8), one = _mm512_set1_epi16(1),
                 zero = _mm512_setzero_si512(), low5 = _mm512_set1_epi16(31),
-                interior = _mm512_load_si512(kInteriorCode), on_boundary = _mm512_load_si512(kOnBoundaryCode);
+                interior = _mm512_load_si512(kInteriorCode), on_boundary = _mm512_load_si512(kOnBoundaryCode),
+                high = pinned(_mm512_set1_epi32(static_cast<int32_t>(0xffff0000u)));
   RowSums row_sums;
   for (int64_t r = 0; r < rows; ++r) {
     if (kMeasure) row_sums.clear();
@@ -110,14 +122,14 @@ int64_t quantize_bf16_rows(const uint16_t* src, int64_t rows, int64_t k, const M
       _mm_storeu_si128(reinterpret_cast<__m128i*>(code_block(codes, r, blk - r * blocks)),
                        _mm512_cvtepi32_epi8(pairs));
       if (kMeasure) {
-        // The dequantized values as bf16 patterns in the lanes of their elements, widened to
-        // floats by the same unpacks as the magnitudes (vpermw reads only lanes 0..7).
+        // The dequantized values as bf16 patterns in the lanes of their elements (vpermw reads
+        // only lanes 0..7), made floats as the magnitudes are.
         const __m512i dequantized = _mm512_permutexvar_epi16(
             c, _mm512_castsi128_si512(_mm_load_si128(reinterpret_cast<const __m128i*>(table.dequantized_bf16[scale]))));
-        row_sums.add(0, _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, dequantized)),
-                     _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, a)));
-        row_sums.add(1, _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, dequantized)),
-                     _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, a)));
+        row_sums.add(0, _mm512_castsi512_ps(_mm512_slli_epi32(dequantized, 16)),
+                     _mm512_castsi512_ps(_mm512_slli_epi32(a, 16)));
+        row_sums.add(1, _mm512_castsi512_ps(_mm512_and_si512(dequantized, high)),
+                     _mm512_castsi512_ps(_mm512_and_si512(a, high)));
       }
     }
     if (kMeasure) row_sums.finish(kBf16Order, sums);

@@ -1,5 +1,6 @@
 #include "plan/convert.h"
 
+#include <algorithm>
 #include <deque>
 #include <fstream>
 #include <future>
@@ -65,8 +66,13 @@ class BufferPool {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (!free_.empty()) {
-        b = std::move(free_.back());
-        free_.pop_back();
+        // The largest: a weight unit that took a scale unit's small buffer would grow it into
+        // fresh, zero-filled pages (4-5% of convert's CPU time, measured) while a large one
+        // waited.
+        auto largest = std::max_element(free_.begin(), free_.end(),
+                                        [](const auto& x, const auto& y) { return x.capacity() < y.capacity(); });
+        b = std::move(*largest);
+        free_.erase(largest);
       }
     }
     b.resize(size);  // grows (zero-filled) only past the largest size seen
