@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"
@@ -263,6 +264,64 @@ TEST_F(FusedMoeDecode, NanTokenAndAllPaddingComeOutZero) {
   EXPECT_LT(moe_testing::rel_err(outs[0], ref.out), kThreshold);
   const auto none = run_calls(l, rc, ActivationParams{}, x, 3, 0, decode_on(), 1);
   for (float v : none[0]) ASSERT_EQ(v, 0.0f) << "valid_tokens 0";
+}
+
+// The L2 prefetch of the picks' weights (FusedMoeOptions::l2_prefetch; v18-decode) is a hint:
+// forced off and on in every variant (gate_up's share of w2 at its start or end, evict_last,
+// the route's head of w13), both modes, T = 1 and a batch with a padding token, the output and
+// routing are bitwise the same as with no prefetch, and that output matches the CPU; an unknown
+// value is refused.
+TEST_F(FusedMoeDecode, L2PrefetchGivesTheSameBitsAndRouting) {
+  for (GateMode mode : {GateMode::Separated, GateMode::Interleave}) {
+    const Layer l = make_layer(kWide, mode, 200);
+    const reference::KernelReadyLayer view = l.kr.view();
+    reference::RouterConfig rc;
+    rc.top_k = 4;
+    const DeviceMoeLayer layer = upload_layer(view);
+    const DeviceRouter router = upload_router(l.src.router(), rc, view.experts, view.hidden);
+    for (const auto& [T, valid] : {std::pair<int64_t, int64_t>{1, 1}, std::pair<int64_t, int64_t>{3, 2}}) {
+      const auto x = moe_testing::random_activations(T, kWide.H, 201 + T);
+      DeviceBuffer xd(x.size() * 2), out(static_cast<size_t>(T * view.hidden * 4));
+      xd.upload(x.data(), xd.size());
+      std::vector<float> want;
+      reference::Routing want_routing;
+      for (int prefetch : {0, 1, 2, 3, 4, -1}) {
+        const std::string what = std::string(mode_name(mode)) + " T=" + std::to_string(T) + " l2_prefetch " +
+                                 std::to_string(prefetch);
+        FusedMoeOptions o = decode_on();
+        o.l2_prefetch = prefetch;
+        MoeWorkspace ws(view, rc.top_k, T);
+        ws.topk_ids.fill_bytes(0x7F);
+        out.fill_bytes(0xFF);
+        enqueue_fused_moe(layer, router, ActivationParams{}, xd.as<uint16_t>(), T, valid, ws, out.as<float>(), nullptr,
+                          o);
+        std::vector<float> got(static_cast<size_t>(T * view.hidden));
+        out.download(got.data(), out.size());
+        const reference::Routing routing = ws.download_routing(T);
+        if (prefetch == 0) {
+          want = got;
+          want_routing = routing;
+          expect_matches(got, l, rc, ActivationParams{}, x, T, valid, what);
+          continue;
+        }
+        EXPECT_EQ(std::memcmp(got.data(), want.data(), want.size() * 4), 0) << what << ": output differs from 0";
+        EXPECT_EQ(routing.ids, want_routing.ids) << what;
+        EXPECT_EQ(routing.weights, want_routing.weights) << what;
+      }
+    }
+  }
+  const Layer l = make_layer(kSmall, GateMode::Separated, 210);
+  reference::RouterConfig rc;
+  rc.top_k = 2;
+  FusedMoeOptions o = decode_on();
+  o.l2_prefetch = 5;
+  const auto x = moe_testing::random_activations(1, kSmall.H, 211);
+  try {
+    run_calls(l, rc, ActivationParams{}, x, 1, 1, o, 1);
+    FAIL() << "l2_prefetch 5 was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("l2_prefetch 5 is not"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

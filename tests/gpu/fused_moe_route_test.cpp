@@ -36,8 +36,6 @@ using reference::RouterConfig;
 using reference::RouterVariant;
 using reference::Routing;
 
-class FusedMoeRoute : public testing::GpuTest {};
-
 // E = 128 as gpt-oss-120b; H = 96 (one partial round), I = 64, separated mode.
 constexpr int64_t kE = 128, kH = 96, kI = 64, kHp = 256, kIp = 128;
 
@@ -54,6 +52,22 @@ Layer make_layer(uint64_t seed) {
   l.kr = moe_testing::build_kernel_ready(l.src, GateMode::Separated, kHp, kIp);
   return l;
 }
+
+// Most tests start from one layer, its device copy and a top-4 softmax_after_topk router: set
+// up by make(seed) into the fixture's members.
+class FusedMoeRoute : public testing::GpuTest {
+ protected:
+  void make(uint64_t seed) {
+    l = make_layer(seed);
+    layer = upload_layer(l.kr.view());
+    rc.top_k = 4;
+    router = upload_router(l.src.router(), rc, kE, kH);
+  }
+  Layer l;
+  DeviceMoeLayer layer;
+  RouterConfig rc;
+  DeviceRouter router;
+};
 
 FusedMoeOptions options(int fused_route, int pdl, int decode = -1, int route_cluster = 0) {
   FusedMoeOptions o;
@@ -219,11 +233,7 @@ TEST_F(FusedMoeRoute, ExactTiesGoToTheLowerIndex) {
 }
 
 TEST_F(FusedMoeRoute, NanTokenRoutesNowhereAndIsFlagged) {
-  const Layer l = make_layer(503);
-  const DeviceMoeLayer layer = upload_layer(l.kr.view());
-  RouterConfig rc;
-  rc.top_k = 4;
-  const DeviceRouter router = upload_router(l.src.router(), rc, kE, kH);
+  make(503);
   auto x = moe_testing::random_activations(3, kH, 800);
   x[kH + 17] = 0x7FC0;  // token 1: a NaN activation makes every logit NaN
   for (int rl : route_layouts()) {
@@ -234,11 +244,7 @@ TEST_F(FusedMoeRoute, NanTokenRoutesNowhereAndIsFlagged) {
 }
 
 TEST_F(FusedMoeRoute, UnsupportedShapesAreRefusedWhenForced) {
-  const Layer l = make_layer(504);
-  const DeviceMoeLayer layer = upload_layer(l.kr.view());
-  RouterConfig rc;
-  rc.top_k = 4;
-  const DeviceRouter router = upload_router(l.src.router(), rc, kE, kH);
+  make(504);
   const auto x = moe_testing::random_activations(9, kH, 900);
   try {
     run(layer, router, x, 9, 9, options(1, -1));
@@ -261,11 +267,7 @@ TEST_F(FusedMoeRoute, UnsupportedShapesAreRefusedWhenForced) {
 // own input (the arrival counter is reset inside the graph), PDL and plain launches give the
 // same bits, eager and replayed alike; for each route layout against its own plain forward.
 TEST_F(FusedMoeRoute, GraphReplaysAndProgrammaticLaunchesAreBitwiseThePlainForward) {
-  const Layer l = make_layer(505);
-  const DeviceMoeLayer layer = upload_layer(l.kr.view());
-  RouterConfig rc;
-  rc.top_k = 4;
-  const DeviceRouter router = upload_router(l.src.router(), rc, kE, kH);
+  make(505);
   for (int rl : route_layouts()) for (int64_t T : {1, 4}) {
     SCOPED_TRACE(layout_name(rl));
     const int64_t valid = T == 4 ? 3 : T;
@@ -328,11 +330,7 @@ TEST_F(FusedMoeRoute, GraphReplaysAndProgrammaticLaunchesAreBitwiseThePlainForwa
 // The decode gate_up with 1, 2 or 3 K rounds per load batch: the same per-lane sums in the same
 // order, so the same bits, and the CPU kernel-layout MoE's result; with 12 warps, that result.
 TEST_F(FusedMoeRoute, DecodeGateUpBatchesGiveTheSameBits) {
-  const Layer l = make_layer(506);
-  const DeviceMoeLayer layer = upload_layer(l.kr.view());
-  RouterConfig rc;
-  rc.top_k = 4;
-  const DeviceRouter router = upload_router(l.src.router(), rc, kE, kH);
+  make(506);
   const auto x = moe_testing::random_activations(1, kH, 1100);
   FusedMoeOptions o = options(-1, -1, 1);
   const Result automatic = run(layer, router, x, 1, 1, o);
@@ -366,11 +364,7 @@ TEST_F(FusedMoeRoute, DecodeGateUpBatchesGiveTheSameBits) {
 // the picks' cluster, bitwise the counter path) and per token (a block sums its token's picks): each against the CPU kernel-layout MoE, padding rows zero, a NaN token's
 // row zero, repeated calls bitwise identical; an unknown choice refused.
 TEST_F(FusedMoeRoute, DecodeDownPerPickAndPerTokenMatchTheCpu) {
-  const Layer l = make_layer(507);
-  const DeviceMoeLayer layer = upload_layer(l.kr.view());
-  RouterConfig rc;
-  rc.top_k = 4;
-  const DeviceRouter router = upload_router(l.src.router(), rc, kE, kH);
+  make(507);
   for (int64_t T : {1, 3, 4}) {
     const int64_t valid = T == 4 ? 3 : T;
     auto x = moe_testing::random_activations(T, kH, 1200 + T);
