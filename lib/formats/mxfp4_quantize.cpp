@@ -1,5 +1,6 @@
 #include "formats/mxfp4_quantize.h"
 
+#include <cfloat>
 #include <cmath>
 #include <cstring>
 
@@ -89,6 +90,30 @@ float magnitude_of(const int32_t* x, int i) {
 // One block's terms of the row's 32 partial sums, in the order the header fixes.
 template <class Source>
 void add_block_terms(const Source* x, const uint8_t* magnitude, float scale, float* error, float* reference) {
+  if constexpr (sizeof(Source) == 2) {
+    // The terms are fused (mxfp4_quantize_kernels.h), and without FMA in the target std::fma is
+    // a library call (this loop measured 4.4x slower with it). BF16 sources' d and |x| have at
+    // most 11 significant bits, so where a product is a normal float (a rounded product above
+    // FLT_MIN means an exact one at least FLT_MIN: rounding is monotonic, FLT_MIN representable)
+    // or zero it is exact, and the plain multiply and add give the fused result. A block whose
+    // products all are takes that path; the check is free of branches, so the loop vectorizes
+    // (1.35x the time of the former unfused loop, against 4.4x).
+    float a[kBlock], d[kBlock];
+    int inexact = 0;
+    for (int i = 0; i < kBlock; ++i) {
+      a[i] = magnitude_of(x, i);
+      d[i] = kE2m1Magnitude[magnitude[i]] * scale - a[i];
+      const float pd = d[i] * d[i], pa = a[i] * a[i];
+      inexact |= static_cast<int>(!(pd > FLT_MIN) & (d[i] != 0.0f)) | static_cast<int>(!(pa > FLT_MIN) & (a[i] != 0.0f));
+    }
+    if (!inexact) {
+      for (int i = 0; i < kBlock; ++i) {
+        error[i] += d[i] * d[i];
+        reference[i] += a[i] * a[i];
+      }
+      return;
+    }
+  }
   for (int i = 0; i < kBlock; ++i) {
     const float a = magnitude_of(x, i);
     const float d = kE2m1Magnitude[magnitude[i]] * scale - a;
@@ -275,6 +300,8 @@ Mxfp4ErrorSums error_sums(const Source* src, const uint8_t* codes, const uint8_t
           a = std::fabs(src[b * kBlock + i]);
         }
         const float d = mxfp4_kernels::kE2m1Magnitude[magnitude] * scale - a;
+        // Always std::fma: the codes given need not be the quantizer's, whose short differences
+        // add_block_terms relies on.
         error[i] = std::fma(d, d, error[i]);
         reference[i] = std::fma(a, a, reference[i]);
       }

@@ -7,9 +7,10 @@
 // Every set must give the same codes, scales and error sums bit for bit. For the sums that
 // fixes the order of the float operations: per row, 32 float partial sums, partial sum j taking
 // the elements j, j + 32, j + 64, ... in that order (one per block), each term one fused
-// multiply-add (sum = fma(d, d, sum), rounded once: std::fma in the portable loops, vfmadd in
-// the vector ones), reduced by reduce_partial_sums below; row sums are added in double, rows in
-// order.
+// multiply-add (sum = fma(d, d, sum), rounded once: vfmadd in the vector loops; in the portable
+// ones std::fma, or the plain multiply and add where the product is exact, see add_block_terms
+// in mxfp4_quantize.cpp), reduced by reduce_partial_sums below; row sums are added in double,
+// rows in order.
 //
 // Why fused, and what it changes. A fused term costs one instruction where d * d and the add
 // cost two (measured: the AVX-512 BF16 quantizer with sums 7.0 -> 6.4 ms per 66 MB). For BF16
