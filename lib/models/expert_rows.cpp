@@ -31,6 +31,58 @@ std::string join_labels(const std::vector<std::string>& names) {
 
 }  // namespace
 
+uint8_t* ScaleHandoff::slot(int64_t expert, int64_t experts, size_t per) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (expert < 0 || expert >= experts) throw_internal("scale hand-off: expert " + std::to_string(expert) + " of " +
+                                                     std::to_string(experts));
+  if (buffer_.empty()) {
+    buffer_.resize(static_cast<size_t>(experts) * per);
+    kept_.assign(static_cast<size_t>(experts), 0);
+    per_ = per;
+    kept_count_ = 0;
+  } else if (per != per_ || static_cast<size_t>(experts) != kept_.size()) {
+    throw_internal("scale hand-off: slots of " + std::to_string(per) + " bytes for " + std::to_string(experts) +
+                   " experts asked of a buffer of " + std::to_string(kept_.size()) + " x " + std::to_string(per_));
+  }
+  ++writing_;
+  return buffer_.data() + static_cast<size_t>(expert) * per;
+}
+
+void ScaleHandoff::put(int64_t expert) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  --writing_;
+  uint8_t& kept = kept_.at(static_cast<size_t>(expert));
+  if (!kept) ++kept_count_;
+  kept = 1;
+}
+
+bool ScaleHandoff::take(int64_t expert, std::vector<uint8_t>& out) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (expert < 0 || static_cast<size_t>(expert) >= kept_.size() || !kept_[static_cast<size_t>(expert)]) return false;
+  const auto begin = buffer_.begin() + static_cast<std::ptrdiff_t>(static_cast<size_t>(expert) * per_);
+  out.assign(begin, begin + static_cast<std::ptrdiff_t>(per_));
+  kept_[static_cast<size_t>(expert)] = 0;
+  --kept_count_;
+  release_if_unused();
+  return true;
+}
+
+bool ScaleHandoff::take_all(std::vector<uint8_t>& out) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (kept_.empty() || kept_count_ != static_cast<int64_t>(kept_.size()) || writing_ != 0) return false;
+  out = std::move(buffer_);
+  buffer_.clear();
+  kept_.clear();
+  kept_count_ = 0;
+  return true;
+}
+
+void ScaleHandoff::release_if_unused() {
+  if (kept_count_ != 0 || writing_ != 0) return;
+  std::vector<uint8_t>().swap(buffer_);
+  kept_.clear();
+}
+
 void ExpertRows::read_float(int64_t expert, float* out) const {
   if (read_f32) {
     read_f32(expert, out);

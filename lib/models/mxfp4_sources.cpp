@@ -100,22 +100,29 @@ const std::string* tensor_hashed_in_pass(const ExpertRows& m, const ExpertTensor
 void quantize_expert(const ExpertRows& m, int64_t e, const std::function<CodeRowSpan(int64_t row)>& to,
                      QuantizationStats& stats, QuantizeScratch& scratch) {
   const std::string label = expert_context(m, e);
-  scratch.scales.resize(static_cast<size_t>(m.elements() / kBlock));
+  const size_t per = static_cast<size_t>(m.elements() / kBlock);
+  // The scales go straight into the hand-off's slot for this expert.
+  uint8_t* scales = nullptr;
+  if (m.scale_handoff) {
+    scales = m.scale_handoff->slot(e, m.experts, per);
+  } else {
+    scratch.scales.resize(per);
+    scales = scratch.scales.data();
+  }
   // The error is measured in the quantizing pass; runs split the rows, and their sums add up
   // to those of the expert's rows in one piece.
   Mxfp4ErrorSums se;
   if (m.read_f32) {
     scratch.f32.resize(static_cast<size_t>(m.elements()));
     m.read_f32(e, scratch.f32.data());
-    quantize_rows_to(scratch.f32.data(), 0, m.rows, m.cols, to, scratch.scales.data(), label, se);
+    quantize_rows_to(scratch.f32.data(), 0, m.rows, m.cols, to, scales, label, se);
   } else {
     const ExpertTensorList own = m.expert_tensors && m.digests ? m.expert_tensors(e) : ExpertTensorList{};
     int64_t row = 0;
     for (const Bf16Run& run : bf16_runs(m, e, scratch.bf16, label)) {
       const std::string* hashed = tensor_hashed_in_pass(m, own, run);
       Xxh3Hasher hash;
-      quantize_rows_to(run.data, row, run.rows, m.cols, to, scratch.scales.data(), *run.name, se,
-                       hashed ? &hash : nullptr);
+      quantize_rows_to(run.data, row, run.rows, m.cols, to, scales, *run.name, se, hashed ? &hash : nullptr);
       if (hashed) m.digests->put(*hashed, hash.hex_digest());
       row += run.rows;
     }
@@ -123,7 +130,7 @@ void quantize_expert(const ExpertRows& m, int64_t e, const std::function<CodeRow
   hash_expert_tensors(m, e);  // what the pass did not hash
   if (m.release) m.release(e);
   stats.add(e, se.error, se.reference);
-  if (m.scale_handoff) m.scale_handoff->put(e, scratch.scales);
+  if (m.scale_handoff) m.scale_handoff->put(e);
 }
 
 }  // namespace
@@ -196,6 +203,13 @@ CanonicalSource mxfp4_scales_source(ExpertRowsPtr rows) {
     check_slice(m, first, count);
     ByteTensor out{Dtype::U8, scales_shape(m, count), {}};
     const size_t per = static_cast<size_t>(m.elements() / kBlock);
+    // Every expert's scales, all handed over: the hand-off's buffer is the output.
+    if (m.scale_handoff && first == 0 && count == m.experts && m.scale_handoff->take_all(out.bytes)) {
+      if (out.bytes.size() != per * static_cast<size_t>(count))
+        throw_internal("scale hand-off of " + std::to_string(out.bytes.size()) + " bytes, expected " +
+                       std::to_string(per * static_cast<size_t>(count)));
+      return out;
+    }
     out.bytes.resize(per * static_cast<size_t>(count));
     std::vector<uint16_t> bf16;
     std::vector<float> f32;

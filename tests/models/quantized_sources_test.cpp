@@ -1,6 +1,7 @@
 // The quantizing canonical sources: blocks and scales equal the formats library's quantizer on
 // the same rows, the scale-only path agrees with it on edge values, the recorded error is the
 // relative Frobenius error, and each way of reading expert rows gives the right matrix.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -101,6 +102,69 @@ TEST(QuantizedSources, ScalesAfterBlocksComeFromTheQuantizingPassWithoutReadingA
   EXPECT_EQ(handed.bytes, fresh.bytes);
   mxfp4_scales_source(rows).assemble(0, E);  // taken once: read again
   EXPECT_EQ(*reads, 3 * E);
+}
+
+TEST(QuantizedSources, ScalesOfSomeExpertsAreCopiedOutOfTheHandOffAndTheRestStayKept) {
+  // Scale units of a few experts take those experts' scales (a copy each); a unit of all
+  // experts takes the whole buffer only while every expert is kept, else reads what is not.
+  const int64_t E = 4, N = 8, K = 64;
+  std::vector<std::vector<uint16_t>> experts;
+  for (int e = 0; e < E; ++e) experts.push_back(random_bf16(N * K, 50 + e));
+  auto reads = std::make_shared<int>(0);
+  const auto rows = memory_rows(experts, N, K, reads);
+  const ByteTensor fresh = mxfp4_scales_source(rows).assemble(0, E);
+  mxfp4_blocks_source(rows).assemble(0, E);
+  *reads = 0;
+  const size_t per = static_cast<size_t>(N * K / 32);
+  const ByteTensor middle = mxfp4_scales_source(rows).assemble(1, 2);
+  EXPECT_EQ(*reads, 0);
+  EXPECT_TRUE(std::equal(middle.bytes.begin(), middle.bytes.end(), fresh.bytes.begin() + per));
+  const ByteTensor all = mxfp4_scales_source(rows).assemble(0, E);  // experts 1 and 2 were taken
+  EXPECT_EQ(*reads, 2);
+  EXPECT_EQ(all.bytes, fresh.bytes);
+}
+
+TEST(QuantizedSources, ScaleHandOffKeepsSlotsUntilTakenOnceWholeOrOneByOne) {
+  ScaleHandoff h;
+  std::vector<uint8_t> out;
+  EXPECT_FALSE(h.take(0, out));
+  EXPECT_FALSE(h.take_all(out));
+  for (int64_t e = 0; e < 3; ++e) {
+    uint8_t* slot = h.slot(e, 3, 2);
+    slot[0] = static_cast<uint8_t>(10 * e);
+    slot[1] = static_cast<uint8_t>(10 * e + 1);
+    if (e < 2) {
+      EXPECT_FALSE(h.take_all(out));  // expert 2 is not handed over yet
+    }
+    h.put(e);
+  }
+  ASSERT_TRUE(h.take_all(out));
+  EXPECT_EQ(out, (std::vector<uint8_t>{0, 1, 10, 11, 20, 21}));
+  EXPECT_FALSE(h.take(1, out));  // taken whole: nothing kept
+  // One by one, while another expert's slot is still being written.
+  for (int64_t e = 0; e < 2; ++e) {
+    h.slot(e, 3, 2)[0] = static_cast<uint8_t>(7 + e);
+    h.put(e);
+  }
+  uint8_t* pending = h.slot(2, 3, 2);
+  EXPECT_FALSE(h.take_all(out));
+  ASSERT_TRUE(h.take(1, out));
+  EXPECT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0], 8);
+  EXPECT_FALSE(h.take(1, out));
+  ASSERT_TRUE(h.take(0, out));
+  pending[1] = 5;  // the buffer outlives the taken experts while a slot is being written
+  h.put(2);
+  ASSERT_TRUE(h.take(2, out));
+  EXPECT_EQ(out[1], 5);
+  try {
+    h.slot(0, 3, 4);
+    h.slot(1, 3, 2);  // another size than the buffer's
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("scale hand-off: slots of 2 bytes for 3 experts"), std::string::npos)
+        << e.what();
+  }
 }
 
 TEST(QuantizedSources, SlicesEqualTheWholeAndTheErrorDoesNotDependOnSlicing) {
