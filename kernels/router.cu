@@ -507,6 +507,23 @@ __global__ void __launch_bounds__(kBlockThreads) fused_router_kernel(const Logit
   constexpr int kPicks = (kMaxTopK + LPT - 1) / LPT;  // picks held per lane
   constexpr int kTokensPerBlock = kBlockThreads / LPT;
   const DeviceRouterParams& p = a.params;
+#if defined(MOEPREP_ROUTER_STAGGER_BYTES_PER_NS) && !defined(__HIPCC__)
+  // Candidate builds only (bench/NOTES-router.md, v16): block b waits (bytes of the rows before its
+  // own) / rate before it loads, so that with the fast dispatch of 2- or 4-warp blocks the row
+  // requests still come in over about the time DRAM takes to serve them. The clock is taken as
+  // 1.75 cycles a ns. Measured on the H100: no gain for the softmax variants (one-warp blocks stay
+  // faster), about 1 us off sigmoid_grouped_biased at T = 16384 with 2- or 4-warp blocks.
+  {
+    const long long offset_bytes = static_cast<long long>(blockIdx.x) * kTokensPerBlock * a.experts * sizeof(LogitT);
+    const long long wait_cycles = offset_bytes * 7 / (4 * MOEPREP_ROUTER_STAGGER_BYTES_PER_NS);
+    const long long t0 = clock64();
+    for (;;) {
+      const long long rest = wait_cycles - (clock64() - t0);
+      if (rest <= 0) break;
+      __nanosleep(static_cast<unsigned>(rest * 2 / 7 + 16));  // about half the rest, in ns
+    }
+  }
+#endif
   const int lane = threadIdx.x % MOEPREP_WARP_SIZE;
   const int sub = lane % LPT;
   const int token_in_block = threadIdx.x / LPT;

@@ -443,6 +443,80 @@ TEST(GpuRouter, TiesAmongFewCandidatesTakeTheExactRanks) {
   }
 }
 
+// Every pick in its rank's slot (the other tests compare picks as sets), on rows where a selection
+// by values alone would go wrong or has to hand over to the exact way: values one ulp apart at the
+// k-th place and at the top, a lone +0, -0 or +inf among the picks, +0 beside -0 (equal scores: a
+// tie, the lower index first), exactly k finite values with the rest -inf, and the k-th value
+// repeated just outside the picks, mixed in the same warps. Written for v14 of
+// bench/NOTES-router.md (a value-only merge selection with a fallback, not kept).
+TEST(GpuRouter, PicksInRankOrderAtNearTiesSignedZerosAndInfinities) {
+  REQUIRE_GPU();
+  const int64_t E = 128, T = 256;  // 64 warps of 4 tokens
+  const float inf = std::numeric_limits<float>::infinity();
+  for (int k = 1; k <= 8; ++k) {
+    std::vector<float> logits = random_logits(T * E, 500 + static_cast<uint32_t>(k));
+    for (int64_t t = 0; t < T; ++t) {
+      float* row = &logits[t * E];
+      std::vector<int64_t> order(E);
+      for (int64_t e = 0; e < E; ++e) order[e] = e;
+      std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return row[a] > row[b]; });
+      const int64_t kth = order[k - 1];
+      switch ((t * 7 + t / 4) % 10) {  // the pattern moves through a warp's tokens from warp to warp
+        case 0:  // the next value one ulp below the k-th
+          row[order[k]] = std::nextafter(row[kth], -inf);
+          break;
+        case 1:  // the first two one ulp apart
+          row[order[1]] = std::nextafter(row[order[0]], -inf);
+          break;
+        case 2:  // a lone -0 among the picks (all values made smaller first)
+          for (int64_t e = 0; e < E; ++e) row[e] -= 5.0f;
+          row[order[k / 2]] = -0.0f;
+          break;
+        case 3:  // a lone +0 as the k-th
+          for (int64_t e = 0; e < E; ++e) row[e] -= 5.0f;
+          row[kth] = 0.0f;
+          break;
+        case 4:  // +0 and -0 both among the top (a tie; the lower index first)
+          for (int64_t e = 0; e < E; ++e) row[e] -= 5.0f;
+          row[order[0]] = -0.0f;
+          row[order[1]] = 0.0f;
+          break;
+        case 5:  // a lone +inf
+          row[order[E / 2]] = inf;
+          break;
+        case 6:  // exactly k finite values, the rest -inf
+          for (int64_t i = k; i < E; ++i) row[order[i]] = -inf;
+          break;
+        case 7:  // the k-th value again just outside the picks
+          row[order[k + 3]] = row[kth];
+          break;
+        default: break;  // ordinary
+      }
+    }
+    for (RouterVariant v : {RouterVariant::SoftmaxAfterTopk, RouterVariant::SoftmaxThenTopk, RouterVariant::Gemma4}) {
+      for (LogitsDtype dtype : {LogitsDtype::F32, LogitsDtype::BF16}) {
+        Case c;
+        c.tokens = T;
+        c.experts = E;
+        c.config = config_for(v, E, k, static_cast<uint32_t>(k));
+        c.dtype = dtype;
+        std::vector<float> rounded = logits;
+        round_for_dtype(rounded, dtype);
+        GpuResult g = run_gpu(rounded, c);
+        expect_matches_reference(rounded, c, g, describe(c));
+        const Routing ref = reference::route(rounded.data(), T, E, c.config);
+        int reported = 0;
+        for (int64_t i = 0; i < T * k && reported < 5; ++i) {
+          if (g.ids[i] == ref.ids[i]) continue;
+          ADD_FAILURE() << describe(c) << ": token " << i / k << " pick " << i % k << " is expert " << g.ids[i]
+                        << ", the reference's is " << ref.ids[i];
+          ++reported;
+        }
+      }
+    }
+  }
+}
+
 TEST(GpuRouter, NaNTokensAreFlaggedWithNoPicks) {
   REQUIRE_GPU();
   const int64_t T = 20, E = 128;
