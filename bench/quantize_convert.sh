@@ -9,7 +9,12 @@
 # MOEPREP_BIN picks the binary; MOEPREP_SIMD=baseline|avx2|avx512 caps the vector level the
 # quantizer and XXH3 use (core/simd_level.h; default: the CPU's widest).
 # Shape: Qwen3-30B-A3B's experts (hidden 2048, moe_intermediate 768, 128 experts, top-8): one
-# layer is 1.2 GB of BF16 experts. Sources are read once before timing (page cache).
+# layer is 1.2 GB of BF16 experts. Sources are read once before timing (page cache), after being
+# dropped from it, so that every run starts from the same state: how the kernel holds a source
+# in the page cache changes the cost of mapping it (on the dev VM, files that had been cached for
+# hours cost the quantizing convert ~20% more CPU, ~24k page faults on the source, i.e. small
+# folios, than the same files dropped and read back or freshly written, ~1k). PAGE_CACHE=keep
+# reads them without dropping them first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 layers=${1:-1}
@@ -31,7 +36,15 @@ pin=()
 [[ -n "${CPUS:-}" ]] && pin=(taskset -c "$CPUS")  # e.g. CPUS=0-1: both converts pinned to those cores
 declare -A wall cpu out_bytes rss
 names=(gpt-oss-mxfp4 qwen3-bf16)
-for name in "${names[@]}"; do cat "$work/$name-$layers"/*.safetensors >/dev/null; done
+page_cache=${PAGE_CACHE:-dropped-and-read}
+sync
+for name in "${names[@]}"; do
+  for f in "$work/$name-$layers"/*.safetensors; do
+    # Drops f's cached pages (advice: a dd without nocache leaves them, as PAGE_CACHE=keep would).
+    [[ $page_cache == keep ]] || dd if="$f" iflag=nocache count=0 status=none 2>/dev/null || true
+    cat "$f" >/dev/null
+  done
+done
 # Alternate the two so that both see the same background load.
 for ((r = 0; r < runs; ++r)); do
   for name in "${names[@]}"; do
@@ -54,7 +67,7 @@ qerr=$(grep -o '"quantization_rel_error": [0-9.e-]*' "$work/kr/moeprep.json" | a
 rm -rf "$work/kr"
 
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; SIMD ${MOEPREP_SIMD:-widest};" \
-  "threads $threads;" \
+  "threads $threads; page cache $page_cache;" \
   "load average $(cut -d' ' -f1-3 /proc/loadavg); best of $runs runs"
 printf "%-28s %9s %9s %12s %12s %12s %9s\n" "convert" "wall s" "cpu s" "out bytes" "wall ns/B" "cpu ns/B" "peak RSS"
 for name in "${names[@]}"; do
