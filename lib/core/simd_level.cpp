@@ -12,7 +12,7 @@ SimdLevel detect() {
   // __builtin_cpu_supports also checks that the OS saves the wider registers (XGETBV).
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) return SimdLevel::Avx512;
-  // The AVX2 loops use FMA (formats/mxfp4_quantize_avx2.cpp); every AVX2 CPU made has it.
+  // The AVX2 loops use FMA (formats/mxfp4_quantize_avx2.cpp), as Intel's and AMD's AVX2 CPUs have.
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return SimdLevel::Avx2;
 #endif
   return SimdLevel::Baseline;
