@@ -50,7 +50,7 @@ class TensorDigests {
 // entry is taken once; a miss (the scales asked first, or from another process) recomputes.
 // All experts' scales share one buffer, which a scales source asking for every expert takes
 // whole, by a move: per-expert vectors and the copy into a fresh output cost the quantizing
-// convert 6k page faults of fresh memory on a Qwen3 layer, about 5% of its CPU time.
+// convert of a Qwen3 layer 6.2k page faults on fresh memory (4.1k this way) and ~4% of its CPU.
 class ScaleHandoff {
  public:
   // Where expert e's `per` scale bytes go, in a buffer of `experts` such slots (allocated by
