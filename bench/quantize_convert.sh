@@ -12,7 +12,7 @@
 # layer is 1.2 GB of BF16 experts. Sources are read once before timing (page cache), after being
 # dropped from it, so that every run starts from the same state: how the kernel holds a source
 # in the page cache changes the cost of mapping it (on the dev VM, files that had been cached for
-# hours cost the quantizing convert ~20% more CPU, ~24k page faults on the source, i.e. small
+# hours cost the quantizing convert ~20% more CPU, ~14k page faults on the source, i.e. small
 # folios, than the same files dropped and read back or freshly written, ~1k). PAGE_CACHE=keep
 # reads them without dropping them first.
 set -euo pipefail
