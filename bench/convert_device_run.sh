@@ -6,6 +6,7 @@
 # against the MXFP4 path, per output byte) the same two ways. Usage (device, repo root,
 # .devdeps carried):
 #   bash bench/convert_device_run.sh [LAYERS=2] [RUNS=5]
+# PARTS=quantize runs only the quantizing comparison (the GPU check's device time is scarce).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -19,7 +20,9 @@ cmake -S . -B $build -G Ninja -DCMAKE_PREFIX_PATH="$root/.devdeps" -DCMAKE_BUILD
 cmake --build $build -j "$(nproc)" --target moeprep_cli > "$out/convert-build.log" 2>&1 || { tail -30 "$out/convert-build.log"; exit 1; }
 export MOEPREP_BIN=$build/moeprep
 df -hT /tmp | tail -1
-for shape in 20b 120b; do
+shapes="20b 120b"
+[[ ${PARTS:-all} == quantize ]] && shapes=""
+for shape in $shapes; do
   echo "== $shape, pinned to cores 0-1, --threads 2"
   SHAPE=$shape CPUS=0-1 bash bench/convert_throughput.sh "$layers" 2 /tmp/moeprep-bench "$runs" | tail -7
   echo "== $shape, all $(nproc) cores, --threads $(nproc)"
