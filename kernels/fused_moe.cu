@@ -403,8 +403,8 @@ void enqueue_fused_moe(const DeviceMoeLayer& layer, const DeviceRouter& router, 
     throw_bad_input("fused_moe: a route cluster of " + std::to_string(route_cluster) +
                     " CTAs needs CUDA on compute capability 9.0 with clusters of that size; this device has none");
   }
-  if (options.l2_prefetch < -1 || options.l2_prefetch > 4) {
-    throw_bad_input("fused_moe: l2_prefetch " + std::to_string(options.l2_prefetch) + " is not -1, 0, 1, 2, 3 or 4");
+  if (options.l2_prefetch < -1 || options.l2_prefetch > 6) {
+    throw_bad_input("fused_moe: l2_prefetch " + std::to_string(options.l2_prefetch) + " is not -1 or 0 to 6");
   }
   const int l2_prefetch = options.l2_prefetch < 0 ? kAutomaticL2Prefetch : options.l2_prefetch;
   mark(0);

@@ -139,7 +139,9 @@ struct DecodeArgs {
   // L2 prefetch of the picks' w2 by gate_up (sm_90 cp.async.bulk.prefetch; nothing elsewhere):
   // 0 none; each gate_up block prefetches its share of its pick's w2 rows (weights, scales,
   // bias) 1 at its start, 2 after its multiplies (3: as 2, the route prefetching w13's head);
-  // 4 as 1 with an evict_last policy. Same bits either way.
+  // 4 as 1 with an evict_last policy; each gate_up warp prefetches its own later K rounds of
+  // w13, 5 all once its first round's loads are out, 6 the next one after each round's loads.
+  // Same bits either way.
   int l2_prefetch = 0;
 };
 // One contiguous byte range of every expert of a tensor, for L2 prefetches: expert e's range

@@ -530,8 +530,16 @@ void BM_FusedMoeSeparatedL2Prefetch(benchmark::State& state) {
   run_moe(state, layout::GateMode::Separated, opt);
 }
 BENCHMARK(BM_FusedMoeSeparatedL2Prefetch)->ArgNames({"T", "prefetch"})->Args({1, 0})->Args({1, 1})->Args({1, 2})
-    ->Args({1, 3})->Args({1, 4})->Args({2, 0})->Args({2, 1})->Args({2, 2})->UseManualTime()->MinTime(0.3)->Unit(
-    benchmark::kMillisecond);
+    ->Args({1, 3})->Args({1, 4})->Args({1, 5})->Args({1, 6})->Args({2, 0})->Args({2, 1})->Args({2, 2})
+    ->UseManualTime()->MinTime(0.3)->Unit(benchmark::kMillisecond);
+// 5 and 6: each gate_up warp prefetches its own later K rounds of w13 (no extra bytes).
+void BM_FusedMoeInterleaveL2Prefetch(benchmark::State& state) {
+  gpu::FusedMoeOptions opt;
+  opt.l2_prefetch = static_cast<int>(state.range(1));
+  run_moe(state, layout::GateMode::Interleave, opt);
+}
+BENCHMARK(BM_FusedMoeInterleaveL2Prefetch)->ArgNames({"T", "prefetch"})->Args({1, 0})->Args({1, 5})->Args({1, 6})
+    ->UseManualTime()->MinTime(0.3)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_FusedMoeInterleave)->ArgName("T")->Arg(1)->Arg(64)->Arg(4096)->UseManualTime()->MinTime(0.3)->Unit(
     benchmark::kMillisecond);
 
@@ -579,7 +587,7 @@ bool check_correctness(layout::GateMode mode) {
     gpu::FusedMoeOptions off;
     off.l2_prefetch = 0;
     const auto g0 = gpu::run_fused_moe(s.layer, s.router, {}, x.data(), 1, 1, off);
-    for (int v : {1, 2, 3, 4}) {
+    for (int v : {1, 2, 3, 4, 5, 6}) {
       gpu::FusedMoeOptions on;
       on.l2_prefetch = v;
       const auto g = gpu::run_fused_moe(s.layer, s.router, {}, x.data(), 1, 1, on);

@@ -268,7 +268,7 @@ TEST_F(FusedMoeDecode, NanTokenAndAllPaddingComeOutZero) {
 
 // The L2 prefetch of the picks' weights (FusedMoeOptions::l2_prefetch; v18-decode) is a hint:
 // forced off and on in every variant (gate_up's share of w2 at its start or end, evict_last,
-// the route's head of w13), both modes, T = 1 and a batch with a padding token, the output and
+// the route's head of w13, the warps' own later rounds of w13), both modes, T = 1 and a batch with a padding token, the output and
 // routing are bitwise the same as with no prefetch, and that output matches the CPU; an unknown
 // value is refused.
 TEST_F(FusedMoeDecode, L2PrefetchGivesTheSameBitsAndRouting) {
@@ -285,7 +285,7 @@ TEST_F(FusedMoeDecode, L2PrefetchGivesTheSameBitsAndRouting) {
       xd.upload(x.data(), xd.size());
       std::vector<float> want;
       reference::Routing want_routing;
-      for (int prefetch : {0, 1, 2, 3, 4, -1}) {
+      for (int prefetch : {0, 1, 2, 3, 4, 5, 6, -1}) {
         const std::string what = std::string(mode_name(mode)) + " T=" + std::to_string(T) + " l2_prefetch " +
                                  std::to_string(prefetch);
         FusedMoeOptions o = decode_on();
@@ -314,13 +314,13 @@ TEST_F(FusedMoeDecode, L2PrefetchGivesTheSameBitsAndRouting) {
   reference::RouterConfig rc;
   rc.top_k = 2;
   FusedMoeOptions o = decode_on();
-  o.l2_prefetch = 5;
+  o.l2_prefetch = 7;
   const auto x = moe_testing::random_activations(1, kSmall.H, 211);
   try {
     run_calls(l, rc, ActivationParams{}, x, 1, 1, o, 1);
-    FAIL() << "l2_prefetch 5 was accepted";
+    FAIL() << "l2_prefetch 7 was accepted";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("l2_prefetch 5 is not"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("l2_prefetch 7 is not"), std::string::npos) << e.what();
   }
 }
 
