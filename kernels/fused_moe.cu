@@ -85,9 +85,6 @@ DeviceRowAddressing upload_row_table(const HostRowTable& h) {
   return d;
 }
 
-// FusedMoeOptions::l2_prefetch's automatic value (bench/NOTES-fused-moe.md, v18-decode).
-constexpr int kAutomaticL2Prefetch = 0;
-
 // Programmatic dependent launch needs compute capability 9.0 (griddepcontrol) and CUDA.
 bool pdl_supported() {
 #if defined(__HIPCC__)
@@ -403,10 +400,6 @@ void enqueue_fused_moe(const DeviceMoeLayer& layer, const DeviceRouter& router, 
     throw_bad_input("fused_moe: a route cluster of " + std::to_string(route_cluster) +
                     " CTAs needs CUDA on compute capability 9.0 with clusters of that size; this device has none");
   }
-  if (options.l2_prefetch < -1 || options.l2_prefetch > 6) {
-    throw_bad_input("fused_moe: l2_prefetch " + std::to_string(options.l2_prefetch) + " is not -1 or 0 to 6");
-  }
-  const int l2_prefetch = options.l2_prefetch < 0 ? kAutomaticL2Prefetch : options.l2_prefetch;
   mark(0);
   if (fused_route) {
     detail::DecodeRouteArgs ra;
@@ -430,7 +423,6 @@ void enqueue_fused_moe(const DeviceMoeLayer& layer, const DeviceRouter& router, 
     ra.nan_flags = ws.nan_flags.as<uint8_t>();
     ra.counter = ws.route_counter.as<int32_t>();
     ra.cluster = route_cluster == 1 ? 0 : route_cluster;
-    if (decode && l2_prefetch == 3) detail::decode_w13_head_ranges(L, layer.w13_rows.weight_expert_stride, ra.prefetch);
     detail::launch_decode_route(ra, stream);
     mark(1);
   } else {
@@ -476,7 +468,6 @@ void enqueue_fused_moe(const DeviceMoeLayer& layer, const DeviceRouter& router, 
     d.down_per_pick = options.decode_down != 1;
     d.down_warps = options.decode_down == 3 ? 4 : 8;
     d.down_cluster = options.decode_down == 4;
-    d.l2_prefetch = l2_prefetch;
     d.y = ws.y.as<float>();
     d.counters = ws.decode_counters.as<int32_t>();
     detail::launch_decode_gate_up(d, ws.x_perm.as<uint16_t>(), ws.act.as<uint16_t>(), stream);

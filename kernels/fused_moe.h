@@ -161,17 +161,6 @@ struct FusedMoeOptions {
   // of top_k blocks through distributed shared memory (compute capability 9.0, top_k <= 8; the
   // same bits as 2; H100, T = 1: 42.4 us vs 41.7 with 2, same run: not the automatic choice).
   int decode_down = 0;
-  // L2 prefetch of the decode path's weights (CUDA, compute capability 9.0: the bulk copy
-  // unit's cp.async.bulk.prefetch; nothing elsewhere): 0 none; each decode gate_up block asks
-  // L2 for its share of its pick's w2 rows (weights, scales, bias) so that down's loads hit L2,
-  // 1 at the block's start, 2 after its multiplies, 3 as 2 with the route's last block also
-  // prefetching the head of each pick's w13, 4 as 1 with an evict_last policy; each gate_up
-  // warp asks L2 for its own later K rounds of w13 (no extra bytes), 5 all of them after its
-  // first round's loads, 6 the next one after each round's loads; -1: automatic,
-  // 0 (H100, T = 1 graph, same run: 42.3 us none, 44.7 / 43.7 / 50.5 / 45.4 with 1 / 2 / 3 / 4:
-  // down gains 1-2 us, gate_up loses 2 to the extra HBM traffic; another run: 41.8 none, 42.9 /
-  // 41.7 with 5 / 6; NOTES, v18-v19-decode). Results are bitwise the same for every value.
-  int l2_prefetch = -1;
 };
 
 // Timing hook: events recorded between the stages of one enqueue_fused_moe call.

@@ -19,7 +19,9 @@
 // (PDL), so down's first weight loads overlap gate_up's last wave. v19 (H100, 2026-11-26): the
 // loop's dequantization, scale factors and load addresses in fewer instructions (gate_up SASS
 // 1472 -> 1336), separated T = 1 41.6 us against 42.4 in the same runs, interleaved 43.3
-// against 42.6; gate_up now waits on memory, not issue slots (NOTES, v18-v19-decode).
+// against 42.6; gate_up now waits on memory, not issue slots. Asking L2 for the picks' w2
+// while gate_up runs (cp.async.bulk.prefetch, v18-decode) was slower: gate_up lost more to
+// the extra HBM traffic than down gained (NOTES, v18-v19-decode).
 //
 // The multiplies still use mma.sync m16n8k16 with the token as one of the 8 columns: the MXFP4
 // -> bf16 dequantization (moe_device_math.h) produces A fragments directly, 2.5 instructions per
@@ -77,14 +79,6 @@ struct DecodeParams {
   float* out;
   int act_kind;
   float alpha, limit;
-  // gate_up: the picks' w2 ranges (weights, scales, bias) each block prefetches its share of
-  // into L2, when (1 start, 2 after the multiplies, 0 never) and whether as evict_last.
-  L2PrefetchRange prefetch[3];
-  int prefetch_when;
-  bool prefetch_evict_last;
-  // gate_up: each warp asks L2 for its own later K rounds of w13 (1: all of them once its first
-  // round's loads are out, 2: the next one after each round's loads; 0: none).
-  int prefetch_rounds;
 };
 
 // Where a lane's rows are: weight run q and the scale groups of rounds r (even, odd), from the
@@ -144,23 +138,9 @@ __device__ __forceinline__ void load_batch(const DecodeParams& p, const LaneRows
   load_batch<R, B>(p, lr, lr.wexp, lr.sexp, r0, r_end, q, wv, sv);
 }
 
-// Rounds [r0, r1) of the lane's weight runs (what load_batch will load for them) asked of L2
-// without waiting or registers: the bytes a warp has in flight grow past what its registers
-// hold, at no extra HBM traffic (the scales of odd rounds share the even rounds' sectors).
-template <int R>
-__device__ __forceinline__ void prefetch_rounds_l2(const DecodeParams& p, const LaneRows<R>& lr, const uint8_t* wexp,
-                                                   int r0, int r1, int q) {
-  for (int r = r0; r < r1; ++r) {
-    if (r * 128 + 32 * q >= p.k_eff) break;
-    const int32_t wstep = r * p.rows.weight_k_step;
-#pragma unroll
-    for (int i = 0; i < R; ++i) asm volatile("prefetch.global.L2 [%0];" ::"l"(wexp + (lr.woff[i] + wstep)));
-  }
-}
-
 // The MXFP4 -> bf16 dequantization of the decode kernels: the values of moe_device_math.h's
 // dequant_word and scale_factor (same bits: checked for every 32-bit word and every code <= 128
-// on the CPU), in fewer instructions (v18-decode). Pair t of a word takes its two codes (one
+// on the CPU), in fewer instructions (v19-decode). Pair t of a word takes its two codes (one
 // per 16-bit half) with one mask and places sign and magnitude with one shift-add (for t = 2, 3
 // a multiply by 2^a + 2^b: the two copies do not overlap, so no carries) and a final mask: 3
 // integer instructions per pair (t = 1: 4) instead of 3-4 plus shifts, and without TWO_MUL
@@ -196,40 +176,6 @@ __device__ __forceinline__ void start_next_grid() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
-}
-
-// Asks L2 for `bytes` (a multiple of 16, from a 16-byte aligned address) of global memory
-// without waiting: no registers, no shared memory, no completion. sm_90 (the bulk copy unit);
-// compiles to nothing elsewhere, where the later loads simply go to memory themselves.
-__device__ __forceinline__ void prefetch_l2(const uint8_t* from, uint32_t bytes, bool evict_last) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  if (evict_last) {
-    uint64_t policy;
-    asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(policy));
-    asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;" ::"l"(from), "r"(bytes), "l"(policy)
-                 : "memory");
-  } else {
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(from), "r"(bytes) : "memory");
-  }
-#else
-  (void)from, (void)bytes, (void)evict_last;
-#endif
-}
-
-// Share `part` of `parts` of expert e's range r (thread r of the block issues it): down's w2
-// rows reach L2 while gate_up still runs, so down's loads (a latency-bound chain per block)
-// hit L2 instead of waiting on HBM, which gate_up leaves half idle (NOTES, v18-decode).
-__device__ __forceinline__ void prefetch_share(const DecodeParams& p, int32_t e, int part, int parts) {
-  const int r = threadIdx.x;
-  if (r >= 3) return;
-  const L2PrefetchRange& range = p.prefetch[r];
-  if (range.bytes <= 0) return;
-  const int64_t share = ((range.bytes + parts - 1) / parts + 15) & ~int64_t{15};
-  const int64_t begin = part * share;
-  if (begin >= range.bytes) return;
-  const int64_t n = min(share, range.bytes - begin);
-  prefetch_l2(range.base + e * range.expert_stride + range.offset + begin, static_cast<uint32_t>(n),
-              p.prefetch_evict_last);
 }
 
 __device__ __forceinline__ uint32_t word_of(const uint4& v, int w) {
@@ -325,17 +271,12 @@ __global__ void __launch_bounds__(W * 32, W == 8 ? gate_up_blocks_per_sm(B) : 2)
   uint32_t sv[B][4];
   // The first batch's loads are in flight while the block stages the token's B row.
   if (r_begin < r_end) load_batch<4, B>(p, lr, r_begin, r_end, q, wv, sv);
-  if (p.prefetch_rounds == 1) prefetch_rounds_l2(p, lr, lr.wexp, r_begin + B, r_end, q);
-  const int units = p.out_rows / 16;
-  if (p.prefetch_when == 1) prefetch_share(p, e, unit, units);  // after the block's own first loads
   stage_rows(bsm, p.b + static_cast<int64_t>(pick / p.top_k) * p.k_pad, p.k_pad, 1, p.rounds * 16, p.k_eff);
   __syncthreads();
   for (int r0 = r_begin; r0 < r_end; r0 += B) {
     if (r0 != r_begin) load_batch<4, B>(p, lr, expert_base[0], expert_base[1], r0, r_end, q, wv, sv);
-    if (p.prefetch_rounds == 2) prefetch_rounds_l2(p, lr, expert_base[0], r0 + B, min(r0 + 2 * B, r_end), q);
     mma_batch<2, B, TWO_MUL>(acc, wv, sv, bsm, r0, r_end, q);
   }
-  if (p.prefetch_when == 2) prefetch_share(p, e, unit, units);
   // Column 0 (q == 0): c = 0 row g, c = 2 row g + 8. K parts added in warp order.
   if (q == 0) {
     red[warp][g] = acc[0][0];
@@ -603,56 +544,8 @@ DecodeParams common_params(const DecodeArgs& a) {
   return p;
 }
 
-// The w2 rows down reads (the first ceil(H / 16) row tiles of 16: tiles are stored in row
-// order per expert in both gate modes, weights and scales alike), their scales (32-row tiles)
-// and bias, as gate_up's prefetch ranges; none for l2_prefetch 0.
-void set_w2_prefetch(const DecodeArgs& a, DecodeParams& p) {
-  const reference::KernelReadyLayer& L = *a.layer;
-  p.prefetch_when = a.l2_prefetch == 1 || a.l2_prefetch == 4 ? 1 : a.l2_prefetch == 2 || a.l2_prefetch == 3 ? 2 : 0;
-  p.prefetch_evict_last = a.l2_prefetch == 4;
-  p.prefetch_rounds = a.l2_prefetch == 5 ? 1 : a.l2_prefetch == 6 ? 2 : 0;
-  if (p.prefetch_when == 0) return;
-  const int64_t row_tiles = L.hidden_pad / 16, used16 = (L.hidden + 15) / 16;
-  const int64_t scale_tiles = L.hidden_pad / 32, used32 = (L.hidden + 31) / 32;
-  const int64_t ws = a.w2_rows.weight_expert_stride, ss = a.w2_rows.scale_expert_stride;
-  auto range = [](const void* base, int64_t stride, int64_t bytes) {
-    L2PrefetchRange r;
-    r.base = static_cast<const uint8_t*>(base);
-    r.expert_stride = stride;
-    // Alignment the bulk prefetch needs; otherwise no prefetch (a hint: the loads still read it).
-    const bool aligned = reinterpret_cast<uintptr_t>(base) % 16 == 0 && stride % 16 == 0;
-    r.bytes = aligned ? bytes / 16 * 16 : 0;
-    return r;
-  };
-  p.prefetch[0] = range(L.w2_weight, ws, row_tiles > 0 ? ws / row_tiles * used16 : 0);
-  p.prefetch[1] = range(L.w2_scale, ss, scale_tiles > 0 ? ss / scale_tiles * used32 : 0);
-  p.prefetch[2] = range(L.w2_bias, L.hidden_pad * 4, L.hidden * 4);
-}
-
 }  // namespace
 #endif  // !__HIPCC__
-
-void decode_w13_head_ranges(const reference::KernelReadyLayer& L, int64_t weight_expert_stride,
-                            L2PrefetchRange (&out)[2]) {
-  out[0] = out[1] = L2PrefetchRange{};
-  const int64_t ip = L.intermediate_pad, units = (L.intermediate + 15) / 16, head = std::max<int64_t>(1, units / 8);
-  const layout::WeightTileLayout wl{L.mode, true, 2 * ip, L.hidden_pad / 2};
-  if (reinterpret_cast<uintptr_t>(L.w13_weight) % 16 != 0 || weight_expert_stride % 16 != 0) return;
-  auto range = [&](int64_t row0) {
-    L2PrefetchRange r;
-    r.base = L.w13_weight;
-    r.expert_stride = weight_expert_stride;
-    r.offset = wl.offset(0, row0, 0);
-    r.bytes = (wl.offset(0, row0 + 16 * head, 0) - r.offset) / 16 * 16;
-    return r;
-  };
-  if (L.mode == layout::GateMode::Separated) {  // gate rows, then up rows from I'
-    out[0] = range(0);
-    out[1] = range(ip);
-  } else {  // a unit's gate and up tiles side by side: one range
-    out[0] = range(0);
-  }
-}
 
 bool decode_supported(const reference::KernelReadyLayer& L, int top_k, int64_t tokens) {
 #if defined(__HIPCC__)
@@ -686,7 +579,6 @@ void launch_decode_gate_up(const DecodeArgs& a, const uint16_t* x_perm, uint16_t
   p.act_stride = static_cast<int32_t>(L.intermediate_pad);
   p.b = x_perm;
   p.act = act;
-  set_w2_prefetch(a, p);
   const int64_t units = p.out_rows / 16;  // out_rows is a multiple of 32
   const size_t smem = static_cast<size_t>(p.rounds) * 16 * sizeof(uint4);
   const unsigned blocks = static_cast<unsigned>(units * a.tokens * a.top_k);

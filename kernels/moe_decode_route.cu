@@ -65,9 +65,8 @@ __device__ __forceinline__ uint64_t warp_max(uint64_t v) {
 // lane (E <= 32 kSlots): the k rounds of a max-reduction scan only those. The logits come from
 // `logits` ([T, E]): global memory written by other blocks (L2 loads) or, kShared, this block's
 // shared memory.
-// Returns lane r's expert id where it holds a pick that routes somewhere, else -1.
 template <int kSlots, bool kShared>
-__device__ __forceinline__ int32_t route_token(const DecodeRouteArgs& a, const float* logits, int t) {
+__device__ __forceinline__ void route_token(const DecodeRouteArgs& a, const float* logits, int t) {
   const int lane = threadIdx.x % 32;
   const int E = a.experts, k = a.top_k;
   const float* row = logits + static_cast<int64_t>(t) * E;
@@ -119,7 +118,6 @@ __device__ __forceinline__ int32_t route_token(const DecodeRouteArgs& a, const f
     a.topk_ids[t * k + lane] = empty ? -1 : id;
   }
   if (lane == 0 && a.nan_flags) a.nan_flags[t] = (real && has_nan) ? 1 : 0;
-  return picked && !empty ? id : -1;
 }
 
 // x_perm: the GEMM copy of x, one 16-byte group per thread of the grid (`first`, `stride`).
@@ -202,25 +200,7 @@ __global__ void __launch_bounds__(kThreads) decode_route_kernel(DecodeRouteArgs 
   if (!last) return;
   __threadfence();  // the other blocks' logits, fenced before they arrived, are read after this
   if (threadIdx.x == 0) *a.counter = 0;  // ready for the next call; nothing else reads it now
-  if (warp >= T) return;
-  const int32_t id = route_token<kSlots, false>(a, a.logits, warp);
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  // The head of each pick's w13 (l2_prefetch 3): gate_up's first loads find it on the way into
-  // L2 instead of starting from HBM after this grid has completed and flushed.
-  if (id >= 0) {
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const L2PrefetchRange& range = a.prefetch[r];
-      if (range.bytes <= 0) continue;
-      asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(range.base + id * range.expert_stride +
-                                                                       range.offset),
-                   "r"(static_cast<uint32_t>(range.bytes))
-                   : "memory");
-    }
-  }
-#else
-  (void)id;
-#endif
+  if (warp < T) route_token<kSlots, false>(a, a.logits, warp);
 }
 
 

@@ -136,26 +136,7 @@ struct DecodeArgs {
   bool down_cluster = false;
   float* y = nullptr;
   int32_t* counters = nullptr;
-  // L2 prefetch of the picks' w2 by gate_up (sm_90 cp.async.bulk.prefetch; nothing elsewhere):
-  // 0 none; each gate_up block prefetches its share of its pick's w2 rows (weights, scales,
-  // bias) 1 at its start, 2 after its multiplies (3: as 2, the route prefetching w13's head);
-  // 4 as 1 with an evict_last policy; each gate_up warp prefetches its own later K rounds of
-  // w13, 5 all once its first round's loads are out, 6 the next one after each round's loads.
-  // Same bits either way.
-  int l2_prefetch = 0;
 };
-// One contiguous byte range of every expert of a tensor, for L2 prefetches: expert e's range
-// starts at base + e * expert_stride + offset. bytes 0: none. base + offset, the stride and
-// bytes are multiples of 16 (cp.async.bulk.prefetch).
-struct L2PrefetchRange {
-  const uint8_t* base = nullptr;
-  int64_t expert_stride = 0, offset = 0, bytes = 0;
-};
-// The head of each expert's w13 that the decode gate_up's first blocks read (the first eighth
-// of the 16-row units of gate and of up rows): what the route's last block prefetches with
-// l2_prefetch 3. Ranges past the layout's are left with bytes 0.
-void decode_w13_head_ranges(const reference::KernelReadyLayer& layer, int64_t weight_expert_stride,
-                            L2PrefetchRange (&out)[2]);
 // Arrival counters the per-pick decode down needs: [T, ceil(H / 16)].
 inline int64_t decode_down_counter_count(int64_t tokens, int64_t hidden) { return tokens * ((hidden + 15) / 16); }
 // Picks up to which the decode kernels are the automatic choice: at 4 (T = 1, top-4) they were
@@ -195,9 +176,6 @@ struct DecodeRouteArgs {
   // cluster of that many CTAs (sm_90; decode_route_cluster_supported), CTA 0 routes from the
   // cluster's shared memory and `counter` is not used.
   int32_t cluster = 0;
-  // The E-block route's last block prefetches these ranges of each pick's expert into L2 after
-  // routing (sm_90; FusedMoeOptions::l2_prefetch 3); bytes 0: none.
-  L2PrefetchRange prefetch[2];
 };
 bool decode_route_cluster_supported(int ctas);
 // The cluster route stages x ([valid, H] bf16) in each CTA's shared memory: at most

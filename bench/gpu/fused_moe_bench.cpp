@@ -521,25 +521,6 @@ void BM_FusedMoeSeparatedDecodeV10(benchmark::State& state) {
 }
 BENCHMARK(BM_FusedMoeSeparatedDecodeV10)->ArgName("T")->Arg(1)->UseManualTime()->MinTime(0.3)->Unit(
     benchmark::kMillisecond);
-// L2 prefetch of the picks' w2 by the decode gate_up blocks (v18-decode): 0 none, 1 at each
-// block's start, 2 after its multiplies, 3 as 2 with the route prefetching w13's head, 4 as 1
-// with evict_last; the automatic choice is BM_FusedMoeSeparated, same run.
-void BM_FusedMoeSeparatedL2Prefetch(benchmark::State& state) {
-  gpu::FusedMoeOptions opt;
-  opt.l2_prefetch = static_cast<int>(state.range(1));
-  run_moe(state, layout::GateMode::Separated, opt);
-}
-BENCHMARK(BM_FusedMoeSeparatedL2Prefetch)->ArgNames({"T", "prefetch"})->Args({1, 0})->Args({1, 1})->Args({1, 2})
-    ->Args({1, 3})->Args({1, 4})->Args({1, 5})->Args({1, 6})->Args({2, 0})->Args({2, 1})->Args({2, 2})
-    ->UseManualTime()->MinTime(0.3)->Unit(benchmark::kMillisecond);
-// 5 and 6: each gate_up warp prefetches its own later K rounds of w13 (no extra bytes).
-void BM_FusedMoeInterleaveL2Prefetch(benchmark::State& state) {
-  gpu::FusedMoeOptions opt;
-  opt.l2_prefetch = static_cast<int>(state.range(1));
-  run_moe(state, layout::GateMode::Interleave, opt);
-}
-BENCHMARK(BM_FusedMoeInterleaveL2Prefetch)->ArgNames({"T", "prefetch"})->Args({1, 0})->Args({1, 5})->Args({1, 6})
-    ->UseManualTime()->MinTime(0.3)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_FusedMoeInterleave)->ArgName("T")->Arg(1)->Arg(64)->Arg(4096)->UseManualTime()->MinTime(0.3)->Unit(
     benchmark::kMillisecond);
 
@@ -580,20 +561,6 @@ bool check_correctness(layout::GateMode mode) {
       ok = ok && bits;
     } catch (const std::exception& e) {
       std::printf("check T=1: route cluster 16 / down cluster not run: %s\n", e.what());
-    }
-  }
-  {  // the L2 prefetch variants (v18-decode) at this layer's shape: a hint, so the same bits
-    const auto x = random_x(1, 10);
-    gpu::FusedMoeOptions off;
-    off.l2_prefetch = 0;
-    const auto g0 = gpu::run_fused_moe(s.layer, s.router, {}, x.data(), 1, 1, off);
-    for (int v : {1, 2, 3, 4, 5, 6}) {
-      gpu::FusedMoeOptions on;
-      on.l2_prefetch = v;
-      const auto g = gpu::run_fused_moe(s.layer, s.router, {}, x.data(), 1, 1, on);
-      const bool bits = g.out == g0.out && g.routing.ids == g0.routing.ids;
-      std::printf("check T=1: l2_prefetch %d vs 0 %s\n", v, bits ? "bitwise equal" : "DIFFERENT");
-      ok = ok && bits;
     }
   }
   {
