@@ -28,6 +28,18 @@ std::vector<uint16_t> random_bf16(size_t n, uint64_t seed, double sd = 0.05) {
   return v;
 }
 
+// E experts of n random bf16 values each: expert e from seed first_seed + e, with standard
+// deviation sd(e).
+template <typename Sd>
+std::vector<std::vector<uint16_t>> random_experts(int64_t E, size_t n, uint64_t first_seed, Sd sd) {
+  std::vector<std::vector<uint16_t>> experts;
+  for (int64_t e = 0; e < E; ++e) experts.push_back(random_bf16(n, first_seed + e, sd(e)));
+  return experts;
+}
+std::vector<std::vector<uint16_t>> random_experts(int64_t E, size_t n, uint64_t first_seed) {
+  return random_experts(E, n, first_seed, [](int64_t) { return 0.05; });
+}
+
 // Rows held in memory, as an adapter would read them from a checkpoint.
 // `reads`, when given, counts the expert reads.
 ExpertRowsPtr memory_rows(std::vector<std::vector<uint16_t>> experts, int64_t rows, int64_t cols,
@@ -49,8 +61,7 @@ ExpertRowsPtr memory_rows(std::vector<std::vector<uint16_t>> experts, int64_t ro
 
 TEST(QuantizedSources, BlocksAndScalesEqualTheQuantizerAndRecordItsError) {
   const int64_t E = 3, N = 8, K = 96;
-  std::vector<std::vector<uint16_t>> experts;
-  for (int e = 0; e < E; ++e) experts.push_back(random_bf16(N * K, 10 + e));
+  const auto experts = random_experts(E, N * K, 10);
   const auto rows = memory_rows(experts, N, K);
   const CanonicalSource blocks = mxfp4_blocks_source(rows);
   const CanonicalSource scales = mxfp4_scales_source(rows);
@@ -89,8 +100,7 @@ TEST(QuantizedSources, BlocksAndScalesEqualTheQuantizerAndRecordItsError) {
 // are handed over instead of reading and scanning the rows again, once each.
 TEST(QuantizedSources, ScalesAfterBlocksComeFromTheQuantizingPassWithoutReadingAgain) {
   const int64_t E = 3, N = 8, K = 96;
-  std::vector<std::vector<uint16_t>> experts;
-  for (int e = 0; e < E; ++e) experts.push_back(random_bf16(N * K, 30 + e));
+  const auto experts = random_experts(E, N * K, 30);
   auto reads = std::make_shared<int>(0);
   const auto rows = memory_rows(experts, N, K, reads);
   const ByteTensor fresh = mxfp4_scales_source(rows).assemble(0, E);  // nothing handed over yet
@@ -108,8 +118,7 @@ TEST(QuantizedSources, ScalesOfSomeExpertsAreCopiedOutOfTheHandOffAndTheRestStay
   // Scale units of a few experts take those experts' scales (a copy each); a unit of all
   // experts takes the whole buffer only while every expert is kept, else reads what is not.
   const int64_t E = 4, N = 8, K = 64;
-  std::vector<std::vector<uint16_t>> experts;
-  for (int e = 0; e < E; ++e) experts.push_back(random_bf16(N * K, 50 + e));
+  const auto experts = random_experts(E, N * K, 50);
   auto reads = std::make_shared<int>(0);
   const auto rows = memory_rows(experts, N, K, reads);
   const ByteTensor fresh = mxfp4_scales_source(rows).assemble(0, E);
@@ -171,8 +180,7 @@ TEST(QuantizedSources, SlicesEqualTheWholeAndTheErrorDoesNotDependOnSlicing) {
   // The executor assembles slices of experts from several threads in any order; bytes and the
   // recorded error must be those of one whole assembly.
   const int64_t E = 5, N = 4, K = 64;
-  std::vector<std::vector<uint16_t>> experts;
-  for (int e = 0; e < E; ++e) experts.push_back(random_bf16(N * K, 50 + e, 0.01 * (e + 1)));
+  const auto experts = random_experts(E, N * K, 50, [](int64_t e) { return 0.01 * (e + 1); });
   const auto rows = memory_rows(experts, N, K);
   const CanonicalSource whole = mxfp4_blocks_source(rows), sliced = mxfp4_blocks_source(rows);
   const ByteTensor all = whole.assemble(0, E);
@@ -193,8 +201,7 @@ TEST(QuantizedSources, CodesWrittenWhereTheCallerSaysEqualTheAssembledSlice) {
   // expert, spans of 1 to 3 rows that cut the expert's rows anywhere) gets the assembled bytes,
   // and the error, digests and scale hand-off are those of assemble().
   const int64_t E = 4, N = 7, K = 96, blocks = K / 32;
-  std::vector<std::vector<uint16_t>> experts;
-  for (int e = 0; e < E; ++e) experts.push_back(random_bf16(N * K, 70 + e, 0.02 * (e + 1)));
+  const auto experts = random_experts(E, N * K, 70, [](int64_t e) { return 0.02 * (e + 1); });
   const auto rows = memory_rows(experts, N, K), again = memory_rows(experts, N, K);
   const CanonicalSource assembled = mxfp4_blocks_source(rows), placed = mxfp4_blocks_source(again);
   ASSERT_TRUE(placed.assemble_codes);
@@ -250,8 +257,7 @@ TEST(QuantizedSources, RecordedErrorIsTheSeparatePassSumsExactly) {
   // The blocks source measures the error while quantizing; it must be the sums a separate
   // pass over its own output gives, bit for bit, per expert.
   const int64_t E = 3, N = 12, K = 160;
-  std::vector<std::vector<uint16_t>> experts;
-  for (int e = 0; e < E; ++e) experts.push_back(random_bf16(N * K, 70 + e, 0.02 * (e + 1)));
+  const auto experts = random_experts(E, N * K, 70, [](int64_t e) { return 0.02 * (e + 1); });
   const auto rows = memory_rows(experts, N, K);
   const CanonicalSource blocks = mxfp4_blocks_source(rows);
   const ByteTensor b = blocks.assemble(0, E);
