@@ -317,6 +317,32 @@ __device__ __forceinline__ void zero_acc(float (&acc)[2][NT][4]) {
       for (int c = 0; c < 4; ++c) acc[h][j][c] = 0.0f;
 }
 
+// The K-split reduction: partial sums of warps 1..KSPLIT-1 through shared memory, added into
+// warp 0's (kpart 0) accumulators in warp order, so the sum order is fixed. Every warp of the
+// block must call it (a barrier).
+template <int NT, int KSPLIT>
+__device__ __forceinline__ void reduce_k_parts(float (&acc)[2][NT][4], int kpart, int lane) {
+  __shared__ float red[KSPLIT - 1][2 * NT * 4][32];
+  if (kpart > 0) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int j = 0; j < NT; ++j)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) red[kpart - 1][(h * NT + j) * 4 + c][lane] = acc[h][j][c];
+  }
+  __syncthreads();
+  if (kpart > 0) return;
+#pragma unroll
+  for (int s2 = 0; s2 < KSPLIT - 1; ++s2)
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int j = 0; j < NT; ++j)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) acc[h][j][c] += red[s2][(h * NT + j) * 4 + c][lane];
+}
+
 // 1-D grids, row blocks fastest: the blocks running together share one token tile (its B rows
 // stay in L2) and walk one expert's weights, which the expert's next tile then finds in L2.
 struct BlockWork {
@@ -463,26 +489,8 @@ __global__ void __launch_bounds__(kWarps * 32) expert_gemm_direct_kernel(GemmPar
   mma_k_rounds<NT>(p, wr, q, bvalid, brow, r_begin, r_end, acc);
 
   if constexpr (KSPLIT > 1) {
-    // Partial sums of warps 1..KSPLIT-1 through shared memory, added by warp 0 in warp order.
-    __shared__ float red[KSPLIT - 1][2 * NT * 4][32];
-    if (kpart > 0) {
-#pragma unroll
-      for (int h = 0; h < 2; ++h)
-#pragma unroll
-        for (int j = 0; j < NT; ++j)
-#pragma unroll
-          for (int c = 0; c < 4; ++c) red[kpart - 1][(h * NT + j) * 4 + c][lane] = acc[h][j][c];
-    }
-    __syncthreads();
+    reduce_k_parts<NT, KSPLIT>(acc, kpart, lane);
     if (kpart > 0) return;
-#pragma unroll
-    for (int s2 = 0; s2 < KSPLIT - 1; ++s2)
-#pragma unroll
-      for (int h = 0; h < 2; ++h)
-#pragma unroll
-        for (int j = 0; j < NT; ++j)
-#pragma unroll
-          for (int c = 0; c < 4; ++c) acc[h][j][c] += red[s2][(h * NT + j) * 4 + c][lane];
   }
   epilogue<NT, GATE_UP, UP_ONLY>(p, tile, wr, acc, g, q);
 }
@@ -545,29 +553,7 @@ __global__ void __launch_bounds__(kWarps * 32) expert_gemm_small_kernel(GemmPara
 
   mma_k_rounds<NT>(p, wr, q, bvalid, brow, r_begin, r_end, acc);
 
-  if constexpr (KSPLIT > 1) {
-    // Partial sums of warps 1..KSPLIT-1 through shared memory, added by warp 0 in warp order.
-    __shared__ float red[KSPLIT - 1][2 * NT * 4][32];
-    if (kpart > 0) {
-#pragma unroll
-      for (int h = 0; h < 2; ++h)
-#pragma unroll
-        for (int j = 0; j < NT; ++j)
-#pragma unroll
-          for (int c = 0; c < 4; ++c) red[kpart - 1][(h * NT + j) * 4 + c][lane] = acc[h][j][c];
-    }
-    __syncthreads();
-    if (kpart == 0) {
-#pragma unroll
-      for (int s2 = 0; s2 < KSPLIT - 1; ++s2)
-#pragma unroll
-        for (int h = 0; h < 2; ++h)
-#pragma unroll
-          for (int j = 0; j < NT; ++j)
-#pragma unroll
-            for (int c = 0; c < 4; ++c) acc[h][j][c] += red[s2][(h * NT + j) * 4 + c][lane];
-    }
-  }
+  if constexpr (KSPLIT > 1) reduce_k_parts<NT, KSPLIT>(acc, kpart, lane);
   if (active && kpart == 0) epilogue<NT, GATE_UP, UP_ONLY>(p, tile, wr, acc, g, q);
   if constexpr (!GATE_UP) {
     if (p.fuse_combine) combine_if_last<kGroupsPerBlock * 32>(p, bw.row_block, ntiles, work);
