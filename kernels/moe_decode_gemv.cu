@@ -139,27 +139,23 @@ __device__ __forceinline__ void load_batch(const DecodeParams& p, const LaneRows
 }
 
 // The MXFP4 -> bf16 dequantization of the decode kernels: the values of moe_device_math.h's
-// dequant_word and scale_factor (same bits: checked for every 32-bit word and every code <= 128
-// on the CPU), in fewer instructions (v19-decode). Pair t of a word takes its two codes (one
-// per 16-bit half) with one mask and places sign and magnitude with one shift-add (for t = 2, 3
-// a multiply by 2^a + 2^b: the two copies do not overlap, so no carries) and a final mask: 3
-// integer instructions per pair (t = 1: 4) instead of 3-4 plus shifts, and without TWO_MUL
-// (every scale code <= 128) the scale factor is one multiply-add instead of two branches.
-// Measured with the shared-memory bases below: issue slots 58 -> 49% busy in gate_up.
+// dequant_word and scale_factor in fewer instructions (v19-decode; the bits are the same,
+// tests/formats/e2m1_bf16_bits_test.cpp): 3 integer instructions per pair (t = 1: 4) instead
+// of 3-4 plus shifts, and without TWO_MUL (every scale code <= 128) the scale factor is one
+// multiply-add instead of two branches. Measured with the shared-memory bases below: issue
+// slots 58 -> 49% busy in gate_up.
 template <bool TWO_MUL>
 __device__ __forceinline__ ScaleFactor lean_scale_factor(uint32_t s) {
   if constexpr (TWO_MUL) {
     return scale_factor(s);
   } else {
-    return {s * 0x00800080u + 0x3F003F00u, kOneX2};  // ((s + 126) << 7) in both halves
+    return {e2m1_bits::low_scale(s), kOneX2};
   }
 }
 template <bool TWO_MUL>
 __device__ __forceinline__ void dequant_word_lean(uint32_t q, ScaleFactor f, uint32_t* out) {
-  constexpr uint32_t kKeep = 0x81C081C0u;  // sign at 15, magnitude at 8..6, in each half
-  const uint32_t a0 = q & 0xF000F000u, a1 = q & 0x0F000F00u, a2 = q & 0x00F000F0u, a3 = q & 0x000F000Fu;
-  const uint32_t v[4] = {(a0 + (a0 >> 6)) & kKeep, ((a1 << 4) + (a1 >> 2)) & kKeep, (a2 * 0x104u) & kKeep,
-                         (a3 * 0x1040u) & kKeep};
+  uint32_t v[4];
+  e2m1_bits::pairs_lean(q, v);
 #pragma unroll
   for (int t = 0; t < 4; ++t) out[t] = TWO_MUL ? bf16x2_mul(bf16x2_mul(v[t], f.f1), f.f2) : bf16x2_mul(v[t], f.f1);
 }

@@ -4,6 +4,7 @@
 // after kernels/portability.h.
 #include <cstdint>
 
+#include "formats/e2m1_bf16_bits.h"
 #include "reference/moe.h"
 
 namespace moeprep::gpu::detail {
@@ -45,19 +46,15 @@ __device__ __forceinline__ uint32_t bf16x2_mul(uint32_t a, uint32_t b) {
   return d;
 }
 
-// The bits (sign, exponent, mantissa) of an E2M1 code placed at bf16's sign and lowest exponent
-// and mantissa bits give code_value * 2^-126 (code 1 becomes the bf16 subnormal 2^-127, so no
-// special case). Multiplying by 2^(s-1) restores the value times the group's 2^(s-127); bf16
-// holds 2^(s-1) only for s <= 128, so larger scales take a second, exact multiply.
+// The E2M1 bits placed in bf16 (formats/e2m1_bf16_bits.h) give code_value * 2^-126; multiplying
+// by 2^(s-1) restores the value times the group's 2^(s-127); bf16 holds 2^(s-1) only for
+// s <= 128, so larger scales take a second, exact multiply.
 struct ScaleFactor {
   uint32_t f1, f2;
 };
 __device__ __forceinline__ ScaleFactor scale_factor(uint32_t s) {
   if (s == 255u) return {0x7FC07FC0u, kOneX2};  // E8M0 NaN: the group computes NaN
-  if (s <= 128u) {
-    const uint32_t b = (s + 126u) << 7;
-    return {b | (b << 16), kOneX2};
-  }
+  if (s <= 128u) return {e2m1_bits::low_scale(s), kOneX2};
   const uint32_t b = s << 7;  // 2^(s-127)
   return {0x7E807E80u /* 2^126 */, b | (b << 16)};
 }
@@ -71,8 +68,7 @@ template <bool TWO_MUL>
 __device__ __forceinline__ void dequant_word(uint32_t q, ScaleFactor f, uint32_t* out) {
 #pragma unroll
   for (int t = 0; t < 4; ++t) {
-    const uint32_t qt = q << (4 * t);
-    const uint32_t v = (qt & 0x80008000u) | ((qt & 0x70007000u) >> 6);
+    const uint32_t v = e2m1_bits::pair(q, t);
     out[t] = TWO_MUL ? bf16x2_mul(bf16x2_mul(v, f.f1), f.f2) : bf16x2_mul(v, f.f1);
   }
 }

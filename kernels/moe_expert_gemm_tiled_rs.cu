@@ -71,13 +71,6 @@ __device__ __forceinline__ void wgmma_rs_m64n64k16(float (&)[32], uint32_t, uint
 __device__ __forceinline__ void fence_a(uint32_t (&)[16]) {}
 #endif
 
-// Pair t of a word of E2M1 codes (shift4t = 4t): bf16x2 (element 3 - t, element 7 - t) times
-// 2^-126, as in dequant_word (moe_device_math.h), before the scale multiply.
-__device__ __forceinline__ uint32_t e2m1_pair(uint32_t word, uint32_t shift4t) {
-  const uint32_t qt = word << shift4t;
-  return (qt & 0x80008000u) | ((qt & 0x70007000u) >> 6);
-}
-
 template <bool TWO_MUL>
 __device__ __forceinline__ uint32_t scaled(uint32_t v, uint32_t f1, uint32_t f2) {
   return TWO_MUL ? bf16x2_mul(bf16x2_mul(v, f1), f2) : bf16x2_mul(v, f1);
@@ -185,10 +178,10 @@ __global__ void __launch_bounds__(2 * ROWS, RsShape<ROWS>::kMinBlocks) expert_ge
       const uint32_t fa = ks < 2 ? f00 : f01, fb = ks < 2 ? f10 : f11;
       const uint32_t ea = ks < 2 ? e00 : e01, eb = ks < 2 ? e10 : e11;
       const int w = 2 * (ks & 1);
-      a[4 * ks + 0] = scaled<TWO_MUL>(e2m1_pair(word_at(va, w), shift4q), fa, ea);
-      a[4 * ks + 1] = scaled<TWO_MUL>(e2m1_pair(word_at(vb, w), shift4q), fb, eb);
-      a[4 * ks + 2] = scaled<TWO_MUL>(e2m1_pair(word_at(va, w + 1), shift4q), fa, ea);
-      a[4 * ks + 3] = scaled<TWO_MUL>(e2m1_pair(word_at(vb, w + 1), shift4q), fb, eb);
+      a[4 * ks + 0] = scaled<TWO_MUL>(e2m1_bits::pair_at_shift(word_at(va, w), shift4q), fa, ea);
+      a[4 * ks + 1] = scaled<TWO_MUL>(e2m1_bits::pair_at_shift(word_at(vb, w), shift4q), fb, eb);
+      a[4 * ks + 2] = scaled<TWO_MUL>(e2m1_bits::pair_at_shift(word_at(va, w + 1), shift4q), fa, ea);
+      a[4 * ks + 3] = scaled<TWO_MUL>(e2m1_bits::pair_at_shift(word_at(vb, w + 1), shift4q), fb, eb);
     }
   };
 
