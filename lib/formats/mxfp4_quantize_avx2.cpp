@@ -1,13 +1,16 @@
-// The MXFP4 loops for CPUs with AVX2: this file alone is compiled with -mavx2 (lib/CMakeLists.txt)
-// and runs only where core/simd_level.h found AVX2. Same rules and the same summation order as
-// the portable loops in mxfp4_quantize.cpp (see mxfp4_quantize_kernels.h); only the lane
-// layout differs, undone when a row's partial sums are handed over.
+// The MXFP4 loops for CPUs with AVX2: this file alone is compiled with -mavx2 -mfma
+// (lib/CMakeLists.txt) and runs only where core/simd_level.h found AVX2 and FMA. Same rules and
+// the same summation order as the portable loops in mxfp4_quantize.cpp (see
+// mxfp4_quantize_kernels.h); only the lane layout differs, undone when a row's partial sums are
+// handed over.
 #include "formats/mxfp4_quantize_kernels.h"
 
 #if defined(MOEPREP_X86_SIMD) && defined(__AVX2__)
-// The error sums' terms are fused multiply-adds (mxfp4_quantize_kernels.h); core/simd_level.h
-// picks this level only where the CPU has FMA too.
-#pragma GCC target("fma")
+// The error sums' terms are fused multiply-adds (mxfp4_quantize_kernels.h): the file is
+// compiled with -mfma too, and core/simd_level.h picks this level only where the CPU has FMA.
+#if !defined(__FMA__)
+#error "mxfp4_quantize_avx2.cpp must be compiled with -mfma as well (lib/CMakeLists.txt)"
+#endif
 #include <immintrin.h>
 
 namespace moeprep::mxfp4_kernels {
