@@ -56,11 +56,22 @@ void ScaleHandoff::put(int64_t expert) {
   kept = 1;
 }
 
-bool ScaleHandoff::take(int64_t expert, std::vector<uint8_t>& out) {
+void ScaleHandoff::abandon(int64_t expert) {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (expert < 0 || static_cast<size_t>(expert) >= kept_.size() || !kept_[static_cast<size_t>(expert)]) return false;
-  const auto begin = buffer_.begin() + static_cast<std::ptrdiff_t>(static_cast<size_t>(expert) * per_);
-  out.assign(begin, begin + static_cast<std::ptrdiff_t>(per_));
+  --writing_;
+  // Scales kept from an earlier pass may have been overwritten in part: no longer kept.
+  uint8_t& kept = kept_.at(static_cast<size_t>(expert));
+  if (kept) --kept_count_;
+  kept = 0;
+  release_if_unused();
+}
+
+bool ScaleHandoff::take(int64_t expert, uint8_t* out, size_t size) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (expert < 0 || static_cast<size_t>(expert) >= kept_.size() || !kept_[static_cast<size_t>(expert)] ||
+      size != per_)
+    return false;
+  std::memcpy(out, buffer_.data() + static_cast<size_t>(expert) * per_, per_);
   kept_[static_cast<size_t>(expert)] = 0;
   --kept_count_;
   release_if_unused();

@@ -53,14 +53,42 @@ class TensorDigests {
 // convert of a Qwen3 layer 6.2k page faults on fresh memory (4.1k this way) and ~4% of its CPU.
 class ScaleHandoff {
  public:
+  // A slot being written, handed back by abandon() unless put() was called: the quantizing
+  // pass holds one while it may throw (a NaN in the rows, a failed read).
+  class SlotGuard {
+   public:
+    SlotGuard(ScaleHandoff& handoff, int64_t expert, int64_t experts, size_t per)
+        : handoff_(&handoff), expert_(expert), data_(handoff.slot(expert, experts, per)) {}
+    ~SlotGuard() {
+      if (handoff_) handoff_->abandon(expert_);
+    }
+    SlotGuard(const SlotGuard&) = delete;
+    SlotGuard& operator=(const SlotGuard&) = delete;
+    uint8_t* data() const { return data_; }
+    void put() {
+      handoff_->put(expert_);
+      handoff_ = nullptr;
+    }
+
+   private:
+    ScaleHandoff* handoff_;
+    int64_t expert_;
+    uint8_t* data_;
+  };
+
   // Where expert e's `per` scale bytes go, in a buffer of `experts` such slots (allocated by
   // the first call); put(e) hands them over once written. Slots of different experts may be
   // written at the same time.
   uint8_t* slot(int64_t expert, int64_t experts, size_t per);
   void put(int64_t expert);
-  // Copies expert e's scales into `out` and forgets them; false when none are kept. The buffer
-  // goes once nothing is kept or being written.
-  bool take(int64_t expert, std::vector<uint8_t>& out);
+  // Hands back a slot whose pass failed: nothing is kept for the expert (scales an earlier pass
+  // kept may be overwritten in part), and the buffer is no longer held for it (a slot never
+  // handed back would keep take_all refusing and the buffer alive for the rest of the convert).
+  void abandon(int64_t expert);
+  // Copies expert e's scales straight into out[0, size) and forgets them; false (nothing
+  // changes) when none are kept or they are not `size` bytes. The buffer goes once nothing is
+  // kept or being written.
+  bool take(int64_t expert, uint8_t* out, size_t size);
   // Every expert's scales in expert order, the buffer itself moved into `out`, when all are
   // kept; false (nothing changes) otherwise.
   bool take_all(std::vector<uint8_t>& out);

@@ -1,6 +1,7 @@
 #include "models/mxfp4_sources.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "core/error.h"
 #include "core/hash.h"
@@ -101,10 +102,12 @@ void quantize_expert(const ExpertRows& m, int64_t e, const std::function<CodeRow
                      QuantizationStats& stats, QuantizeScratch& scratch) {
   const std::string label = expert_context(m, e);
   const size_t per = static_cast<size_t>(m.elements() / kBlock);
-  // The scales go straight into the hand-off's slot for this expert.
+  // The scales go straight into the hand-off's slot for this expert, handed back if the pass
+  // throws.
+  std::optional<ScaleHandoff::SlotGuard> slot;
   uint8_t* scales = nullptr;
   if (m.scale_handoff) {
-    scales = m.scale_handoff->slot(e, m.experts, per);
+    scales = slot.emplace(*m.scale_handoff, e, m.experts, per).data();
   } else {
     scratch.scales.resize(per);
     scales = scratch.scales.data();
@@ -130,7 +133,7 @@ void quantize_expert(const ExpertRows& m, int64_t e, const std::function<CodeRow
   hash_expert_tensors(m, e);  // what the pass did not hash
   if (m.release) m.release(e);
   stats.add(e, se.error, se.reference);
-  if (m.scale_handoff) m.scale_handoff->put(e);
+  if (slot) slot->put();
 }
 
 }  // namespace
@@ -213,14 +216,10 @@ CanonicalSource mxfp4_scales_source(ExpertRowsPtr rows) {
     out.bytes.resize(per * static_cast<size_t>(count));
     std::vector<uint16_t> bf16;
     std::vector<float> f32;
-    std::vector<uint8_t> handed;
     for (int64_t e = first; e < first + count; ++e) {
       uint8_t* scales = out.bytes.data() + per * static_cast<size_t>(e - first);
+      if (m.scale_handoff && m.scale_handoff->take(e, scales, per)) continue;
       const std::string label = expert_context(m, e);
-      if (m.scale_handoff && m.scale_handoff->take(e, handed) && handed.size() == per) {
-        std::copy(handed.begin(), handed.end(), scales);
-        continue;
-      }
       if (m.read_f32) {
         f32.resize(static_cast<size_t>(m.elements()));
         m.read_f32(e, f32.data());

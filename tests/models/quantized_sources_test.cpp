@@ -136,7 +136,8 @@ TEST(QuantizedSources, ScalesOfSomeExpertsAreCopiedOutOfTheHandOffAndTheRestStay
 TEST(QuantizedSources, ScaleHandOffKeepsSlotsUntilTakenOnceWholeOrOneByOne) {
   ScaleHandoff h;
   std::vector<uint8_t> out;
-  EXPECT_FALSE(h.take(0, out));
+  uint8_t one[2] = {0, 0};
+  EXPECT_FALSE(h.take(0, one, 2));
   EXPECT_FALSE(h.take_all(out));
   for (int64_t e = 0; e < 3; ++e) {
     uint8_t* slot = h.slot(e, 3, 2);
@@ -149,7 +150,7 @@ TEST(QuantizedSources, ScaleHandOffKeepsSlotsUntilTakenOnceWholeOrOneByOne) {
   }
   ASSERT_TRUE(h.take_all(out));
   EXPECT_EQ(out, (std::vector<uint8_t>{0, 1, 10, 11, 20, 21}));
-  EXPECT_FALSE(h.take(1, out));  // taken whole: nothing kept
+  EXPECT_FALSE(h.take(1, one, 2));  // taken whole: nothing kept
   // One by one, while another expert's slot is still being written.
   for (int64_t e = 0; e < 2; ++e) {
     h.slot(e, 3, 2)[0] = static_cast<uint8_t>(7 + e);
@@ -157,15 +158,16 @@ TEST(QuantizedSources, ScaleHandOffKeepsSlotsUntilTakenOnceWholeOrOneByOne) {
   }
   uint8_t* pending = h.slot(2, 3, 2);
   EXPECT_FALSE(h.take_all(out));
-  ASSERT_TRUE(h.take(1, out));
-  EXPECT_EQ(out.size(), 2u);
-  EXPECT_EQ(out[0], 8);
-  EXPECT_FALSE(h.take(1, out));
-  ASSERT_TRUE(h.take(0, out));
+  EXPECT_FALSE(h.take(1, one, 3));  // not the slots' size: nothing taken
+  ASSERT_TRUE(h.take(1, one, 2));
+  EXPECT_EQ(one[0], 8);
+  EXPECT_FALSE(h.take(1, one, 2));
+  ASSERT_TRUE(h.take(0, one, 2));
+  EXPECT_EQ(one[0], 7);
   pending[1] = 5;  // the buffer outlives the taken experts while a slot is being written
   h.put(2);
-  ASSERT_TRUE(h.take(2, out));
-  EXPECT_EQ(out[1], 5);
+  ASSERT_TRUE(h.take(2, one, 2));
+  EXPECT_EQ(one[1], 5);
   try {
     h.slot(0, 3, 4);
     h.slot(1, 3, 2);  // another size than the buffer's
@@ -174,6 +176,61 @@ TEST(QuantizedSources, ScaleHandOffKeepsSlotsUntilTakenOnceWholeOrOneByOne) {
     EXPECT_NE(std::string(e.what()).find("scale hand-off: slots of 2 bytes for 3 experts"), std::string::npos)
         << e.what();
   }
+}
+
+TEST(QuantizedSources, ScaleHandOffSlotsHandedBackByAFailedPassLeaveItUsable) {
+  ScaleHandoff h;
+  std::vector<uint8_t> out;
+  h.slot(0, 2, 1)[0] = 3;
+  h.put(0);
+  {
+    // A pass over expert 0 again and one over expert 1, both failing: their slots go back and
+    // expert 0's scales, perhaps half overwritten, are no longer kept.
+    ScaleHandoff::SlotGuard again(h, 0, 2, 1);
+    ScaleHandoff::SlotGuard other(h, 1, 2, 1);
+    again.data()[0] = 9;
+  }
+  uint8_t one = 0;
+  EXPECT_FALSE(h.take(0, &one, 1));
+  EXPECT_FALSE(h.take_all(out));
+  for (int64_t e = 0; e < 2; ++e) {
+    ScaleHandoff::SlotGuard slot(h, e, 2, 1);
+    slot.data()[0] = static_cast<uint8_t>(20 + e);
+    slot.put();
+  }
+  ASSERT_TRUE(h.take_all(out));  // nothing is still being written
+  EXPECT_EQ(out, (std::vector<uint8_t>{20, 21}));
+}
+
+TEST(QuantizedSources, AThrowingQuantizingPassLeavesTheScaleHandOffUsable) {
+  // Expert 1 holds a NaN: the blocks pass over experts 0-1 throws while expert 1's slot is
+  // being written. Once the NaN is gone, a full pass hands every expert's scales over whole.
+  const int64_t E = 2, N = 4, K = 64;
+  auto experts = random_experts(E, N * K, 80);
+  const uint16_t kept = experts[1][70];
+  experts[1][70] = 0x7fc0;
+  auto bad = std::make_shared<bool>(true);
+  auto reads = std::make_shared<int>(0);
+  auto m = std::const_pointer_cast<ExpertRows>(memory_rows(experts, N, K, reads));
+  const auto read = m->read_bf16;
+  m->read_bf16 = [read, bad, kept](int64_t e, uint16_t* out) {
+    read(e, out);
+    if (e == 1 && !*bad) out[70] = kept;
+  };
+  const ExpertRowsPtr rows = m;
+  const std::string message = bad_input_message([&] { mxfp4_blocks_source(rows).assemble(0, E); });
+  EXPECT_NE(message.find("NaN"), std::string::npos) << message;
+  *bad = false;
+  const ByteTensor codes = mxfp4_blocks_source(rows).assemble(0, E);
+  std::vector<uint8_t> all;
+  ASSERT_TRUE(rows->scale_handoff->take_all(all));
+  std::vector<uint8_t> want_codes(codes.bytes.size()), want_scales(all.size());
+  experts[1][70] = kept;
+  for (int64_t e = 0; e < E; ++e)
+    quantize_mxfp4_rows_bf16(experts[e].data(), N, K, want_codes.data() + e * N * K / 2,
+                             want_scales.data() + e * N * K / 32, "t");
+  EXPECT_EQ(codes.bytes, want_codes);
+  EXPECT_EQ(all, want_scales);
 }
 
 TEST(QuantizedSources, SlicesEqualTheWholeAndTheErrorDoesNotDependOnSlicing) {
@@ -222,9 +279,9 @@ TEST(QuantizedSources, CodesWrittenWhereTheCallerSaysEqualTheAssembledSlice) {
   EXPECT_EQ(asked, (std::vector<int64_t>{0, 1, 3, 4, 6, 7, 8, 10, 11, 13, 14, 15, 17, 18, 20}));
   EXPECT_EQ(placed.quantization->relative_error(), assembled.quantization->relative_error());
   for (int64_t e = 1; e < 4; ++e) {
-    std::vector<uint8_t> a, b;
-    ASSERT_TRUE(rows->scale_handoff->take(e, a));
-    ASSERT_TRUE(again->scale_handoff->take(e, b));
+    std::vector<uint8_t> a(N * blocks), b(N * blocks);
+    ASSERT_TRUE(rows->scale_handoff->take(e, a.data(), a.size()));
+    ASSERT_TRUE(again->scale_handoff->take(e, b.data(), b.size()));
     EXPECT_EQ(a, b) << e;
   }
 }
