@@ -453,11 +453,13 @@ void enqueue_fused_moe(const DeviceMoeLayer& layer, const DeviceRouter& router, 
     if (options.decode_batch < 0 || options.decode_batch > 3) {
       throw_bad_input("fused_moe: decode_batch " + std::to_string(options.decode_batch) + " is not 0, 1, 2 or 3");
     }
-    d.gate_up_batch = options.decode_batch == 0 ? 1 : options.decode_batch;
-    if (options.decode_warps != 0 && options.decode_warps != 8 && options.decode_warps != 12) {
-      throw_bad_input("fused_moe: decode_warps " + std::to_string(options.decode_warps) + " is not 0, 8 or 12");
+    if (options.decode_warps != 0 && options.decode_warps != 4 && options.decode_warps != 8 &&
+        options.decode_warps != 12) {
+      throw_bad_input("fused_moe: decode_warps " + std::to_string(options.decode_warps) + " is not 0, 4, 8 or 12");
     }
-    d.gate_up_warps = options.decode_warps == 12 ? 12 : 8;
+    d.gate_up_warps = options.decode_warps == 0 ? 4 : options.decode_warps;
+    // Automatic rounds per batch: 2 with 4 warps (6 blocks per SM), 1 with 8 (4 per SM).
+    d.gate_up_batch = options.decode_batch != 0 ? options.decode_batch : d.gate_up_warps == 4 ? 2 : 1;
     if (options.decode_down < 0 || options.decode_down > 4) {
       throw_bad_input("fused_moe: decode_down " + std::to_string(options.decode_down) + " is not 0, 1, 2, 3 or 4");
     }

@@ -145,13 +145,16 @@ struct FusedMoeOptions {
   // elsewhere plain launches): their prologue overlaps the previous kernel. 1 or -1: on where
   // supported, 0: off. Results are bitwise the same either way.
   int pdl = -1;
-  // The decode gate_up's K rounds loaded per batch: 3 (118 registers, 2 blocks per SM), 2 (3
-  // blocks per SM) or 1 (63 registers, 4 per SM: some blocks load while others multiply);
-  // 0: automatic, 1 (H100: T = 1 43.8 us vs 47.8 with 3; bench/NOTES-fused-moe.md, v13).
+  // The decode gate_up's K rounds loaded per batch: 3 (116-118 registers), 2 (80) or 1 (64);
+  // with 8-warp blocks that is 2, 3 or 4 blocks per SM, with 4-warp blocks 4, 6 or 8. 0:
+  // automatic, 2 with 4 warps and 1 with 8 (H100, 8 warps: T = 1 43.8 us with 1 vs 47.8 with 3;
+  // bench/NOTES-fused-moe.md, v13 and v20-decode).
   int decode_batch = 0;
-  // The decode gate_up's warps (K parts) per block: 8, or 12 with 2 rounds per batch (2 blocks
-  // per SM, each warp's rounds loaded at once at gpt-oss's H); 0: automatic, 8 (H100, T = 1:
-  // 41.9 us vs 44.7 with 12; NOTES, v15-decode).
+  // The decode gate_up's warps (K parts) per block: 4, 8, or 12 with 2 rounds per batch (2
+  // blocks per SM, each warp's rounds loaded at once at gpt-oss's H). 0: automatic, 4: with 2
+  // rounds per batch, 6 blocks per SM hold T = 1's 720 blocks in one wave instead of 8-warp
+  // blocks' 1.4 (H100, T = 1, same run: 37.7 us vs 39.3 with 8 warps x 1 round; NOTES,
+  // v20-decode).
   int decode_warps = 0;
   // The decode down kernel: 1 a block per (16 rows, token) summing the picks itself (180 blocks
   // at gpt-oss T = 1), 2 a block per (16 rows, token, pick), the last of a row unit's picks to

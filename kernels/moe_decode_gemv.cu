@@ -21,7 +21,10 @@
 // 1472 -> 1336), separated T = 1 41.6 us against 42.4 in the same runs, interleaved 43.3
 // against 42.6; gate_up now waits on memory, not issue slots. Asking L2 for the picks' w2
 // while gate_up runs (cp.async.bulk.prefetch, v18-decode) was slower: gate_up lost more to
-// the extra HBM traffic than down gained (NOTES, v18-v19-decode).
+// the extra HBM traffic than down gained (NOTES, v18-v19-decode). v20 (H100, 2026-11-27, same
+// run): gate_up in 4-warp blocks with 2 rounds per batch (6 blocks per SM: T = 1's 720 blocks in
+// one wave instead of 1.4), and the bias and routing weights staged by cp.async with the first
+// loads instead of read after the multiplies: T = 1 37.7-38.1 us against 40.5 (NOTES, v20-decode).
 //
 // The multiplies still use mma.sync m16n8k16 with the token as one of the 8 columns: the MXFP4
 // -> bf16 dequantization (moe_device_math.h) produces A fragments directly, 2.5 instructions per
@@ -52,7 +55,13 @@ constexpr int kThreads = kWarps * 32;
 // gate_up: up to 3 rounds x 2 fragments (gate, up) = 12 x 16 bytes per lane in one batch.
 // gate_up with fewer rounds per load batch fits more blocks per SM (registers: 3 rounds 118,
 // 2 rounds 80, 1 round 63 at one multiply), so that some blocks load while others multiply.
-constexpr int gate_up_blocks_per_sm(int batch) { return batch >= 3 ? 2 : batch == 2 ? 3 : 4; }
+// With 4-warp blocks (each warp 6 of gpt-oss's 23 rounds), 1 or 2 rounds per batch fit 8 or 6
+// blocks per SM: the 720 blocks of T = 1 in one wave instead of 8-warp blocks' 1.4.
+constexpr int gate_up_blocks_per_sm(int warps, int batch) {
+  if (warps == 12) return 2;
+  if (warps == 4) return batch >= 3 ? 4 : batch == 2 ? 6 : 8;
+  return batch >= 3 ? 2 : batch == 2 ? 3 : 4;
+}
 constexpr int kDownBatch = 6;    // 1 fragment: 12 x 16 bytes
 constexpr int kMaxDownItems = 64;  // (pick, K part) pairs of one down block
 
@@ -231,14 +240,27 @@ __device__ __forceinline__ void stage_rows(uint4* dst, const uint16_t* src, int6
   asm volatile("cp.async.wait_group 0;\n" ::);
 }
 
+// One 4-byte word into shared memory by cp.async, in the group the next stage_rows (or
+// wait_staged) closes. For the operands a block needs only after its multiplies (bias, routing
+// weights): loaded at the block's end they were one more memory latency on every block's chain;
+// staged early they arrive with the weights and hold no registers.
+__device__ __forceinline__ void stage_word(void* dst, const void* src) {
+  const uint32_t to = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(to), "l"(src));
+}
+__device__ __forceinline__ void wait_staged() {
+  asm volatile("cp.async.commit_group;\n" ::);
+  asm volatile("cp.async.wait_group 0;\n" ::);
+}
+
 // gate_up: block = (16-row unit, pick), pick fastest (picks of one expert meet in L2); warp =
 // K part. act[pick, permuted(n)] = activation(gate_n, up_n) for the unit's 16 rows n. W warps:
 // 8, or 12 (2 blocks per SM, with B = 2 each warp's 2 rounds of gpt-oss's 23 in one batch).
 template <bool TWO_MUL, int B, int W>
-__global__ void __launch_bounds__(W * 32, W == 8 ? gate_up_blocks_per_sm(B) : 2)
-    decode_gate_up_kernel(DecodeParams p) {
+__global__ void __launch_bounds__(W * 32, gate_up_blocks_per_sm(W, B)) decode_gate_up_kernel(DecodeParams p) {
   extern __shared__ uint4 bsm[];
   __shared__ float red[W][32];
+  __shared__ float bias_sm[32];  // the unit's 16 gate then 16 up biases
   // The pick's weight and scale bases, read back by the loop's loads: in registers the compiler
   // rebuilt them from the expert id and the parameters for every load (SASS of v18-decode: ~100
   // of the loop's ~485 instructions per round went to the 8 loads' addresses).
@@ -267,6 +289,11 @@ __global__ void __launch_bounds__(W * 32, W == 8 ? gate_up_blocks_per_sm(B) : 2)
   uint32_t sv[B][4];
   // The first batch's loads are in flight while the block stages the token's B row.
   if (r_begin < r_end) load_batch<4, B>(p, lr, r_begin, r_end, q, wv, sv);
+  if (threadIdx.x < 32) {
+    const int32_t i = threadIdx.x;
+    stage_word(&bias_sm[i], p.bias + static_cast<int64_t>(e) * p.rows_pad + (i < 16 ? 0 : p.up_offset) + unit * 16 +
+                                 i % 16);
+  }
   stage_rows(bsm, p.b + static_cast<int64_t>(pick / p.top_k) * p.k_pad, p.k_pad, 1, p.rounds * 16, p.k_eff);
   __syncthreads();
   for (int r0 = r_begin; r0 < r_end; r0 += B) {
@@ -289,9 +316,8 @@ __global__ void __launch_bounds__(W * 32, W == 8 ? gate_up_blocks_per_sm(B) : 2)
       gate += red[w][threadIdx.x];
       up += red[w][16 + threadIdx.x];
     }
-    const float* bias = p.bias + static_cast<int64_t>(e) * p.rows_pad;
-    gate += bias[n];
-    up += bias[p.up_offset + n];
+    gate += bias_sm[threadIdx.x];
+    up += bias_sm[16 + threadIdx.x];
     p.act[static_cast<int64_t>(pick) * p.act_stride + permuted_index(n)] =
         float_to_bf16(gated_activation(p.act_kind, p.alpha, p.limit, gate, up));
   }
@@ -387,6 +413,9 @@ __global__ void __launch_bounds__(W * 32, W == 4 ? 8 : 4) decode_down_pick_kerne
   extern __shared__ uint4 bsm[];  // [rounds * 16]
   __shared__ float red[W][16];
   __shared__ float ysm[16];  // CLUSTER: this pick's y row
+  __shared__ float bias_sm[16];
+  __shared__ float weight_sm[kMaxDownItems];  // the token's routing weights and ids, for the combine
+  __shared__ int32_t id_sm[kMaxDownItems];
   __shared__ int last;
   const int k = p.top_k;
   const int j = blockIdx.x % k, t = (blockIdx.x / k) % p.tokens, unit = blockIdx.x / (k * p.tokens);
@@ -409,6 +438,13 @@ __global__ void __launch_bounds__(W * 32, W == 4 ? 8 : 4) decode_down_pick_kerne
   if (e >= 0) {
     set_expert(p, e, lr);
     if (r_begin < r_end) load_batch<2, B>(p, lr, r_begin, r_end, q, wv, sv);
+    if (threadIdx.x < 16 && n_out < p.out_rows) {
+      stage_word(&bias_sm[threadIdx.x], p.bias + static_cast<int64_t>(e) * p.rows_pad + n_out);
+    }
+  }
+  if (threadIdx.x < k) {  // the router's, like e0
+    stage_word(&weight_sm[threadIdx.x], p.topk_weights + t * k + threadIdx.x);
+    stage_word(&id_sm[threadIdx.x], p.topk_ids + t * k + threadIdx.x);
   }
   wait_previous_grid();  // act is gate_up's
   float acc[1][4] = {};
@@ -419,6 +455,8 @@ __global__ void __launch_bounds__(W * 32, W == 4 ? 8 : 4) decode_down_pick_kerne
       if (r0 != r_begin) load_batch<2, B>(p, lr, r0, r_end, q, wv, sv);
       mma_batch<1, B, TWO_MUL>(acc, wv, sv, bsm, r0, r_end, q);
     }
+  } else {
+    wait_staged();
   }
   if (q == 0) {
     red[warp][g] = acc[0][0];
@@ -430,7 +468,7 @@ __global__ void __launch_bounds__(W * 32, W == 4 ? 8 : 4) decode_down_pick_kerne
     float y = 0.0f;
 #pragma unroll
     for (int w = 0; w < W; ++w) y += red[w][threadIdx.x];
-    y += p.bias[static_cast<int64_t>(e) * p.rows_pad + n_out];
+    y += bias_sm[threadIdx.x];
     if (CLUSTER) {
       ysm[threadIdx.x] = y;
     } else {
@@ -446,13 +484,13 @@ __global__ void __launch_bounds__(W * 32, W == 4 ? 8 : 4) decode_down_pick_kerne
     if (j == 0 && threadIdx.x < 16 && n_out < p.out_rows) {
       float sum = 0.0f;
       for (int i = 0; i < k; ++i) {
-        const int32_t ei = p.topk_ids[t * k + i];
+        const int32_t ei = id_sm[i];
         if (ei < 0 || ei >= p.experts) continue;
         uint32_t local = static_cast<uint32_t>(__cvta_generic_to_shared(&ysm[threadIdx.x])), remote;
         asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(local), "r"(i));
         float yi;
         asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(yi) : "r"(remote) : "memory");
-        sum += p.topk_weights[t * k + i] * yi;
+        sum += weight_sm[i] * yi;
       }
       p.out[static_cast<int64_t>(t) * p.out_rows + n_out] = sum;
     }
@@ -474,9 +512,9 @@ __global__ void __launch_bounds__(W * 32, W == 4 ? 8 : 4) decode_down_pick_kerne
   if (threadIdx.x < 16 && n_out < p.out_rows) {
     float sum = 0.0f;
     for (int i = 0; i < k; ++i) {
-      const int32_t ei = p.topk_ids[t * k + i];
+      const int32_t ei = id_sm[i];
       if (ei < 0 || ei >= p.experts) continue;
-      sum += p.topk_weights[t * k + i] * __ldcg(p.y + static_cast<int64_t>(t * k + i) * p.out_rows + n_out);
+      sum += weight_sm[i] * __ldcg(p.y + static_cast<int64_t>(t * k + i) * p.out_rows + n_out);
     }
     p.out[static_cast<int64_t>(t) * p.out_rows + n_out] = sum;
   }
@@ -581,6 +619,7 @@ void launch_decode_gate_up(const DecodeArgs& a, const uint16_t* x_perm, uint16_t
   const gpuStream_t s = static_cast<gpuStream_t>(stream);
   static int allowed[2][3] = {};
   static int allowed12[2] = {0, 0};
+  static int allowed4[2][3] = {};
   auto go = [&](auto kernel, int& allowed_bytes, int threads) {
     allow_shared(kernel, smem, allowed_bytes);
     launch(kernel, blocks, smem, s, a.pdl, p, "decode gate_up kernel", threads);
@@ -589,6 +628,17 @@ void launch_decode_gate_up(const DecodeArgs& a, const uint16_t* x_perm, uint16_t
   if (a.gate_up_warps == 12) {  // 2 rounds per batch
     if (a.w13_large_scales) go(decode_gate_up_kernel<true, 2, 12>, allowed12[1], 384);
     if (!a.w13_large_scales) go(decode_gate_up_kernel<false, 2, 12>, allowed12[0], 384);
+  } else if (a.gate_up_warps == 4) {
+    constexpr int threads = 4 * 32;
+    if (a.w13_large_scales) {
+      if (b == 3) go(decode_gate_up_kernel<true, 3, 4>, allowed4[1][2], threads);
+      if (b == 2) go(decode_gate_up_kernel<true, 2, 4>, allowed4[1][1], threads);
+      if (b == 1) go(decode_gate_up_kernel<true, 1, 4>, allowed4[1][0], threads);
+    } else {
+      if (b == 3) go(decode_gate_up_kernel<false, 3, 4>, allowed4[0][2], threads);
+      if (b == 2) go(decode_gate_up_kernel<false, 2, 4>, allowed4[0][1], threads);
+      if (b == 1) go(decode_gate_up_kernel<false, 1, 4>, allowed4[0][0], threads);
+    }
   } else if (a.w13_large_scales) {
     if (b == 3) go(decode_gate_up_kernel<true, 3, 8>, allowed[1][2], kThreads);
     if (b == 2) go(decode_gate_up_kernel<true, 2, 8>, allowed[1][1], kThreads);

@@ -52,13 +52,15 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+// The warp's largest 64-bit key by two 32-bit redux.sync reductions (sm_80 and up): the
+// largest high half, then the largest low half among the lanes holding it, which is the
+// lexicographic, i.e. 64-bit, maximum. Five 64-bit shuffle steps were ~10 dependent shuffles
+// per pick on the route stage's last-block chain.
 __device__ __forceinline__ uint64_t warp_max(uint64_t v) {
-#pragma unroll
-  for (int m = 16; m > 0; m /= 2) {
-    const uint64_t o = __shfl_xor_sync(0xffffffffu, v, m);
-    v = o > v ? o : v;
-  }
-  return v;
+  const uint32_t hi = static_cast<uint32_t>(v >> 32);
+  const uint32_t top = __reduce_max_sync(0xffffffffu, hi);
+  const uint32_t lo = __reduce_max_sync(0xffffffffu, hi == top ? static_cast<uint32_t>(v) : 0u);
+  return (static_cast<uint64_t>(top) << 32) | lo;
 }
 
 // One token's routing by one warp: lane r ends up holding pick r (r < top_k). kSlots logits per
@@ -121,20 +123,27 @@ __device__ __forceinline__ void route_token(const DecodeRouteArgs& a, const floa
 }
 
 // x_perm: the GEMM copy of x, one 16-byte group per thread of the grid (`first`, `stride`).
-__device__ __forceinline__ void store_x_perm(const DecodeRouteArgs& a, int64_t first, int64_t stride) {
-  const int H = a.hidden;
+// x's 16 bytes of group g (zero past the valid tokens and H).
+__device__ __forceinline__ uint4 load_x_group(const DecodeRouteArgs& a, int64_t g) {
+  const int64_t groups = static_cast<int64_t>(a.tokens) * (a.hidden_pad / 8);
+  const int64_t t = g / (a.hidden_pad / 8), k0 = (g % (a.hidden_pad / 8)) * 8;
+  if (g >= groups || t >= a.valid || k0 >= a.hidden) return make_uint4(0, 0, 0, 0);
+  return __ldg(reinterpret_cast<const uint4*>(a.x + t * a.hidden + k0));
+}
+// Stores every group from `first` on; the first one's x is `v_first`, loaded at the kernel's
+// start (load_x_group) so that its latency overlaps the router rows' loads instead of adding one
+// more to the chain of the blocks that copy x (at T = 1 only the first two).
+__device__ __forceinline__ void store_x_perm(const DecodeRouteArgs& a, int64_t first, int64_t stride, uint4 v_first) {
   const int64_t groups = static_cast<int64_t>(a.tokens) * (a.hidden_pad / 8);
   for (int64_t g = first; g < groups; g += stride) {
     const int64_t t = g / (a.hidden_pad / 8), k0 = (g % (a.hidden_pad / 8)) * 8;
-    uint4 out = make_uint4(0, 0, 0, 0);
-    if (t < a.valid && k0 < H) {
-      const uint4 v = __ldg(reinterpret_cast<const uint4*>(a.x + t * H + k0));
-      // Positions (3, 7), (2, 6), (1, 5), (0, 4) of permuted_element, as bf16 pairs.
-      out.x = __byte_perm(v.y, v.w, 0x7632);
-      out.y = __byte_perm(v.y, v.w, 0x5410);
-      out.z = __byte_perm(v.x, v.z, 0x7632);
-      out.w = __byte_perm(v.x, v.z, 0x5410);
-    }
+    const uint4 v = g == first ? v_first : load_x_group(a, g);
+    // Positions (3, 7), (2, 6), (1, 5), (0, 4) of permuted_element, as bf16 pairs.
+    uint4 out;
+    out.x = __byte_perm(v.y, v.w, 0x7632);
+    out.y = __byte_perm(v.y, v.w, 0x5410);
+    out.z = __byte_perm(v.x, v.z, 0x7632);
+    out.w = __byte_perm(v.x, v.z, 0x5410);
     *reinterpret_cast<uint4*>(a.x_perm + t * a.hidden_pad + k0) = out;
   }
 }
@@ -159,6 +168,11 @@ __global__ void __launch_bounds__(kThreads) decode_route_kernel(DecodeRouteArgs 
 #pragma unroll
   for (int i = 0; i < kDecodeRouteMaxTokens; ++i) acc[i] = 0.0f;
   const uint16_t* we = a.w + static_cast<int64_t>(e) * H;
+  // Loaded now, used after the dot products: each was one more memory latency on every
+  // block's chain (the bias) or on the x-copying blocks' (x's group).
+  const int64_t x_first = static_cast<int64_t>(e) * kThreads + threadIdx.x;
+  const uint4 x_group = load_x_group(a, x_first);
+  const float b = a.bias && threadIdx.x < T ? __uint_as_float(static_cast<uint32_t>(a.bias[e]) << 16) : 0.0f;
 #pragma unroll 2
   for (int k = k_begin + lane * 8; k < k_end; k += 32 * 8) {
     const uint4 wv = __ldg(reinterpret_cast<const uint4*>(we + k));
@@ -183,14 +197,13 @@ __global__ void __launch_bounds__(kThreads) decode_route_kernel(DecodeRouteArgs 
 #pragma unroll
     for (int i = 0; i < kDecodeRouteMaxTokens; ++i) partial[warp][i] = acc[i];
   }
-  store_x_perm(a, static_cast<int64_t>(e) * kThreads + threadIdx.x, static_cast<int64_t>(gridDim.x) * kThreads);
+  store_x_perm(a, x_first, static_cast<int64_t>(gridDim.x) * kThreads, x_group);
   __syncthreads();
   if (threadIdx.x < T) {
     const int t = threadIdx.x;
     float sum = 0.0f;
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) sum += partial[w][t];
-    const float b = a.bias ? __uint_as_float(static_cast<uint32_t>(a.bias[e]) << 16) : 0.0f;
     a.logits[static_cast<int64_t>(t) * a.experts + e] = t < a.valid ? sum + b : 0.0f;
     __threadfence();  // the stores are visible device-wide before this block arrives
   }
@@ -301,8 +314,8 @@ __global__ void __launch_bounds__(kClusterThreads) decode_route_cluster_kernel(D
       for (int i = 0; i < kDecodeRouteMaxTokens; ++i) partial[item][i] = acc[i];
     }
   }
-  store_x_perm(a, static_cast<int64_t>(rank) * kClusterThreads + threadIdx.x,
-               static_cast<int64_t>(ctas) * kClusterThreads);
+  const int64_t x_first = static_cast<int64_t>(rank) * kClusterThreads + threadIdx.x;
+  store_x_perm(a, x_first, static_cast<int64_t>(ctas) * kClusterThreads, load_x_group(a, x_first));
   __syncthreads();
   if (threadIdx.x < n * T) {
     const int j = threadIdx.x / T, t = threadIdx.x % T;

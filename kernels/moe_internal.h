@@ -123,9 +123,9 @@ struct DecodeArgs {
   // prologue (row tables; down: its first weight batch) overlaps the previous kernel's tail; each
   // waits (griddepcontrol.wait) before reading what that kernel writes. Same results either way.
   bool pdl = false;
-  // gate_up's rounds per load batch: 3 (2 blocks per SM), 2 (3 per SM) or 1 (4 per SM).
+  // gate_up's rounds per load batch: 3, 2 or 1 (8-warp blocks: 2, 3 or 4 per SM; 4-warp: 4, 6, 8).
   int gate_up_batch = 3;
-  int gate_up_warps = 8;  // K parts of a gate_up block: 8, or 12 (then 2 rounds per batch)
+  int gate_up_warps = 8;  // K parts of a gate_up block: 4, 8, or 12 (then 2 rounds per batch)
   // down with a block per (16 rows, token, pick) instead of per (16 rows, token): top_k times
   // the blocks; each pick's rows go to y [P, H] fp32 and the last of a row unit's picks to
   // arrive on counters [T, ceil(H / 16)] (zero between calls; it resets its counter) combines.

@@ -457,14 +457,16 @@ void BM_FusedMoeSeparatedNoPdlTwoLaunchRoute(benchmark::State& state) {
 }
 BENCHMARK(BM_FusedMoeSeparatedNoPdlTwoLaunchRoute)->ArgName("T")->Arg(1)->UseManualTime()->MinTime(0.3)->Unit(
     benchmark::kMillisecond);
-// The decode gate_up with 3, 2 or 1 K rounds per load batch (2, 3 or 4 blocks per SM).
+// The decode gate_up with 8-warp blocks (v19's automatic choice with 1 round per batch: 4
+// blocks per SM), 3, 2 or 1 K rounds per load batch (2, 3 or 4 blocks per SM).
 void BM_FusedMoeSeparatedDecodeBatch(benchmark::State& state) {
   gpu::FusedMoeOptions opt;
+  opt.decode_warps = 8;
   opt.decode_batch = static_cast<int>(state.range(1));
   run_moe(state, layout::GateMode::Separated, opt);
 }
-BENCHMARK(BM_FusedMoeSeparatedDecodeBatch)->ArgNames({"T", "batch"})->Args({1, 3})->Args({1, 2})->UseManualTime()
-    ->MinTime(0.3)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_FusedMoeSeparatedDecodeBatch)->ArgNames({"T", "batch"})->Args({1, 3})->Args({1, 2})->Args({1, 1})
+    ->UseManualTime()->MinTime(0.3)->Unit(benchmark::kMillisecond);
 // The decode down with a block per (16 rows, token) (v10-decode's) instead of per pick.
 void BM_FusedMoeSeparatedDecodeDownPerToken(benchmark::State& state) {
   gpu::FusedMoeOptions opt;
@@ -481,6 +483,16 @@ void BM_FusedMoeSeparatedDecodeGateUp12Warps(benchmark::State& state) {
 }
 BENCHMARK(BM_FusedMoeSeparatedDecodeGateUp12Warps)->ArgName("T")->Arg(1)->UseManualTime()->MinTime(0.3)->Unit(
     benchmark::kMillisecond);
+// The decode gate_up with 4-warp blocks, 1 or 3 rounds per batch (8 or 4 blocks per SM; 2, the
+// automatic choice, is BM_FusedMoeSeparated).
+void BM_FusedMoeSeparatedDecodeGateUp4Warps(benchmark::State& state) {
+  gpu::FusedMoeOptions opt;
+  opt.decode_warps = 4;
+  opt.decode_batch = static_cast<int>(state.range(1));
+  run_moe(state, layout::GateMode::Separated, opt);
+}
+BENCHMARK(BM_FusedMoeSeparatedDecodeGateUp4Warps)->ArgNames({"T", "batch"})->Args({1, 1})->Args({1, 3})
+    ->UseManualTime()->MinTime(0.3)->Unit(benchmark::kMillisecond);
 // The per-pick decode down with 4-warp blocks (8 per SM: one wave at T = 1).
 void BM_FusedMoeSeparatedDecodeDown4Warps(benchmark::State& state) {
   gpu::FusedMoeOptions opt;
@@ -515,6 +527,7 @@ void BM_FusedMoeSeparatedDecodeV10(benchmark::State& state) {
   gpu::FusedMoeOptions opt;
   opt.fused_route = 0;
   opt.pdl = 0;
+  opt.decode_warps = 8;
   opt.decode_batch = 3;
   opt.decode_down = 1;
   run_moe(state, layout::GateMode::Separated, opt);

@@ -228,6 +228,36 @@ TEST_F(FusedMoeDecode, OtherTopKShapesScalesAndBatches) {
   }
 }
 
+// The gate_up with 4-warp blocks (decode_warps 4): K 608 is 5 rounds, so warps 0 and 1 take two,
+// warp 2 one and warp 3 none; 1, 2 and 3 rounds per batch, the two-multiply scales, a padding
+// token. The same per-lane sums in the same order for every batch: the same bits.
+TEST_F(FusedMoeDecode, FourWarpGateUpMatchesTheReferencesInEveryBatch) {
+  for (GateMode mode : {GateMode::Separated, GateMode::Interleave}) {
+    for (int scale_hi : {125, 131}) {
+      const Layer l = make_layer(kWide, mode, 190 + scale_hi, scale_hi > 128 ? 120 : 122, scale_hi);
+      reference::RouterConfig rc;
+      rc.top_k = 4;
+      auto x = moe_testing::random_activations(2, kWide.H, 191);
+      if (scale_hi > 128) {
+        for (auto& v : x) v = float_to_bf16(bf16_to_float(v) * 0.01f);  // keep products in range
+      }
+      FusedMoeOptions o = decode_on();
+      o.decode_warps = 4;
+      std::vector<float> first;
+      for (int batch : {1, 2, 3}) {
+        o.decode_batch = batch;
+        const auto outs = run_calls(l, rc, ActivationParams{}, x, 2, 1, o, 2);
+        const std::string what = std::string(mode_name(mode)) + " decode_warps 4 batch " + std::to_string(batch) +
+                                 " scales .." + std::to_string(scale_hi);
+        expect_matches(outs[0], l, rc, ActivationParams{}, x, 2, 1, what);
+        EXPECT_EQ(std::memcmp(outs[1].data(), outs[0].data(), outs[0].size() * 4), 0) << what << ": repeated call";
+        if (first.empty()) first = outs[0];
+        EXPECT_EQ(std::memcmp(outs[0].data(), first.data(), first.size() * 4), 0) << what << " vs batch 1";
+      }
+    }
+  }
+}
+
 // The decode kernels skip the padding (K past H and I, rows past I and H): with NaN scale codes
 // (255) on every padded group the output keeps its bits, while the small-batch kernels, which
 // read the padding, come out NaN (so the poison is where a reader of the padding meets it).

@@ -328,7 +328,10 @@ TEST_F(FusedMoeRoute, GraphReplaysAndProgrammaticLaunchesAreBitwiseThePlainForwa
 }
 
 // The decode gate_up with 1, 2 or 3 K rounds per load batch: the same per-lane sums in the same
-// order, so the same bits, and the CPU kernel-layout MoE's result; with 12 warps, that result.
+// order, so the same bits, and the CPU kernel-layout MoE's result, with 4 (automatic) and 8
+// warps (K is one round here, so warp 0 alone sums: the same bits for both; the K split of 4
+// warps is FusedMoeDecode.FourWarpGateUpMatchesTheReferencesInEveryBatch's); with 12 warps,
+// that result.
 TEST_F(FusedMoeRoute, DecodeGateUpBatchesGiveTheSameBits) {
   make(506);
   const auto x = moe_testing::random_activations(1, kH, 1100);
@@ -337,11 +340,16 @@ TEST_F(FusedMoeRoute, DecodeGateUpBatchesGiveTheSameBits) {
   const reference::MoeOutput cpu =
       reference::moe_forward_kernel_layout_cpu(l.kr.view(), l.src.router(), rc, ActivationParams{}, x.data(), 1, 1);
   EXPECT_LT(moe_testing::rel_err(automatic.out, cpu.out), testing::kKernelLayoutTolerance);
-  for (int batch : {1, 2, 3}) {
-    o.decode_batch = batch;
-    const Result r = run(layer, router, x, 1, 1, o);
-    EXPECT_EQ(std::memcmp(r.out.data(), automatic.out.data(), r.out.size() * 4), 0) << "decode_batch " << batch;
+  for (int warps : {0, 4, 8}) {
+    o.decode_warps = warps;
+    for (int batch : {1, 2, 3}) {
+      o.decode_batch = batch;
+      const Result r = run(layer, router, x, 1, 1, o);
+      EXPECT_EQ(std::memcmp(r.out.data(), automatic.out.data(), r.out.size() * 4), 0)
+          << "decode_warps " << warps << ", decode_batch " << batch;
+    }
   }
+  o.decode_warps = 0;
   // 12 K parts: other fp32 sums, the CPU's result; repeated calls bitwise.
   FusedMoeOptions twelve = options(-1, -1, 1);
   twelve.decode_warps = 12;
