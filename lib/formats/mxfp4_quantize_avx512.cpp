@@ -87,13 +87,18 @@ int64_t quantize_bf16_rows(const uint16_t* src, int64_t rows, int64_t k, const M
                            uint8_t* scales, Sums* sums) {
   const int64_t blocks = k / kBlock;
   const BoundaryTable& table = boundary_table();
-  const __m512i abs_mask = _mm512_set1_epi16(0x7fff), eight = _mm512_set1_epi16(8), one = _mm512_set1_epi16(1),
-                zero = _mm512_setzero_si512(), low5 = _mm512_set1_epi16(31),
+  const __m512i abs_mask = _mm512_set1_epi16(0x7fff), eight = pinned(_mm512_set1_epi16(8)),
+                one = _mm512_set1_epi16(1), zero = _mm512_setzero_si512(), low5 = _mm512_set1_epi16(31),
                 interior = _mm512_load_si512(kInteriorCode), on_boundary = _mm512_load_si512(kOnBoundaryCode),
-                high = pinned(_mm512_set1_epi32(static_cast<int32_t>(0xffff0000u)));
+                high = pinned(_mm512_set1_epi32(static_cast<int32_t>(0xffff0000u))),
+                nibbles = pinned(_mm512_set1_epi32(0x00100001));
+  // Locals: a store through a uint8_t pointer may alias the layout, which would then be loaded
+  // again for every block.
+  const int64_t row_stride = codes.row_stride, block_stride = codes.block_stride;
   RowSums row_sums;
   for (int64_t r = 0; r < rows; ++r) {
     if (kMeasure) row_sums.clear();
+    uint8_t* const code_row = codes.data + r * row_stride;
     for (int64_t blk = r * blocks; blk < (r + 1) * blocks; ++blk) {
       const __m512i x = _mm512_loadu_si512(src + blk * kBlock);
       const __m512i a = _mm512_and_si512(x, abs_mask);
@@ -117,9 +122,10 @@ int64_t quantize_bf16_rows(const uint16_t* src, int64_t rows, int64_t k, const M
           c = _mm512_mask_add_epi16(c, _mm512_cmpgt_epi16_mask(a, _mm512_set1_epi16(boundary[i])), c, one);
       }
       const __m512i s = _mm512_or_si512(c, _mm512_and_si512(_mm512_srli_epi16(x, 12), eight));
-      // Each 32-bit lane holds two codes; its low byte gets both nibbles, and vpmovdb keeps it.
-      const __m512i pairs = _mm512_or_si512(s, _mm512_srli_epi32(s, 12));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(code_block(codes, r, blk - r * blocks)),
+      // Each 32-bit lane holds two codes; one multiply-add puts both nibbles into its low byte
+      // (even + 16 * odd), and vpmovdb keeps it.
+      const __m512i pairs = _mm512_madd_epi16(s, nibbles);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(code_row + (blk - r * blocks) * block_stride),
                        _mm512_cvtepi32_epi8(pairs));
       if (kMeasure) {
         // The dequantized values as bf16 patterns in the lanes of their elements (vpermw reads
