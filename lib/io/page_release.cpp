@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 
 namespace moeprep::io {
@@ -14,6 +15,16 @@ void release_mapped_pages(ByteView range) {
   if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
+void release_mapped_pages_around(ByteView range, ByteView mapping) {
+  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+  const uintptr_t first = reinterpret_cast<uintptr_t>(mapping.data);
+  const uintptr_t last = first + mapping.size;
+  const uintptr_t begin = std::max(first, reinterpret_cast<uintptr_t>(range.data) / kHuge * kHuge);
+  const uintptr_t end =
+      std::min(last, (reinterpret_cast<uintptr_t>(range.data) + range.size + kHuge - 1) / kHuge * kHuge);
+  if (range.size > 0 && end > begin) release_mapped_pages({reinterpret_cast<const uint8_t*>(begin), end - begin});
+}
+
 void populate_mapped_pages(ByteView range) {
 #ifdef MADV_POPULATE_READ
   static const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
@@ -22,6 +33,18 @@ void populate_mapped_pages(ByteView range) {
   if (range.size > 0) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_READ);
 #else
   (void)range;
+#endif
+}
+
+void advise_huge_pages(void* data, size_t size) {
+#ifdef MADV_HUGEPAGE
+  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + kHuge - 1) / kHuge * kHuge;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + size) / kHuge * kHuge;
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+#else
+  (void)data;
+  (void)size;
 #endif
 }
 

@@ -10,10 +10,25 @@ namespace moeprep::io {
 // are no longer needed. Pages only partly inside the range are kept. Never fails: it is advice.
 void release_mapped_pages(ByteView range);
 
+// The same for a range read once, widened to the 2 MiB-aligned pages around it, within
+// `mapping` (the whole mapped file that holds it): where the kernel maps the file's page cache
+// with huge pages, releasing part of one splits it (a TLB flush of every CPU running the
+// process, ~5% of a quantizing convert's CPU on 2 cores), releasing all of it does not. Bytes
+// of the neighbours that go too are read back from the page cache if they are read again; for
+// expert tensors released as each expert is done, that is a neighbour not read yet, at worst
+// one fault per 2 MiB.
+void release_mapped_pages_around(ByteView range, ByteView mapping);
+
 // Maps the pages of [data, data + size) of a read-only file mapping in one call
 // (MADV_POPULATE_READ) instead of one page fault per few pages as they are first read. Advice
 // too: on kernels without it, or on a file truncated meanwhile, it does nothing and the reads
 // fault as usual (where the SIGBUS guard reports a truncation).
 void populate_mapped_pages(ByteView range);
+
+// Asks for transparent huge pages (MADV_HUGEPAGE) on the whole 2 MiB pages inside
+// [data, data + size) of fresh anonymous memory, before it is first written: a large buffer
+// then takes one page fault per 2 MiB instead of one per 4 KiB. Advice: where THP is off or
+// the range holds no whole huge page, nothing changes.
+void advise_huge_pages(void* data, size_t size);
 
 }  // namespace moeprep::io

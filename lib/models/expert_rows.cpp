@@ -36,6 +36,9 @@ uint8_t* ScaleHandoff::slot(int64_t expert, int64_t experts, size_t per) {
   if (expert < 0 || expert >= experts) throw_internal("scale hand-off: expert " + std::to_string(expert) + " of " +
                                                      std::to_string(experts));
   if (buffer_.empty()) {
+    // Megabytes of fresh memory: huge pages spare a page fault per 4 KiB.
+    buffer_.reserve(static_cast<size_t>(experts) * per);
+    io::advise_huge_pages(buffer_.data(), buffer_.capacity());
     buffer_.resize(static_cast<size_t>(experts) * per);
     kept_.assign(static_cast<size_t>(experts), 0);
     per_ = per;
@@ -137,7 +140,8 @@ ExpertRowsPtr stacked_bf16_rows(const io::Checkpoint& c, const std::vector<std::
     return runs;
   };
   m->release = [&c, located](int64_t e) {
-    for (const io::LocatedTensor* t : located[static_cast<size_t>(e)]) io::release_mapped_pages(c.data(*t));
+    for (const io::LocatedTensor* t : located[static_cast<size_t>(e)])
+      io::release_mapped_pages_around(c.data(*t), t->file->whole_file());
   };
   m->expert_tensors = [&c, located, names = parts](int64_t e) {
     std::vector<std::pair<const std::string*, io::ByteView>> out;
@@ -201,7 +205,8 @@ ExpertRowsPtr stacked_fp8_rows(const io::Checkpoint& c, const std::vector<std::v
     }
   };
   m->release = [&c, located](int64_t e) {
-    for (const Part& p : located[static_cast<size_t>(e)]) io::release_mapped_pages(c.data(*p.weight));
+    for (const Part& p : located[static_cast<size_t>(e)])
+      io::release_mapped_pages_around(c.data(*p.weight), p.weight->file->whole_file());
   };
   // The weights and their block scales, in the order of `tensors`. A scale tensor could in
   // principle be named for two experts; such a checkpoint keeps the executor's own hashing.
@@ -243,7 +248,7 @@ ExpertRowsPtr sliced_bf16_rows(const io::Checkpoint& c, const std::string& name,
     return std::vector<Bf16Run>{{reinterpret_cast<const uint16_t*>(p), rows, &name}};
   };
   m->release = [&c, t, per](int64_t e) {
-    io::release_mapped_pages({c.data(*t).data + per * static_cast<uint64_t>(e), per});
+    io::release_mapped_pages_around({c.data(*t).data + per * static_cast<uint64_t>(e), per}, t->file->whole_file());
   };
   return m;
 }
@@ -272,7 +277,7 @@ ExpertRowsPtr transposed_bf16_rows(const io::Checkpoint& c, const std::string& n
   };
   const uint64_t per = static_cast<uint64_t>(rows * cols) * 2;
   m->release = [&c, t, per](int64_t e) {
-    io::release_mapped_pages({c.data(*t).data + per * static_cast<uint64_t>(e), per});
+    io::release_mapped_pages_around({c.data(*t).data + per * static_cast<uint64_t>(e), per}, t->file->whole_file());
   };
   return m;
 }
