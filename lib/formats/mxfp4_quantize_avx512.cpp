@@ -106,16 +106,18 @@ int64_t quantize_bf16_rows(const uint16_t* src, int64_t rows, int64_t k, const M
       if (amax >= 0x7f80) return blk;
       const uint8_t scale = scale_code(amax, amax >> 7);
       scales[blk] = scale;
-      const int16_t* boundary = table.by_code[scale].bf16;
+      const uint16_t* dequantized_row = table.dequantized_bf16[scale];
       __m512i c;
       if (scale >= kFirstNormalScale) {
-        // t = |x| - 0.25 * 2^X as bit patterns, saturating at 0: boundary[0] is that bound,
-        // exact; t / 32 (< 20) picks the code from two tables.
-        const __m512i t = _mm512_subs_epu16(a, _mm512_set1_epi16(boundary[0]));
+        // t = |x| - 0.25 * 2^X as bit patterns, saturating at 0: the lowest boundary (kept
+        // beside the dequantized values) is that bound, exact; t / 32 (< 20) picks the code
+        // from two tables.
+        const __m512i t = _mm512_subs_epu16(a, _mm512_set1_epi16(static_cast<int16_t>(dequantized_row[8])));
         const __m512i q = _mm512_srli_epi16(t, 5);
         c = _mm512_mask_permutexvar_epi16(_mm512_permutexvar_epi16(q, interior), _mm512_testn_epi16_mask(t, low5),
                                           q, on_boundary);
       } else {
+        const int16_t* boundary = table.by_code[scale].bf16;
         c = zero;
         #pragma GCC unroll 7
         for (int i = 0; i < 7; ++i)
@@ -131,7 +133,7 @@ int64_t quantize_bf16_rows(const uint16_t* src, int64_t rows, int64_t k, const M
         // The dequantized values as bf16 patterns in the lanes of their elements (vpermw reads
         // only lanes 0..7), made floats as the magnitudes are.
         const __m512i dequantized = _mm512_permutexvar_epi16(
-            c, _mm512_castsi128_si512(_mm_load_si128(reinterpret_cast<const __m128i*>(table.dequantized_bf16[scale]))));
+            c, _mm512_castsi128_si512(_mm_load_si128(reinterpret_cast<const __m128i*>(dequantized_row))));
         row_sums.add(0, _mm512_castsi512_ps(_mm512_slli_epi32(dequantized, 16)),
                      _mm512_castsi512_ps(_mm512_slli_epi32(a, 16)));
         row_sums.add(1, _mm512_castsi512_ps(_mm512_and_si512(dequantized, high)),
