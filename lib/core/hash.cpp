@@ -1,8 +1,10 @@
 #include "core/hash.h"
 
 #include <cstdio>
+#include <cstring>
 #include <new>
 
+#include "core/error.h"
 #include "core/simd_level.h"
 #include "core/hash_variant.h"
 
@@ -62,5 +64,35 @@ std::string Xxh3Hasher::hex_digest() const {
 }
 
 std::string xxh3_128_hex(const void* data, size_t size) { return to_hex(functions().oneshot(data, size)); }
+
+// XXH3_hashLong_128b_internal of xxhash.h with the default secret, cut at its stripes.
+Xxh3StripeHash::Xxh3StripeHash(uint64_t length) : acc_ XXH3_INIT_ACC, length_(length) {
+  if (!fits(length)) throw_internal("Xxh3StripeHash: " + std::to_string(length) + " bytes");
+}
+
+const uint8_t* Xxh3StripeHash::secret() { return XXH3_kSecret; }
+
+void Xxh3StripeHash::accumulate(const void* data, int64_t first, int64_t count) {
+  if (first < 0 || count < 0 || first + count > regular_stripes())
+    throw_internal("Xxh3StripeHash: stripes [" + std::to_string(first) + ", " + std::to_string(first + count) +
+                   ") of " + std::to_string(regular_stripes()));
+  const auto* p = static_cast<const uint8_t*>(data);
+  for (int64_t s = first; s < first + count; ++s, p += XXH_STRIPE_LEN) {
+    XXH3_accumulate_512_scalar(acc_, p, XXH3_kSecret + (s % 16) * XXH_SECRET_CONSUME_RATE);
+    if (s % 16 == 15) XXH3_scrambleAcc_scalar(acc_, XXH3_kSecret + sizeof(XXH3_kSecret) - XXH_STRIPE_LEN);
+  }
+}
+
+std::string Xxh3StripeHash::hex_digest(const void* last_stripe) const {
+  alignas(64) uint64_t acc[8];
+  std::memcpy(acc, acc_, sizeof acc);
+  XXH3_accumulate_512_scalar(acc, last_stripe,
+                             XXH3_kSecret + sizeof(XXH3_kSecret) - XXH_STRIPE_LEN - XXH_SECRET_LASTACC_START);
+  xxh3_variant::Digest d;
+  d.low = XXH3_mergeAccs(acc, XXH3_kSecret + XXH_SECRET_MERGEACCS_START, length_ * XXH_PRIME64_1);
+  d.high = XXH3_mergeAccs(acc, XXH3_kSecret + sizeof(XXH3_kSecret) - sizeof(acc) - XXH_SECRET_MERGEACCS_START,
+                          ~(length_ * XXH_PRIME64_2));
+  return to_hex(d);
+}
 
 }  // namespace moeprep

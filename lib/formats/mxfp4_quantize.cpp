@@ -1,10 +1,12 @@
 #include "formats/mxfp4_quantize.h"
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstring>
 
 #include "core/error.h"
+#include "core/hash.h"
 #include "core/simd_level.h"
 #include "formats/bf16.h"
 #include "formats/mxfp4_quantize_kernels.h"
@@ -221,7 +223,7 @@ int64_t scales_f32(const float* src, int64_t rows, int64_t k, uint8_t* scales) {
 }  // namespace
 
 const Kernels& baseline_kernels() {
-  static const Kernels k{quantize_bf16, quantize_f32, scales_bf16, scales_f32};
+  static const Kernels k{quantize_bf16, quantize_f32, scales_bf16, scales_f32, nullptr};
   return k;
 }
 
@@ -359,6 +361,26 @@ void quantize_mxfp4_rows_bf16_measured(const uint16_t* src, int64_t rows, int64_
   throw_if_bad(src, k, kernels().quantize_bf16(src, rows, k, codes, scales, &s), context);
   sums = to_public(s);
 }
+
+void quantize_mxfp4_rows_bf16_measured(const uint16_t* src, int64_t rows, int64_t k, const Mxfp4CodeLayout& codes,
+                                       uint8_t* scales, const std::string& context, Mxfp4ErrorSums& sums,
+                                       Xxh3StripeHash& hash, int64_t first_stripe) {
+  check_shape(rows, k, context);
+  const int64_t hashed = std::clamp<int64_t>(hash.regular_stripes() - first_stripe, 0, rows * (k / kBlock));
+  Sums s{sums.error, sums.reference};
+  if (kernels().quantize_bf16_hashed) {
+    throw_if_bad(src, k,
+                 kernels().quantize_bf16_hashed(src, rows, k, codes, scales, &s, hash.accumulators(), first_stripe,
+                                                hashed),
+                 context);
+  } else {
+    throw_if_bad(src, k, kernels().quantize_bf16(src, rows, k, codes, scales, &s), context);
+    hash.accumulate(src, first_stripe, hashed);
+  }
+  sums = to_public(s);
+}
+
+bool mxfp4_quantizer_hashes_in_pass() { return kernels().quantize_bf16_hashed != nullptr; }
 
 Mxfp4ErrorSums mxfp4_error_sums(const uint16_t* bf16_src, const uint8_t* codes, const uint8_t* scales,
                                 int64_t rows, int64_t k) {

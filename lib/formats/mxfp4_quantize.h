@@ -4,6 +4,8 @@
 
 namespace moeprep {
 
+class Xxh3StripeHash;  // core/hash.h
+
 // MXFP4 quantization following the conversion the OCP Microscaling Formats (MX) v1.0
 // specification recommends for FP32 input:
 //
@@ -72,6 +74,16 @@ void quantize_mxfp4_rows_measured(const float* src, int64_t rows, int64_t k, con
                                   uint8_t* scales, const std::string& context, Mxfp4ErrorSums& sums);
 void quantize_mxfp4_rows_bf16_measured(const uint16_t* src, int64_t rows, int64_t k, const Mxfp4CodeLayout& codes,
                                        uint8_t* scales, const std::string& context, Mxfp4ErrorSums& sums);
+
+// The bf16 _measured quantizer that also hashes its rows (rows * k * 2 bytes) as XXH3 stripes
+// first_stripe, first_stripe + 1, ... of `hash` (core/hash.h; a block of 32 elements is one
+// stripe), up to hash.regular_stripes(): the tensor's bytes hashed without a pass of their own.
+// Where the loops in use cannot (mxfp4_quantizer_hashes_in_pass() false), the stripes are
+// accumulated after quantizing, portably and slowly; the digest is the same either way.
+void quantize_mxfp4_rows_bf16_measured(const uint16_t* src, int64_t rows, int64_t k, const Mxfp4CodeLayout& codes,
+                                       uint8_t* scales, const std::string& context, Mxfp4ErrorSums& sums,
+                                       Xxh3StripeHash& hash, int64_t first_stripe);
+bool mxfp4_quantizer_hashes_in_pass();
 
 // The error of codes and scales that quantize_mxfp4_rows(_bf16) wrote for `src`, measured in
 // a separate pass: the same sums as the _measured quantizers give (the reference for them).

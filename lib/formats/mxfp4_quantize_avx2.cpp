@@ -221,7 +221,7 @@ int64_t scales_f32(const float* src, int64_t rows, int64_t k, uint8_t* scales) {
 }  // namespace
 
 const Kernels& avx2_kernels() {
-  static const Kernels k{quantize_bf16, quantize_f32, scales_bf16, scales_f32};
+  static const Kernels k{quantize_bf16, quantize_f32, scales_bf16, scales_f32, nullptr};
   return k;
 }
 

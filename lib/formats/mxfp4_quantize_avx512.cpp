@@ -4,6 +4,8 @@
 // rules and summation order as the portable loops (mxfp4_quantize_kernels.h).
 #include "formats/mxfp4_quantize_kernels.h"
 
+#include "core/hash.h"
+
 #if defined(MOEPREP_X86_SIMD) && defined(__AVX512F__) && defined(__AVX512BW__)
 // GCC 12's avx512fintrin.h trips its own uninitialized-value warnings (_mm512_undefined_*,
 // GCC bug 105593) in the reductions and extracts used here.
@@ -82,9 +84,31 @@ constexpr int kFirstNormalScale = 3;
 alignas(64) constexpr int16_t kInteriorCode[32] = {1, 1, 1, 1, 1, 1, 2, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 7};
 alignas(64) constexpr int16_t kOnBoundaryCode[32] = {0, 1, 1, 1, 1, 1, 2, 2, 2, 2, 3, 4, 4, 4, 5, 6, 6, 6, 7, 7};
 
-template <bool kMeasure>
+// XXH3's stripe accumulation and scramble (xxhash.h, XXH3_accumulate_512_avx512 and
+// XXH3_scrambleAcc_avx512) on a stripe already in a register.
+inline __m512i xxh3_accumulate(__m512i acc, __m512i data, const uint8_t* key) {
+  const __m512i data_key = _mm512_xor_si512(data, _mm512_loadu_si512(key));
+  const __m512i product =
+      _mm512_mul_epu32(data_key, _mm512_shuffle_epi32(data_key, static_cast<_MM_PERM_ENUM>(_MM_SHUFFLE(0, 3, 0, 1))));
+  const __m512i swapped = _mm512_shuffle_epi32(data, static_cast<_MM_PERM_ENUM>(_MM_SHUFFLE(1, 0, 3, 2)));
+  return _mm512_add_epi64(product, _mm512_add_epi64(acc, swapped));
+}
+inline __m512i xxh3_scramble(__m512i acc, const uint8_t* key) {
+  const __m512i prime32 = _mm512_set1_epi32(static_cast<int>(0x9E3779B1u));  // XXH_PRIME32_1
+  const __m512i data_key = _mm512_xor_si512(_mm512_xor_si512(acc, _mm512_srli_epi64(acc, 47)), _mm512_loadu_si512(key));
+  const __m512i high = _mm512_shuffle_epi32(data_key, static_cast<_MM_PERM_ENUM>(_MM_SHUFFLE(0, 3, 0, 1)));
+  return _mm512_add_epi64(_mm512_mul_epu32(data_key, prime32), _mm512_slli_epi64(_mm512_mul_epu32(high, prime32), 32));
+}
+
+// The source's XXH3 stripes, when the caller hashes them in this pass (kHash).
+struct StripeHash {
+  uint64_t* acc = nullptr;
+  int64_t first_stripe = 0, hashed = 0;
+};
+
+template <bool kMeasure, bool kHash = false>
 int64_t quantize_bf16_rows(const uint16_t* src, int64_t rows, int64_t k, const Mxfp4CodeLayout& codes,
-                           uint8_t* scales, Sums* sums) {
+                           uint8_t* scales, Sums* sums, const StripeHash& stripes = {}) {
   const int64_t blocks = k / kBlock;
   const BoundaryTable& table = boundary_table();
   const __m512i abs_mask = _mm512_set1_epi16(0x7fff), eight = pinned(_mm512_set1_epi16(8)),
@@ -96,14 +120,26 @@ int64_t quantize_bf16_rows(const uint16_t* src, int64_t rows, int64_t k, const M
   // again for every block.
   const int64_t row_stride = codes.row_stride, block_stride = codes.block_stride;
   RowSums row_sums;
+  const uint8_t* const secret = Xxh3StripeHash::secret();
+  __m512i hash_acc = kHash ? _mm512_load_si512(stripes.acc) : _mm512_setzero_si512();
   for (int64_t r = 0; r < rows; ++r) {
     if (kMeasure) row_sums.clear();
     uint8_t* const code_row = codes.data + r * row_stride;
     for (int64_t blk = r * blocks; blk < (r + 1) * blocks; ++blk) {
       const __m512i x = _mm512_loadu_si512(src + blk * kBlock);
+      if (kHash && blk < stripes.hashed) {
+        // Costs the loop next to nothing (quantize_bench: +1%), where hashing the rows in a
+        // pass of their own took ~8% of the quantizing convert's CPU.
+        const int64_t s = (stripes.first_stripe + blk) % 16;
+        hash_acc = xxh3_accumulate(hash_acc, x, secret + s * 8);
+        if (s == 15) hash_acc = xxh3_scramble(hash_acc, secret + 128);
+      }
       const __m512i a = _mm512_and_si512(x, abs_mask);
       const uint32_t amax = max_u15(a);
-      if (amax >= 0x7f80) return blk;
+      if (amax >= 0x7f80) {
+        if (kHash) _mm512_store_si512(stripes.acc, hash_acc);
+        return blk;
+      }
       const uint8_t scale = scale_code(amax, amax >> 7);
       scales[blk] = scale;
       const uint16_t* dequantized_row = table.dequantized_bf16[scale];
@@ -142,6 +178,7 @@ int64_t quantize_bf16_rows(const uint16_t* src, int64_t rows, int64_t k, const M
     }
     if (kMeasure) row_sums.finish(kBf16Order, sums);
   }
+  if (kHash) _mm512_store_si512(stripes.acc, hash_acc);
   return -1;
 }
 
@@ -149,6 +186,11 @@ int64_t quantize_bf16(const uint16_t* src, int64_t rows, int64_t k, const Mxfp4C
                       Sums* sums) {
   return sums ? quantize_bf16_rows<true>(src, rows, k, codes, scales, sums)
               : quantize_bf16_rows<false>(src, rows, k, codes, scales, nullptr);
+}
+
+int64_t quantize_bf16_hashed(const uint16_t* src, int64_t rows, int64_t k, const Mxfp4CodeLayout& codes,
+                             uint8_t* scales, Sums* sums, uint64_t* acc, int64_t first_stripe, int64_t hashed) {
+  return quantize_bf16_rows<true, true>(src, rows, k, codes, scales, sums, StripeHash{acc, first_stripe, hashed});
 }
 
 template <bool kMeasure>
@@ -227,7 +269,7 @@ int64_t scales_f32(const float* src, int64_t rows, int64_t k, uint8_t* scales) {
 }  // namespace
 
 const Kernels& avx512_kernels() {
-  static const Kernels k{quantize_bf16, quantize_f32, scales_bf16, scales_f32};
+  static const Kernels k{quantize_bf16, quantize_f32, scales_bf16, scales_f32, quantize_bf16_hashed};
   return k;
 }
 

@@ -60,30 +60,56 @@ struct QuantizeScratch {
   std::vector<float> f32;
 };
 
+// How a run's rows are hashed while quantized: as XXH3 stripes inside the quantizer's loop
+// where it can (`stripes`), else 64 KiB at a time right after those rows were quantized, while
+// they are in the cache (`chunks`; a separate pass would read them from memory again).
+struct RunHash {
+  Xxh3StripeHash* stripes = nullptr;
+  Xxh3Hasher* chunks = nullptr;
+};
+
 // Quantizes `rows` rows of `k` starting at row `row` of the expert, whose codes go through `to`.
-// With `hash`, it also hashes the rows, a few at a time right after quantizing them, while
-// they are in the cache (a separate pass reads them from memory again).
 template <class Source>
 void quantize_rows_to(const Source* src, int64_t row, int64_t rows, int64_t k,
                       const std::function<CodeRowSpan(int64_t row)>& to, uint8_t* scales, const std::string& context,
-                      Mxfp4ErrorSums& sums, Xxh3Hasher* hash = nullptr) {
+                      Mxfp4ErrorSums& sums, RunHash hash = {}) {
   constexpr int64_t kHashedBytes = 64 << 10;
   const int64_t row_bytes = k * static_cast<int64_t>(sizeof(Source));
-  const int64_t most = hash ? std::max<int64_t>(1, kHashedBytes / row_bytes) : rows;
+  const int64_t most = hash.chunks ? std::max<int64_t>(1, kHashedBytes / row_bytes) : rows;
   for (int64_t done = 0; done < rows;) {
     const CodeRowSpan span = to(row + done);
     if (span.rows <= 0) throw_internal(context + ": code destination of no rows");
     const int64_t n = std::min({span.rows, rows - done, most});
     const Mxfp4CodeLayout layout{span.data, span.row_stride, span.block_stride};
+    uint8_t* const span_scales = scales + (row + done) * (k / kBlock);
     if constexpr (sizeof(Source) == 2) {
-      quantize_mxfp4_rows_bf16_measured(src + done * k, n, k, layout, scales + (row + done) * (k / kBlock), context,
-                                        sums);
+      if (hash.stripes) {
+        quantize_mxfp4_rows_bf16_measured(src + done * k, n, k, layout, span_scales, context, sums, *hash.stripes,
+                                          done * (k / kBlock));
+      } else {
+        quantize_mxfp4_rows_bf16_measured(src + done * k, n, k, layout, span_scales, context, sums);
+      }
     } else {
-      quantize_mxfp4_rows_measured(src + done * k, n, k, layout, scales + (row + done) * (k / kBlock), context, sums);
+      quantize_mxfp4_rows_measured(src + done * k, n, k, layout, span_scales, context, sums);
     }
-    if (hash) hash->update(src + done * k, static_cast<size_t>(n * row_bytes));
+    if (hash.chunks) hash.chunks->update(src + done * k, static_cast<size_t>(n * row_bytes));
     done += n;
   }
+}
+
+// Quantizes a run that is one whole tensor of the expert and returns that tensor's digest.
+std::string quantize_and_hash_run(const Bf16Run& run, int64_t row, int64_t k,
+                                  const std::function<CodeRowSpan(int64_t row)>& to, uint8_t* scales,
+                                  Mxfp4ErrorSums& sums) {
+  const uint64_t bytes = static_cast<uint64_t>(run.rows * k) * 2;
+  if (mxfp4_quantizer_hashes_in_pass() && Xxh3StripeHash::fits(bytes)) {
+    Xxh3StripeHash stripes(bytes);
+    quantize_rows_to(run.data, row, run.rows, k, to, scales, *run.name, sums, RunHash{&stripes, nullptr});
+    return stripes.hex_digest(run.data + run.rows * k - kBlock);
+  }
+  Xxh3Hasher chunks;
+  quantize_rows_to(run.data, row, run.rows, k, to, scales, *run.name, sums, RunHash{nullptr, &chunks});
+  return chunks.hex_digest();
 }
 
 // The expert's own tensor that `run` is, whole and not hashed yet (else null): hashed while
@@ -123,10 +149,11 @@ void quantize_expert(const ExpertRows& m, int64_t e, const std::function<CodeRow
     const ExpertTensorList own = m.expert_tensors && m.digests ? m.expert_tensors(e) : ExpertTensorList{};
     int64_t row = 0;
     for (const Bf16Run& run : bf16_runs(m, e, scratch.bf16, label)) {
-      const std::string* hashed = tensor_hashed_in_pass(m, own, run);
-      Xxh3Hasher hash;
-      quantize_rows_to(run.data, row, run.rows, m.cols, to, scales, *run.name, se, hashed ? &hash : nullptr);
-      if (hashed) m.digests->put(*hashed, hash.hex_digest());
+      if (const std::string* hashed = tensor_hashed_in_pass(m, own, run)) {
+        m.digests->put(*hashed, quantize_and_hash_run(run, row, m.cols, to, scales, se));
+      } else {
+        quantize_rows_to(run.data, row, run.rows, m.cols, to, scales, *run.name, se);
+      }
       row += run.rows;
     }
   }

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "core/hash.h"
 #include "core/simd_level.h"
 
@@ -95,4 +96,24 @@ TEST(SimdLevel, NamesAndTheEnvironmentCap) {
   EXPECT_EQ(cap_simd_level(SimdLevel::Baseline), cpu_simd_level());
   EXPECT_EQ(simd_level(), SimdLevel::Baseline);
   cap_simd_level(before);
+}
+
+TEST(Xxh3, StripesAccumulatedInAnyPiecesGiveTheDigestOfTheBytes) {
+  // Every length from the first that fits to past three scramble blocks, whole 1 KiB blocks
+  // (the last stripe ends a block) and partial ones; stripes taken in pieces of 1 to 37.
+  const std::vector<uint8_t> data = random_bytes(4096 + 64, 11);
+  for (uint64_t length = 256; length <= data.size(); length += 64) {
+    ASSERT_TRUE(Xxh3StripeHash::fits(length));
+    Xxh3StripeHash h(length);
+    const int64_t regular = h.regular_stripes();
+    ASSERT_EQ(regular, static_cast<int64_t>(length / 64) - 1);
+    for (int64_t s = 0, piece = 1; s < regular; s += piece, piece = piece % 37 + 1)
+      h.accumulate(data.data() + s * 64, s, std::min(piece, regular - s));
+    EXPECT_EQ(h.hex_digest(data.data() + length - 64), xxh3_128_hex(data.data(), length)) << length;
+  }
+  EXPECT_FALSE(Xxh3StripeHash::fits(240));  // XXH3's mid-size algorithm
+  EXPECT_FALSE(Xxh3StripeHash::fits(300));
+  EXPECT_THROW(Xxh3StripeHash(192), Error);
+  Xxh3StripeHash h(256);
+  EXPECT_THROW(h.accumulate(data.data(), 2, 2), Error);  // past the regular stripes
 }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/hash.h"
 #include "core/simd_level.h"
 #include "formats/bf16.h"
 #include "formats/mxfp4_dequantize.h"
@@ -328,4 +329,34 @@ TEST(Mxfp4SimdVariants, CodesGoWhereTheLayoutSaysWithTheSameScalesAndSums) {
       EXPECT_EQ(0, std::memcmp(&tiled_sums.reference, &plain_sums.reference, sizeof(double)));
     }
   });
+}
+
+TEST(Mxfp4SimdVariants, RowsHashedWhileQuantizedGiveTheirDigestAndTheSameCodes) {
+  // Tensors of whole 1 KiB XXH3 blocks, of partial ones and of many (4 x 128, 3 x 352,
+  // 20 x 2048 bf16 values), quantized in calls of 1 to 3 rows that hash their stripes on the
+  // way: the digest of the bytes, and codes, scales and sums of the plain quantizer.
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  for (const auto& shape : std::vector<std::pair<int64_t, int64_t>>{{4, 128}, {3, 352}, {20, 2048}}) {
+    const int64_t rows = shape.first, k = shape.second;  // named: C++17 lambdas cannot capture bindings
+    std::vector<uint16_t> src(static_cast<size_t>(rows * k));
+    for (auto& v : src) v = float_to_bf16(normal(rng));
+    const std::string want = xxh3_128_hex(src.data(), src.size() * 2);
+    for_each_level([&](SimdLevel) {
+      std::vector<uint8_t> codes(src.size() / 2), scales(src.size() / 32), plain_codes(codes), plain_scales(scales);
+      Mxfp4ErrorSums sums, plain;
+      quantize_mxfp4_rows_bf16_measured(src.data(), rows, k, plain_codes.data(), plain_scales.data(), "w", plain);
+      Xxh3StripeHash hash(src.size() * 2);
+      for (int64_t r = 0, n = 1; r < rows; r += n, n = n % 3 + 1) {
+        const int64_t m = std::min(n, rows - r);
+        quantize_mxfp4_rows_bf16_measured(src.data() + r * k, m, k, Mxfp4CodeLayout{codes.data() + r * k / 2, k / 2, 16},
+                                          scales.data() + r * k / 32, "w", sums, hash, r * k / 32);
+      }
+      EXPECT_EQ(hash.hex_digest(src.data() + src.size() - 32), want) << rows << " x " << k;
+      EXPECT_EQ(codes, plain_codes);
+      EXPECT_EQ(scales, plain_scales);
+      EXPECT_EQ(sums.error, plain.error);
+      EXPECT_EQ(sums.reference, plain.reference);
+    });
+  }
 }
