@@ -25,10 +25,4 @@ void release_mapped_pages_around(ByteView range, ByteView mapping);
 // fault as usual (where the SIGBUS guard reports a truncation).
 void populate_mapped_pages(ByteView range);
 
-// Asks for transparent huge pages (MADV_HUGEPAGE) on the whole 2 MiB pages inside
-// [data, data + size) of fresh anonymous memory, before it is first written: a large buffer
-// then takes one page fault per 2 MiB instead of one per 4 KiB. Advice: where THP is off or
-// the range holds no whole huge page, nothing changes.
-void advise_huge_pages(void* data, size_t size);
-
 }  // namespace moeprep::io

@@ -36,9 +36,6 @@ uint8_t* ScaleHandoff::slot(int64_t expert, int64_t experts, size_t per) {
   if (expert < 0 || expert >= experts) throw_internal("scale hand-off: expert " + std::to_string(expert) + " of " +
                                                      std::to_string(experts));
   if (buffer_.empty()) {
-    // Megabytes of fresh memory: huge pages spare a page fault per 4 KiB.
-    buffer_.reserve(static_cast<size_t>(experts) * per);
-    io::advise_huge_pages(buffer_.data(), buffer_.capacity());
     buffer_.resize(static_cast<size_t>(experts) * per);
     kept_.assign(static_cast<size_t>(experts), 0);
     per_ = per;

@@ -5,8 +5,6 @@
 
 #include <cstdint>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -78,41 +76,6 @@ TEST(PageRelease, AroundNeverLeavesTheMapping) {
   // An empty range releases nothing.
   release_mapped_pages_around({r.base() + 100000, 0}, {r.base(), AlignedRegion::size()});
   EXPECT_EQ(r.changed_bytes(kHuge + 8192, kHuge + kHuge / 2 + 4096), "");
-}
-
-// The VmFlags line of /proc/self/smaps for the mapping holding `address`.
-std::string vm_flags_at(const void* address) {
-  std::ifstream smaps("/proc/self/smaps");
-  std::string line;
-  bool inside = false;
-  const uintptr_t a = reinterpret_cast<uintptr_t>(address);
-  while (std::getline(smaps, line)) {
-    uintptr_t begin = 0, end = 0;
-    char dash = 0;
-    std::istringstream head(line);
-    if (line.find(':') > line.find(' ') && (head >> std::hex >> begin >> dash >> end) && dash == '-') {
-      inside = a >= begin && a < end;
-      continue;
-    }
-    if (inside && line.rfind("VmFlags:", 0) == 0) return line;
-  }
-  return "";
-}
-
-TEST(PageRelease, HugePageAdviceCoversOnlyWholeHugePagesAndKeepsTheBytes) {
-  AlignedRegion r;
-  ASSERT_TRUE(r.ok());
-  // From 1 MiB to 7 MiB: the huge pages [2, 4) and [4, 6) MiB are whole inside it.
-  advise_huge_pages(r.base() + kHuge / 2, 3 * kHuge);
-  EXPECT_EQ(r.changed_bytes(0, 0), "");
-  // A kernel built without THP refuses the advice (the call ignores that): only the bytes count.
-  if (!std::ifstream("/sys/kernel/mm/transparent_hugepage/enabled")) return;
-  const std::string inside = vm_flags_at(r.base() + 3 * kHuge / 2 + 10);
-  const std::string before = vm_flags_at(r.base() + kHuge / 2 + 10);
-  ASSERT_FALSE(inside.empty());
-  ASSERT_FALSE(before.empty());
-  EXPECT_NE(inside.find(" hg"), std::string::npos) << inside;
-  EXPECT_EQ(before.find(" hg"), std::string::npos) << before;
 }
 
 }  // namespace
