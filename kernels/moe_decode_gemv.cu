@@ -38,6 +38,7 @@
 #include "kernels/portability.h"  // first: defines what MOEPREP_HD needs under HIP
 #include <algorithm>
 #include <string>
+#include <type_traits>
 
 #include "core/error.h"
 #include "formats/bf16.h"
@@ -617,36 +618,31 @@ void launch_decode_gate_up(const DecodeArgs& a, const uint16_t* x_perm, uint16_t
   const size_t smem = static_cast<size_t>(p.rounds) * 16 * sizeof(uint4);
   const unsigned blocks = static_cast<unsigned>(units * a.tokens * a.top_k);
   const gpuStream_t s = static_cast<gpuStream_t>(stream);
-  static int allowed[2][3] = {};
-  static int allowed12[2] = {0, 0};
-  static int allowed4[2][3] = {};
+  // Shared-memory opt-ins already made, per instance (large scales, rounds per batch - 1).
+  static int allowed8[2][3] = {}, allowed4[2][3] = {}, allowed12[2] = {};
   auto go = [&](auto kernel, int& allowed_bytes, int threads) {
     allow_shared(kernel, smem, allowed_bytes);
     launch(kernel, blocks, smem, s, a.pdl, p, "decode gate_up kernel", threads);
   };
-  const int b = a.gate_up_batch <= 0 || a.gate_up_batch >= 3 ? 3 : a.gate_up_batch;
+  // The instance of W warps for the scale mode and the batch (1, 2 or 3 rounds).
+  auto go_warps = [&](auto warps, int (&allowed)[2][3]) {
+    constexpr int W = decltype(warps)::value;
+    const int b = a.gate_up_batch <= 0 || a.gate_up_batch >= 3 ? 3 : a.gate_up_batch;
+    const int l = a.w13_large_scales ? 1 : 0;
+    if (l == 1 && b == 3) go(decode_gate_up_kernel<true, 3, W>, allowed[l][2], W * 32);
+    if (l == 1 && b == 2) go(decode_gate_up_kernel<true, 2, W>, allowed[l][1], W * 32);
+    if (l == 1 && b == 1) go(decode_gate_up_kernel<true, 1, W>, allowed[l][0], W * 32);
+    if (l == 0 && b == 3) go(decode_gate_up_kernel<false, 3, W>, allowed[l][2], W * 32);
+    if (l == 0 && b == 2) go(decode_gate_up_kernel<false, 2, W>, allowed[l][1], W * 32);
+    if (l == 0 && b == 1) go(decode_gate_up_kernel<false, 1, W>, allowed[l][0], W * 32);
+  };
   if (a.gate_up_warps == 12) {  // 2 rounds per batch
     if (a.w13_large_scales) go(decode_gate_up_kernel<true, 2, 12>, allowed12[1], 384);
     if (!a.w13_large_scales) go(decode_gate_up_kernel<false, 2, 12>, allowed12[0], 384);
   } else if (a.gate_up_warps == 4) {
-    constexpr int threads = 4 * 32;
-    if (a.w13_large_scales) {
-      if (b == 3) go(decode_gate_up_kernel<true, 3, 4>, allowed4[1][2], threads);
-      if (b == 2) go(decode_gate_up_kernel<true, 2, 4>, allowed4[1][1], threads);
-      if (b == 1) go(decode_gate_up_kernel<true, 1, 4>, allowed4[1][0], threads);
-    } else {
-      if (b == 3) go(decode_gate_up_kernel<false, 3, 4>, allowed4[0][2], threads);
-      if (b == 2) go(decode_gate_up_kernel<false, 2, 4>, allowed4[0][1], threads);
-      if (b == 1) go(decode_gate_up_kernel<false, 1, 4>, allowed4[0][0], threads);
-    }
-  } else if (a.w13_large_scales) {
-    if (b == 3) go(decode_gate_up_kernel<true, 3, 8>, allowed[1][2], kThreads);
-    if (b == 2) go(decode_gate_up_kernel<true, 2, 8>, allowed[1][1], kThreads);
-    if (b == 1) go(decode_gate_up_kernel<true, 1, 8>, allowed[1][0], kThreads);
+    go_warps(std::integral_constant<int, 4>{}, allowed4);
   } else {
-    if (b == 3) go(decode_gate_up_kernel<false, 3, 8>, allowed[0][2], kThreads);
-    if (b == 2) go(decode_gate_up_kernel<false, 2, 8>, allowed[0][1], kThreads);
-    if (b == 1) go(decode_gate_up_kernel<false, 1, 8>, allowed[0][0], kThreads);
+    go_warps(std::integral_constant<int, 8>{}, allowed8);
   }
 #endif
 }
