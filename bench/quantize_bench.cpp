@@ -133,6 +133,32 @@ void BM_QuantizeMxfp4Bf16MeasuredTiled(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * s.rows * kCols * 2);
 }
 
+// The tile-shuffled loop that also hashes its rows as XXH3 stripes (core/hash.h, Xxh3StripeHash),
+// as convert quantizes an expert's own tensors since issue #6's third follow-up; where the level
+// has no such loop, the stripes are hashed portably after quantizing (slow; convert then hashes
+// 64 KiB at a time with Xxh3Hasher instead).
+void BM_QuantizeMxfp4Bf16MeasuredTiledHashed(benchmark::State& state) {
+  if (!use_level(state)) return;
+  const Data& d = data();
+  const Share s = share(state, 1);
+  std::vector<uint8_t> codes(s.rows * kCols / 2), scales(s.rows * kCols / 32);
+  constexpr int64_t kGroup = 16;
+  for (auto _ : state) {
+    Mxfp4ErrorSums sums;
+    Xxh3StripeHash hash(static_cast<uint64_t>(s.rows * kCols) * 2);
+    for (int64_t r = 0; r < s.rows; r += kGroup) {
+      const int64_t n = std::min(kGroup, s.rows - r);
+      quantize_mxfp4_rows_bf16_measured(d.bf16.data() + (s.begin + r) * kCols, n, kCols,
+                                        Mxfp4CodeLayout{codes.data() + r * kCols / 2, 16, 256},
+                                        scales.data() + r * kCols / 32, "w", sums, hash, r * kCols / 32);
+    }
+    benchmark::DoNotOptimize(hash.hex_digest(d.bf16.data() + (s.begin + s.rows) * kCols - 32));
+    benchmark::DoNotOptimize(sums);
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * s.rows * kCols * 2);
+}
+
 void BM_Mxfp4BlockScalesBf16(benchmark::State& state) {
   if (!use_level(state)) return;
   const Data& d = data();
@@ -209,6 +235,7 @@ void BM_Fp8BlockDequant(benchmark::State& state) {
 MOEPREP_LEVELS_BENCHMARK(BM_QuantizeMxfp4Bf16);
 MOEPREP_LEVELS_BENCHMARK(BM_QuantizeMxfp4Bf16Measured);
 MOEPREP_LEVELS_BENCHMARK(BM_QuantizeMxfp4Bf16MeasuredTiled);
+MOEPREP_LEVELS_BENCHMARK(BM_QuantizeMxfp4Bf16MeasuredTiledHashed);
 MOEPREP_LEVELS_BENCHMARK(BM_Mxfp4BlockScalesBf16);
 MOEPREP_LEVELS_BENCHMARK(BM_Xxh3);
 MOEPREP_LEVELS_BENCHMARK(BM_QuantizeMxfp4F32);

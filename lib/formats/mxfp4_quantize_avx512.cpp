@@ -122,15 +122,16 @@ int64_t quantize_bf16_rows(const uint16_t* src, int64_t rows, int64_t k, const M
   RowSums row_sums;
   const uint8_t* const secret = Xxh3StripeHash::secret();
   __m512i hash_acc = kHash ? _mm512_load_si512(stripes.acc) : _mm512_setzero_si512();
+  // Locals, as the strides above.
+  const int64_t hashed = stripes.hashed;
+  const uint64_t first_stripe = static_cast<uint64_t>(stripes.first_stripe);
   for (int64_t r = 0; r < rows; ++r) {
     if (kMeasure) row_sums.clear();
     uint8_t* const code_row = codes.data + r * row_stride;
     for (int64_t blk = r * blocks; blk < (r + 1) * blocks; ++blk) {
       const __m512i x = _mm512_loadu_si512(src + blk * kBlock);
-      if (kHash && blk < stripes.hashed) {
-        // Costs the loop next to nothing (quantize_bench: +1%), where hashing the rows in a
-        // pass of their own took ~8% of the quantizing convert's CPU.
-        const int64_t s = (stripes.first_stripe + blk) % 16;
+      if (kHash && blk < hashed) {
+        const uint64_t s = (first_stripe + static_cast<uint64_t>(blk)) % 16;
         hash_acc = xxh3_accumulate(hash_acc, x, secret + s * 8);
         if (s == 15) hash_acc = xxh3_scramble(hash_acc, secret + 128);
       }
