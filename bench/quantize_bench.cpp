@@ -112,32 +112,12 @@ void BM_QuantizeMxfp4Bf16Measured(benchmark::State& state) {
 }
 
 // The same into the tile-shuffled weight layout, as convert writes quantized weights since
-// issue #6's follow-up: 16 rows a group, a row's 16-byte blocks 256 bytes apart.
-void BM_QuantizeMxfp4Bf16MeasuredTiled(benchmark::State& state) {
-  if (!use_level(state)) return;
-  const Data& d = data();
-  const Share s = share(state, 1);
-  std::vector<uint8_t> codes(s.rows * kCols / 2), scales(s.rows * kCols / 32);
-  constexpr int64_t kGroup = 16;
-  for (auto _ : state) {
-    Mxfp4ErrorSums sums;
-    for (int64_t r = 0; r < s.rows; r += kGroup) {
-      const int64_t n = std::min(kGroup, s.rows - r);
-      quantize_mxfp4_rows_bf16_measured(d.bf16.data() + (s.begin + r) * kCols, n, kCols,
-                                        Mxfp4CodeLayout{codes.data() + r * kCols / 2, 16, 256},
-                                        scales.data() + r * kCols / 32, "w", sums);
-    }
-    benchmark::DoNotOptimize(sums);
-    benchmark::ClobberMemory();
-  }
-  state.SetBytesProcessed(state.iterations() * s.rows * kCols * 2);
-}
-
-// The tile-shuffled loop that also hashes its rows as XXH3 stripes (core/hash.h, Xxh3StripeHash),
-// as convert quantizes an expert's own tensors since issue #6's third follow-up; where the level
-// has no such loop, the stripes are hashed portably after quantizing (slow; convert then hashes
-// 64 KiB at a time with Xxh3Hasher instead).
-void BM_QuantizeMxfp4Bf16MeasuredTiledHashed(benchmark::State& state) {
+// issue #6's follow-up: 16 rows a group, a row's 16-byte blocks 256 bytes apart. `hashed`: the
+// loop also hashes its rows as XXH3 stripes (core/hash.h, Xxh3StripeHash), as convert quantizes
+// an expert's own tensors since issue #6's third follow-up; where the level has no such loop,
+// the stripes are hashed portably after quantizing (slow; convert then hashes 64 KiB at a time
+// with Xxh3Hasher instead).
+void quantize_tiled(benchmark::State& state, bool hashed) {
   if (!use_level(state)) return;
   const Data& d = data();
   const Share s = share(state, 1);
@@ -148,16 +128,23 @@ void BM_QuantizeMxfp4Bf16MeasuredTiledHashed(benchmark::State& state) {
     Xxh3StripeHash hash(static_cast<uint64_t>(s.rows * kCols) * 2);
     for (int64_t r = 0; r < s.rows; r += kGroup) {
       const int64_t n = std::min(kGroup, s.rows - r);
-      quantize_mxfp4_rows_bf16_measured(d.bf16.data() + (s.begin + r) * kCols, n, kCols,
-                                        Mxfp4CodeLayout{codes.data() + r * kCols / 2, 16, 256},
-                                        scales.data() + r * kCols / 32, "w", sums, hash, r * kCols / 32);
+      const uint16_t* rows = d.bf16.data() + (s.begin + r) * kCols;
+      const Mxfp4CodeLayout layout{codes.data() + r * kCols / 2, 16, 256};
+      uint8_t* row_scales = scales.data() + r * kCols / 32;
+      if (hashed) {
+        quantize_mxfp4_rows_bf16_measured(rows, n, kCols, layout, row_scales, "w", sums, hash, r * kCols / 32);
+      } else {
+        quantize_mxfp4_rows_bf16_measured(rows, n, kCols, layout, row_scales, "w", sums);
+      }
     }
-    benchmark::DoNotOptimize(hash.hex_digest(d.bf16.data() + (s.begin + s.rows) * kCols - 32));
+    if (hashed) benchmark::DoNotOptimize(hash.hex_digest(d.bf16.data() + (s.begin + s.rows) * kCols - 32));
     benchmark::DoNotOptimize(sums);
     benchmark::ClobberMemory();
   }
   state.SetBytesProcessed(state.iterations() * s.rows * kCols * 2);
 }
+void BM_QuantizeMxfp4Bf16MeasuredTiled(benchmark::State& state) { quantize_tiled(state, false); }
+void BM_QuantizeMxfp4Bf16MeasuredTiledHashed(benchmark::State& state) { quantize_tiled(state, true); }
 
 void BM_Mxfp4BlockScalesBf16(benchmark::State& state) {
   if (!use_level(state)) return;
