@@ -221,6 +221,12 @@ __device__ __forceinline__ void mma_batch(float (&acc)[F][4], const uint4 (&wv)[
   }
 }
 
+// Closes the cp.async group of the copies this thread issued and waits for them.
+__device__ __forceinline__ void wait_staged() {
+  asm volatile("cp.async.commit_group;\n" ::);
+  asm volatile("cp.async.wait_group 0;\n" ::);
+}
+
 // Copies `rows` rows of B (`row16` uint4 each, global row stride `stride` elements) into
 // shared `dst`, zero from element k_eff of a row on, by cp.async: every copy of the block is in
 // flight at once and holds no registers. (A load-then-store loop waits one memory latency per
@@ -237,26 +243,23 @@ __device__ __forceinline__ void stage_rows(uint4* dst, const uint16_t* src, int6
     // src-size 0 zero-fills the 16 bytes without reading.
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(to), "l"(from), "r"(ok ? 16 : 0));
   }
-  asm volatile("cp.async.commit_group;\n" ::);
-  asm volatile("cp.async.wait_group 0;\n" ::);
+  wait_staged();
 }
 
-// One 4-byte word into shared memory by cp.async, in the group the next stage_rows (or
-// wait_staged) closes. For the operands a block needs only after its multiplies (bias, routing
-// weights): loaded at the block's end they were one more memory latency on every block's chain;
-// staged early they arrive with the weights and hold no registers.
+// One 4-byte word into shared memory by cp.async, in the group the next wait_staged (or the
+// stage_rows that ends with it) closes. For the operands a block needs only after its
+// multiplies (bias, routing weights): loaded at the block's end they were one more memory
+// latency on every block's chain; staged early they arrive with the weights and hold no
+// registers.
 __device__ __forceinline__ void stage_word(void* dst, const void* src) {
   const uint32_t to = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(to), "l"(src));
 }
-__device__ __forceinline__ void wait_staged() {
-  asm volatile("cp.async.commit_group;\n" ::);
-  asm volatile("cp.async.wait_group 0;\n" ::);
-}
 
 // gate_up: block = (16-row unit, pick), pick fastest (picks of one expert meet in L2); warp =
 // K part. act[pick, permuted(n)] = activation(gate_n, up_n) for the unit's 16 rows n. W warps:
-// 8, or 12 (2 blocks per SM, with B = 2 each warp's 2 rounds of gpt-oss's 23 in one batch).
+// 4 (the automatic choice, with B = 2: 6 blocks per SM), 8, or 12 (2 blocks per SM, with B = 2
+// each warp's 2 rounds of gpt-oss's 23 in one batch).
 template <bool TWO_MUL, int B, int W>
 __global__ void __launch_bounds__(W * 32, gate_up_blocks_per_sm(W, B)) decode_gate_up_kernel(DecodeParams p) {
   extern __shared__ uint4 bsm[];

@@ -367,16 +367,16 @@ void quantize_mxfp4_rows_bf16_measured(const uint16_t* src, int64_t rows, int64_
                                        Xxh3StripeHash& hash, int64_t first_stripe) {
   check_shape(rows, k, context);
   const int64_t hashed = std::clamp<int64_t>(hash.regular_stripes() - first_stripe, 0, rows * (k / kBlock));
-  Sums s{sums.error, sums.reference};
-  if (kernels().quantize_bf16_hashed) {
-    throw_if_bad(src, k,
-                 kernels().quantize_bf16_hashed(src, rows, k, codes, scales, &s, hash.accumulators(), first_stripe,
-                                                hashed),
-                 context);
-  } else {
-    throw_if_bad(src, k, kernels().quantize_bf16(src, rows, k, codes, scales, &s), context);
+  if (!kernels().quantize_bf16_hashed) {  // no hashing loop at this level: the rows after quantizing
+    quantize_mxfp4_rows_bf16_measured(src, rows, k, codes, scales, context, sums);
     hash.accumulate(src, first_stripe, hashed);
+    return;
   }
+  Sums s{sums.error, sums.reference};
+  throw_if_bad(src, k,
+               kernels().quantize_bf16_hashed(src, rows, k, codes, scales, &s, hash.accumulators(), first_stripe,
+                                              hashed),
+               context);
   sums = to_public(s);
 }
 
