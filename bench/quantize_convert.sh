@@ -3,8 +3,9 @@
 # MXFP4 on the way) against a GPT-OSS MXFP4 checkpoint of the same expert shapes, whose
 # kernel-ready output is the same size. Reports time per output byte and the ratio (goal: the
 # quantizing path at most 1.5x slower per output byte), in wall time (best of RUNS, fsyncs
-# included) and in CPU time (user + sys, which a shared machine disturbs less), plus peak RSS
-# and verify's time on the quantized output.
+# included) and in CPU time (user + sys, which a shared machine disturbs less), each as the best
+# and as the median of RUNS, plus peak RSS and verify's time on the quantized output. Times come
+# from bench/time_command.py (microseconds; GNU time's 10 ms steps were as large as the margin).
 # Usage: bench/quantize_convert.sh [LAYERS=1] [THREADS=$(nproc)] [WORKDIR=/tmp/moeprep-qbench] [RUNS=3]
 # MOEPREP_BIN picks the binary; MOEPREP_SIMD=baseline|avx2|avx512 caps the vector level the
 # quantizer and XXH3 use (core/simd_level.h; default: the CPU's widest).
@@ -28,10 +29,12 @@ mkdir -p "$work"
 [[ -d "$work/qwen3-bf16-$layers" ]] || "$bin" generate "$work/qwen3-bf16-$layers" --model qwen3_moe "${shape[@]}"
 [[ -d "$work/gpt-oss-mxfp4-$layers" ]] || "$bin" generate "$work/gpt-oss-mxfp4-$layers" --model gpt_oss "${shape[@]}"
 
-seconds() { awk '{print $NF}' | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }'; }
 # Arithmetic in awk (the GPU host has no bc).
 calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
-min() { if [[ -z "$1" ]] || [[ $(calc "($2 < $1) ? 1 : 0") == 1.000000 ]]; then echo "$2"; else echo "$1"; fi; }
+# The smallest and the median of a space-separated list.
+best() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | head -1; }
+median() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+timed() { python3 bench/time_command.py "$@"; }
 pin=()
 [[ -n "${CPUS:-}" ]] && pin=(taskset -c "$CPUS")  # e.g. CPUS=0-1: both converts pinned to those cores
 declare -A wall cpu out_bytes rss
@@ -50,34 +53,38 @@ for ((r = 0; r < runs; ++r)); do
   for name in "${names[@]}"; do
     rm -rf "$work/kr"
     sync
-    "${pin[@]}" /usr/bin/time -v -o "$work/time.txt" "$bin" convert "$work/$name-$layers" -o "$work/kr" --threads "$threads" \
-      --max-shard-size 2GB -q
-    wall[$name]=$(min "${wall[$name]:-}" "$(grep "Elapsed (wall clock)" "$work/time.txt" | seconds)")
-    c=$(awk -F: '/User time|System time/ {s += $2} END {print s}' "$work/time.txt")
-    cpu[$name]=$(min "${cpu[$name]:-}" "$c")
-    rss[$name]=$(( $(grep "Maximum resident set size" "$work/time.txt" | awk '{print $NF}') / 1024 ))
+    "${pin[@]}" python3 bench/time_command.py "$work/time.txt" "$bin" convert "$work/$name-$layers" -o "$work/kr" \
+      --threads "$threads" --max-shard-size 2GB -q
+    read -r w u sy kb <"$work/time.txt"
+    wall[$name]="${wall[$name]:-} $w"
+    cpu[$name]="${cpu[$name]:-} $(calc "$u + $sy")"
+    rss[$name]=$((kb / 1024))
     out_bytes[$name]=$(cat "$work/kr"/*.safetensors | wc -c)
   done
 done
-/usr/bin/time -v -o "$work/time-verify.txt" "$bin" verify "$work/kr" --source "$work/qwen3-bf16-$layers" \
-  --tokens 1,64 -q >/dev/null
-ver_s=$(grep "Elapsed (wall clock)" "$work/time-verify.txt" | seconds)
+timed "$work/time-verify.txt" "$bin" verify "$work/kr" --source "$work/qwen3-bf16-$layers" --tokens 1,64 -q >/dev/null
+ver_s=$(awk '{print $1}' "$work/time-verify.txt")
 qerr=$(grep -o '"quantization_rel_error": [0-9.e-]*' "$work/kr/moeprep.json" | awk '{printf "%.4f\n", $2}' | sort -g |
   sed -n '1p;$p' | xargs)
 rm -rf "$work/kr"
 
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; SIMD ${MOEPREP_SIMD:-widest};" \
   "threads $threads; page cache $page_cache;" \
-  "load average $(cut -d' ' -f1-3 /proc/loadavg); best of $runs runs"
-printf "%-28s %9s %9s %12s %12s %12s %9s\n" "convert" "wall s" "cpu s" "out bytes" "wall ns/B" "cpu ns/B" "peak RSS"
+  "load average $(cut -d' ' -f1-3 /proc/loadavg); best and median of $runs runs"
+printf "%-28s %9s %9s %9s %9s %12s %12s %12s %9s\n" "convert" "wall best" "wall med" "cpu best" "cpu med" "out bytes" \
+  "wall ns/B" "cpu ns/B" "peak RSS"
 for name in "${names[@]}"; do
   in_gb=$(du -sb "$work/$name-$layers" | awk '{printf "%.2f", $1/1e9}')
-  printf "%-28s %9.2f %9.2f %12d %12.3f %12.3f %6s MB\n" "$name ($in_gb GB in)" "${wall[$name]}" "${cpu[$name]}" \
-    "${out_bytes[$name]}" "$(calc "${wall[$name]} * 1000000000 / ${out_bytes[$name]}")" \
-    "$(calc "${cpu[$name]} * 1000000000 / ${out_bytes[$name]}")" "${rss[$name]}"
+  wb=$(best "${wall[$name]}"); wm=$(median "${wall[$name]}"); cb=$(best "${cpu[$name]}"); cm=$(median "${cpu[$name]}")
+  printf "%-28s %9.3f %9.3f %9.3f %9.3f %12d %12.3f %12.3f %6s MB\n" "$name ($in_gb GB in)" "$wb" "$wm" "$cb" "$cm" \
+    "${out_bytes[$name]}" "$(calc "$wb * 1000000000 / ${out_bytes[$name]}")" \
+    "$(calc "$cb * 1000000000 / ${out_bytes[$name]}")" "${rss[$name]}"
 done
-ratio_wall=$(calc "(${wall[qwen3-bf16]} / ${out_bytes[qwen3-bf16]}) / (${wall[gpt-oss-mxfp4]} / ${out_bytes[gpt-oss-mxfp4]})")
-ratio_cpu=$(calc "(${cpu[qwen3-bf16]} / ${out_bytes[qwen3-bf16]}) / (${cpu[gpt-oss-mxfp4]} / ${out_bytes[gpt-oss-mxfp4]})")
-printf "ratio quantizing / MXFP4 per output byte: wall %.2f, cpu %.2f (goal <= 1.5)\n" "$ratio_wall" "$ratio_cpu"
+# Per output byte, quantizing over MXFP4: ratio STAT QUANTIZING_LIST MXFP4_LIST (STAT: best or median).
+ratio() { calc "($($1 "$2") / ${out_bytes[qwen3-bf16]}) / ($($1 "$3") / ${out_bytes[gpt-oss-mxfp4]})"; }
+printf "ratio quantizing / MXFP4 per output byte: wall %.2f, cpu %.2f (best of %d); wall %.2f, cpu %.2f (medians) (goal <= 1.5)\n" \
+  "$(ratio best "${wall[qwen3-bf16]}" "${wall[gpt-oss-mxfp4]}")" "$(ratio best "${cpu[qwen3-bf16]}" "${cpu[gpt-oss-mxfp4]}")" \
+  "$runs" "$(ratio median "${wall[qwen3-bf16]}" "${wall[gpt-oss-mxfp4]}")" \
+  "$(ratio median "${cpu[qwen3-bf16]}" "${cpu[gpt-oss-mxfp4]}")"
 printf "verify of the quantized output (stages 1-5, tokens 1,64): %.2f s; quantization error per tensor: %s\n" \
   "$ver_s" "$qerr"
