@@ -325,217 +325,134 @@ void run_moe(benchmark::State& state, layout::GateMode mode, const gpu::FusedMoe
   cudaEventDestroy(e1);
 }
 
-void BM_FusedMoeSeparated(benchmark::State& state) { run_moe(state, layout::GateMode::Separated); }
-void BM_FusedMoeInterleave(benchmark::State& state) { run_moe(state, layout::GateMode::Interleave); }
-// The same with the GEMMs forced onto the direct-load kernels (the shared-memory pipeline's gain).
-void BM_FusedMoeSeparatedDirect(benchmark::State& state) {
-  gpu::FusedMoeOptions opt;
-  opt.staged = 0;
-  run_moe(state, layout::GateMode::Separated, opt);
+// The timed configurations, registered in this order under these names (gpu-check's summary and
+// bench/NOTES-fused-moe.md refer to them). Each sets the options it forces; the rest stay
+// automatic, so BM_FusedMoeSeparated is what a caller gets. Where a row has a second argument,
+// `second` names it and `set` receives it.
+struct TimedConfig {
+  const char* name;
+  layout::GateMode mode;
+  void (*set)(gpu::FusedMoeOptions& opt, int64_t second);
+  std::vector<std::vector<int64_t>> args;  // {T} or {T, second}
+  const char* second = nullptr;
+};
+
+constexpr auto kSeparated = layout::GateMode::Separated;
+constexpr auto kInterleave = layout::GateMode::Interleave;
+void automatic(gpu::FusedMoeOptions&, int64_t) {}
+
+const std::vector<TimedConfig>& timed_configs() {
+  using O = gpu::FusedMoeOptions;
+  static const std::vector<TimedConfig> configs = {
+      {"BM_FusedMoeSeparated", kSeparated, automatic, {{1}, {16}, {64}, {512}, {2048}, {4096}}},
+      {"BM_FusedMoeSeparatedStaged3", kSeparated, [](O& o, int64_t) { o.staged = 2; }, {{4096}}},
+      // The pipelined kernel (staged 1), the automatic choice for tile 64, forced.
+      {"BM_FusedMoeSeparatedPipelined", kSeparated, [](O& o, int64_t) { o.staged = 1; }, {{2048}, {4096}}},
+      // The tiled GEMMs: wgmma on Hopper with 128 rows per block (staged 3), wgmma reading A from
+      // registers (staged 5; v11-big in the notes), 256 rows per block (1 block of 16 warps per
+      // SM), and mma.sync (staged 4), on the same card.
+      {"BM_FusedMoeSeparatedTiled", kSeparated, [](O& o, int64_t) { o.staged = 3; }, {{2048}, {4096}}},
+      {"BM_FusedMoeSeparatedTiledRegs", kSeparated, [](O& o, int64_t) { o.staged = 5; }, {{2048}, {4096}}},
+      {"BM_FusedMoeSeparatedTiledRegs256", kSeparated,
+       [](O& o, int64_t) {
+         o.staged = 5;
+         o.tiled_rows = 256;
+       },
+       {{4096}}},
+      {"BM_FusedMoeInterleaveTiledRegs", kInterleave, [](O& o, int64_t) { o.staged = 5; }, {{4096}}},
+      {"BM_FusedMoeSeparatedTiledMma", kSeparated, [](O& o, int64_t) { o.staged = 4; }, {{4096}}},
+      {"BM_FusedMoeSeparatedTiled256", kSeparated,
+       [](O& o, int64_t) {
+         o.staged = 3;
+         o.tiled_rows = 256;
+       },
+       {{4096}}},
+      // The GEMMs forced onto the direct-load kernels (the shared-memory pipeline's gain).
+      {"BM_FusedMoeSeparatedDirect", kSeparated, [](O& o, int64_t) { o.staged = 0; }, {{512}, {4096}}},
+      // Small batches without the folded stages (separate grouping and combine launches).
+      {"BM_FusedMoeSeparatedUnfolded", kSeparated, [](O& o, int64_t) { o.small_batch = 0; }, {{1}, {16}}},
+      // The decode kernels (automatic up to 4 picks) against the small-batch kernels (decode = 0:
+      // the v9 path).
+      {"BM_FusedMoeSeparatedDecode", kSeparated, [](O& o, int64_t) { o.decode = 1; }, {{2}, {4}, {8}}},
+      {"BM_FusedMoeSeparatedNoDecode", kSeparated, [](O& o, int64_t) { o.decode = 0; }, {{1}, {8}}},
+      // The decode path's route stage and launches (v11, v12): the automatic choice is a fused
+      // route with PDL; these turn one or both off.
+      {"BM_FusedMoeSeparatedTwoLaunchRoute", kSeparated, [](O& o, int64_t) { o.fused_route = 0; }, {{1}, {2}}},
+      {"BM_FusedMoeSeparatedNoPdl", kSeparated, [](O& o, int64_t) { o.pdl = 0; }, {{1}}},
+      {"BM_FusedMoeSeparatedNoPdlTwoLaunchRoute", kSeparated,
+       [](O& o, int64_t) {
+         o.pdl = 0;
+         o.fused_route = 0;
+       },
+       {{1}}},
+      // The decode gate_up with 8-warp blocks (v19's automatic choice with 1 round per batch: 4
+      // blocks per SM), 3, 2 or 1 K rounds per load batch (2, 3 or 4 blocks per SM).
+      {"BM_FusedMoeSeparatedDecodeBatch", kSeparated,
+       [](O& o, int64_t batch) {
+         o.decode_warps = 8;
+         o.decode_batch = static_cast<int>(batch);
+       },
+       {{1, 3}, {1, 2}, {1, 1}}, "batch"},
+      // The decode down with a block per (16 rows, token) (v10-decode's) instead of per pick.
+      {"BM_FusedMoeSeparatedDecodeDownPerToken", kSeparated, [](O& o, int64_t) { o.decode_down = 1; }, {{1}, {2}}},
+      // The decode gate_up with 12-warp blocks, 2 rounds per batch.
+      {"BM_FusedMoeSeparatedDecodeGateUp12Warps", kSeparated, [](O& o, int64_t) { o.decode_warps = 12; }, {{1}}},
+      // The decode gate_up with 4-warp blocks, 1 or 3 rounds per batch (8 or 4 blocks per SM; 2,
+      // the automatic choice, is BM_FusedMoeSeparated).
+      {"BM_FusedMoeSeparatedDecodeGateUp4Warps", kSeparated,
+       [](O& o, int64_t batch) {
+         o.decode_warps = 4;
+         o.decode_batch = static_cast<int>(batch);
+       },
+       {{1, 1}, {1, 3}}, "batch"},
+      // The per-pick decode down with 4-warp blocks (8 per SM: one wave at T = 1).
+      {"BM_FusedMoeSeparatedDecodeDown4Warps", kSeparated, [](O& o, int64_t) { o.decode_down = 3; }, {{1}}},
+      // The route stage in one thread-block cluster of 16 or 8 CTAs (v16-decode) instead of E
+      // blocks (H100, 2026-11-26, same run, x staged in shared memory: 42.9 / 44.2 us vs 42.0
+      // automatic).
+      {"BM_FusedMoeSeparatedRouteCluster", kSeparated,
+       [](O& o, int64_t ctas) { o.route_cluster = static_cast<int>(ctas); }, {{1, 16}, {1, 8}}, "ctas"},
+      // The per-pick decode down with the picks combined in a thread-block cluster (v17-decode),
+      // alone and with the 16-CTA cluster route (H100, 2026-11-26: 42.4 us vs 41.7 automatic, same
+      // run; with the staged-x cluster route 44.0 vs 42.0, same run).
+      {"BM_FusedMoeSeparatedDecodeDownCluster", kSeparated,
+       [](O& o, int64_t route) {
+         o.decode_down = 4;
+         o.route_cluster = static_cast<int>(route);
+       },
+       {{1, 0}, {1, 16}}, "route"},
+      // v10-decode's configuration (two-launch route, plain launches, 3 rounds per batch, down per
+      // token): the baseline in the same run.
+      {"BM_FusedMoeSeparatedDecodeV10", kSeparated,
+       [](O& o, int64_t) {
+         o.fused_route = 0;
+         o.pdl = 0;
+         o.decode_warps = 8;
+         o.decode_batch = 3;
+         o.decode_down = 1;
+       },
+       {{1}}},
+      {"BM_FusedMoeInterleave", kInterleave, automatic, {{1}, {64}, {4096}}},
+  };
+  return configs;
 }
-BENCHMARK(BM_FusedMoeSeparated)
-    ->ArgName("T")
-    ->Arg(1)
-    ->Arg(16)
-    ->Arg(64)
-    ->Arg(512)
-    ->Arg(2048)
-    ->Arg(4096)
-    ->UseManualTime()
-    ->MinTime(0.3)
-    ->Unit(benchmark::kMillisecond);
-void BM_FusedMoeSeparatedStaged3(benchmark::State& state) {
-  gpu::FusedMoeOptions opt;
-  opt.staged = 2;
-  run_moe(state, layout::GateMode::Separated, opt);
+
+void register_timed_configs() {
+  for (const TimedConfig& c : timed_configs()) {
+    auto* b = benchmark::RegisterBenchmark(c.name, [&c](benchmark::State& state) {
+      gpu::FusedMoeOptions opt;
+      c.set(opt, c.second ? state.range(1) : 0);
+      run_moe(state, c.mode, opt);
+    });
+    if (c.second) {
+      b->ArgNames({"T", c.second});
+    } else {
+      b->ArgName("T");
+    }
+    for (const auto& a : c.args) b->Args(a);
+    b->UseManualTime()->MinTime(0.3)->Unit(benchmark::kMillisecond);
+  }
 }
-BENCHMARK(BM_FusedMoeSeparatedStaged3)->ArgName("T")->Arg(4096)->UseManualTime()->MinTime(0.3)->Unit(
-    benchmark::kMillisecond);
-// The pipelined kernel (staged 1), the automatic choice for tile 64, forced.
-void BM_FusedMoeSeparatedPipelined(benchmark::State& state) {
-  gpu::FusedMoeOptions opt;
-  opt.staged = 1;
-  run_moe(state, layout::GateMode::Separated, opt);
-}
-BENCHMARK(BM_FusedMoeSeparatedPipelined)->ArgName("T")->Arg(2048)->Arg(4096)->UseManualTime()->MinTime(0.3)->Unit(
-    benchmark::kMillisecond);
-// The tiled GEMMs (staged 3: wgmma on Hopper, 128 rows per block), with mma.sync (staged 4), and
-// with 256 rows per block (1 block of 16 warps per SM), on the same card.
-void BM_FusedMoeSeparatedTiled(benchmark::State& state) {
-  gpu::FusedMoeOptions opt;
-  opt.staged = 3;
-  run_moe(state, layout::GateMode::Separated, opt);
-}
-BENCHMARK(BM_FusedMoeSeparatedTiled)->ArgName("T")->Arg(2048)->Arg(4096)->UseManualTime()->MinTime(0.3)->Unit(
-    benchmark::kMillisecond);
-// The tiled GEMMs with wgmma reading A from registers (staged 5; v11-big in the notes).
-void BM_FusedMoeSeparatedTiledRegs(benchmark::State& state) {
-  gpu::FusedMoeOptions opt;
-  opt.staged = 5;
-  run_moe(state, layout::GateMode::Separated, opt);
-}
-BENCHMARK(BM_FusedMoeSeparatedTiledRegs)->ArgName("T")->Arg(2048)->Arg(4096)->UseManualTime()->MinTime(0.3)->Unit(
-    benchmark::kMillisecond);
-void BM_FusedMoeSeparatedTiledRegs256(benchmark::State& state) {
-  gpu::FusedMoeOptions opt;
-  opt.staged = 5;
-  opt.tiled_rows = 256;
-  run_moe(state, layout::GateMode::Separated, opt);
-}
-BENCHMARK(BM_FusedMoeSeparatedTiledRegs256)->ArgName("T")->Arg(4096)->UseManualTime()->MinTime(0.3)->Unit(
-    benchmark::kMillisecond);
-void BM_FusedMoeInterleaveTiledRegs(benchmark::State& state) {
-  gpu::FusedMoeOptions opt;
-  opt.staged = 5;
-  run_moe(state, layout::GateMode::Interleave, opt);
-}
-BENCHMARK(BM_FusedMoeInterleaveTiledRegs)->ArgName("T")->Arg(4096)->UseManualTime()->MinTime(0.3)->Unit(
-    benchmark::kMillisecond);
-void BM_FusedMoeSeparatedTiledMma(benchmark::State& state) {
-  gpu::FusedMoeOptions opt;
-  opt.staged = 4;
-  run_moe(state, layout::GateMode::Separated, opt);
-}
-BENCHMARK(BM_FusedMoeSeparatedTiledMma)->ArgName("T")->Arg(4096)->UseManualTime()->MinTime(0.3)->Unit(
-    benchmark::kMillisecond);
-void BM_FusedMoeSeparatedTiled256(benchmark::State& state) {
-  gpu::FusedMoeOptions opt;
-  opt.staged = 3;
-  opt.tiled_rows = 256;
-  run_moe(state, layout::GateMode::Separated, opt);
-}
-BENCHMARK(BM_FusedMoeSeparatedTiled256)->ArgName("T")->Arg(4096)->UseManualTime()->MinTime(0.3)->Unit(
-    benchmark::kMillisecond);
-BENCHMARK(BM_FusedMoeSeparatedDirect)->ArgName("T")->Arg(512)->Arg(4096)->UseManualTime()->MinTime(0.3)->Unit(
-    benchmark::kMillisecond);
-// Small batches without the folded stages (small_batch = 0: separate grouping and combine
-// launches), for the folds' gain on the same card.
-void BM_FusedMoeSeparatedUnfolded(benchmark::State& state) {
-  gpu::FusedMoeOptions opt;
-  opt.small_batch = 0;
-  run_moe(state, layout::GateMode::Separated, opt);
-}
-BENCHMARK(BM_FusedMoeSeparatedUnfolded)->ArgName("T")->Arg(1)->Arg(16)->UseManualTime()->MinTime(0.3)->Unit(
-    benchmark::kMillisecond);
-// The decode kernels (automatic up to 4 picks) against the small-batch kernels (decode = 0: the
-// v9 path), same run, same card.
-void BM_FusedMoeSeparatedDecode(benchmark::State& state) {
-  gpu::FusedMoeOptions opt;
-  opt.decode = 1;
-  run_moe(state, layout::GateMode::Separated, opt);
-}
-BENCHMARK(BM_FusedMoeSeparatedDecode)->ArgName("T")->Arg(2)->Arg(4)->Arg(8)->UseManualTime()->MinTime(0.3)->Unit(
-    benchmark::kMillisecond);
-void BM_FusedMoeSeparatedNoDecode(benchmark::State& state) {
-  gpu::FusedMoeOptions opt;
-  opt.decode = 0;
-  run_moe(state, layout::GateMode::Separated, opt);
-}
-BENCHMARK(BM_FusedMoeSeparatedNoDecode)->ArgName("T")->Arg(1)->Arg(8)->UseManualTime()->MinTime(0.3)->Unit(
-    benchmark::kMillisecond);
-// The decode path's route stage and launches (v11, v12), same run, same card: the automatic
-// choice (fused route, PDL) is BM_FusedMoeSeparated; these turn one or both off.
-void BM_FusedMoeSeparatedTwoLaunchRoute(benchmark::State& state) {
-  gpu::FusedMoeOptions opt;
-  opt.fused_route = 0;
-  run_moe(state, layout::GateMode::Separated, opt);
-}
-BENCHMARK(BM_FusedMoeSeparatedTwoLaunchRoute)->ArgName("T")->Arg(1)->Arg(2)->UseManualTime()->MinTime(0.3)->Unit(
-    benchmark::kMillisecond);
-void BM_FusedMoeSeparatedNoPdl(benchmark::State& state) {
-  gpu::FusedMoeOptions opt;
-  opt.pdl = 0;
-  run_moe(state, layout::GateMode::Separated, opt);
-}
-BENCHMARK(BM_FusedMoeSeparatedNoPdl)->ArgName("T")->Arg(1)->UseManualTime()->MinTime(0.3)->Unit(
-    benchmark::kMillisecond);
-void BM_FusedMoeSeparatedNoPdlTwoLaunchRoute(benchmark::State& state) {
-  gpu::FusedMoeOptions opt;
-  opt.pdl = 0;
-  opt.fused_route = 0;
-  run_moe(state, layout::GateMode::Separated, opt);
-}
-BENCHMARK(BM_FusedMoeSeparatedNoPdlTwoLaunchRoute)->ArgName("T")->Arg(1)->UseManualTime()->MinTime(0.3)->Unit(
-    benchmark::kMillisecond);
-// The decode gate_up with 8-warp blocks (v19's automatic choice with 1 round per batch: 4
-// blocks per SM), 3, 2 or 1 K rounds per load batch (2, 3 or 4 blocks per SM).
-void BM_FusedMoeSeparatedDecodeBatch(benchmark::State& state) {
-  gpu::FusedMoeOptions opt;
-  opt.decode_warps = 8;
-  opt.decode_batch = static_cast<int>(state.range(1));
-  run_moe(state, layout::GateMode::Separated, opt);
-}
-BENCHMARK(BM_FusedMoeSeparatedDecodeBatch)->ArgNames({"T", "batch"})->Args({1, 3})->Args({1, 2})->Args({1, 1})
-    ->UseManualTime()->MinTime(0.3)->Unit(benchmark::kMillisecond);
-// The decode down with a block per (16 rows, token) (v10-decode's) instead of per pick.
-void BM_FusedMoeSeparatedDecodeDownPerToken(benchmark::State& state) {
-  gpu::FusedMoeOptions opt;
-  opt.decode_down = 1;
-  run_moe(state, layout::GateMode::Separated, opt);
-}
-BENCHMARK(BM_FusedMoeSeparatedDecodeDownPerToken)->ArgName("T")->Arg(1)->Arg(2)->UseManualTime()->MinTime(0.3)->Unit(
-    benchmark::kMillisecond);
-// The decode gate_up with 12-warp blocks, 2 rounds per batch.
-void BM_FusedMoeSeparatedDecodeGateUp12Warps(benchmark::State& state) {
-  gpu::FusedMoeOptions opt;
-  opt.decode_warps = 12;
-  run_moe(state, layout::GateMode::Separated, opt);
-}
-BENCHMARK(BM_FusedMoeSeparatedDecodeGateUp12Warps)->ArgName("T")->Arg(1)->UseManualTime()->MinTime(0.3)->Unit(
-    benchmark::kMillisecond);
-// The decode gate_up with 4-warp blocks, 1 or 3 rounds per batch (8 or 4 blocks per SM; 2, the
-// automatic choice, is BM_FusedMoeSeparated).
-void BM_FusedMoeSeparatedDecodeGateUp4Warps(benchmark::State& state) {
-  gpu::FusedMoeOptions opt;
-  opt.decode_warps = 4;
-  opt.decode_batch = static_cast<int>(state.range(1));
-  run_moe(state, layout::GateMode::Separated, opt);
-}
-BENCHMARK(BM_FusedMoeSeparatedDecodeGateUp4Warps)->ArgNames({"T", "batch"})->Args({1, 1})->Args({1, 3})
-    ->UseManualTime()->MinTime(0.3)->Unit(benchmark::kMillisecond);
-// The per-pick decode down with 4-warp blocks (8 per SM: one wave at T = 1).
-void BM_FusedMoeSeparatedDecodeDown4Warps(benchmark::State& state) {
-  gpu::FusedMoeOptions opt;
-  opt.decode_down = 3;
-  run_moe(state, layout::GateMode::Separated, opt);
-}
-BENCHMARK(BM_FusedMoeSeparatedDecodeDown4Warps)->ArgName("T")->Arg(1)->UseManualTime()->MinTime(0.3)->Unit(
-    benchmark::kMillisecond);
-// The route stage in one thread-block cluster of 16 or 8 CTAs (v16-decode) instead of E blocks
-// (H100, 2026-11-26, same run, x staged in shared memory: 42.9 / 44.2 us vs 42.0 automatic).
-void BM_FusedMoeSeparatedRouteCluster(benchmark::State& state) {
-  gpu::FusedMoeOptions opt;
-  opt.route_cluster = static_cast<int>(state.range(1));
-  run_moe(state, layout::GateMode::Separated, opt);
-}
-BENCHMARK(BM_FusedMoeSeparatedRouteCluster)->ArgNames({"T", "ctas"})->Args({1, 16})->Args({1, 8})
-    ->UseManualTime()->MinTime(0.3)->Unit(benchmark::kMillisecond);
-// The per-pick decode down with the picks combined in a thread-block cluster (v17-decode), alone
-// and with the 16-CTA cluster route (H100, 2026-11-26: 42.4 us vs 41.7 automatic, same run; with
-// the staged-x cluster route 44.0 vs 42.0, same run).
-void BM_FusedMoeSeparatedDecodeDownCluster(benchmark::State& state) {
-  gpu::FusedMoeOptions opt;
-  opt.decode_down = 4;
-  opt.route_cluster = static_cast<int>(state.range(1));
-  run_moe(state, layout::GateMode::Separated, opt);
-}
-BENCHMARK(BM_FusedMoeSeparatedDecodeDownCluster)->ArgNames({"T", "route"})->Args({1, 0})->Args({1, 16})
-    ->UseManualTime()->MinTime(0.3)->Unit(benchmark::kMillisecond);
-// v10-decode's configuration (two-launch route, plain launches, 3 rounds per batch, down per
-// token): the baseline in the same run.
-void BM_FusedMoeSeparatedDecodeV10(benchmark::State& state) {
-  gpu::FusedMoeOptions opt;
-  opt.fused_route = 0;
-  opt.pdl = 0;
-  opt.decode_warps = 8;
-  opt.decode_batch = 3;
-  opt.decode_down = 1;
-  run_moe(state, layout::GateMode::Separated, opt);
-}
-BENCHMARK(BM_FusedMoeSeparatedDecodeV10)->ArgName("T")->Arg(1)->UseManualTime()->MinTime(0.3)->Unit(
-    benchmark::kMillisecond);
-BENCHMARK(BM_FusedMoeInterleave)->ArgName("T")->Arg(1)->Arg(64)->Arg(4096)->UseManualTime()->MinTime(0.3)->Unit(
-    benchmark::kMillisecond);
 
 // GPU vs CPU kernel-layout MoE on the benchmark's own layer; fast tiles against each other.
 bool check_correctness(layout::GateMode mode) {
@@ -607,6 +524,7 @@ int main(int argc, char** argv) {
   cuda_check(cudaGetDeviceProperties(&prop, 0), "device properties");
   std::printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
   benchmark::Initialize(&argc, argv);
+  register_timed_configs();
   // MOEPREP_BENCH_SKIP_CHECK=1 (profiling runs of a build whose checks already ran): no checks.
   const bool skip_check = std::getenv("MOEPREP_BENCH_SKIP_CHECK") != nullptr;
   bool ok = skip_check || check_correctness(layout::GateMode::Separated);
