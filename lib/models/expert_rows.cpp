@@ -59,10 +59,7 @@ void ScaleHandoff::put(int64_t expert) {
 void ScaleHandoff::abandon(int64_t expert) {
   std::lock_guard<std::mutex> lock(mutex_);
   --writing_;
-  // Scales kept from an earlier pass may have been overwritten in part: no longer kept.
-  uint8_t& kept = kept_.at(static_cast<size_t>(expert));
-  if (kept) --kept_count_;
-  kept = 0;
+  forget(expert);  // scales kept from an earlier pass may have been overwritten in part
   release_if_unused();
 }
 
@@ -72,8 +69,7 @@ bool ScaleHandoff::take(int64_t expert, uint8_t* out, size_t size) {
       size != per_)
     return false;
   std::memcpy(out, buffer_.data() + static_cast<size_t>(expert) * per_, per_);
-  kept_[static_cast<size_t>(expert)] = 0;
-  --kept_count_;
+  forget(expert);
   release_if_unused();
   return true;
 }
@@ -86,6 +82,12 @@ bool ScaleHandoff::take_all(std::vector<uint8_t>& out) {
   kept_.clear();
   kept_count_ = 0;
   return true;
+}
+
+void ScaleHandoff::forget(int64_t expert) {
+  uint8_t& kept = kept_.at(static_cast<size_t>(expert));
+  if (kept) --kept_count_;
+  kept = 0;
 }
 
 void ScaleHandoff::release_if_unused() {

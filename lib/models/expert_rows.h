@@ -94,6 +94,8 @@ class ScaleHandoff {
   bool take_all(std::vector<uint8_t>& out);
 
  private:
+  // With mutex_ held: expert e's scales no longer kept (whether or not they were).
+  void forget(int64_t expert);
   void release_if_unused();  // with mutex_ held
 
   std::mutex mutex_;
