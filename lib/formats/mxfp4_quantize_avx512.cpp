@@ -4,6 +4,8 @@
 // rules and summation order as the portable loops (mxfp4_quantize_kernels.h).
 #include "formats/mxfp4_quantize_kernels.h"
 
+#include <cstring>
+
 #include "core/hash.h"
 
 #if defined(MOEPREP_X86_SIMD) && defined(__AVX512F__) && defined(__AVX512BW__)
@@ -147,6 +149,22 @@ inline __m512i xxh3_scramble(__m512i acc, const uint8_t* key) {
   return _mm512_add_epi64(_mm512_mul_epu32(data_key, prime32), _mm512_slli_epi64(_mm512_mul_epu32(high, prime32), 32));
 }
 
+// XXH3's secret (192 bytes) copied where it is 128-byte aligned: a stripe's key then advances
+// by 8 bytes a block and reaches the scramble key (+128) exactly when its address is a multiple
+// of 128, a test that needs no register (the stripe number, the secret's address and the end
+// had needed three, two of which GCC kept in vector registers and moved back every block).
+struct alignas(128) AlignedSecret {
+  uint8_t bytes[192];
+};
+const uint8_t* aligned_secret() {
+  static const AlignedSecret secret = [] {
+    AlignedSecret s;
+    std::memcpy(s.bytes, Xxh3StripeHash::secret(), sizeof s.bytes);
+    return s;
+  }();
+  return secret.bytes;
+}
+
 // The source's XXH3 stripes, when the caller hashes them in this pass (kHash).
 struct StripeHash {
   uint64_t* acc = nullptr;
@@ -169,7 +187,7 @@ int64_t quantize_bf16_rows(const uint16_t* src, int64_t rows, int64_t k, const M
   // again for every block.
   const int64_t row_stride = codes.row_stride, block_stride = codes.block_stride;
   RowSums row_sums;
-  const uint8_t* const secret = Xxh3StripeHash::secret();
+  const uint8_t* key = kHash ? aligned_secret() + static_cast<uint64_t>(stripes.first_stripe) % 16 * 8 : nullptr;
   __m512i hash_acc = kHash ? _mm512_load_si512(stripes.acc) : _mm512_setzero_si512();
   // The stripes' own term of XXH3's accumulation (each 64-bit lane adds its neighbour's data) is
   // a sum: the stripes are added here unswapped and swapped once before each scramble and at the
@@ -180,9 +198,8 @@ int64_t quantize_bf16_rows(const uint16_t* src, int64_t rows, int64_t k, const M
     hash_acc = _mm512_add_epi64(hash_acc, swapped);
     hash_data = _mm512_setzero_si512();
   };
-  // Locals, as the strides above.
+  // A local, as the strides above.
   const int64_t hashed = stripes.hashed;
-  const uint64_t first_stripe = static_cast<uint64_t>(stripes.first_stripe);
   for (int64_t r = 0; r < rows; ++r) {
     if (kMeasure) row_sums.clear();
     uint8_t* const code_row = codes.data + r * row_stride;
@@ -205,12 +222,13 @@ int64_t quantize_bf16_rows(const uint16_t* src, int64_t rows, int64_t k, const M
       amax_after = block_max(blk + 2);
       const __m512i x = _mm512_loadu_si512(src + blk * kBlock);
       if (kHash && blk < hashed) {
-        const uint64_t s = (first_stripe + static_cast<uint64_t>(blk)) % 16;
-        hash_acc = xxh3_accumulate_product(hash_acc, x, secret + s * 8);
+        hash_acc = xxh3_accumulate_product(hash_acc, x, key);
         hash_data = _mm512_add_epi64(hash_data, x);
-        if (__builtin_expect(s == 15, 0)) {
+        key += 8;
+        if (__builtin_expect(reinterpret_cast<uintptr_t>(key) % 128 == 0, 0)) {
           fold_hash_data();
-          hash_acc = xxh3_scramble(hash_acc, secret + 128);
+          hash_acc = xxh3_scramble(hash_acc, key);
+          key -= 128;
         }
       }
       const __m512i a = _mm512_and_si512(x, abs_mask);
@@ -269,7 +287,12 @@ int64_t quantize_bf16_rows(const uint16_t* src, int64_t rows, int64_t k, const M
                      _mm512_castsi512_ps(_mm512_and_si512(x, high)));
       }
     }
-    if (kMeasure) row_sums.finish(kBf16Order, sums);
+    if (kMeasure) {
+      // A copy goes to finish(): were the loop's own sums' address taken, clang would store
+      // them to memory every block (the code stores might alias them).
+      const RowSums row = row_sums;
+      row.finish(kBf16Order, sums);
+    }
   }
   if (kHash) {
     fold_hash_data();
