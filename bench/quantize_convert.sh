@@ -37,7 +37,7 @@ median() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | awk '{v[NR] = $1} END {
 timed() { python3 bench/time_command.py "$@"; }
 pin=()
 [[ -n "${CPUS:-}" ]] && pin=(taskset -c "$CPUS")  # e.g. CPUS=0-1: both converts pinned to those cores
-declare -A wall cpu out_bytes rss
+declare -A wall cpu usr sys out_bytes rss
 names=(gpt-oss-mxfp4 qwen3-bf16)
 page_cache=${PAGE_CACHE:-dropped-and-read}
 sync
@@ -58,6 +58,8 @@ for ((r = 0; r < runs; ++r)); do
     read -r w u sy kb <"$work/time.txt"
     wall[$name]="${wall[$name]:-} $w"
     cpu[$name]="${cpu[$name]:-} $(calc "$u + $sy")"
+    usr[$name]="${usr[$name]:-} $u"
+    sys[$name]="${sys[$name]:-} $sy"
     rss[$name]=$((kb / 1024))
     out_bytes[$name]=$(cat "$work/kr"/*.safetensors | wc -c)
   done
@@ -71,12 +73,13 @@ rm -rf "$work/kr"
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; SIMD ${MOEPREP_SIMD:-widest};" \
   "threads $threads; page cache $page_cache;" \
   "load average $(cut -d' ' -f1-3 /proc/loadavg); best and median of $runs runs"
-printf "%-28s %9s %9s %9s %9s %12s %12s %12s %9s\n" "convert" "wall best" "wall med" "cpu best" "cpu med" "out bytes" \
-  "wall ns/B" "cpu ns/B" "peak RSS"
+printf "%-28s %9s %9s %9s %9s %9s %9s %12s %12s %12s %9s\n" "convert" "wall best" "wall med" "cpu best" "cpu med" \
+  "user med" "sys med" "out bytes" "wall ns/B" "cpu ns/B" "peak RSS"
 for name in "${names[@]}"; do
   in_gb=$(du -sb "$work/$name-$layers" | awk '{printf "%.2f", $1/1e9}')
   wb=$(best "${wall[$name]}"); wm=$(median "${wall[$name]}"); cb=$(best "${cpu[$name]}"); cm=$(median "${cpu[$name]}")
-  printf "%-28s %9.3f %9.3f %9.3f %9.3f %12d %12.3f %12.3f %6s MB\n" "$name ($in_gb GB in)" "$wb" "$wm" "$cb" "$cm" \
+  printf "%-28s %9.3f %9.3f %9.3f %9.3f %9.3f %9.3f %12d %12.3f %12.3f %6s MB\n" "$name ($in_gb GB in)" "$wb" "$wm" \
+    "$cb" "$cm" "$(median "${usr[$name]}")" "$(median "${sys[$name]}")" \
     "${out_bytes[$name]}" "$(calc "$wb * 1000000000 / ${out_bytes[$name]}")" \
     "$(calc "$cb * 1000000000 / ${out_bytes[$name]}")" "${rss[$name]}"
 done
