@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <set>
 #include <string>
@@ -332,7 +333,7 @@ void run_moe(benchmark::State& state, layout::GateMode mode, const gpu::FusedMoe
 struct TimedConfig {
   const char* name;
   layout::GateMode mode;
-  void (*set)(gpu::FusedMoeOptions& opt, int64_t second);
+  std::function<void(gpu::FusedMoeOptions& opt, int64_t second)> set;
   std::vector<std::vector<int64_t>> args;  // {T} or {T, second}
   const char* second = nullptr;
 };
@@ -340,35 +341,33 @@ struct TimedConfig {
 constexpr auto kSeparated = layout::GateMode::Separated;
 constexpr auto kInterleave = layout::GateMode::Interleave;
 void automatic(gpu::FusedMoeOptions&, int64_t) {}
+// The GEMM kernel choice forced: `staged` (fused_moe.h), and the tiled kernels' rows per block
+// (0: their default, 128).
+std::function<void(gpu::FusedMoeOptions&, int64_t)> gemm(int staged, int tiled_rows = 0) {
+  return [=](gpu::FusedMoeOptions& o, int64_t) {
+    o.staged = staged;
+    o.tiled_rows = tiled_rows;
+  };
+}
 
 const std::vector<TimedConfig>& timed_configs() {
   using O = gpu::FusedMoeOptions;
   static const std::vector<TimedConfig> configs = {
       {"BM_FusedMoeSeparated", kSeparated, automatic, {{1}, {16}, {64}, {512}, {2048}, {4096}}},
-      {"BM_FusedMoeSeparatedStaged3", kSeparated, [](O& o, int64_t) { o.staged = 2; }, {{4096}}},
+      {"BM_FusedMoeSeparatedStaged3", kSeparated, gemm(2), {{4096}}},
       // The pipelined kernel (staged 1), the automatic choice for tile 64, forced.
-      {"BM_FusedMoeSeparatedPipelined", kSeparated, [](O& o, int64_t) { o.staged = 1; }, {{2048}, {4096}}},
+      {"BM_FusedMoeSeparatedPipelined", kSeparated, gemm(1), {{2048}, {4096}}},
       // The tiled GEMMs: wgmma on Hopper with 128 rows per block (staged 3), wgmma reading A from
       // registers (staged 5; v11-big in the notes), 256 rows per block (1 block of 16 warps per
       // SM), and mma.sync (staged 4), on the same card.
-      {"BM_FusedMoeSeparatedTiled", kSeparated, [](O& o, int64_t) { o.staged = 3; }, {{2048}, {4096}}},
-      {"BM_FusedMoeSeparatedTiledRegs", kSeparated, [](O& o, int64_t) { o.staged = 5; }, {{2048}, {4096}}},
-      {"BM_FusedMoeSeparatedTiledRegs256", kSeparated,
-       [](O& o, int64_t) {
-         o.staged = 5;
-         o.tiled_rows = 256;
-       },
-       {{4096}}},
-      {"BM_FusedMoeInterleaveTiledRegs", kInterleave, [](O& o, int64_t) { o.staged = 5; }, {{4096}}},
-      {"BM_FusedMoeSeparatedTiledMma", kSeparated, [](O& o, int64_t) { o.staged = 4; }, {{4096}}},
-      {"BM_FusedMoeSeparatedTiled256", kSeparated,
-       [](O& o, int64_t) {
-         o.staged = 3;
-         o.tiled_rows = 256;
-       },
-       {{4096}}},
+      {"BM_FusedMoeSeparatedTiled", kSeparated, gemm(3), {{2048}, {4096}}},
+      {"BM_FusedMoeSeparatedTiledRegs", kSeparated, gemm(5), {{2048}, {4096}}},
+      {"BM_FusedMoeSeparatedTiledRegs256", kSeparated, gemm(5, 256), {{4096}}},
+      {"BM_FusedMoeInterleaveTiledRegs", kInterleave, gemm(5), {{4096}}},
+      {"BM_FusedMoeSeparatedTiledMma", kSeparated, gemm(4), {{4096}}},
+      {"BM_FusedMoeSeparatedTiled256", kSeparated, gemm(3, 256), {{4096}}},
       // The GEMMs forced onto the direct-load kernels (the shared-memory pipeline's gain).
-      {"BM_FusedMoeSeparatedDirect", kSeparated, [](O& o, int64_t) { o.staged = 0; }, {{512}, {4096}}},
+      {"BM_FusedMoeSeparatedDirect", kSeparated, gemm(0), {{512}, {4096}}},
       // Small batches without the folded stages (separate grouping and combine launches).
       {"BM_FusedMoeSeparatedUnfolded", kSeparated, [](O& o, int64_t) { o.small_batch = 0; }, {{1}, {16}}},
       // The decode kernels (automatic up to 4 picks) against the small-batch kernels (decode = 0:
