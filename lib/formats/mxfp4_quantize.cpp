@@ -50,7 +50,6 @@ BoundaryTable::BoundaryTable() : by_code{}, scale_value{}, dequantized_bf16{} {
       std::memcpy(&u, &v, 4);
       dequantized_bf16[code][i] = static_cast<uint16_t>(u >> 16);
     }
-  for (int code = 0; code < 256; ++code) dequantized_bf16[code][8] = static_cast<uint16_t>(by_code[code].bf16[0]);
 }
 
 const BoundaryTable& boundary_table() {

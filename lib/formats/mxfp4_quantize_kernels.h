@@ -43,11 +43,9 @@ struct BoundaryTable {
   // 2^(code - 127) as a float (codes 0..254), the dequantization scale.
   float scale_value[256];
   // The dequantized magnitudes kE2m1Magnitude[i] * 2^(code - 127) as bf16 bit patterns (codes
-  // 0..254) in [0, 8): exact, since each has at most two significant bits and lies within the
-  // float range (the smallest, 0.5 * 2^-127, is a float subnormal whose low 16 bits are zero).
-  // [8] is by_code[code].bf16[0], the lowest boundary, so that the AVX-512 loop finds both from
-  // one row address; the rest is zero.
-  alignas(32) uint16_t dequantized_bf16[256][16];
+  // 0..254): exact, since each has at most two significant bits and lies within the float
+  // range (the smallest, 0.5 * 2^-127, is a float subnormal whose low 16 bits are zero).
+  alignas(16) uint16_t dequantized_bf16[256][8];
   BoundaryTable();
 };
 const BoundaryTable& boundary_table();
