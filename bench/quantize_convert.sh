@@ -34,7 +34,6 @@ calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
 # The smallest and the median of a space-separated list.
 best() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | head -1; }
 median() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
-timed() { python3 bench/time_command.py "$@"; }
 pin=()
 [[ -n "${CPUS:-}" ]] && pin=(taskset -c "$CPUS")  # e.g. CPUS=0-1: both converts pinned to those cores
 declare -A wall cpu usr sys out_bytes rss
@@ -64,7 +63,8 @@ for ((r = 0; r < runs; ++r)); do
     out_bytes[$name]=$(cat "$work/kr"/*.safetensors | wc -c)
   done
 done
-timed "$work/time-verify.txt" "$bin" verify "$work/kr" --source "$work/qwen3-bf16-$layers" --tokens 1,64 -q >/dev/null
+python3 bench/time_command.py "$work/time-verify.txt" "$bin" verify "$work/kr" --source "$work/qwen3-bf16-$layers" \
+  --tokens 1,64 -q >/dev/null
 ver_s=$(awk '{print $1}' "$work/time-verify.txt")
 qerr=$(grep -o '"quantization_rel_error": [0-9.e-]*' "$work/kr/moeprep.json" | awk '{printf "%.4f\n", $2}' | sort -g |
   sed -n '1p;$p' | xargs)
