@@ -1,6 +1,7 @@
 #include "core/error.h"
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 namespace moeprep {
@@ -14,6 +15,22 @@ const char* error_kind_name(ErrorKind kind) {
     case ErrorKind::Internal: return "internal";
   }
   return "unknown";
+}
+
+std::string escape_control_characters(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (const char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (!is_control_character(c)) {
+      out += ch;
+      continue;
+    }
+    char escape[8];
+    std::snprintf(escape, sizeof escape, "\\x%02x", c);
+    out += escape;
+  }
+  return out;
 }
 
 void throw_bad_input(const std::string& message) { throw Error(ErrorKind::BadInput, message); }

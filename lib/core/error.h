@@ -1,6 +1,7 @@
 #pragma once
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 namespace moeprep {
 
@@ -16,11 +17,20 @@ enum class ErrorKind {
 
 const char* error_kind_name(ErrorKind kind);
 
+// Whether c is an ASCII control character (NUL, a line break, a tab, DEL, ...).
+constexpr bool is_control_character(unsigned char c) { return c < 0x20 || c == 0x7f; }
+
+// `text` with each control character written as a \xNN escape.
+std::string escape_control_characters(std::string_view text);
+
 // An error with context. what() is one line: "<context>: <reason>", where the context names
-// the file and, where there is one, the tensor.
+// the file and, where there is one, the tensor. Control characters in the message (a line
+// break in a config value or a name it quotes) become escapes, so that holds whatever a file
+// contains.
 class Error : public std::runtime_error {
  public:
-  Error(ErrorKind kind, const std::string& message) : std::runtime_error(message), kind_(kind) {}
+  Error(ErrorKind kind, const std::string& message)
+      : std::runtime_error(escape_control_characters(message)), kind_(kind) {}
   ErrorKind kind() const { return kind_; }
 
  private:

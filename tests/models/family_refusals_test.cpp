@@ -111,5 +111,17 @@ TEST(FamilyRefusals, MisShapedExpertTensorIsNamedWithBothShapes) {
       << msg;
 }
 
+// Found by checkpoint_config_fuzz: a config value quoted in an error (here model_type with a
+// JSON-escaped line break) made the message two lines.
+TEST(FamilyRefusals, ControlCharactersInAQuotedConfigValueKeepTheMessageOneLine) {
+  TempDir dir;
+  const fs::path src = make_family(dir, "qwen3_moe");
+  edit_config(src, [](auto& j) { j["model_type"] = "fro\nicate_moe\t"; });
+  const std::string msg = plan_error(src);
+  EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  EXPECT_EQ(msg.find('\t'), std::string::npos) << msg;
+  EXPECT_NE(msg.find("model_type 'fro\\x0aicate_moe\\x09'"), std::string::npos) << msg;
+}
+
 }  // namespace
 }  // namespace moeprep::models::testing
