@@ -14,7 +14,7 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 template <class ScaleAt>
 void dequant(const uint8_t* weight, int64_t n, int64_t k, ScaleAt scale_at, int64_t scale_rows,
              int64_t scale_cols, float* out, const std::string& context, int64_t block_n,
-             int64_t block_k) {
+             int64_t block_k, Fp8RowRange range) {
   if (n < 0 || k < 0 || block_n <= 0 || block_k <= 0)
     throw_bad_input(context + ": FP8 block dequantization: bad shape [" + std::to_string(n) +
                     ", " + std::to_string(k) + "] or block [" + std::to_string(block_n) + ", " +
@@ -34,10 +34,14 @@ void dequant(const uint8_t* weight, int64_t n, int64_t k, ScaleAt scale_at, int6
         throw_bad_input(context + ": weight_scale_inv block [" + std::to_string(sr) + ", " +
                         std::to_string(sc) + "] is not finite");
 
+  const int64_t first = range.first, last = range.count < 0 ? n : range.first + range.count;
+  if (first < 0 || first > last || last > n)
+    throw_internal(context + ": FP8 row range [" + std::to_string(first) + ", " + std::to_string(last) +
+                   ") outside the " + std::to_string(n) + " rows");
   const float* table = kFp8E4m3ToFloat.data();
-  for (int64_t i = 0; i < n; ++i) {
+  for (int64_t i = first; i < last; ++i) {
     const uint8_t* w = weight + i * k;
-    float* dst = out + i * k;
+    float* dst = out + (i - first) * k;
     // One OR per element keeps the loop branch-free; the position is searched only when a
     // NaN is present.
     uint8_t nan_seen = 0;
@@ -62,17 +66,17 @@ void dequant(const uint8_t* weight, int64_t n, int64_t k, ScaleAt scale_at, int6
 
 void fp8_block_dequant(const uint8_t* weight, int64_t n, int64_t k, const float* scale_inv,
                        int64_t scale_rows, int64_t scale_cols, float* out,
-                       const std::string& context, int64_t block_n, int64_t block_k) {
+                       const std::string& context, int64_t block_n, int64_t block_k, Fp8RowRange range) {
   dequant(weight, n, k, [scale_inv](int64_t i) { return scale_inv[i]; }, scale_rows, scale_cols,
-          out, context, block_n, block_k);
+          out, context, block_n, block_k, range);
 }
 
 void fp8_block_dequant_bf16_scales(const uint8_t* weight, int64_t n, int64_t k,
                                    const uint16_t* scale_inv, int64_t scale_rows,
                                    int64_t scale_cols, float* out, const std::string& context,
-                                   int64_t block_n, int64_t block_k) {
+                                   int64_t block_n, int64_t block_k, Fp8RowRange range) {
   dequant(weight, n, k, [scale_inv](int64_t i) { return bf16_to_float(scale_inv[i]); },
-          scale_rows, scale_cols, out, context, block_n, block_k);
+          scale_rows, scale_cols, out, context, block_n, block_k, range);
 }
 
 }  // namespace moeprep

@@ -4,23 +4,31 @@
 
 namespace moeprep {
 
+// Rows [first, first + count) of the weight, for a reader that takes it a piece at a time;
+// count < 0 means through the last row.
+struct Fp8RowRange {
+  int64_t first = 0, count = -1;
+};
+
 // Block-scaled FP8 weights as DeepSeek-V3 stores them: `weight` [n, k] F8_E4M3 and
 // `weight_scale_inv` [ceil(n/block_n), ceil(k/block_k)] (F32, or BF16 in some exports),
 // quantization_config.weight_block_size = [block_n, block_k], normally [128, 128]. The last
 // row and column of blocks may be partial ("ragged") when n or k is not a multiple.
 // Dequantized: out[i][j] = fp8(weight[i][j]) * scale_inv[i / block_n][j / block_k], the
 // float32 product (correctly rounded, as the reference computes it before casting).
+// With a row range, `weight` is still the whole tensor and `out` receives the range's rows only.
 //
 // Throws BadInput naming `context` (the tensor): for a scale grid of the wrong shape, a NaN
 // weight (row and column given) and a NaN or infinite scale (its block given).
 void fp8_block_dequant(const uint8_t* weight, int64_t n, int64_t k, const float* scale_inv,
                        int64_t scale_rows, int64_t scale_cols, float* out,
-                       const std::string& context, int64_t block_n = 128, int64_t block_k = 128);
+                       const std::string& context, int64_t block_n = 128, int64_t block_k = 128,
+                       Fp8RowRange range = {});
 
 // The same with BF16 scales (raw bits), widened to float exactly.
 void fp8_block_dequant_bf16_scales(const uint8_t* weight, int64_t n, int64_t k,
                                    const uint16_t* scale_inv, int64_t scale_rows,
                                    int64_t scale_cols, float* out, const std::string& context,
-                                   int64_t block_n = 128, int64_t block_k = 128);
+                                   int64_t block_n = 128, int64_t block_k = 128, Fp8RowRange range = {});
 
 }  // namespace moeprep

@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "formats/bf16.h"
+#include "formats/bf16_transpose.h"
 #include "formats/fp8_block_dequant.h"
 #include "io/page_release.h"
 #include "models/adapter_support.h"
@@ -98,12 +99,18 @@ void ScaleHandoff::release_if_unused() {
 
 void ExpertRows::read_float(int64_t expert, float* out) const {
   if (read_f32) {
-    read_f32(expert, out);
+    read_f32(expert, 0, rows, out);
     return;
   }
   std::vector<uint16_t> bits(static_cast<size_t>(elements()));
-  read_bf16(expert, bits.data());
+  read_bf16(expert, 0, rows, bits.data());
   for (size_t i = 0; i < bits.size(); ++i) out[i] = bf16_to_float(bits[i]);
+}
+
+int64_t ExpertRows::piece_rows(int64_t value_bytes) const {
+  constexpr int64_t kPieceBytes = 256 << 10;
+  const int64_t fit = kPieceBytes / std::max<int64_t>(1, cols * value_bytes);
+  return std::max<int64_t>(8, fit - fit % 8);
 }
 
 ExpertRowsPtr stacked_bf16_rows(const io::Checkpoint& c, const std::vector<std::vector<std::string>>& parts,
@@ -121,11 +128,14 @@ ExpertRowsPtr stacked_bf16_rows(const io::Checkpoint& c, const std::vector<std::
     }
     m->labels.push_back(join_labels(parts[e]));
   }
-  m->read_bf16 = [&c, located](int64_t e, uint16_t* out) {
-    for (const io::LocatedTensor* t : located[static_cast<size_t>(e)]) {
-      const io::ByteView b = c.data(*t);
-      std::memcpy(out, b.data, b.size);
-      out += b.size / 2;
+  m->read_bf16 = [&c, located, part_rows, cols](int64_t e, int64_t row, int64_t count, uint16_t* out) {
+    int64_t first = 0;  // the part's first row within the expert
+    const auto& ts = located[static_cast<size_t>(e)];
+    for (size_t i = 0; i < ts.size() && count > 0; first += part_rows[i], ++i) {
+      const int64_t from = std::max(row, first), to = std::min(row + count, first + part_rows[i]);
+      if (from >= to) continue;
+      const size_t bytes = static_cast<size_t>((to - from) * cols) * 2;
+      std::memcpy(out + (from - row) * cols, c.data(*ts[i]).data + static_cast<size_t>((from - first) * cols) * 2, bytes);
     }
   };
   m->mapped_bf16 = [&c, located, part_rows, names = parts](int64_t e) {
@@ -184,23 +194,30 @@ ExpertRowsPtr stacked_fp8_rows(const io::Checkpoint& c, const std::vector<std::v
     }
     m->labels.push_back(join_labels(parts[e]));
   }
-  m->read_f32 = [&c, located, cols, block_n, block_k](int64_t e, float* out) {
+  m->read_f32 = [&c, located, cols, block_n, block_k](int64_t e, int64_t row, int64_t count, float* out) {
+    int64_t first = 0;  // the part's first row within the expert
     for (const Part& p : located[static_cast<size_t>(e)]) {
-      const io::ByteView w = c.data(*p.weight);
-      const io::ByteView s = c.data(*p.scale);
-      const Shape& grid = p.scale->info->shape;
-      // Mapped tensors need not be aligned for their element type: copy the (small) scales.
-      if (p.scale->info->dtype == Dtype::BF16) {
-        std::vector<uint16_t> sc(s.size / 2);
-        std::memcpy(sc.data(), s.data, s.size);
-        fp8_block_dequant_bf16_scales(w.data, p.rows, cols, sc.data(), grid[0], grid[1], out, p.name, block_n,
-                                      block_k);
-      } else {
-        std::vector<float> sc(s.size / 4);
-        std::memcpy(sc.data(), s.data, s.size);
-        fp8_block_dequant(w.data, p.rows, cols, sc.data(), grid[0], grid[1], out, p.name, block_n, block_k);
+      const int64_t from = std::max(row, first), to = std::min(row + count, first + p.rows);
+      if (from < to) {
+        const io::ByteView w = c.data(*p.weight);
+        const io::ByteView s = c.data(*p.scale);
+        const Shape& grid = p.scale->info->shape;
+        const Fp8RowRange range{from - first, to - from};
+        float* dst = out + (from - row) * cols;
+        // Mapped tensors need not be aligned for their element type: copy the (small) scales.
+        if (p.scale->info->dtype == Dtype::BF16) {
+          std::vector<uint16_t> sc(s.size / 2);
+          std::memcpy(sc.data(), s.data, s.size);
+          fp8_block_dequant_bf16_scales(w.data, p.rows, cols, sc.data(), grid[0], grid[1], dst, p.name, block_n,
+                                        block_k, range);
+        } else {
+          std::vector<float> sc(s.size / 4);
+          std::memcpy(sc.data(), s.data, s.size);
+          fp8_block_dequant(w.data, p.rows, cols, sc.data(), grid[0], grid[1], dst, p.name, block_n, block_k,
+                            range);
+        }
       }
-      out += p.rows * cols;
+      first += p.rows;
     }
   };
   m->release = [&c, located](int64_t e) {
@@ -238,8 +255,9 @@ ExpertRowsPtr sliced_bf16_rows(const io::Checkpoint& c, const std::string& name,
   m->tensors = {name};
   for (int64_t e = 0; e < experts; ++e) m->labels.push_back(name + "[" + std::to_string(e) + "]");
   const uint64_t per = static_cast<uint64_t>(rows * cols) * 2;
-  m->read_bf16 = [&c, t, per](int64_t e, uint16_t* out) {
-    std::memcpy(out, c.data(*t).data + per * static_cast<uint64_t>(e), per);
+  m->read_bf16 = [&c, t, per, cols](int64_t e, int64_t row, int64_t count, uint16_t* out) {
+    std::memcpy(out, c.data(*t).data + per * static_cast<uint64_t>(e) + static_cast<uint64_t>(row * cols) * 2,
+                static_cast<size_t>(count * cols) * 2);
   };
   m->mapped_bf16 = [&c, t, per, rows, name = m->tensors[0]](int64_t e) {
     const uint8_t* p = c.data(*t).data + per * static_cast<uint64_t>(e);
@@ -261,18 +279,11 @@ ExpertRowsPtr transposed_bf16_rows(const io::Checkpoint& c, const std::string& n
   const io::LocatedTensor* t = &expect_bf16(c, name, {experts, cols, rows}, why);
   m->tensors = {name};
   for (int64_t e = 0; e < experts; ++e) m->labels.push_back(name + "[" + std::to_string(e) + "] transposed");
-  m->read_bf16 = [&c, t, rows, cols](int64_t e, uint16_t* out) {
-    const uint8_t* src = c.data(*t).data + static_cast<uint64_t>(e * rows * cols) * 2;
-    // Tiles of 32 x 32 keep both the reads and the writes within a few cache lines.
-    constexpr int64_t kTile = 32;
-    for (int64_t k0 = 0; k0 < cols; k0 += kTile)
-      for (int64_t n0 = 0; n0 < rows; n0 += kTile)
-        for (int64_t k = k0; k < std::min(cols, k0 + kTile); ++k)
-          for (int64_t n = n0; n < std::min(rows, n0 + kTile); ++n) {
-            uint16_t v;
-            std::memcpy(&v, src + (k * rows + n) * 2, 2);
-            out[n * cols + k] = v;
-          }
+  m->read_bf16 = [&c, t, rows, cols](int64_t e, int64_t row, int64_t count, uint16_t* out) {
+    // Output rows [row, row + count) are source columns: `count` values from each of the cols
+    // source rows.
+    const uint8_t* src = c.data(*t).data + static_cast<uint64_t>(e * rows * cols + row) * 2;
+    transpose_bf16(src, rows, cols, count, out, cols);
   };
   const uint64_t per = static_cast<uint64_t>(rows * cols) * 2;
   m->release = [&c, t, per](int64_t e) {

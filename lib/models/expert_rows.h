@@ -112,9 +112,11 @@ struct ExpertRows {
   // The tensors of expert e, for error messages.
   std::vector<std::string> labels;
   bool from_fp8 = false;
-  // Exactly one is set: BF16 sources hand over their bits (exact), FP8 sources floats.
-  std::function<void(int64_t expert, uint16_t* out)> read_bf16;
-  std::function<void(int64_t expert, float* out)> read_f32;
+  // Exactly one is set: BF16 sources hand over their bits (exact), FP8 sources floats. Each
+  // reads rows [row, row + count) of expert e into out (count * cols values), so that a pass
+  // can take an expert a few dozen rows at a time, in cache, rather than whole.
+  std::function<void(int64_t expert, int64_t row, int64_t count, uint16_t* out)> read_bf16;
+  std::function<void(int64_t expert, int64_t row, int64_t count, float* out)> read_f32;
   // Optional, BF16 only: the rows as runs read in place (no copy), or empty when the map's
   // bytes are not aligned for uint16_t (safetensors does not promise it).
   std::function<std::vector<Bf16Run>(int64_t expert)> mapped_bf16;
@@ -133,6 +135,9 @@ struct ExpertRows {
   int64_t elements() const { return rows * cols; }
   // Expert e's rows as floats, whichever the source (bf16 widens exactly).
   void read_float(int64_t expert, float* out) const;
+  // Rows per piece when a pass reads an expert piecewise: about 256 KiB of `value_bytes`-sized
+  // values, a multiple of 8 rows (the transposing reader's tile), at least 8.
+  int64_t piece_rows(int64_t value_bytes) const;
 };
 
 using ExpertRowsPtr = std::shared_ptr<const ExpertRows>;

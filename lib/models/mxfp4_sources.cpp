@@ -42,15 +42,43 @@ std::function<std::string(const std::string&)> digest_lookup(const ExpertRowsPtr
   return [digests = rows->digests](const std::string& tensor) { return digests->get(tensor); };
 }
 
-// Expert e's BF16 rows as runs: in place when the map allows, else copied into `buffer`.
-std::vector<Bf16Run> bf16_runs(const ExpertRows& m, int64_t e, std::vector<uint16_t>& buffer, const std::string& label) {
+// Expert e's BF16 rows, run by run, to fn(run, first row of the run): in place when the map
+// allows, else a piece of piece_rows() rows at a time read (for transposed experts, transposed)
+// into `buffer`, where the pass finds them in cache; a whole expert copied first and read back
+// cost a second trip through memory.
+template <class Fn>
+void for_each_bf16_run(const ExpertRows& m, int64_t e, std::vector<uint16_t>& buffer, const std::string& label,
+                       Fn&& fn) {
   if (m.mapped_bf16) {
-    std::vector<Bf16Run> runs = m.mapped_bf16(e);
-    if (!runs.empty()) return runs;
+    const std::vector<Bf16Run> runs = m.mapped_bf16(e);
+    if (!runs.empty()) {
+      int64_t row = 0;
+      for (const Bf16Run& run : runs) {
+        fn(run, row);
+        row += run.rows;
+      }
+      return;
+    }
   }
-  buffer.resize(static_cast<size_t>(m.elements()));
-  m.read_bf16(e, buffer.data());
-  return {{buffer.data(), m.rows, &label}};
+  const int64_t piece = std::min(m.rows, m.piece_rows(2));
+  buffer.resize(static_cast<size_t>(piece * m.cols));
+  for (int64_t row = 0; row < m.rows; row += piece) {
+    const int64_t n = std::min(piece, m.rows - row);
+    m.read_bf16(e, row, n, buffer.data());
+    fn(Bf16Run{buffer.data(), n, &label}, row);
+  }
+}
+
+// The same for float rows (FP8 sources, dequantized a piece at a time).
+template <class Fn>
+void for_each_f32_piece(const ExpertRows& m, int64_t e, std::vector<float>& buffer, Fn&& fn) {
+  const int64_t piece = std::min(m.rows, m.piece_rows(4));
+  buffer.resize(static_cast<size_t>(piece * m.cols));
+  for (int64_t row = 0; row < m.rows; row += piece) {
+    const int64_t n = std::min(piece, m.rows - row);
+    m.read_f32(e, row, n, buffer.data());
+    fn(static_cast<const float*>(buffer.data()), n, row);
+  }
 }
 
 // Scratch of one slice's quantizing pass, reused from expert to expert.
@@ -142,20 +170,18 @@ void quantize_expert(const ExpertRows& m, int64_t e, const std::function<CodeRow
   // to those of the expert's rows in one piece.
   Mxfp4ErrorSums se;
   if (m.read_f32) {
-    scratch.f32.resize(static_cast<size_t>(m.elements()));
-    m.read_f32(e, scratch.f32.data());
-    quantize_rows_to(scratch.f32.data(), 0, m.rows, m.cols, to, scales, label, se);
+    for_each_f32_piece(m, e, scratch.f32, [&](const float* rows, int64_t n, int64_t row) {
+      quantize_rows_to(rows, row, n, m.cols, to, scales, label, se);
+    });
   } else {
     const ExpertTensorList own = m.expert_tensors && m.digests ? m.expert_tensors(e) : ExpertTensorList{};
-    int64_t row = 0;
-    for (const Bf16Run& run : bf16_runs(m, e, scratch.bf16, label)) {
+    for_each_bf16_run(m, e, scratch.bf16, label, [&](const Bf16Run& run, int64_t row) {
       if (const std::string* hashed = tensor_hashed_in_pass(m, own, run)) {
         m.digests->put(*hashed, quantize_and_hash_run(run, row, m.cols, to, scales, se));
       } else {
         quantize_rows_to(run.data, row, run.rows, m.cols, to, scales, *run.name, se);
       }
-      row += run.rows;
-    }
+    });
   }
   hash_expert_tensors(m, e);  // what the pass did not hash
   if (m.release) m.release(e);
@@ -248,15 +274,13 @@ CanonicalSource mxfp4_scales_source(ExpertRowsPtr rows) {
       if (m.scale_handoff && m.scale_handoff->take(e, scales, per)) continue;
       const std::string label = expert_context(m, e);
       if (m.read_f32) {
-        f32.resize(static_cast<size_t>(m.elements()));
-        m.read_f32(e, f32.data());
-        mxfp4_scales_only(f32.data(), m.rows, m.cols, scales, label);
+        for_each_f32_piece(m, e, f32, [&](const float* rows, int64_t n, int64_t row) {
+          mxfp4_scales_only(rows, n, m.cols, scales + row * m.cols / kBlock, label);
+        });
       } else {
-        int64_t row = 0;
-        for (const Bf16Run& run : bf16_runs(m, e, bf16, label)) {
+        for_each_bf16_run(m, e, bf16, label, [&](const Bf16Run& run, int64_t row) {
           mxfp4_scales_only(run.data, run.rows, m.cols, scales + row * m.cols / kBlock, *run.name);
-          row += run.rows;
-        }
+        });
       }
       hash_expert_tensors(m, e);
       if (m.release) m.release(e);

@@ -52,9 +52,9 @@ ExpertRowsPtr memory_rows(std::vector<std::vector<uint16_t>> experts, int64_t ro
     m->tensors.push_back("t" + std::to_string(e));
     m->labels.push_back("tensor t" + std::to_string(e));
   }
-  m->read_bf16 = [experts, reads](int64_t e, uint16_t* out) {
-    if (reads) ++*reads;
-    std::memcpy(out, experts[e].data(), experts[e].size() * 2);
+  m->read_bf16 = [experts, reads, cols](int64_t e, int64_t row, int64_t count, uint16_t* out) {
+    if (reads && row == 0) ++*reads;
+    std::memcpy(out, experts[e].data() + row * cols, static_cast<size_t>(count * cols) * 2);
   };
   return m;
 }
@@ -213,9 +213,9 @@ TEST(QuantizedSources, AThrowingQuantizingPassLeavesTheScaleHandOffUsable) {
   auto reads = std::make_shared<int>(0);
   auto m = std::const_pointer_cast<ExpertRows>(memory_rows(experts, N, K, reads));
   const auto read = m->read_bf16;
-  m->read_bf16 = [read, bad, kept](int64_t e, uint16_t* out) {
-    read(e, out);
-    if (e == 1 && !*bad) out[70] = kept;
+  m->read_bf16 = [read, bad, kept](int64_t e, int64_t row, int64_t count, uint16_t* out) {
+    read(e, row, count, out);
+    if (e == 1 && !*bad && row == 0) out[70] = kept;
   };
   const ExpertRowsPtr rows = m;
   const std::string message = bad_input_message([&] { mxfp4_blocks_source(rows).assemble(0, E); });
@@ -231,6 +231,36 @@ TEST(QuantizedSources, AThrowingQuantizingPassLeavesTheScaleHandOffUsable) {
                              want_scales.data() + e * N * K / 32, "t");
   EXPECT_EQ(codes.bytes, want_codes);
   EXPECT_EQ(all, want_scales);
+}
+
+TEST(QuantizedSources, ExpertsReadPieceByPieceQuantizeAsOneCallOverTheWholeExpert) {
+  // Experts that are not mapped in place are read piece_rows() rows at a time: with K = 4096 a
+  // piece is 32 rows, so 72 rows come in three pieces (32, 32, 8). Codes, scales and the
+  // recorded error must be those of one call over each whole expert.
+  const int64_t E = 2, N = 72, K = 4096;
+  const auto experts = random_experts(E, N * K, 60);
+  auto reads = std::make_shared<int>(0);
+  const auto rows = memory_rows(experts, N, K, reads);
+  ASSERT_EQ(rows->piece_rows(2), 32);
+  const CanonicalSource blocks = mxfp4_blocks_source(rows);
+  const ByteTensor b = blocks.assemble(0, E);
+  std::vector<uint8_t> all_scales;
+  ASSERT_TRUE(rows->scale_handoff->take_all(all_scales));
+  EXPECT_EQ(*reads, E);  // each expert read once, piece by piece
+  double err2 = 0, ref2 = 0;  // per expert, then added in expert order, as QuantizationStats does
+  for (int64_t e = 0; e < E; ++e) {
+    std::vector<uint8_t> codes(N * K / 2), sc(N * K / 32);
+    Mxfp4ErrorSums sums;
+    quantize_mxfp4_rows_bf16_measured(experts[e].data(), N, K, codes.data(), sc.data(), "x", sums);
+    err2 += sums.error;
+    ref2 += sums.reference;
+    EXPECT_EQ(0, std::memcmp(codes.data(), b.bytes.data() + e * codes.size(), codes.size())) << e;
+    EXPECT_EQ(0, std::memcmp(sc.data(), all_scales.data() + e * sc.size(), sc.size())) << e;
+  }
+  EXPECT_EQ(blocks.quantization->relative_error(), std::sqrt(err2 / ref2));
+  // The scales-only path reads the same pieces.
+  const ByteTensor s = mxfp4_scales_source(rows).assemble(0, E);
+  EXPECT_EQ(s.bytes, all_scales);
 }
 
 TEST(QuantizedSources, SlicesEqualTheWholeAndTheErrorDoesNotDependOnSlicing) {
@@ -438,22 +468,29 @@ TEST(QuantizedSources, ExpertRowsReadStackedSlicedTransposedAndFp8Layouts) {
   const std::string x = "model.layers.2.mlp.experts.3.";
   const auto stacked = stacked_bf16_rows(qc, qparts, {64, 64}, 64, "test");
   std::vector<uint16_t> got(128 * 64);
-  stacked->read_bf16(3, got.data());
+  stacked->read_bf16(3, 0, 128, got.data());
   auto gate = bf16_of(qc, x + "gate_proj.weight"), up = bf16_of(qc, x + "up_proj.weight");
   gate.insert(gate.end(), up.begin(), up.end());
   EXPECT_EQ(got, gate);
+  // A range across the gate/up seam reads the same rows.
+  std::vector<uint16_t> part(40 * 64);
+  stacked->read_bf16(3, 50, 40, part.data());
+  EXPECT_TRUE(std::equal(part.begin(), part.end(), got.begin() + 50 * 64));
 
   const auto gc = io::Checkpoint::open(g);
   const std::string gu = "model.layers.1.mlp.experts.gate_up_proj";  // [E, H, 2I] = [4, 64, 128]
   const auto all = bf16_of(gc, gu);
   const auto transposed = transposed_bf16_rows(gc, gu, 4, 128, 64, "test");
   std::vector<uint16_t> t(128 * 64);
-  transposed->read_bf16(2, t.data());
+  transposed->read_bf16(2, 0, 128, t.data());
   for (int n = 0; n < 128; ++n)
     for (int k = 0; k < 64; ++k) ASSERT_EQ(t[n * 64 + k], all[(2 * 64 + k) * 128 + n]) << n << "," << k;
+  std::vector<uint16_t> t_part(37 * 64);  // rows 40-76: not a whole number of 8-row tiles
+  transposed->read_bf16(2, 40, 37, t_part.data());
+  EXPECT_TRUE(std::equal(t_part.begin(), t_part.end(), t.begin() + 40 * 64));
   const auto sliced = sliced_bf16_rows(gc, gu, 4, 64, 128, "test");
   std::vector<uint16_t> s(64 * 128);
-  sliced->read_bf16(3, s.data());
+  sliced->read_bf16(3, 0, 64, s.data());
   EXPECT_TRUE(std::equal(s.begin(), s.end(), all.begin() + 3 * 64 * 128));
 
   const auto dc = io::Checkpoint::open(d);
@@ -473,6 +510,9 @@ TEST(QuantizedSources, ExpertRowsReadStackedSlicedTransposedAndFp8Layouts) {
   const auto sc = copy_tensor<float>(dc, y + "weight_scale_inv");
   fp8_block_dequant(w.data(), 160, 32, sc.data(), 2, 1, expect.data(), "ref");
   EXPECT_EQ(deq, expect);
+  std::vector<float> deq_part(100 * 32);  // rows 37-136: across the two row blocks' seam
+  fp8->read_f32(5, 37, 100, deq_part.data());
+  EXPECT_TRUE(std::equal(deq_part.begin(), deq_part.end(), expect.begin() + 37 * 32));
   EXPECT_NE(sc[0], sc[1]);  // the two row blocks have their own scales
 }
 
