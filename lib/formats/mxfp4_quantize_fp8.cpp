@@ -1,0 +1,145 @@
+#include "formats/mxfp4_quantize_fp8.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "core/error.h"
+#include "core/simd_level.h"
+#include "formats/fp8_e4m3.h"
+#include "formats/mxfp4_quantize_fp8_kernels.h"
+
+namespace moeprep {
+namespace {
+
+using mxfp4_fp8_kernels::Fp8Rows;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// The table loop where this build and CPU have it and the level in use allows it.
+mxfp4_fp8_kernels::Fp8Loop table_loop() {
+#if defined(MOEPREP_X86_SIMD) && (defined(__GNUC__) || defined(__clang__))
+  static const bool has_vbmi = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512vbmi") != 0;
+  }();
+  if (simd_level() == SimdLevel::Avx512 && has_vbmi) return mxfp4_fp8_kernels::avx512_vbmi_loop();
+#endif
+  return nullptr;
+}
+
+std::string nan_message(const std::string& context, int64_t row, int64_t column) {
+  // fp8_block_dequant's text.
+  return context + ": NaN in FP8 E4M3 weight at row " + std::to_string(row) + ", column " + std::to_string(column);
+}
+
+// fp8_block_dequant of rows [first, first + count) of the job (relative to job.fp8) into
+// `out`, with its per-row NaN check: the same products, the same first error.
+void dequantize_rows(const Fp8Rows& job, int64_t first, int64_t count, float* out, const std::string& context) {
+  const float* table = kFp8E4m3ToFloat.data();
+  const int64_t k = job.k;
+  for (int64_t r = first; r < first + count; ++r) {
+    const int64_t row = job.first_row + r;
+    const uint8_t* w = job.fp8 + r * k;
+    const float* s = job.scale_inv + (row / job.block_n) * job.scale_cols;
+    float* dst = out + (r - first) * k;
+    uint8_t nan_seen = 0;
+    for (int64_t j = 0; j < k; ++j) {
+      nan_seen |= static_cast<uint8_t>(fp8_e4m3_is_nan(w[j]));
+      dst[j] = table[w[j]] * s[j / job.block_k];
+    }
+    if (nan_seen)
+      for (int64_t j = 0; j < k; ++j)
+        if (fp8_e4m3_is_nan(w[j])) throw_bad_input(nan_message(context, row, j));
+  }
+}
+
+// The first NaN code of the rows, in fp8_block_dequant's order, thrown; nothing if none.
+void throw_first_nan(const Fp8Rows& job, const std::string& context) {
+  for (int64_t r = 0; r < job.rows; ++r)
+    for (int64_t j = 0; j < job.k; ++j)
+      if (fp8_e4m3_is_nan(job.fp8[r * job.k + j])) throw_bad_input(nan_message(context, job.first_row + r, j));
+}
+
+Mxfp4CodeLayout rows_from(const Mxfp4CodeLayout& c, int64_t row) {
+  return {c.data + row * c.row_stride, c.row_stride, c.block_stride};
+}
+
+// The definition itself: every row dequantized, then one call of the float quantizer. Used
+// where the faster paths meet an error, so that it is the one the definition reports.
+void quantize_as_defined(const Fp8Rows& job, const std::string& context, Mxfp4ErrorSums& sums) {
+  std::vector<float> floats(static_cast<size_t>(job.rows * job.k));
+  dequantize_rows(job, 0, job.rows, floats.data(), context);
+  quantize_mxfp4_rows_measured(floats.data(), job.rows, job.k, job.codes, job.scales, context, sums);
+}
+
+// A few rows at a time through a buffer that stays in cache. Row sums add up in row order
+// whatever the chunks, so the sums are those of one call; NaN codes are looked for first, as
+// the definition dequantizes every row before quantizing any.
+void quantize_in_chunks(const Fp8Rows& job, const std::string& context, Mxfp4ErrorSums& sums) {
+  throw_first_nan(job, context);
+  const int64_t chunk = std::max<int64_t>(1, 16384 / std::max<int64_t>(job.k, 1));
+  std::vector<float> floats(static_cast<size_t>(std::min(chunk, job.rows) * job.k));
+  Mxfp4ErrorSums s = sums;
+  try {
+    for (int64_t r = 0; r < job.rows; r += chunk) {
+      const int64_t n = std::min(chunk, job.rows - r);
+      dequantize_rows(job, r, n, floats.data(), context);
+      const int64_t blocks = job.k / 32;
+      quantize_mxfp4_rows_measured(floats.data(), n, job.k, rows_from(job.codes, r), job.scales + r * blocks, context,
+                                   s);
+    }
+  } catch (const Error&) {
+    // An overflow to Inf: its message names the row within the quantizer's call, which is
+    // the whole range's.
+    quantize_as_defined(job, context, sums);
+    throw_internal(context + ": FP8 quantization: an error in a chunk was not one of the whole rows");
+  }
+  sums = s;
+}
+
+}  // namespace
+
+bool mxfp4_fp8_quantizer_uses_tables() { return table_loop() != nullptr; }
+
+void quantize_mxfp4_rows_fp8_measured(const uint8_t* fp8, int64_t first_row, int64_t rows, int64_t k,
+                                      const float* scale_inv, int64_t scale_cols, int64_t block_n, int64_t block_k,
+                                      const Mxfp4CodeLayout& codes, uint8_t* scales, const std::string& context,
+                                      Mxfp4ErrorSums& sums) {
+  if (first_row < 0 || rows < 0 || k < 0 || block_n <= 0 || block_k <= 0)
+    throw_bad_input(context + ": FP8 block quantization: bad rows [" + std::to_string(first_row) + ", " +
+                    std::to_string(first_row) + " + " + std::to_string(rows) + "), K " + std::to_string(k) +
+                    " or block [" + std::to_string(block_n) + ", " + std::to_string(block_k) + "]");
+  if (scale_cols != ceil_div(k, block_k))
+    throw_bad_input(context + ": weight_scale_inv has " + std::to_string(scale_cols) + " columns, expected " +
+                    std::to_string(ceil_div(k, block_k)) + " for K=" + std::to_string(k) + " with blocks of " +
+                    std::to_string(block_k));
+  if (rows > 0) {
+    // fp8_block_dequant checks every scale before any weight; these rows read only their bands.
+    for (int64_t sr = first_row / block_n; sr <= (first_row + rows - 1) / block_n; ++sr)
+      for (int64_t sc = 0; sc < scale_cols; ++sc)
+        if (!std::isfinite(scale_inv[sr * scale_cols + sc]))
+          throw_bad_input(context + ": weight_scale_inv block [" + std::to_string(sr) + ", " + std::to_string(sc) +
+                          "] is not finite");
+  }
+  const Fp8Rows job{fp8, first_row, rows, k, scale_inv, scale_cols, block_n, block_k, codes, scales};
+  if (k % 32 != 0) {  // the float quantizer's error, after the dequantization's
+    quantize_as_defined(job, context, sums);
+    return;
+  }
+  if (rows == 0) return;
+  const mxfp4_fp8_kernels::Fp8Loop loop = block_k % 32 == 0 ? table_loop() : nullptr;
+  if (!loop) {
+    quantize_in_chunks(job, context, sums);
+    return;
+  }
+  mxfp4_kernels::Sums s{sums.error, sums.reference};
+  if (!loop(job, &s)) {
+    throw_first_nan(job, context);
+    quantize_as_defined(job, context, sums);
+    throw_internal(context + ": FP8 quantization: the table loop stopped where the definition did not");
+  }
+  sums = {s.error, s.reference};
+}
+
+}  // namespace moeprep
