@@ -79,6 +79,13 @@ struct CanonicalSource {
   // one of `tensors` if assemble() already hashed it while reading it, else "". Complete once
   // every expert has been assembled; lets the executor skip a second pass over the checkpoint.
   std::function<std::string(const std::string& tensor)> source_digest;
+  // Optional, for assembled sources: the checkpoint tensors among `tensors` that hold every
+  // expert in expert order (an [E, ...] tensor), as the bytes experts [first, first + count)
+  // occupy in each. assemble() leaves their pages mapped, and the executor hashes them a slice
+  // at a time as the slices complete, in order, letting the pages go after: a pass over the
+  // whole tensor at the end, on one thread, cost that tensor read back from the page cache.
+  std::function<std::vector<std::pair<const std::string*, io::ByteView>>(int64_t first, int64_t count)>
+      expert_ordered_bytes;
   // Optional, for quantizing sources of MXFP4 blocks: assemble() with the codes written where
   // `to` says instead of into a new tensor (same codes, error, digests), so that the executor
   // can quantize straight into the shuffled output without a copy of the slice in between.

@@ -30,6 +30,16 @@ std::string join_labels(const std::vector<std::string>& names) {
   return s;
 }
 
+// Experts [first, first + count) of an [E, ...] tensor of `per` bytes an expert.
+std::function<std::vector<std::pair<const std::string*, io::ByteView>>(int64_t, int64_t)> expert_ordered_bytes_of(
+    const io::Checkpoint& c, const io::LocatedTensor* t, uint64_t per, const std::string& name) {
+  return [&c, t, per, &name](int64_t first, int64_t count) {
+    const io::ByteView whole = c.data(*t);
+    return std::vector<std::pair<const std::string*, io::ByteView>>{
+        {&name, {whole.data + per * static_cast<uint64_t>(first), per * static_cast<uint64_t>(count)}}};
+  };
+}
+
 }  // namespace
 
 uint8_t* ScaleHandoff::slot(int64_t expert, int64_t experts, size_t per) {
@@ -264,9 +274,7 @@ ExpertRowsPtr sliced_bf16_rows(const io::Checkpoint& c, const std::string& name,
     if (!aligned16(p)) return std::vector<Bf16Run>{};
     return std::vector<Bf16Run>{{reinterpret_cast<const uint16_t*>(p), rows, &name}};
   };
-  m->release = [&c, t, per](int64_t e) {
-    io::release_mapped_pages_around({c.data(*t).data + per * static_cast<uint64_t>(e), per}, t->file->whole_file());
-  };
+  m->expert_ordered_bytes = expert_ordered_bytes_of(c, t, per, m->tensors[0]);
   return m;
 }
 
@@ -285,10 +293,7 @@ ExpertRowsPtr transposed_bf16_rows(const io::Checkpoint& c, const std::string& n
     const uint8_t* src = c.data(*t).data + static_cast<uint64_t>(e * rows * cols + row) * 2;
     transpose_bf16(src, rows, cols, count, out, cols);
   };
-  const uint64_t per = static_cast<uint64_t>(rows * cols) * 2;
-  m->release = [&c, t, per](int64_t e) {
-    io::release_mapped_pages_around({c.data(*t).data + per * static_cast<uint64_t>(e), per}, t->file->whole_file());
-  };
+  m->expert_ordered_bytes = expert_ordered_bytes_of(c, t, static_cast<uint64_t>(rows * cols) * 2, m->tensors[0]);
   return m;
 }
 

@@ -128,6 +128,12 @@ struct ExpertRows {
   // The quantizing sources hash them while the bytes are at hand, into `digests`, so that the
   // manifest's source digests need no second pass over the checkpoint.
   std::function<std::vector<std::pair<const std::string*, io::ByteView>>(int64_t expert)> expert_tensors;
+  // Optional: the tensors shared by all experts that hold them in expert order (sliced and
+  // transposed experts), as the bytes of experts [first, first + count). Such rows have no
+  // `release`: the reader that hashes those bytes in order lets them go (CanonicalSource's
+  // expert_ordered_bytes).
+  std::function<std::vector<std::pair<const std::string*, io::ByteView>>(int64_t first, int64_t count)>
+      expert_ordered_bytes;
   // Shared by every canonical source made from these rows.
   std::shared_ptr<TensorDigests> digests = std::make_shared<TensorDigests>();
   std::shared_ptr<ScaleHandoff> scale_handoff = std::make_shared<ScaleHandoff>();

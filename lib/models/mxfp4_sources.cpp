@@ -37,6 +37,13 @@ void hash_expert_tensors(const ExpertRows& m, int64_t e) {
     if (!m.digests->has(*name)) m.digests->put(*name, xxh3_128_hex(bytes.data, bytes.size));
 }
 
+// The rows' tensors held in expert order, for the executor to hash slice by slice.
+std::function<std::vector<std::pair<const std::string*, io::ByteView>>(int64_t, int64_t)> ordered_bytes(
+    const ExpertRowsPtr& rows) {
+  if (!rows->expert_ordered_bytes) return {};
+  return [rows](int64_t first, int64_t count) { return rows->expert_ordered_bytes(first, count); };
+}
+
 std::function<std::string(const std::string&)> digest_lookup(const ExpertRowsPtr& rows) {
   if (!rows->expert_tensors || !rows->digests) return {};
   return [digests = rows->digests](const std::string& tensor) { return digests->get(tensor); };
@@ -221,6 +228,7 @@ CanonicalSource mxfp4_blocks_source(ExpertRowsPtr rows) {
   s.transform = quantize_transform_name(*rows);
   s.quantization = std::make_shared<QuantizationStats>();
   s.source_digest = digest_lookup(rows);
+  s.expert_ordered_bytes = ordered_bytes(rows);
   auto stats = s.quantization;
   s.assemble = [rows, stats](int64_t first, int64_t count) {
     const ExpertRows& m = *rows;
@@ -254,6 +262,7 @@ CanonicalSource mxfp4_scales_source(ExpertRowsPtr rows) {
   s.tensors = rows->tensors;
   s.transform = quantize_transform_name(*rows);
   s.source_digest = digest_lookup(rows);
+  s.expert_ordered_bytes = ordered_bytes(rows);
   s.assemble = [rows](int64_t first, int64_t count) {
     const ExpertRows& m = *rows;
     check_slice(m, first, count);

@@ -301,12 +301,24 @@ Manifest execute_plan(const ConvertPlan& plan, const io::Checkpoint& source, con
   size_t job_index = 0;
   size_t unit_index = 0;
   std::map<std::string, std::string> weight_map;
+  std::map<std::string, std::string> streamed_digests;  // source tensor -> XXH3-128, hashed slice by slice
   for (size_t shard_index = 0; shard_index < plan.shards.size(); ++shard_index) {
     const auto& shard = plan.shards[shard_index];
     uint64_t offset = 0;
     for (size_t i = 0; i < shard.tensors.size(); ++i, ++job_index) {
       const TensorJob& job = plan.jobs[job_index];
       Xxh3Hasher source_hash, out_hash;
+      // Source tensors that hold every expert in order and that nothing hashed yet: hashed here a
+      // slice at a time, as the slices complete (another job over the same tensor, e.g. the
+      // scales after the blocks, finds the digest).
+      std::map<std::string, Xxh3Hasher> ordered_hashes;
+      if (job.transformed && !job.reads_source_directly() && job.canonical.expert_ordered_bytes) {
+        for (const auto& [name, bytes] : job.canonical.expert_ordered_bytes(0, 0)) {
+          const bool known = streamed_digests.count(*name) != 0 ||
+                             (job.canonical.source_digest && !job.canonical.source_digest(*name).empty());
+          if (!known) ordered_hashes.try_emplace(*name);
+        }
+      }
       while (true) {
         if (cancel && cancel->load()) throw Error(ErrorKind::Io, "interrupted; nothing was written to the destination");
         launch_more();
@@ -323,6 +335,16 @@ Manifest execute_plan(const ConvertPlan& plan, const io::Checkpoint& source, con
           if (job.transformed) source_hash.update(sources[job_index].data + cb.in_begin, cb.in_size);
           // Consumed: let the source pages go (the units already in flight read other slices).
           io::release_mapped_pages({sources[job_index].data + cb.in_begin, cb.in_size});
+        }
+        if (!ordered_hashes.empty()) {
+          const int64_t first = unit.chunk.whole ? 0 : unit.chunk.first;
+          const int64_t count = unit.chunk.whole ? plan.dims.experts : unit.chunk.count;
+          for (const auto& [name, bytes] : job.canonical.expert_ordered_bytes(first, count)) {
+            const auto it = ordered_hashes.find(*name);
+            if (it == ordered_hashes.end()) continue;
+            it->second.update(bytes.data, bytes.size);
+            io::release_mapped_pages(bytes);
+          }
         }
         pool.give_back(std::move(out.owned));
         done += cb.in_size;
@@ -345,9 +367,14 @@ Manifest execute_plan(const ConvertPlan& plan, const io::Checkpoint& source, con
         const std::string digest = job.transformed ? source_hash.hex_digest() : t.xxh3_128;
         t.sources = {{job.source_tensors().front(), info.dtype, info.shape, digest}};
       } else {
+        for (auto& [name, hasher] : ordered_hashes) streamed_digests[name] = hasher.hex_digest();
         for (const auto& name : job.source_tensors()) {
-          // Adapters that hashed a tensor while assembling it save a second pass over it.
-          const std::string digest = job.canonical.source_digest ? job.canonical.source_digest(name) : "";
+          // Adapters that hashed a tensor while assembling it save a second pass over it, and
+          // so do the tensors hashed above.
+          const auto streamed = streamed_digests.find(name);
+          const std::string digest = streamed != streamed_digests.end() ? streamed->second
+                                     : job.canonical.source_digest ? job.canonical.source_digest(name)
+                                                                   : "";
           if (digest.empty()) {
             t.sources.push_back(hash_source_tensor(source, name));
           } else {

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include "core/hash.h"
 #include "models/detect.h"
 #include "plan/manifest.h"
 #include "models_test_util.h"
@@ -132,6 +133,13 @@ TEST_P(Family, ManifestRecordsSourcesTransformAndQuantizationError) {
     const bool stacked = std::string(fc.family) != "gemma4" && std::string(fc.family) != "gpt_oss_bf16";
     const size_t expect = stacked ? per_expert * experts * (t.role.rfind("w13", 0) == 0 ? 2 : 1) : 1;
     EXPECT_EQ(t.sources.size(), expect) << t.name;
+    // Each source digest is the tensor's own XXH3-128, wherever it was taken: in the quantizing
+    // pass (per-expert tensors), slice by slice by the executor (tensors holding every expert),
+    // or in a pass of its own.
+    for (const auto& source : t.sources) {
+      const io::ByteView bytes = ckpt.data(ckpt.find(source.name));
+      EXPECT_EQ(source.xxh3_128, xxh3_128_hex(bytes.data, bytes.size)) << t.name << " <- " << source.name;
+    }
     if (t.role == "w13_weight" || t.role == "w2_weight") {
       EXPECT_GT(t.quantization_rel_error, 0.05) << t.name;
       EXPECT_LT(t.quantization_rel_error, 0.2) << t.name;
