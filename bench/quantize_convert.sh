@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Cost of quantizing during convert: a Qwen3-MoE-shaped BF16 checkpoint (experts quantized to
-# MXFP4 on the way) against a GPT-OSS MXFP4 checkpoint of the same expert shapes, whose
-# kernel-ready output is the same size. Reports time per output byte and the ratio (goal: the
+# Cost of quantizing during convert: checkpoints of each quantizing family (BF16 or FP8 experts,
+# quantized to MXFP4 on the way; FAMILIES, default every one) against a GPT-OSS MXFP4 checkpoint
+# of the same expert shapes, whose kernel-ready output is the same size. Reports time per output byte and the ratio (goal: the
 # quantizing path at most 1.5x slower per output byte), in wall time (best of RUNS, fsyncs
 # included) and in CPU time (user + sys, which a shared machine disturbs less), each as the best
 # and as the median of RUNS, plus peak RSS and verify's time on the quantized output. Times come
@@ -10,7 +10,9 @@
 # MOEPREP_BIN picks the binary; MOEPREP_SIMD=baseline|avx2|avx512 caps the vector level the
 # quantizer and XXH3 use (core/simd_level.h; default: the CPU's widest).
 # Shape: Qwen3-30B-A3B's experts (hidden 2048, moe_intermediate 768, 128 experts, top-8): one
-# layer is 1.2 GB of BF16 experts. Sources are read once before timing (page cache), after being
+# layer is 1.2 GB of BF16 experts (0.6 GB of FP8 for deepseek_v3, whose generator makes layer 0
+# dense, so it gets one layer more). FAMILIES="qwen3_moe mixtral gemma4 gpt_oss_bf16 deepseek_v3"
+# by default; the per-family ratios are printed one line each. Sources are read once before timing (page cache), after being
 # dropped from it, so that every run starts from the same state: how the kernel holds a source
 # in the page cache changes the cost of mapping it (on the dev VM, files that had been cached for
 # hours cost the quantizing convert ~20% more CPU, ~14k page faults on the source, i.e. small
@@ -24,10 +26,15 @@ work=${3:-/tmp/moeprep-qbench}
 runs=${4:-3}
 bin=${MOEPREP_BIN:-build/moeprep}
 [[ -x "$bin" ]] || { echo "build first (scripts/build)"; exit 1; }
-shape=(--layers "$layers" --experts 128 --hidden 2048 --intermediate 768 --top-k 8 --max-shard-size 2GB -q)
+families=(${FAMILIES:-qwen3_moe mixtral gemma4 gpt_oss_bf16 deepseek_v3})
+shape=(--experts 128 --hidden 2048 --intermediate 768 --top-k 8 --max-shard-size 2GB -q)
 mkdir -p "$work"
-[[ -d "$work/qwen3-bf16-$layers" ]] || "$bin" generate "$work/qwen3-bf16-$layers" --model qwen3_moe "${shape[@]}"
-[[ -d "$work/gpt-oss-mxfp4-$layers" ]] || "$bin" generate "$work/gpt-oss-mxfp4-$layers" --model gpt_oss "${shape[@]}"
+[[ -d "$work/gpt-oss-mxfp4-$layers" ]] || "$bin" generate "$work/gpt-oss-mxfp4-$layers" --model gpt_oss --layers "$layers" "${shape[@]}"
+for fam in "${families[@]}"; do
+  gen_layers=$layers
+  [[ $fam == deepseek_v3 ]] && gen_layers=$((layers + 1))  # its first layer is dense
+  [[ -d "$work/$fam-$layers" ]] || "$bin" generate "$work/$fam-$layers" --model "$fam" --layers "$gen_layers" "${shape[@]}"
+done
 
 # Arithmetic in awk (the GPU host has no bc).
 calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
@@ -37,7 +44,7 @@ median() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | awk '{v[NR] = $1} END {
 pin=()
 [[ -n "${CPUS:-}" ]] && pin=(taskset -c "$CPUS")  # e.g. CPUS=0-1: both converts pinned to those cores
 declare -A wall cpu usr sys out_bytes rss
-names=(gpt-oss-mxfp4 qwen3-bf16)
+names=(gpt-oss-mxfp4 "${families[@]}")
 page_cache=${PAGE_CACHE:-dropped-and-read}
 sync
 for name in "${names[@]}"; do
@@ -47,7 +54,7 @@ for name in "${names[@]}"; do
     cat "$f" >/dev/null
   done
 done
-# Alternate the two so that both see the same background load.
+# Alternate them so that all see the same background load.
 for ((r = 0; r < runs; ++r)); do
   for name in "${names[@]}"; do
     rm -rf "$work/kr"
@@ -63,7 +70,9 @@ for ((r = 0; r < runs; ++r)); do
     out_bytes[$name]=$(cat "$work/kr"/*.safetensors | wc -c)
   done
 done
-python3 bench/time_command.py "$work/time-verify.txt" "$bin" verify "$work/kr" --source "$work/qwen3-bf16-$layers" \
+# Verify the last family's output (the quantized layer) through all five stages.
+last=${families[${#families[@]} - 1]}
+python3 bench/time_command.py "$work/time-verify.txt" "$bin" verify "$work/kr" --source "$work/$last-$layers" \
   --tokens 1,64 -q >/dev/null
 ver_s=$(awk '{print $1}' "$work/time-verify.txt")
 qerr=$(grep -o '"quantization_rel_error": [0-9.e-]*' "$work/kr/moeprep.json" | awk '{printf "%.4f\n", $2}' | sort -g |
@@ -83,11 +92,14 @@ for name in "${names[@]}"; do
     "${out_bytes[$name]}" "$(calc "$wb * 1000000000 / ${out_bytes[$name]}")" \
     "$(calc "$cb * 1000000000 / ${out_bytes[$name]}")" "${rss[$name]}"
 done
-# Per output byte, quantizing over MXFP4: ratio STAT QUANTIZING_LIST MXFP4_LIST (STAT: best or median).
-ratio() { calc "($($1 "$2") / ${out_bytes[qwen3-bf16]}) / ($($1 "$3") / ${out_bytes[gpt-oss-mxfp4]})"; }
-printf "ratio quantizing / MXFP4 per output byte: wall %.2f, cpu %.2f (best of %d); wall %.2f, cpu %.2f (medians) (goal <= 1.5)\n" \
-  "$(ratio best "${wall[qwen3-bf16]}" "${wall[gpt-oss-mxfp4]}")" "$(ratio best "${cpu[qwen3-bf16]}" "${cpu[gpt-oss-mxfp4]}")" \
-  "$runs" "$(ratio median "${wall[qwen3-bf16]}" "${wall[gpt-oss-mxfp4]}")" \
-  "$(ratio median "${cpu[qwen3-bf16]}" "${cpu[gpt-oss-mxfp4]}")"
-printf "verify of the quantized output (stages 1-5, tokens 1,64): %.2f s; quantization error per tensor: %s\n" \
-  "$ver_s" "$qerr"
+# Per output byte, a quantizing family over MXFP4: ratio STAT QUANTIZING_LIST FAMILY MXFP4_LIST (STAT: best or median).
+ratio() { calc "($($1 "$2") / ${out_bytes[$3]}) / ($($1 "$4") / ${out_bytes[gpt-oss-mxfp4]})"; }
+for fam in "${families[@]}"; do
+  printf "ratio %-13s / MXFP4 per output byte: wall %.2f, cpu %.2f (best of %d); wall %.2f, cpu %.2f (medians) (goal <= 1.5)\n" \
+    "$fam" "$(ratio best "${wall[$fam]}" "$fam" "${wall[gpt-oss-mxfp4]}")" \
+    "$(ratio best "${cpu[$fam]}" "$fam" "${cpu[gpt-oss-mxfp4]}")" "$runs" \
+    "$(ratio median "${wall[$fam]}" "$fam" "${wall[gpt-oss-mxfp4]}")" \
+    "$(ratio median "${cpu[$fam]}" "$fam" "${cpu[gpt-oss-mxfp4]}")"
+done
+printf "verify of the %s output (stages 1-5, tokens 1,64): %.2f s; quantization error per tensor: %s\n" \
+  "$last" "$ver_s" "$qerr"
