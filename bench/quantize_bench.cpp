@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "core/hash.h"
@@ -16,6 +17,7 @@
 #include "formats/fp8_block_dequant.h"
 #include "formats/mxfp4_dequantize.h"
 #include "formats/mxfp4_quantize.h"
+#include "formats/mxfp4_quantize_fp8.h"
 
 using namespace moeprep;
 
@@ -217,6 +219,48 @@ void BM_Fp8BlockDequant(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * s.rows * kCols);
 }
 
+// FP8 block-scaled weights (DeepSeek-V3) to MXFP4 with the error sums, in bytes of FP8 input
+// per second: the direct quantizer, and its definition (each 384 rows dequantized to floats,
+// then the float quantizer), the way convert took before it.
+void BM_QuantizeMxfp4Fp8Measured(benchmark::State& state) {
+  if (!use_level(state)) return;
+  const Data& d = data();
+  const Share s = share(state, 128 * 3);
+  const int64_t scols = (kCols + 127) / 128;
+  std::vector<uint8_t> codes(s.rows * kCols / 2), scales(s.rows * kCols / 32);
+  state.SetLabel(std::string(simd_level_name(simd_level())) + (mxfp4_fp8_quantizer_uses_tables() ? ", tables" : ""));
+  for (auto _ : state) {
+    Mxfp4ErrorSums sums;
+    quantize_mxfp4_rows_fp8_measured(d.fp8.data() + s.begin * kCols, s.begin, s.rows, kCols, d.fp8_scales.data(),
+                                     scols, 128, 128, Mxfp4CodeLayout{codes.data(), kCols / 2, 16}, scales.data(),
+                                     "w", sums);
+    benchmark::DoNotOptimize(sums);
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * s.rows * kCols);
+}
+
+void BM_QuantizeMxfp4Fp8MeasuredByDequantization(benchmark::State& state) {
+  if (!use_level(state)) return;
+  const Data& d = data();
+  const Share s = share(state, 128 * 3);
+  const int64_t scols = (kCols + 127) / 128, chunk = 128 * 3;
+  std::vector<uint8_t> codes(s.rows * kCols / 2), scales(s.rows * kCols / 32);
+  std::vector<float> floats(chunk * kCols);
+  for (auto _ : state) {
+    Mxfp4ErrorSums sums;
+    for (int64_t r = s.begin; r < s.begin + s.rows; r += chunk) {
+      fp8_block_dequant(d.fp8.data() + r * kCols, chunk, kCols, d.fp8_scales.data() + (r / 128) * scols, chunk / 128,
+                        scols, floats.data(), "w");
+      quantize_mxfp4_rows_measured(floats.data(), chunk, kCols, codes.data() + (r - s.begin) * kCols / 2,
+                                   scales.data() + (r - s.begin) * kCols / 32, "w", sums);
+    }
+    benchmark::DoNotOptimize(sums);
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * s.rows * kCols);
+}
+
 }  // namespace
 
 #define MOEPREP_THROUGHPUT_BENCHMARK(fn) \
@@ -234,5 +278,7 @@ MOEPREP_LEVELS_BENCHMARK(BM_Xxh3);
 MOEPREP_LEVELS_BENCHMARK(BM_QuantizeMxfp4F32);
 MOEPREP_THROUGHPUT_BENCHMARK(BM_DequantizeMxfp4);
 MOEPREP_THROUGHPUT_BENCHMARK(BM_Fp8BlockDequant);
+MOEPREP_LEVELS_BENCHMARK(BM_QuantizeMxfp4Fp8Measured);
+MOEPREP_LEVELS_BENCHMARK(BM_QuantizeMxfp4Fp8MeasuredByDequantization);
 
 BENCHMARK_MAIN();

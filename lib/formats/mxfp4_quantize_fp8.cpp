@@ -44,9 +44,13 @@ void dequantize_rows(const Fp8Rows& job, int64_t first, int64_t count, float* ou
     const float* s = job.scale_inv + (row / job.block_n) * job.scale_cols;
     float* dst = out + (r - first) * k;
     uint8_t nan_seen = 0;
-    for (int64_t j = 0; j < k; ++j) {
-      nan_seen |= static_cast<uint8_t>(fp8_e4m3_is_nan(w[j]));
-      dst[j] = table[w[j]] * s[j / job.block_k];
+    for (int64_t c0 = 0; c0 < k; c0 += job.block_k) {
+      const float scale = s[c0 / job.block_k];
+      const int64_t c1 = std::min(c0 + job.block_k, k);
+      for (int64_t j = c0; j < c1; ++j) {
+        nan_seen |= static_cast<uint8_t>(fp8_e4m3_is_nan(w[j]));
+        dst[j] = table[w[j]] * scale;
+      }
     }
     if (nan_seen)
       for (int64_t j = 0; j < k; ++j)
@@ -74,11 +78,11 @@ void quantize_as_defined(const Fp8Rows& job, const std::string& context, Mxfp4Er
 }
 
 // A few rows at a time through a buffer that stays in cache. Row sums add up in row order
-// whatever the chunks, so the sums are those of one call; NaN codes are looked for first, as
-// the definition dequantizes every row before quantizing any.
+// whatever the chunks, so the sums are those of one call. Any error is found again by the
+// definition, which dequantizes every row before quantizing any: a NaN code in a later chunk
+// comes before an overflow in an earlier one, and the quantizer names rows of the whole range.
 void quantize_in_chunks(const Fp8Rows& job, const std::string& context, Mxfp4ErrorSums& sums) {
-  throw_first_nan(job, context);
-  const int64_t chunk = std::max<int64_t>(1, 16384 / std::max<int64_t>(job.k, 1));
+  const int64_t chunk = std::max<int64_t>(1, 65536 / std::max<int64_t>(job.k, 1));  // 256 KiB of floats
   std::vector<float> floats(static_cast<size_t>(std::min(chunk, job.rows) * job.k));
   Mxfp4ErrorSums s = sums;
   try {
@@ -90,8 +94,6 @@ void quantize_in_chunks(const Fp8Rows& job, const std::string& context, Mxfp4Err
                                    s);
     }
   } catch (const Error&) {
-    // An overflow to Inf: its message names the row within the quantizer's call, which is
-    // the whole range's.
     quantize_as_defined(job, context, sums);
     throw_internal(context + ": FP8 quantization: an error in a chunk was not one of the whole rows");
   }
