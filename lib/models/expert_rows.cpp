@@ -230,6 +230,27 @@ ExpertRowsPtr stacked_fp8_rows(const io::Checkpoint& c, const std::vector<std::v
       first += p.rows;
     }
   };
+  m->fp8_block_n = block_n;
+  m->fp8_block_k = block_k;
+  m->fp8_parts = [&c, located](int64_t e) {
+    std::vector<ExpertRows::Fp8Part> parts;
+    for (const Part& p : located[static_cast<size_t>(e)]) {
+      const io::ByteView s = c.data(*p.scale);
+      ExpertRows::Fp8Part part{c.data(*p.weight).data, p.rows, {}, p.scale->info->shape[1], &p.name};
+      // Copied, since mapped tensors need not be aligned for their element type; BF16 scales
+      // widen to floats exactly, as fp8_block_dequant_bf16_scales does.
+      if (p.scale->info->dtype == Dtype::BF16) {
+        std::vector<uint16_t> bits(s.size / 2);
+        std::memcpy(bits.data(), s.data, s.size);
+        for (uint16_t b : bits) part.scale_inv.push_back(bf16_to_float(b));
+      } else {
+        part.scale_inv.resize(s.size / 4);
+        std::memcpy(part.scale_inv.data(), s.data, s.size);
+      }
+      parts.push_back(std::move(part));
+    }
+    return parts;
+  };
   m->release = [&c, located](int64_t e) {
     for (const Part& p : located[static_cast<size_t>(e)])
       io::release_mapped_pages_around(c.data(*p.weight), p.weight->file->whole_file());

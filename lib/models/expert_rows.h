@@ -117,6 +117,18 @@ struct ExpertRows {
   // can take an expert a few dozen rows at a time, in cache, rather than whole.
   std::function<void(int64_t expert, int64_t row, int64_t count, uint16_t* out)> read_bf16;
   std::function<void(int64_t expert, int64_t row, int64_t count, float* out)> read_f32;
+  // Optional, FP8 only: expert e's FP8 tensors as mapped, each with its block scales widened to
+  // floats, so that a pass quantizes straight from the FP8 bytes (formats/mxfp4_quantize_fp8.h)
+  // rather than from floats dequantized first.
+  struct Fp8Part {
+    const uint8_t* weight = nullptr;  // [rows, cols] E4M3
+    int64_t rows = 0;
+    std::vector<float> scale_inv;  // [ceil(rows / fp8_block_n), scale_cols]
+    int64_t scale_cols = 0;
+    const std::string* name = nullptr;
+  };
+  std::function<std::vector<Fp8Part>(int64_t expert)> fp8_parts;
+  int64_t fp8_block_n = 128, fp8_block_k = 128;
   // Optional, BF16 only: the rows as runs read in place (no copy), or empty when the map's
   // bytes are not aligned for uint16_t (safetensors does not promise it).
   std::function<std::vector<Bf16Run>(int64_t expert)> mapped_bf16;

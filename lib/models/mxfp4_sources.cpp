@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/hash.h"
 #include "formats/mxfp4_quantize.h"
+#include "formats/mxfp4_quantize_fp8.h"
 
 namespace moeprep::models {
 namespace {
@@ -132,6 +133,22 @@ void quantize_rows_to(const Source* src, int64_t row, int64_t rows, int64_t k,
   }
 }
 
+// Quantizes one FP8 tensor of an expert, whose rows start at `row` of the expert, straight from
+// its mapped bytes and block scales, span by span of the code destination.
+void quantize_fp8_part_to(const ExpertRows::Fp8Part& part, const ExpertRows& m, int64_t row,
+                          const std::function<CodeRowSpan(int64_t row)>& to, uint8_t* scales, Mxfp4ErrorSums& sums) {
+  const int64_t k = m.cols;
+  for (int64_t done = 0; done < part.rows;) {
+    const CodeRowSpan span = to(row + done);
+    if (span.rows <= 0) throw_internal(*part.name + ": code destination of no rows");
+    const int64_t n = std::min(span.rows, part.rows - done);
+    quantize_mxfp4_rows_fp8_measured(part.weight + done * k, done, n, k, part.scale_inv.data(), part.scale_cols,
+                                     m.fp8_block_n, m.fp8_block_k, Mxfp4CodeLayout{span.data, span.row_stride, span.block_stride},
+                                     scales + (row + done) * (k / kBlock), *part.name, sums);
+    done += n;
+  }
+}
+
 // Quantizes a run that is one whole tensor of the expert and returns that tensor's digest.
 std::string quantize_and_hash_run(const Bf16Run& run, int64_t row, int64_t k,
                                   const std::function<CodeRowSpan(int64_t row)>& to, uint8_t* scales,
@@ -176,7 +193,13 @@ void quantize_expert(const ExpertRows& m, int64_t e, const std::function<CodeRow
   // The error is measured in the quantizing pass; runs split the rows, and their sums add up
   // to those of the expert's rows in one piece.
   Mxfp4ErrorSums se;
-  if (m.read_f32) {
+  if (m.fp8_parts) {
+    int64_t row = 0;
+    for (const ExpertRows::Fp8Part& part : m.fp8_parts(e)) {
+      quantize_fp8_part_to(part, m, row, to, scales, se);
+      row += part.rows;
+    }
+  } else if (m.read_f32) {
     for_each_f32_piece(m, e, scratch.f32, [&](const float* rows, int64_t n, int64_t row) {
       quantize_rows_to(rows, row, n, m.cols, to, scales, label, se);
     });

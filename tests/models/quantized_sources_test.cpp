@@ -450,6 +450,34 @@ TEST(QuantizedSources, NonFiniteValuesFailBothPathsNamingTheExpertTensors) {
   EXPECT_NO_THROW(mxfp4_blocks_source(rows).assemble(0, 1));
 }
 
+TEST(QuantizedSources, Fp8ExpertsQuantizedFromTheirBytesEqualTheDequantizedFloatPath) {
+  // The FP8 rows carry fp8_parts, so the pass quantizes straight from the mapped FP8 bytes; the
+  // same rows without it go through floats dequantized a piece at a time. Codes, scales and the
+  // recorded error must not tell them apart.
+  TempDir dir;
+  const auto dc = io::Checkpoint::open(make_family(dir, "deepseek_v3", "ds"));
+  std::vector<std::vector<std::string>> parts, scales;
+  for (int e = 0; e < 8; ++e) {
+    const std::string p = "model.layers.1.mlp.experts." + std::to_string(e) + ".";
+    parts.push_back({p + "gate_proj.weight", p + "up_proj.weight"});
+    scales.push_back({p + "gate_proj.weight_scale_inv", p + "up_proj.weight_scale_inv"});
+  }
+  const auto direct = stacked_fp8_rows(dc, parts, scales, {32, 32}, 160, 128, 128, "test");
+  ASSERT_TRUE(direct->fp8_parts);
+  auto via_floats = std::make_shared<ExpertRows>(*direct);
+  via_floats->fp8_parts = nullptr;
+  via_floats->scale_handoff = std::make_shared<ScaleHandoff>();
+  via_floats->digests = std::make_shared<TensorDigests>();
+  const CanonicalSource a = mxfp4_blocks_source(direct), b = mxfp4_blocks_source(via_floats);
+  EXPECT_EQ(a.assemble(0, 8).bytes, b.assemble(0, 8).bytes);
+  EXPECT_EQ(a.quantization->relative_error(), b.quantization->relative_error());
+  std::vector<uint8_t> scales_a, scales_b;
+  ASSERT_TRUE(direct->scale_handoff->take_all(scales_a));
+  ASSERT_TRUE(via_floats->scale_handoff->take_all(scales_b));
+  EXPECT_EQ(scales_a, scales_b);
+  EXPECT_GT(a.quantization->relative_error(), 0.05);
+}
+
 TEST(QuantizedSources, ExpertRowsReadStackedSlicedTransposedAndFp8Layouts) {
   // One synthetic checkpoint of each storage style, read back through ExpertRows and compared
   // with the tensors' own bytes.
