@@ -240,6 +240,27 @@ void BM_QuantizeMxfp4Fp8Measured(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * s.rows * kCols);
 }
 
+// The same 16 rows a call, as convert calls it for the tile-shuffled layout (a group of 16 rows
+// a code span).
+void BM_QuantizeMxfp4Fp8MeasuredIn16RowCalls(benchmark::State& state) {
+  if (!use_level(state)) return;
+  const Data& d = data();
+  const Share s = share(state, 128 * 3);
+  const int64_t scols = (kCols + 127) / 128;
+  std::vector<uint8_t> codes(s.rows * kCols / 2), scales(s.rows * kCols / 32);
+  state.SetLabel(std::string(simd_level_name(simd_level())) + (mxfp4_fp8_quantizer_uses_tables() ? ", tables" : ""));
+  for (auto _ : state) {
+    Mxfp4ErrorSums sums;
+    for (int64_t r = s.begin; r < s.begin + s.rows; r += 16)
+      quantize_mxfp4_rows_fp8_measured(d.fp8.data() + r * kCols, r, 16, kCols, d.fp8_scales.data(), scols, 128, 128,
+                                       Mxfp4CodeLayout{codes.data() + (r - s.begin) * kCols / 2, kCols / 2, 16},
+                                       scales.data() + (r - s.begin) * kCols / 32, "w", sums);
+    benchmark::DoNotOptimize(sums);
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * s.rows * kCols);
+}
+
 void BM_QuantizeMxfp4Fp8MeasuredByDequantization(benchmark::State& state) {
   if (!use_level(state)) return;
   const Data& d = data();
@@ -279,6 +300,7 @@ MOEPREP_LEVELS_BENCHMARK(BM_QuantizeMxfp4F32);
 MOEPREP_THROUGHPUT_BENCHMARK(BM_DequantizeMxfp4);
 MOEPREP_THROUGHPUT_BENCHMARK(BM_Fp8BlockDequant);
 MOEPREP_LEVELS_BENCHMARK(BM_QuantizeMxfp4Fp8Measured);
+MOEPREP_LEVELS_BENCHMARK(BM_QuantizeMxfp4Fp8MeasuredIn16RowCalls);
 MOEPREP_LEVELS_BENCHMARK(BM_QuantizeMxfp4Fp8MeasuredByDequantization);
 
 BENCHMARK_MAIN();

@@ -341,3 +341,23 @@ TEST(Mxfp4QuantizeFp8, SaysWhetherTheTableLoopRuns) {
   std::printf("FP8 table loop at %s: %s\n", simd_level_name(simd_level()),
               mxfp4_fp8_quantizer_uses_tables() ? "yes" : "no");
 }
+
+TEST(Mxfp4QuantizeFp8, ScalesChangedBetweenCallsAtTheSameAddressAreUsed) {
+  // The table loop keeps a band's tables from call to call; a caller that reuses a scale
+  // buffer for another tensor (or changes one value, or its sign) must not get the old ones.
+  Weight w = random_weight(256, 512, 128, 128, 21);
+  for (auto& s : w.scale) s = 0.001f;
+  expect_as_defined(w, 0, 16, {256, 16});
+  w.scale[0] = 0.0015f;
+  expect_as_defined(w, 0, 16, {256, 16});
+  w.scale[0] = -0.0015f;
+  expect_as_defined(w, 16, 16, {256, 16});
+  w.scale[3] = 0.002f;  // the last column of the band
+  expect_as_defined(w, 32, 16, {256, 16});
+  // Another K with the same leading scales.
+  Weight narrow = random_weight(256, 256, 128, 128, 22);
+  narrow.scale[0] = w.scale[0];
+  narrow.scale[1] = w.scale[1];
+  expect_as_defined(narrow, 0, 16, {128, 16});
+  expect_as_defined(w, 48, 100, {256, 16});
+}
