@@ -29,6 +29,6 @@ for shape in $shapes; do
   SHAPE=$shape bash bench/convert_throughput.sh "$layers" "$(nproc)" /tmp/moeprep-bench "$runs" | tail -7
 done
 echo "== quantizing convert vs MXFP4 path, pinned to cores 0-1, --threads 2"
-CPUS=0-1 bash bench/quantize_convert.sh 1 2 /tmp/moeprep-qbench "$runs" | tail -14
+CPUS=0-1 bash bench/quantize_convert.sh 1 2 /tmp/moeprep-qbench "$runs" | tail -18
 echo "== quantizing convert vs MXFP4 path, all $(nproc) cores, --threads $(nproc)"
-bash bench/quantize_convert.sh 1 "$(nproc)" /tmp/moeprep-qbench "$runs" | tail -14
+bash bench/quantize_convert.sh 1 "$(nproc)" /tmp/moeprep-qbench "$runs" | tail -18

@@ -10,9 +10,10 @@
 # MOEPREP_BIN picks the binary; MOEPREP_SIMD=baseline|avx2|avx512 caps the vector level the
 # quantizer and XXH3 use (core/simd_level.h; default: the CPU's widest).
 # Shape: Qwen3-30B-A3B's experts (hidden 2048, moe_intermediate 768, 128 experts, top-8): one
-# layer is 1.2 GB of BF16 experts (0.6 GB of FP8 for deepseek_v3, whose generator makes layer 0
-# dense, so it gets one layer more). FAMILIES="qwen3_moe mixtral gemma4 gpt_oss_bf16 deepseek_v3"
-# by default; the per-family ratios are printed one line each. Sources are read once before timing (page cache), after being
+# layer is 1.2 GB of BF16 experts (0.6 GB of FP8 for deepseek_v3 and 0.8 GB for the non-gated
+# nemotron_h, whose generators put a dense or Mamba layer first, so they get one layer more).
+# FAMILIES="qwen3_moe qwen2_moe mixtral gemma4 nemotron_h gpt_oss_bf16 deepseek_v3" by default;
+# the per-family ratios are printed one line each. Sources are read once before timing (page cache), after being
 # dropped from it, so that every run starts from the same state: how the kernel holds a source
 # in the page cache changes the cost of mapping it (on the dev VM, files that had been cached for
 # hours cost the quantizing convert ~20% more CPU, ~14k page faults on the source, i.e. small
@@ -26,13 +27,14 @@ work=${3:-/tmp/moeprep-qbench}
 runs=${4:-3}
 bin=${MOEPREP_BIN:-build/moeprep}
 [[ -x "$bin" ]] || { echo "build first (scripts/build)"; exit 1; }
-families=(${FAMILIES:-qwen3_moe mixtral gemma4 gpt_oss_bf16 deepseek_v3})
+families=(${FAMILIES:-qwen3_moe qwen2_moe mixtral gemma4 nemotron_h gpt_oss_bf16 deepseek_v3})
 shape=(--experts 128 --hidden 2048 --intermediate 768 --top-k 8 --max-shard-size 2GB -q)
 mkdir -p "$work"
 [[ -d "$work/gpt-oss-mxfp4-$layers" ]] || "$bin" generate "$work/gpt-oss-mxfp4-$layers" --model gpt_oss --layers "$layers" "${shape[@]}"
 for fam in "${families[@]}"; do
   gen_layers=$layers
-  [[ $fam == deepseek_v3 ]] && gen_layers=$((layers + 1))  # its first layer is dense
+  # The generators make deepseek_v3's first layer dense and nemotron_h's a Mamba one.
+  [[ $fam == deepseek_v3 || $fam == nemotron_h ]] && gen_layers=$((layers + 1))
   [[ -d "$work/$fam-$layers" ]] || "$bin" generate "$work/$fam-$layers" --model "$fam" --layers "$gen_layers" "${shape[@]}"
 done
 
