@@ -1,0 +1,99 @@
+#include "formats/mxfp4_quantize_columns.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "core/error.h"
+#include "core/simd_level.h"
+#include "formats/bf16_transpose.h"
+#include "formats/mxfp4_quantize_columns_kernels.h"
+#include "formats/mxfp4_quantize_kernels.h"
+
+namespace moeprep {
+namespace {
+
+using mxfp4_kernels::kBlock;
+using mxfp4_kernels::Sums;
+
+// Columns the portable path transposes at a time: 16 x k bf16 (64 KiB at k = 2048) stays in L2.
+constexpr int64_t kPieceColumns = 16;
+
+// The row quantizer's argument errors, worded as it words them (rows = cols here).
+void check_shape(int64_t cols, int64_t k, const std::string& context) {
+  if (cols < 0 || k < 0)
+    throw_bad_input(context + ": MXFP4 quantization: negative shape [" + std::to_string(cols) + ", " +
+                    std::to_string(k) + "]");
+  if (k % kBlock != 0)
+    throw_bad_input(context + ": MXFP4 quantization needs K (the last dimension) divisible by " +
+                    "32, got K=" + std::to_string(k));
+}
+
+uint16_t element(const uint8_t* src, int64_t src_stride, int64_t row, int64_t col) {
+  uint16_t v;
+  std::memcpy(&v, src + (row * src_stride + col) * 2, 2);
+  return v;
+}
+
+// The loops only report that a NaN or Inf was met; the row quantizer names the first one in its
+// row-major order of output rows, which here is the first column holding one and its first
+// such element along k. Only runs on the way to an error.
+[[noreturn]] void throw_first_non_finite(const uint8_t* src, int64_t src_stride, int64_t k, int64_t cols,
+                                         const std::string& context) {
+  for (int64_t c = 0; c < cols; ++c)
+    for (int64_t r = 0; r < k; ++r) {
+      const uint16_t a = element(src, src_stride, r, c) & 0x7fff;
+      if (a >= 0x7f80)
+        throw_bad_input(context + ": MXFP4 quantization: " + (a > 0x7f80 ? "NaN" : "Inf") + " at row " +
+                        std::to_string(c) + ", block " + std::to_string(r / kBlock) + " (element " +
+                        std::to_string(r) + "); MXFP4 cannot encode NaN or Inf");
+    }
+  throw_internal(context + ": MXFP4 column quantization stopped without a NaN or Inf");
+}
+
+const mxfp4_kernels::Kernels& row_kernels() {
+  switch (simd_level()) {
+#if defined(MOEPREP_X86_SIMD)
+    case SimdLevel::Avx512: return mxfp4_kernels::avx512_kernels();
+    case SimdLevel::Avx2: return mxfp4_kernels::avx2_kernels();
+#endif
+    default: return mxfp4_kernels::baseline_kernels();
+  }
+}
+
+// Levels without a column loop: a few columns at a time transposed into rows for the row loop.
+// Sums added in row order across pieces are those of one call over all the rows.
+bool quantize_by_transposing(const uint8_t* src, int64_t src_stride, int64_t k, int64_t cols,
+                             const Mxfp4CodeLayout& codes, uint8_t* scales, Sums* sums) {
+  const auto& kernels = row_kernels();
+  const int64_t blocks = k / kBlock;
+  std::vector<uint16_t> rows(static_cast<size_t>(kPieceColumns * k));
+  for (int64_t c = 0; c < cols; c += kPieceColumns) {
+    const int64_t n = std::min(kPieceColumns, cols - c);
+    transpose_bf16(src + c * 2, src_stride, k, n, rows.data(), k);
+    const Mxfp4CodeLayout piece{codes.data + c * codes.row_stride, codes.row_stride, codes.block_stride};
+    if (kernels.quantize_bf16(rows.data(), n, k, piece, scales + c * blocks, sums) >= 0) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+void quantize_mxfp4_columns_bf16_measured(const uint8_t* src, int64_t src_stride, int64_t k, int64_t cols,
+                                          const Mxfp4CodeLayout& codes, uint8_t* scales, const std::string& context,
+                                          Mxfp4ErrorSums& sums) {
+  check_shape(cols, k, context);
+  if (cols == 0 || k == 0) return;
+  Sums s{sums.error, sums.reference};
+  bool finite;
+#if defined(MOEPREP_X86_SIMD)
+  if (simd_level() == SimdLevel::Avx512)
+    finite = mxfp4_kernels::quantize_bf16_columns_avx512(src, src_stride, k, cols, codes, scales, &s);
+  else
+#endif
+    finite = quantize_by_transposing(src, src_stride, k, cols, codes, scales, &s);
+  if (!finite) throw_first_non_finite(src, src_stride, k, cols, context);
+  sums = {s.error, s.reference};
+}
+
+}  // namespace moeprep

@@ -1,0 +1,29 @@
+#pragma once
+// MXFP4 quantization of matrices stored inputs-first (transformers' GPT-OSS BF16 experts:
+// gate_up_proj [E, H, 2I], down_proj [E, I, H]), read as they lie instead of transposed first.
+#include <cstdint>
+#include <string>
+
+#include "formats/mxfp4_quantize.h"
+
+namespace moeprep {
+
+// Columns [c0, c0 + cols) of a bf16 matrix of k rows stored row-major with a row stride of
+// src_stride elements, quantized as the rows of its transpose: output row i is source column
+// c0 + i. `src` is the raw bytes of element [0, c0] and may have any byte alignment (a
+// safetensors map does not promise two). Codes go through `codes` (row i's blocks as
+// Mxfp4CodeLayout says), scales are cols x k/32, and the error sums are added to `sums`.
+//
+// Bit for bit what transposing those columns (transpose_bf16, formats/bf16_transpose.h) and
+// calling quantize_mxfp4_rows_bf16_measured(rows, cols, k, codes, scales, context, sums) gives,
+// at every SIMD level, errors included: a NaN or Inf throws its BadInput text, naming the row
+// as the output row index within this call (callers put any offset into `context`).
+//
+// Cost: the AVX-512 loop walks k one 32-row slab at a time across 128 columns, so a call of a
+// few hundred columns or more reads whole cache lines of every source row; narrower calls work
+// too. Other levels transpose 16 columns at a time into a buffer for the row quantizer.
+void quantize_mxfp4_columns_bf16_measured(const uint8_t* src, int64_t src_stride, int64_t k, int64_t cols,
+                                          const Mxfp4CodeLayout& codes, uint8_t* scales, const std::string& context,
+                                          Mxfp4ErrorSums& sums);
+
+}  // namespace moeprep

@@ -1,0 +1,18 @@
+#pragma once
+// Internal to lib/formats: the column quantizer's vector loop (mxfp4_quantize_columns_avx512.cpp),
+// called by mxfp4_quantize_columns.cpp, which checks arguments and words the errors.
+#include <cstdint>
+
+#include "formats/mxfp4_quantize_kernels.h"
+
+namespace moeprep::mxfp4_kernels {
+
+#if defined(MOEPREP_X86_SIMD)
+// quantize_mxfp4_columns_bf16_measured's contract without the checks: false where it met a NaN
+// or Inf (the outputs are then partly written and `sums` unchanged or partly added to; the
+// caller throws).
+bool quantize_bf16_columns_avx512(const uint8_t* src, int64_t src_stride, int64_t k, int64_t cols,
+                                  const Mxfp4CodeLayout& codes, uint8_t* scales, Sums* sums);
+#endif
+
+}  // namespace moeprep::mxfp4_kernels
