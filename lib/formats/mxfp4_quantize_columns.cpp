@@ -61,18 +61,21 @@ const mxfp4_kernels::Kernels& row_kernels() {
   }
 }
 
-// Levels without a column loop: a few columns at a time transposed into rows for the row loop.
-// Sums added in row order across pieces are those of one call over all the rows.
+// Levels without a column loop: a few columns at a time transposed into rows for the row loop,
+// a row per call (each row has its own code address). Sums added in row order across calls are
+// those of one call over all the rows.
 bool quantize_by_transposing(const uint8_t* src, int64_t src_stride, int64_t k, int64_t cols,
-                             const Mxfp4CodeLayout& codes, uint8_t* scales, Sums* sums) {
+                             uint8_t* const* row_codes, int64_t block_stride, uint8_t* scales, Sums* sums) {
   const auto& kernels = row_kernels();
   const int64_t blocks = k / kBlock;
   std::vector<uint16_t> rows(static_cast<size_t>(kPieceColumns * k));
   for (int64_t c = 0; c < cols; c += kPieceColumns) {
     const int64_t n = std::min(kPieceColumns, cols - c);
     transpose_bf16(src + c * 2, src_stride, k, n, rows.data(), k);
-    const Mxfp4CodeLayout piece{codes.data + c * codes.row_stride, codes.row_stride, codes.block_stride};
-    if (kernels.quantize_bf16(rows.data(), n, k, piece, scales + c * blocks, sums) >= 0) return false;
+    for (int64_t i = 0; i < n; ++i)
+      if (kernels.quantize_bf16(rows.data() + i * k, 1, k, {row_codes[c + i], 0, block_stride},
+                                scales + (c + i) * blocks, sums) >= 0)
+        return false;
   }
   return true;
 }
@@ -80,20 +83,30 @@ bool quantize_by_transposing(const uint8_t* src, int64_t src_stride, int64_t k, 
 }  // namespace
 
 void quantize_mxfp4_columns_bf16_measured(const uint8_t* src, int64_t src_stride, int64_t k, int64_t cols,
-                                          const Mxfp4CodeLayout& codes, uint8_t* scales, const std::string& context,
-                                          Mxfp4ErrorSums& sums) {
+                                          uint8_t* const* row_codes, int64_t block_stride, uint8_t* scales,
+                                          const std::string& context, Mxfp4ErrorSums& sums) {
   check_shape(cols, k, context);
   if (cols == 0 || k == 0) return;
   Sums s{sums.error, sums.reference};
   bool finite;
 #if defined(MOEPREP_X86_SIMD)
   if (simd_level() == SimdLevel::Avx512)
-    finite = mxfp4_kernels::quantize_bf16_columns_avx512(src, src_stride, k, cols, codes, scales, &s);
+    finite = mxfp4_kernels::quantize_bf16_columns_avx512(src, src_stride, k, cols, row_codes, block_stride, scales, &s);
   else
 #endif
-    finite = quantize_by_transposing(src, src_stride, k, cols, codes, scales, &s);
+    finite = quantize_by_transposing(src, src_stride, k, cols, row_codes, block_stride, scales, &s);
   if (!finite) throw_first_non_finite(src, src_stride, k, cols, context);
   sums = {s.error, s.reference};
+}
+
+void quantize_mxfp4_columns_bf16_measured(const uint8_t* src, int64_t src_stride, int64_t k, int64_t cols,
+                                          const Mxfp4CodeLayout& codes, uint8_t* scales, const std::string& context,
+                                          Mxfp4ErrorSums& sums) {
+  check_shape(cols, k, context);
+  std::vector<uint8_t*> row_codes(static_cast<size_t>(cols));
+  for (int64_t i = 0; i < cols; ++i) row_codes[static_cast<size_t>(i)] = codes.data + i * codes.row_stride;
+  quantize_mxfp4_columns_bf16_measured(src, src_stride, k, cols, row_codes.data(), codes.block_stride, scales, context,
+                                       sums);
 }
 
 }  // namespace moeprep

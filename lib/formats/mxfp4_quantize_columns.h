@@ -19,11 +19,20 @@ namespace moeprep {
 // at every SIMD level, errors included: a NaN or Inf throws its BadInput text, naming the row
 // as the output row index within this call (callers put any offset into `context`).
 //
-// Cost: the AVX-512 loop walks k one 32-row slab at a time across 128 columns, so a call of a
-// few hundred columns or more reads whole cache lines of every source row; narrower calls work
-// too. Other levels transpose 16 columns at a time into a buffer for the row quantizer.
+// Cost: the AVX-512 loop walks k one 32-row slab at a time across 128 columns, so calls of
+// many columns (a whole expert is best) read whole cache lines of every source row; a call of a
+// few columns reads k lines for them all the same. Other levels transpose 16 columns at a time
+// into a buffer for the row quantizer.
 void quantize_mxfp4_columns_bf16_measured(const uint8_t* src, int64_t src_stride, int64_t k, int64_t cols,
                                           const Mxfp4CodeLayout& codes, uint8_t* scales, const std::string& context,
                                           Mxfp4ErrorSums& sums);
+
+// The same with each output row's codes at an address of its own: block b of row i at
+// row_codes[i] + b * block_stride. For destinations no single row stride describes (the
+// tile-shuffled layouts, whose rows come in groups of 16, and gate/up rows interleaved in the
+// source that go to two halves), so that one call can still take a whole expert.
+void quantize_mxfp4_columns_bf16_measured(const uint8_t* src, int64_t src_stride, int64_t k, int64_t cols,
+                                          uint8_t* const* row_codes, int64_t block_stride, uint8_t* scales,
+                                          const std::string& context, Mxfp4ErrorSums& sums);
 
 }  // namespace moeprep

@@ -72,7 +72,8 @@ struct alignas(64) ChunkSums {
 struct Loop {
   const uint8_t* src;  // element [0, 0] of the call
   int64_t stride_bytes, blocks;
-  Mxfp4CodeLayout codes;
+  uint8_t* const* row_codes;  // output row i's block b at row_codes[i] + b * block_stride
+  int64_t block_stride;
   uint8_t* scales;
   const __m512i abs_mask = _mm512_set1_epi16(0x7fff), sign_bit = _mm512_set1_epi16(0x100),
                 high = _mm512_set1_epi32(static_cast<int32_t>(0xffff0000u)),
@@ -183,10 +184,10 @@ struct Loop {
       out[2 * p] = _mm512_unpacklo_epi64(quad[p], quad[4 + p]);
       out[2 * p + 1] = _mm512_unpackhi_epi64(quad[p], quad[4 + p]);
     }
-    uint8_t* const dst = codes.data + col * codes.row_stride + blk * codes.block_stride;
-    const int64_t row_stride = codes.row_stride;
+    uint8_t* const* const dst = row_codes + col;
+    const int64_t offset = blk * block_stride;
     const auto store = [&](int column, __m128i bytes) {
-      if (kFull || column < n) _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + column * row_stride), bytes);
+      if (kFull || column < n) _mm_storeu_si128(reinterpret_cast<__m128i*>(dst[column] + offset), bytes);
     };
     #pragma GCC unroll 8
     for (int q = 0; q < 8; ++q) {
@@ -250,8 +251,8 @@ bool quantize_columns(const Loop& loop, int64_t k, int64_t cols, Sums* sums) {
 }  // namespace
 
 bool quantize_bf16_columns_avx512(const uint8_t* src, int64_t src_stride, int64_t k, int64_t cols,
-                                  const Mxfp4CodeLayout& codes, uint8_t* scales, Sums* sums) {
-  const Loop loop{src, src_stride * 2, k / kBlock, codes, scales};
+                                  uint8_t* const* row_codes, int64_t block_stride, uint8_t* scales, Sums* sums) {
+  const Loop loop{src, src_stride * 2, k / kBlock, row_codes, block_stride, scales};
   return sums ? quantize_columns<true>(loop, k, cols, sums) : quantize_columns<false>(loop, k, cols, nullptr);
 }
 

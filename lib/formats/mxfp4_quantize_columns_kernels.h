@@ -12,7 +12,7 @@ namespace moeprep::mxfp4_kernels {
 // or Inf (the outputs are then partly written and `sums` unchanged or partly added to; the
 // caller throws).
 bool quantize_bf16_columns_avx512(const uint8_t* src, int64_t src_stride, int64_t k, int64_t cols,
-                                  const Mxfp4CodeLayout& codes, uint8_t* scales, Sums* sums);
+                                  uint8_t* const* row_codes, int64_t block_stride, uint8_t* scales, Sums* sums);
 #endif
 
 }  // namespace moeprep::mxfp4_kernels

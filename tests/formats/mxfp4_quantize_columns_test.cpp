@@ -203,6 +203,38 @@ TEST(Mxfp4QuantizeColumns, AddsToTheSumsOfEarlierCalls) {
   EXPECT_EQ(parts.sums.reference, whole.sums.reference);
 }
 
+TEST(Mxfp4QuantizeColumns, WritesEachRowWhereItsPointerSays) {
+  // The tile-shuffled destination of interleaved gate/up rows: rows in groups of 16, a row's
+  // blocks 256 bytes apart, even source columns to the first half and odd ones to the second.
+  const int64_t k = 96, cols = 70, blocks = k / 32, half = cols / 2;
+  const Source s = make_source(k, 75, 1, 91, true);
+  const SimdLevel before = cap_simd_level(SimdLevel::Baseline);
+  const Output want = by_transposing(s, 2, cols, k / 2, 16);
+  cap_simd_level(before);
+  const auto output_row = [&](int64_t i) { return i % 2 == 0 ? i / 2 : half + i / 2; };
+  for_each_level([&] {
+    std::vector<uint8_t> codes(static_cast<size_t>((cols + 15) / 16 * 16 * k / 2), 0xa5), scales(cols * blocks);
+    std::vector<uint8_t*> rows(cols);
+    for (int64_t i = 0; i < cols; ++i) {
+      const int64_t n = output_row(i);
+      rows[i] = codes.data() + n / 16 * 16 * k / 2 + n % 16 * 16;
+    }
+    Mxfp4ErrorSums sums{1.0, 2.0};
+    quantize_mxfp4_columns_bf16_measured(s.at(0, 2), s.stride, k, cols, rows.data(), 256, scales.data(), "t", sums);
+    std::vector<bool> written(codes.size());
+    for (int64_t i = 0; i < cols; ++i)
+      for (int64_t b = 0; b < blocks; ++b) {
+        EXPECT_EQ(0, std::memcmp(rows[i] + b * 256, want.codes.data() + i * k / 2 + b * 16, 16)) << i << " " << b;
+        for (int64_t j = 0; j < 16; ++j) written[static_cast<size_t>(rows[i] + b * 256 + j - codes.data())] = true;
+      }
+    for (size_t j = 0; j < codes.size(); ++j)
+      if (!written[j]) EXPECT_EQ(codes[j], 0xa5) << "stray write at " << j;
+    EXPECT_EQ(std::vector<uint8_t>(want.scales.begin(), want.scales.begin() + cols * blocks), scales);
+    EXPECT_EQ(sums.error, want.sums.error);
+    EXPECT_EQ(sums.reference, want.sums.reference);
+  });
+}
+
 std::string error_text(const std::function<void()>& f) {
   try {
     f();
