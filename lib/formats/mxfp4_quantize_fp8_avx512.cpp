@@ -7,9 +7,14 @@
 // magnitude code (a byte max), the E8M0 scale X a 128-entry table of it, and an element's E2M1
 // code a 128-entry table of m for each X, built the first time a scale block meets that X:
 // one vpermi2b per 64 elements. The error sums keep the float quantizer's terms and order
-// (mxfp4_quantize_kernels.h): a is computed from the code's bits (exact: value(m) * 2^-120 is
-// the float whose bits are m << 20, then two products, the first exact), the dequantized value
-// comes from the code by vpermt2ps, and the partial sums take the same fused multiply-adds.
+// (mxfp4_quantize_kernels.h): a is computed from the code's bits (value(m) * 2^-120 is exactly
+// the float whose bits are m << 20, subnormal codes included; times |s| * 2^120 where that is
+// finite, the same exact product rounded once, else times 2^120 (exact) and then |s|), the
+// dequantized value comes from the code by vpermt2ps, and the partial sums take the same fused
+// multiply-adds in the same order.
+//
+// Each thread keeps the tables of the last band it met from one call to the next (convert
+// calls this 16 rows at a time); they are reused only for a scale row of the same bits.
 //
 // Two rows go through together, row r in the low 256 bits of each register and row r + 1 in the
 // high ones: an element's byte is then isolated in its 32-bit lane by shifts alone, lane i of
