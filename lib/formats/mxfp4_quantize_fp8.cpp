@@ -23,7 +23,11 @@ mxfp4_fp8_kernels::Fp8Loop table_loop() {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512vbmi") != 0;
   }();
-  if (simd_level() == SimdLevel::Avx512 && has_vbmi) return mxfp4_fp8_kernels::avx512_vbmi_loop();
+  if (simd_level() == SimdLevel::Avx512 && has_vbmi && mxfp4_fp8_kernels::avx512_vbmi_loop())
+    return mxfp4_fp8_kernels::avx512_vbmi_loop();
+  // The AVX2 level implies FMA (core/simd_level.cpp); AVX-512 CPUs without VBMI, or builds whose
+  // compiler has none, take it too.
+  if (simd_level() >= SimdLevel::Avx2) return mxfp4_fp8_kernels::avx2_loop();
 #endif
   return nullptr;
 }

@@ -21,9 +21,11 @@ namespace moeprep {
 // that overflows float the quantizer's Inf error, K not a multiple of 32 its shape error. On an
 // error `sums` is left as it was.
 //
-// Where the CPU has AVX-512 VBMI, block_k is a multiple of 32 and K of 32, the work is done
-// per FP8 scale block with tables (mxfp4_quantize_fp8_avx512.cpp); elsewhere rows are
-// dequantized a few at a time into a buffer for the float quantizer.
+// Where the SIMD level in use is AVX2 or AVX-512 (core/simd_level.h), block_k a multiple of 32
+// and K of 32, the work is done per FP8 scale block with tables (mxfp4_quantize_fp8_avx512.cpp
+// where the CPU has AVX-512 VBMI, else mxfp4_quantize_fp8_avx2.cpp); elsewhere rows are
+// dequantized a few at a time into a buffer for the float quantizer. Each thread keeps its last
+// band's tables between calls (a few hundred KB at most), so calls of a few rows cost no more.
 void quantize_mxfp4_rows_fp8_measured(const uint8_t* fp8, int64_t first_row, int64_t rows, int64_t k,
                                       const float* scale_inv, int64_t scale_cols, int64_t block_n, int64_t block_k,
                                       const Mxfp4CodeLayout& codes, uint8_t* scales, const std::string& context,

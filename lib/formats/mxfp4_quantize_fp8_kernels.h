@@ -25,8 +25,9 @@ struct Fp8Rows {
 // error the reference path would report.
 using Fp8Loop = bool (*)(const Fp8Rows& job, mxfp4_kernels::Sums* sums);
 
-// The AVX-512 F + BW + VBMI loop; null where this build has none (the CPU is checked by the
-// caller).
+// The AVX-512 F + BW + VBMI loop and the AVX2 + FMA one; null where this build has none (the
+// CPU is checked by the caller).
 Fp8Loop avx512_vbmi_loop();
+Fp8Loop avx2_loop();
 
 }  // namespace moeprep::mxfp4_fp8_kernels
