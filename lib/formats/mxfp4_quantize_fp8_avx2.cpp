@@ -166,9 +166,10 @@ void round_blocks(const RowScratch& p, const uint8_t* src, int64_t blocks, uint8
     const __m256i m = _mm256_and_si256(x, low7);
     const CodeSlot* t = p.slot[b];
     __m256i code = _mm256_load_si256(reinterpret_cast<const __m256i*>(t->flip));
-    for (int i = 0; i < 7; ++i)  // minus -1 where above the threshold
-      code = _mm256_sub_epi8(code,
-                             _mm256_cmpgt_epi8(m, _mm256_load_si256(reinterpret_cast<const __m256i*>(t->threshold[i]))));
+    for (int i = 0; i < 7; ++i) {  // minus -1 where above the threshold
+      const __m256i threshold = _mm256_load_si256(reinterpret_cast<const __m256i*>(t->threshold[i]));
+      code = _mm256_sub_epi8(code, _mm256_cmpgt_epi8(m, threshold));
+    }
     code = _mm256_xor_si256(code, _mm256_and_si256(_mm256_srli_epi16(x, 4), sign_to_bit3));
     // c0 + 16 c1 per pair of bytes, then the 16 words to bytes.
     const __m256i words = _mm256_maddubs_epi16(code, nibble_weights);

@@ -164,22 +164,17 @@ struct PairScratch {
 // 1r 3r 1s 3s, narrowed to the bytes of one word.
 void block_maxima(const uint8_t* src_r, const uint8_t* src_s, int64_t blocks, uint64_t* maxima) {
   const __m512i low7 = _mm512_set1_epi8(0x7f);
-  alignas(64) uint8_t pad_r[128], pad_s[128];
   for (int64_t b0 = 0; b0 < blocks; b0 += 4) {
     const uint8_t *r = src_r + b0 * kBlock, *s = src_s + b0 * kBlock;
-    if (blocks - b0 < 4) {  // the row's last blocks, padded with zero codes
-      const size_t n = static_cast<size_t>(blocks - b0) * kBlock;
-      std::memset(pad_r, 0, sizeof pad_r);
-      std::memset(pad_s, 0, sizeof pad_s);
-      std::memcpy(pad_r, r, n);
-      std::memcpy(pad_s, s, n);
-      r = pad_r;
-      s = pad_s;
-    }
-    const __m512i r0 = _mm512_and_si512(_mm512_loadu_si512(r), low7),
-                  r1 = _mm512_and_si512(_mm512_loadu_si512(r + 64), low7),
-                  s0 = _mm512_and_si512(_mm512_loadu_si512(s), low7),
-                  s1 = _mm512_and_si512(_mm512_loadu_si512(s + 64), low7);
+    // The row's last blocks: the bytes past its end read as zero codes (masked loads, which do
+    // not touch them).
+    const int64_t n = blocks - b0 < 4 ? (blocks - b0) * kBlock : 4 * kBlock;
+    const __mmask64 first = n >= 64 ? ~0ull : (1ull << n) - 1;
+    const __mmask64 second = n >= 128 ? ~0ull : n > 64 ? (1ull << (n - 64)) - 1 : 0;
+    const __m512i r0 = _mm512_and_si512(_mm512_maskz_loadu_epi8(first, r), low7),
+                  r1 = _mm512_and_si512(_mm512_maskz_loadu_epi8(second, r + 64), low7),
+                  s0 = _mm512_and_si512(_mm512_maskz_loadu_epi8(first, s), low7),
+                  s1 = _mm512_and_si512(_mm512_maskz_loadu_epi8(second, s + 64), low7);
     // Lanes: r0 = 0r.lo 0r.hi 1r.lo 1r.hi, ...; pairs of (r, s) lanes, then lo and hi halves.
     const __m512i p0 = _mm512_shuffle_i64x2(r0, s0, _MM_SHUFFLE(1, 0, 1, 0)),  // 0r 0s
         p1 = _mm512_shuffle_i64x2(r0, s0, _MM_SHUFFLE(3, 2, 3, 2)),            // 1r 1s
