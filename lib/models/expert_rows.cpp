@@ -314,6 +314,9 @@ ExpertRowsPtr transposed_bf16_rows(const io::Checkpoint& c, const std::string& n
     const uint8_t* src = c.data(*t).data + static_cast<uint64_t>(e * rows * cols + row) * 2;
     transpose_bf16(src, rows, cols, count, out, cols);
   };
+  m->mapped_columns = [&c, t, rows, cols](int64_t e) {
+    return ExpertRows::MappedColumns{c.data(*t).data + static_cast<uint64_t>(e * rows * cols) * 2, rows};
+  };
   m->expert_ordered_bytes = expert_ordered_bytes_of(c, t, static_cast<uint64_t>(rows * cols) * 2, m->tensors[0]);
   return m;
 }

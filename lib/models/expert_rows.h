@@ -129,6 +129,14 @@ struct ExpertRows {
   };
   std::function<std::vector<Fp8Part>(int64_t expert)> fp8_parts;
   int64_t fp8_block_n = 128, fp8_block_k = 128;
+  // Optional, BF16 stored inputs-first (transposed experts): expert e as it lies in the map, a
+  // [cols, rows] matrix whose column j is row j of the expert, so that a pass quantizes it
+  // without transposing it first (formats/mxfp4_quantize_columns.h).
+  struct MappedColumns {
+    const uint8_t* data = nullptr;  // element [0, 0]; any byte alignment
+    int64_t stride = 0;             // elements between source rows (= rows)
+  };
+  std::function<MappedColumns(int64_t expert)> mapped_columns;
   // Optional, BF16 only: the rows as runs read in place (no copy), or empty when the map's
   // bytes are not aligned for uint16_t (safetensors does not promise it).
   std::function<std::vector<Bf16Run>(int64_t expert)> mapped_bf16;

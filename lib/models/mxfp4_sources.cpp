@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/hash.h"
 #include "formats/mxfp4_quantize.h"
+#include "formats/mxfp4_quantize_columns.h"
 #include "formats/mxfp4_quantize_fp8.h"
 
 namespace moeprep::models {
@@ -91,6 +92,7 @@ void for_each_f32_piece(const ExpertRows& m, int64_t e, std::vector<float>& buff
 
 // Scratch of one slice's quantizing pass, reused from expert to expert.
 struct QuantizeScratch {
+  std::vector<uint8_t*> row_codes;
   std::vector<uint8_t> scales;
   std::vector<uint16_t> bf16;
   std::vector<float> f32;
@@ -149,6 +151,28 @@ void quantize_fp8_part_to(const ExpertRows::Fp8Part& part, const ExpertRows& m, 
   }
 }
 
+// Quantizes an expert stored inputs-first as it lies, in one call over all its rows (the
+// column loop reads whole cache lines of every source row only across many columns), each row's
+// codes where `to` puts them.
+void quantize_columns_to(const ExpertRows::MappedColumns& src, const ExpertRows& m,
+                         const std::function<CodeRowSpan(int64_t row)>& to, uint8_t* scales, const std::string& label,
+                         Mxfp4ErrorSums& sums, std::vector<uint8_t*>& row_codes) {
+  row_codes.resize(static_cast<size_t>(m.rows));
+  int64_t block_stride = -1;
+  for (int64_t row = 0; row < m.rows;) {
+    const CodeRowSpan span = to(row);
+    if (span.rows <= 0) throw_internal(label + ": code destination of no rows");
+    if (block_stride >= 0 && span.block_stride != block_stride)
+      throw_internal(label + ": code destinations with different block strides");
+    block_stride = span.block_stride;
+    const int64_t n = std::min(span.rows, m.rows - row);
+    for (int64_t i = 0; i < n; ++i) row_codes[static_cast<size_t>(row + i)] = span.data + i * span.row_stride;
+    row += n;
+  }
+  quantize_mxfp4_columns_bf16_measured(src.data, src.stride, m.cols, m.rows, row_codes.data(), block_stride, scales,
+                                       label, sums);
+}
+
 // Quantizes a run that is one whole tensor of the expert and returns that tensor's digest.
 std::string quantize_and_hash_run(const Bf16Run& run, int64_t row, int64_t k,
                                   const std::function<CodeRowSpan(int64_t row)>& to, uint8_t* scales,
@@ -193,7 +217,9 @@ void quantize_expert(const ExpertRows& m, int64_t e, const std::function<CodeRow
   // The error is measured in the quantizing pass; runs split the rows, and their sums add up
   // to those of the expert's rows in one piece.
   Mxfp4ErrorSums se;
-  if (m.fp8_parts) {
+  if (m.mapped_columns) {
+    quantize_columns_to(m.mapped_columns(e), m, to, scales, label, se, scratch.row_codes);
+  } else if (m.fp8_parts) {
     int64_t row = 0;
     for (const ExpertRows::Fp8Part& part : m.fp8_parts(e)) {
       quantize_fp8_part_to(part, m, row, to, scales, se);
