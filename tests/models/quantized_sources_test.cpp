@@ -478,6 +478,39 @@ TEST(QuantizedSources, Fp8ExpertsQuantizedFromTheirBytesEqualTheDequantizedFloat
   EXPECT_GT(a.quantization->relative_error(), 0.05);
 }
 
+TEST(QuantizedSources, TransposedExpertsQuantizedAsTheyLieEqualTheTransposingPath) {
+  // GPT-OSS BF16 experts carry mapped_columns, so the pass quantizes the stored [K, N] matrix
+  // column by column; without it they are transposed a piece at a time into rows first. The
+  // codes (through a tile-like destination whose spans are 16 rows), scales and error agree.
+  TempDir dir;
+  const auto gc = io::Checkpoint::open(make_family(dir, "gpt_oss_bf16", "gptoss"));
+  const std::string gu = "model.layers.1.mlp.experts.gate_up_proj";  // [E, H, 2I] = [4, 64, 128]
+  const auto direct = transposed_bf16_rows(gc, gu, 4, 128, 64, "test");
+  ASSERT_TRUE(direct->mapped_columns);
+  auto transposing = std::make_shared<ExpertRows>(*direct);
+  transposing->mapped_columns = nullptr;
+  transposing->scale_handoff = std::make_shared<ScaleHandoff>();
+  transposing->digests = std::make_shared<TensorDigests>();
+  auto codes_of = [](const ExpertRowsPtr& rows, const CanonicalSource& src) {
+    // Rows in spans of 16, each row's 2 blocks 16 bytes apart but rows 48 bytes apart.
+    std::vector<uint8_t> out(4 * 128 * 48, 0xee);
+    src.assemble_codes(0, 4, [&](int64_t e, int64_t row) {
+      const int64_t rest = std::min<int64_t>(16 - row % 16, rows->rows - row);
+      return CodeRowSpan{out.data() + (e * 128 + row) * 48, rest, 48, 16};
+    });
+    return out;
+  };
+  const CanonicalSource a = mxfp4_blocks_source(direct), b = mxfp4_blocks_source(transposing);
+  const auto codes_a = codes_of(direct, a), codes_b = codes_of(transposing, b);
+  EXPECT_EQ(codes_a, codes_b);
+  EXPECT_NE(codes_a, std::vector<uint8_t>(codes_a.size(), 0xee));
+  EXPECT_EQ(a.quantization->relative_error(), b.quantization->relative_error());
+  std::vector<uint8_t> scales_a, scales_b;
+  ASSERT_TRUE(direct->scale_handoff->take_all(scales_a));
+  ASSERT_TRUE(transposing->scale_handoff->take_all(scales_b));
+  EXPECT_EQ(scales_a, scales_b);
+}
+
 TEST(QuantizedSources, ExpertRowsReadStackedSlicedTransposedAndFp8Layouts) {
   // One synthetic checkpoint of each storage style, read back through ExpertRows and compared
   // with the tensors' own bytes.
