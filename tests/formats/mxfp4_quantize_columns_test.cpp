@@ -165,7 +165,9 @@ void expect_same_as_transposing(const Case& c, uint32_t seed) {
   cap_simd_level(before);
   if (c.moderate) {  // the sums are ordinary numbers, so their equality below means something
     ASSERT_TRUE(std::isfinite(want.sums.error) && std::isfinite(want.sums.reference));
-    if (c.cols >= 17) ASSERT_GT(want.sums.error, 1.0);
+    if (c.cols >= 17) {
+      ASSERT_GT(want.sums.error, 1.0);
+    }
   }
   for_each_level([&] {
     const Output got = by_columns(s, c.first_col, c.cols, row_stride, block_stride);
@@ -187,6 +189,11 @@ TEST(Mxfp4QuantizeColumns, SameAsTransposingThenQuantizingRows) {
         // with the codes strided.
         expect_same_as_transposing({k, cols, cols + 45, 13, 1, true, moderate}, seed++);
       }
+  // Groups of 4 slabs and a rest of 2 (k = 192), and more columns than one chunk of partial sums.
+  for (const bool moderate : {true, false}) {
+    expect_same_as_transposing({192, 64, 70, 3, 1, true, moderate}, seed++);
+    expect_same_as_transposing({32, 1100, 1111, 7, 1, false, moderate}, seed++);
+  }
 }
 
 TEST(Mxfp4QuantizeColumns, AddsToTheSumsOfEarlierCalls) {
@@ -228,7 +235,9 @@ TEST(Mxfp4QuantizeColumns, WritesEachRowWhereItsPointerSays) {
         for (int64_t j = 0; j < 16; ++j) written[static_cast<size_t>(rows[i] + b * 256 + j - codes.data())] = true;
       }
     for (size_t j = 0; j < codes.size(); ++j)
-      if (!written[j]) EXPECT_EQ(codes[j], 0xa5) << "stray write at " << j;
+      if (!written[j]) {
+        EXPECT_EQ(codes[j], 0xa5) << "stray write at " << j;
+      }
     EXPECT_EQ(std::vector<uint8_t>(want.scales.begin(), want.scales.begin() + cols * blocks), scales);
     EXPECT_EQ(sums.error, want.sums.error);
     EXPECT_EQ(sums.reference, want.sums.reference);
