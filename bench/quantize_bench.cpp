@@ -14,9 +14,11 @@
 #include "core/hash.h"
 #include "core/simd_level.h"
 #include "formats/bf16.h"
+#include "formats/bf16_transpose.h"
 #include "formats/fp8_block_dequant.h"
 #include "formats/mxfp4_dequantize.h"
 #include "formats/mxfp4_quantize.h"
+#include "formats/mxfp4_quantize_columns.h"
 #include "formats/mxfp4_quantize_fp8.h"
 
 using namespace moeprep;
@@ -282,6 +284,54 @@ void BM_QuantizeMxfp4Fp8MeasuredByDequantization(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * s.rows * kCols);
 }
 
+// GPT-OSS BF16 experts as transformers stores them, inputs-first: kColumnExperts experts of
+// [K, N] = [2048, 1536] bf16 (75 MB, beyond the L3), quantized as the N rows of each expert's
+// transpose. Arguments: SIMD level, columns per call.
+constexpr int64_t kColumnExperts = 12, kColumnK = 2048, kColumnN = 1536;
+
+const std::vector<uint16_t>& column_source() {
+  static const std::vector<uint16_t> src = [] {
+    std::vector<uint16_t> v(static_cast<size_t>(kColumnExperts * kColumnK * kColumnN));
+    std::mt19937 rng(7);
+    std::normal_distribution<float> normal(0.0f, 0.02f);
+    for (auto& x : v) x = float_to_bf16(normal(rng));
+    return v;
+  }();
+  return src;
+}
+
+void quantize_columns(benchmark::State& state, bool by_transposing) {
+  if (!use_level(state)) return;
+  const int64_t per_call = state.range(1), expert_elements = kColumnK * kColumnN;
+  const auto* src = reinterpret_cast<const uint8_t*>(column_source().data());
+  std::vector<uint8_t> codes(static_cast<size_t>(kColumnExperts * expert_elements / 2)),
+      scales(static_cast<size_t>(kColumnExperts * expert_elements / 32));
+  std::vector<uint16_t> rows(static_cast<size_t>(per_call * kColumnK));
+  for (auto _ : state) {
+    Mxfp4ErrorSums sums;
+    for (int64_t e = 0; e < kColumnExperts; ++e)
+      for (int64_t c = 0; c < kColumnN; c += per_call) {
+        const int64_t n = std::min(per_call, kColumnN - c);
+        const uint8_t* from = src + (e * expert_elements + c) * 2;
+        const int64_t row = e * kColumnN + c;
+        const Mxfp4CodeLayout layout{codes.data() + row * kColumnK / 2, kColumnK / 2, 16};
+        uint8_t* row_scales = scales.data() + row * kColumnK / 32;
+        if (by_transposing) {
+          transpose_bf16(from, kColumnN, kColumnK, n, rows.data(), kColumnK);
+          quantize_mxfp4_rows_bf16_measured(rows.data(), n, kColumnK, layout, row_scales, "w", sums);
+        } else {
+          quantize_mxfp4_columns_bf16_measured(from, kColumnN, kColumnK, n, layout, row_scales, "w", sums);
+        }
+      }
+    benchmark::DoNotOptimize(sums);
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * kColumnExperts * expert_elements * 2);
+}
+void BM_QuantizeMxfp4ColumnsBf16Measured(benchmark::State& state) { quantize_columns(state, false); }
+// The baseline: transpose_bf16 a piece of columns at a time, then the row quantizer.
+void BM_QuantizeMxfp4TransposedBf16Measured(benchmark::State& state) { quantize_columns(state, true); }
+
 }  // namespace
 
 #define MOEPREP_THROUGHPUT_BENCHMARK(fn) \
@@ -302,5 +352,8 @@ MOEPREP_THROUGHPUT_BENCHMARK(BM_Fp8BlockDequant);
 MOEPREP_LEVELS_BENCHMARK(BM_QuantizeMxfp4Fp8Measured);
 MOEPREP_LEVELS_BENCHMARK(BM_QuantizeMxfp4Fp8MeasuredIn16RowCalls);
 MOEPREP_LEVELS_BENCHMARK(BM_QuantizeMxfp4Fp8MeasuredByDequantization);
+
+BENCHMARK(BM_QuantizeMxfp4ColumnsBf16Measured)->Unit(benchmark::kMillisecond)->ArgsProduct({{0, 1, 2}, {64, 256, 1536}});
+BENCHMARK(BM_QuantizeMxfp4TransposedBf16Measured)->Unit(benchmark::kMillisecond)->ArgsProduct({{0, 1, 2}, {64}});
 
 BENCHMARK_MAIN();
