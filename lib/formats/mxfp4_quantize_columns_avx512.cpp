@@ -117,9 +117,9 @@ struct Loop {
   int64_t block_stride;
   uint8_t* scales;
 
-  // The scale codes of slab blk for columns [col, col + n), stored; false at a NaN or Inf.
+  // The scale codes of one slab's 32 columns; false at a NaN or Inf.
   template <bool kFull>
-  bool slab_scales(const uint8_t* base, __mmask32 valid, int64_t col, int n, int64_t blk, __m512i& scale) const {
+  bool slab_scales(const uint8_t* base, __mmask32 valid, __m512i& scale) const {
     const __m512i abs_mask = pinned(_mm512_set1_epi16(0x7fff));
     __m512i amax = _mm512_setzero_si512();
     const uint8_t* p = base;
@@ -131,11 +131,31 @@ struct Loop {
     // scale_code per lane: biased exponent - 2 clamped at 0, and 127 for a zero block.
     scale = _mm512_mask_mov_epi16(_mm512_subs_epu16(_mm512_srli_epi16(amax, 7), _mm512_set1_epi16(2)),
                                   _mm512_cmpeq_epi16_mask(amax, _mm512_setzero_si512()), _mm512_set1_epi16(127));
-    alignas(32) uint8_t bytes[32];
-    _mm256_store_si256(reinterpret_cast<__m256i*>(bytes), _mm512_cvtepi16_epi8(scale));
-    uint8_t* s = scales + col * blocks + blk;
-    for (int l = 0; l < n; ++l) s[l * blocks] = bytes[l];
     return true;
+  }
+
+  // Stores the scale codes of slabs blk0 .. blk0 + G - 1: a column's are consecutive bytes, so a
+  // group of 4 is one 4-byte store per column.
+  template <int G>
+  void store_scales(const __m512i (&scale)[G], int64_t col, int n, int64_t blk0) const {
+    uint8_t* const s = scales + col * blocks + blk0;
+    if constexpr (G == 4) {
+      // Bytes of slabs (0, 1) and (2, 3) paired in 16-bit lanes, then the pairs interleaved:
+      // 128-bit lane L of `low` holds columns 8 L .. 8 L + 3, of `high` 8 L + 4 .. 8 L + 7.
+      const __m512i pair01 = _mm512_or_si512(scale[0], _mm512_slli_epi16(scale[1], 8));
+      const __m512i pair23 = _mm512_or_si512(scale[2], _mm512_slli_epi16(scale[3], 8));
+      const __m512i low = _mm512_unpacklo_epi16(pair01, pair23), high = _mm512_unpackhi_epi16(pair01, pair23);
+      alignas(64) uint32_t codes[2][16];
+      _mm512_store_si512(codes[0], low);
+      _mm512_store_si512(codes[1], high);
+      for (int l = 0; l < n; ++l) std::memcpy(s + l * blocks, &codes[(l / 4) % 2][(l / 8) * 4 + l % 4], 4);
+    } else {
+      alignas(32) uint8_t bytes[G][32];
+      for (int q = 0; q < G; ++q)
+        _mm256_store_si256(reinterpret_cast<__m256i*>(bytes[q]), _mm512_cvtepi16_epi8(scale[q]));
+      for (int l = 0; l < n; ++l)
+        for (int q = 0; q < G; ++q) s[l * blocks + q] = bytes[q][l];
+    }
   }
 
   // The 16 code bytes of each of the 32 columns of slab blk, from its 8 words (word c holding
@@ -226,9 +246,10 @@ struct Loop {
     __m512i scale[G];
     __mmask32 small = 0;
     for (int q = 0; q < G; ++q) {
-      if (!slab_scales<kFull>(base + q * slab_bytes, valid, col, n, blk0 + q, scale[q])) return false;
+      if (!slab_scales<kFull>(base + q * slab_bytes, valid, scale[q])) return false;
       small |= _mm512_cmplt_epu16_mask(scale[q], _mm512_set1_epi16(kFirstNormalScale));
     }
+    store_scales<G>(scale, col, n, blk0);
     if (__builtin_expect(small != 0, 0)) {
       for (int q = 0; q < G; ++q)
         encode_slab_small_scales<kFull>(base + q * slab_bytes, valid, col, n, blk0 + q, scale[q], acc);
