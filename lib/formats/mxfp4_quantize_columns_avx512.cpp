@@ -370,11 +370,21 @@ bool quantize_columns(const Loop& loop, int64_t k, int64_t cols, Sums* sums) {
 bool quantize_bf16_columns_avx512(const uint8_t* src, int64_t src_stride, int64_t k, int64_t cols,
                                   uint8_t* const* row_codes, int64_t block_stride, uint8_t* scales, Sums* sums) {
   const Loop loop{src, src_stride * 2, k / kBlock, row_codes, block_stride, scales};
+  // Where every row starts at the same offset within a cache line, the columns before the next
+  // line boundary go first, so that the loads of the others are aligned: loads across two lines
+  // cost the EPYC of the dev VM a third (4.7 -> 6.9 GB/s from memory at [2048, 1536]).
+  int64_t head = 0;
+  const auto offset = static_cast<int64_t>(reinterpret_cast<uintptr_t>(src) % 64);
+  if (offset % 2 == 0 && loop.stride_bytes % 64 == 0) head = std::min(cols, (64 - offset) % 64 / 2);
+  const auto columns = [&](int64_t first, int64_t count) {
+    const Loop part{src + first * 2, loop.stride_bytes, loop.blocks, row_codes + first, block_stride,
+                    scales + first * loop.blocks};
+    return quantize_columns(part, k, count, sums);
+  };
+  if (head > 0 && !columns(0, head)) return false;
   // Chunks of columns, each down all of k, so that their partial sums stay in L2.
-  for (int64_t c = 0; c < cols; c += kChunkColumns) {
-    const Loop chunk{src + c * 2, loop.stride_bytes, loop.blocks, row_codes + c, block_stride, scales + c * loop.blocks};
-    if (!quantize_columns(chunk, k, std::min(kChunkColumns, cols - c), sums)) return false;
-  }
+  for (int64_t c = head; c < cols; c += kChunkColumns)
+    if (!columns(c, std::min(kChunkColumns, cols - c))) return false;
   return true;
 }
 
