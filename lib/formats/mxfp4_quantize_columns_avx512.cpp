@@ -371,8 +371,8 @@ bool quantize_bf16_columns_avx512(const uint8_t* src, int64_t src_stride, int64_
                                   uint8_t* const* row_codes, int64_t block_stride, uint8_t* scales, Sums* sums) {
   const Loop loop{src, src_stride * 2, k / kBlock, row_codes, block_stride, scales};
   // Where every row starts at the same offset within a cache line, the columns before the next
-  // line boundary go first, so that the loads of the others are aligned: loads across two lines
-  // cost the EPYC of the dev VM a third (4.7 -> 6.9 GB/s from memory at [2048, 1536]).
+  // line boundary go first, so that the loads of the others are aligned (loads across two lines:
+  // 4.7 GB/s from memory at [2048, 1536] on the dev VM's EPYC, aligned 5.1; quantize_bench).
   int64_t head = 0;
   const auto offset = static_cast<int64_t>(reinterpret_cast<uintptr_t>(src) % 64);
   if (offset % 2 == 0 && loop.stride_bytes % 64 == 0) head = std::min(cols, (64 - offset) % 64 / 2);
