@@ -11,8 +11,10 @@
 // columns 128 at a time down all of k read the source at ~10 GB/s where sequential reads reach
 // ~20 (every row a jump), 4.6 GB/s in all; 4 slabs (128 rows) at a time across the width read
 // it row after row, and with the partial sums in registers across the 4 slabs (read and written
-// once per 4 instead of every slab), 5.6-6.7 GB/s; the transpose and the row loop, 3.3.
-// Software prefetching changed nothing measurable on either the EPYC or a Xeon.
+// once per 4 instead of every slab), 5.6-6.8 GB/s; the transpose and the row loop, 3.3.
+// Software prefetching changed nothing measurable on either the EPYC or a Xeon, and loading the
+// next columns' rows during this one's arithmetic halved the rate (a load that misses stalls
+// the arithmetic behind it).
 #include "formats/mxfp4_quantize_columns_kernels.h"
 
 #if defined(MOEPREP_X86_SIMD) && defined(__AVX512F__) && defined(__AVX512BW__)
