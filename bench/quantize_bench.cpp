@@ -224,37 +224,19 @@ void BM_Fp8BlockDequant(benchmark::State& state) {
 // FP8 block-scaled weights (DeepSeek-V3) to MXFP4 with the error sums, in bytes of FP8 input
 // per second: the direct quantizer, and its definition (each 384 rows dequantized to floats,
 // then the float quantizer), the way convert took before it.
-void BM_QuantizeMxfp4Fp8Measured(benchmark::State& state) {
+// `rows_per_call` rows a call (0: the whole share in one).
+void quantize_fp8_share(benchmark::State& state, int64_t rows_per_call) {
   if (!use_level(state)) return;
   const Data& d = data();
   const Share s = share(state, 128 * 3);
-  const int64_t scols = (kCols + 127) / 128;
+  const int64_t scols = (kCols + 127) / 128, step = rows_per_call > 0 ? rows_per_call : s.rows;
   std::vector<uint8_t> codes(s.rows * kCols / 2), scales(s.rows * kCols / 32);
   state.SetLabel(std::string(simd_level_name(simd_level())) + (mxfp4_fp8_quantizer_uses_tables() ? ", tables" : ""));
   for (auto _ : state) {
     Mxfp4ErrorSums sums;
-    quantize_mxfp4_rows_fp8_measured(d.fp8.data() + s.begin * kCols, s.begin, s.rows, kCols, d.fp8_scales.data(),
-                                     scols, 128, 128, Mxfp4CodeLayout{codes.data(), kCols / 2, 16}, scales.data(),
-                                     "w", sums);
-    benchmark::DoNotOptimize(sums);
-    benchmark::ClobberMemory();
-  }
-  state.SetBytesProcessed(state.iterations() * s.rows * kCols);
-}
-
-// The same 16 rows a call, as convert calls it for the tile-shuffled layout (a group of 16 rows
-// a code span).
-void BM_QuantizeMxfp4Fp8MeasuredIn16RowCalls(benchmark::State& state) {
-  if (!use_level(state)) return;
-  const Data& d = data();
-  const Share s = share(state, 128 * 3);
-  const int64_t scols = (kCols + 127) / 128;
-  std::vector<uint8_t> codes(s.rows * kCols / 2), scales(s.rows * kCols / 32);
-  state.SetLabel(std::string(simd_level_name(simd_level())) + (mxfp4_fp8_quantizer_uses_tables() ? ", tables" : ""));
-  for (auto _ : state) {
-    Mxfp4ErrorSums sums;
-    for (int64_t r = s.begin; r < s.begin + s.rows; r += 16)
-      quantize_mxfp4_rows_fp8_measured(d.fp8.data() + r * kCols, r, 16, kCols, d.fp8_scales.data(), scols, 128, 128,
+    for (int64_t r = s.begin; r < s.begin + s.rows; r += step)
+      quantize_mxfp4_rows_fp8_measured(d.fp8.data() + r * kCols, r, std::min(step, s.begin + s.rows - r), kCols,
+                                       d.fp8_scales.data(), scols, 128, 128,
                                        Mxfp4CodeLayout{codes.data() + (r - s.begin) * kCols / 2, kCols / 2, 16},
                                        scales.data() + (r - s.begin) * kCols / 32, "w", sums);
     benchmark::DoNotOptimize(sums);
@@ -262,6 +244,12 @@ void BM_QuantizeMxfp4Fp8MeasuredIn16RowCalls(benchmark::State& state) {
   }
   state.SetBytesProcessed(state.iterations() * s.rows * kCols);
 }
+
+void BM_QuantizeMxfp4Fp8Measured(benchmark::State& state) { quantize_fp8_share(state, 0); }
+
+// The same 16 rows a call, as convert calls it for the tile-shuffled layout (a group of 16 rows
+// a code span).
+void BM_QuantizeMxfp4Fp8MeasuredIn16RowCalls(benchmark::State& state) { quantize_fp8_share(state, 16); }
 
 void BM_QuantizeMxfp4Fp8MeasuredByDequantization(benchmark::State& state) {
   if (!use_level(state)) return;

@@ -226,6 +226,16 @@ const Kernels& baseline_kernels() {
   return k;
 }
 
+const Kernels& kernels_in_use() {
+  switch (simd_level()) {
+#if defined(MOEPREP_X86_SIMD)
+    case SimdLevel::Avx512: return avx512_kernels();
+    case SimdLevel::Avx2: return avx2_kernels();
+#endif
+    default: return baseline_kernels();
+  }
+}
+
 }  // namespace mxfp4_kernels
 
 namespace {
@@ -233,15 +243,7 @@ namespace {
 using mxfp4_kernels::kBlock;
 using mxfp4_kernels::Sums;
 
-const mxfp4_kernels::Kernels& kernels() {
-  switch (simd_level()) {
-#if defined(MOEPREP_X86_SIMD)
-    case SimdLevel::Avx512: return mxfp4_kernels::avx512_kernels();
-    case SimdLevel::Avx2: return mxfp4_kernels::avx2_kernels();
-#endif
-    default: return mxfp4_kernels::baseline_kernels();
-  }
-}
+const mxfp4_kernels::Kernels& kernels() { return mxfp4_kernels::kernels_in_use(); }
 
 std::string block_position(int64_t row, int64_t block, int64_t element) {
   return "row " + std::to_string(row) + ", block " + std::to_string(block) + " (element " +

@@ -51,22 +51,12 @@ uint16_t element(const uint8_t* src, int64_t src_stride, int64_t row, int64_t co
   throw_internal(context + ": MXFP4 column quantization stopped without a NaN or Inf");
 }
 
-const mxfp4_kernels::Kernels& row_kernels() {
-  switch (simd_level()) {
-#if defined(MOEPREP_X86_SIMD)
-    case SimdLevel::Avx512: return mxfp4_kernels::avx512_kernels();
-    case SimdLevel::Avx2: return mxfp4_kernels::avx2_kernels();
-#endif
-    default: return mxfp4_kernels::baseline_kernels();
-  }
-}
-
 // Levels without a column loop: a few columns at a time transposed into rows for the row loop,
 // a row per call (each row has its own code address). Sums added in row order across calls are
 // those of one call over all the rows.
 bool quantize_by_transposing(const uint8_t* src, int64_t src_stride, int64_t k, int64_t cols,
                              uint8_t* const* row_codes, int64_t block_stride, uint8_t* scales, Sums* sums) {
-  const auto& kernels = row_kernels();
+  const auto& kernels = mxfp4_kernels::kernels_in_use();
   const int64_t blocks = k / kBlock;
   std::vector<uint16_t> rows(static_cast<size_t>(kPieceColumns * k));
   for (int64_t c = 0; c < cols; c += kPieceColumns) {

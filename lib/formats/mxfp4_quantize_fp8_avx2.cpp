@@ -6,6 +6,7 @@
 // Without vpermi2b, an element's E2M1 code is the number of a slot's seven thresholds its
 // magnitude code exceeds (a is monotonic in it), seven byte compares a block.
 #include "formats/mxfp4_quantize_fp8_kernels.h"
+#include "formats/mxfp4_quantize_fp8_band.h"
 
 #include <algorithm>
 #include <cmath>
@@ -24,7 +25,6 @@ namespace {
 using mxfp4_kernels::kBlock;
 using mxfp4_kernels::Sums;
 
-constexpr uint8_t kStop = 255;  // an X-table entry: NaN code, or a product that overflows
 
 // One scale block's rounding at one E8M0 scale: code(m) = flip + the number of thresholds below
 // m (each broadcast to a register's 32 bytes), flip being 8 where the FP8 scale is negative; the
@@ -35,90 +35,21 @@ struct alignas(32) CodeSlot {
   float dequantized[8];
 };
 
-// The tables of one band of block_n rows, per scale column (as the AVX-512 loop's BandTables).
-class BandTables {
- public:
-  explicit BandTables(int64_t scale_cols)
-      : scale_cols_(scale_cols),
-        magnitude_bits_(static_cast<size_t>(scale_cols) * 128),
-        scale_code_(static_cast<size_t>(scale_cols) * 128),
-        slot_of_(static_cast<size_t>(scale_cols) * 256, nullptr),
-        multiplier_(static_cast<size_t>(scale_cols)),
-        flip_(static_cast<size_t>(scale_cols)),
-        scale_code_data_(scale_code_.data()),
-        slot_of_data_(slot_of_.data()) {}
-
-  void start_band(const float* scale_row) {
-    const float* value = kFp8E4m3ToFloat.data();
-    one_multiply_ = true;
-    for (int64_t sc = 0; sc < scale_cols_; ++sc) {
-      const float s = std::fabs(scale_row[sc]);
-      one_multiply_ = one_multiply_ && std::isfinite(s * 0x1p120f);
-      multiplier_[sc] = s;
-      flip_[sc] = std::signbit(scale_row[sc]) ? 8 : 0;
-      int32_t* bits = &magnitude_bits_[sc * 128];
-      uint8_t* x = &scale_code_[sc * 128];
-      for (int m = 0; m < 127; ++m) {
-        const float a = value[m] * s;
-        uint32_t u;
-        std::memcpy(&u, &a, 4);
-        bits[m] = static_cast<int32_t>(u);
-        x[m] = u >= 0x7f800000u ? kStop : mxfp4_kernels::scale_code(u, u >> 23);
-      }
-      bits[127] = 0;
-      x[127] = kStop;
-    }
-    if (one_multiply_)
-      for (float& m : multiplier_) m *= 0x1p120f;  // exact: a power of two, no overflow
-    for (uint32_t i : built_) slot_of_[i] = nullptr;
-    built_.clear();
-    used_ = 0;
+// The slot at E8M0 code x. Threshold i is the last magnitude code whose a is not above
+// boundary i (mxfp4_quantize.cpp's strict tests on bit patterns): a is non-decreasing in the
+// code, so the codes above it are exactly those rounded past the boundary. -1 where every code is.
+void fill_code_slot(CodeSlot& slot, const int32_t* magnitude_bits, uint8_t x, uint8_t flip) {
+  const mxfp4_kernels::BoundaryTable& table = mxfp4_kernels::boundary_table();
+  for (int i = 0; i < 7; ++i) {
+    const int32_t below = static_cast<int32_t>(
+        std::upper_bound(magnitude_bits, magnitude_bits + 127, table.by_code[x].f32[i]) - magnitude_bits);
+    std::memset(slot.threshold[i], below - 1, 32);
   }
+  std::memset(slot.flip, flip, 32);
+  for (int i = 0; i < 8; ++i) slot.dequantized[i] = mxfp4_kernels::kE2m1Magnitude[i] * table.scale_value[x];
+}
 
-  bool one_multiply() const { return one_multiply_; }
-  float multiplier(int64_t sc) const { return multiplier_[sc]; }
-  uint8_t scale_code(int64_t sc, uint32_t m) const { return scale_code_data_[sc * 128 + m]; }
-  const CodeSlot* slot(int64_t sc, uint8_t x) {
-    const CodeSlot* slot = slot_of_data_[sc * 256 + x];
-    return __builtin_expect(slot != nullptr, 1) ? slot : build(sc, x);
-  }
-
- private:
-  static constexpr size_t kPage = 64;
-
-  // Threshold i is the last magnitude code whose a is not above boundary i (mxfp4_quantize.cpp's
-  // strict tests on bit patterns): a is non-decreasing in the code, so the codes above it are
-  // exactly those rounded past the boundary. -1 where every code is.
-  __attribute__((noinline)) const CodeSlot* build(int64_t sc, uint8_t x) {
-    if (used_ == pages_.size() * kPage) pages_.emplace_back(new CodeSlot[kPage]);
-    CodeSlot& slot = pages_[used_ / kPage][used_ % kPage];
-    ++used_;
-    const mxfp4_kernels::BoundaryTable& table = mxfp4_kernels::boundary_table();
-    const int32_t* bits = &magnitude_bits_[sc * 128];
-    for (int i = 0; i < 7; ++i) {
-      const int32_t below = static_cast<int32_t>(std::upper_bound(bits, bits + 127, table.by_code[x].f32[i]) - bits);
-      std::memset(slot.threshold[i], below - 1, 32);
-    }
-    std::memset(slot.flip, flip_[sc], 32);
-    for (int i = 0; i < 8; ++i) slot.dequantized[i] = mxfp4_kernels::kE2m1Magnitude[i] * table.scale_value[x];
-    slot_of_[sc * 256 + x] = &slot;
-    built_.push_back(static_cast<uint32_t>(sc * 256 + x));
-    return &slot;
-  }
-
-  int64_t scale_cols_;
-  std::vector<int32_t> magnitude_bits_;   // bits of a by magnitude code
-  std::vector<uint8_t> scale_code_;       // E8M0 code by largest magnitude code
-  std::vector<const CodeSlot*> slot_of_;  // slot by E8M0 code, null where not built yet
-  std::vector<uint32_t> built_;           // the slot_of_ entries set in this band
-  std::vector<std::unique_ptr<CodeSlot[]>> pages_;
-  size_t used_ = 0;
-  std::vector<float> multiplier_;
-  std::vector<uint8_t> flip_;
-  bool one_multiply_ = true;
-  const uint8_t* scale_code_data_;
-  const CodeSlot* const* slot_of_data_;
-};
+using BandTables = mxfp4_fp8_kernels::BandTables<CodeSlot>;
 
 struct RowScratch {
   std::vector<const CodeSlot*> slot;  // per block
@@ -205,24 +136,7 @@ void round_blocks(const RowScratch& p, const uint8_t* src, int64_t blocks, uint8
   sums[1] = mxfp4_kernels::reduce_partial_sums(partial[1]);
 }
 
-// Each thread's tables of the last band it met, kept from call to call, as in the AVX-512 loop.
-struct TableCache {
-  std::unique_ptr<BandTables> tables;
-  std::vector<float> scale_row;  // compared bit for bit
-  RowScratch scratch;
-};
-
-BandTables& tables_for(TableCache& cache, const float* scale_row, int64_t scale_cols) {
-  const size_t bytes = static_cast<size_t>(scale_cols) * sizeof(float);
-  if (cache.tables && cache.scale_row.size() == static_cast<size_t>(scale_cols) &&
-      std::memcmp(cache.scale_row.data(), scale_row, bytes) == 0)
-    return *cache.tables;
-  if (!cache.tables || cache.scale_row.size() != static_cast<size_t>(scale_cols))
-    cache.tables = std::make_unique<BandTables>(scale_cols);
-  cache.scale_row.assign(scale_row, scale_row + scale_cols);
-  cache.tables->start_band(scale_row);
-  return *cache.tables;
-}
+using TableCache = mxfp4_fp8_kernels::BandTableCache<CodeSlot, RowScratch>;
 
 bool quantize_rows(const Fp8Rows& job, Sums* sums) {
   static thread_local TableCache cache;
@@ -238,7 +152,7 @@ bool quantize_rows(const Fp8Rows& job, Sums* sums) {
   for (int64_t i = 0; i < job.rows; ++i) {
     const int64_t this_band = (job.first_row + i) / job.block_n;
     if (this_band != band) {
-      tables = &tables_for(cache, job.scale_inv + this_band * job.scale_cols, job.scale_cols);
+      tables = &cache.tables_for(job.scale_inv + this_band * job.scale_cols, job.scale_cols);
       for (int64_t b = 0; b < blocks; ++b) p.multiplier[b] = tables->multiplier(p.scale_col[b]);
       band = this_band;
     }

@@ -21,6 +21,7 @@
 // shift t holding element 4i + t of its block, so each row's 32 partial sums stay in fixed
 // lanes of four accumulators.
 #include "formats/mxfp4_quantize_fp8_kernels.h"
+#include "formats/mxfp4_quantize_fp8_band.h"
 
 #include <cmath>
 #include <cstring>
@@ -43,7 +44,6 @@ namespace {
 using mxfp4_kernels::kBlock;
 using mxfp4_kernels::Sums;
 
-constexpr uint8_t kStop = 255;  // an X-table entry: NaN code, or a product that overflows
 
 // One scale block's rounding at one E8M0 scale: the E2M1 code (sign bit 3 set where the FP8
 // scale is negative, so that the element's own sign is an xor) by magnitude code, and the
@@ -53,98 +53,23 @@ struct alignas(64) CodeSlot {
   float dequantized[16];
 };
 
-// The tables of one band of block_n rows, per scale column.
-class BandTables {
- public:
-  explicit BandTables(int64_t scale_cols)
-      : scale_cols_(scale_cols),
-        magnitude_bits_(static_cast<size_t>(scale_cols) * 128),
-        scale_code_(static_cast<size_t>(scale_cols) * 128),
-        slot_of_(static_cast<size_t>(scale_cols) * 256, nullptr),
-        multiplier_(static_cast<size_t>(scale_cols)),
-        flip_(static_cast<size_t>(scale_cols)),
-        scale_code_data_(scale_code_.data()),
-        slot_of_data_(slot_of_.data()) {}
-
-  void start_band(const float* scale_row) {
-    const float* value = kFp8E4m3ToFloat.data();
-    one_multiply_ = true;
-    for (int64_t sc = 0; sc < scale_cols_; ++sc) {
-      const float s = std::fabs(scale_row[sc]);
-      one_multiply_ = one_multiply_ && std::isfinite(s * 0x1p120f);
-      multiplier_[sc] = s;
-      flip_[sc] = std::signbit(scale_row[sc]) ? 8 : 0;
-      int32_t* bits = &magnitude_bits_[sc * 128];
-      uint8_t* x = &scale_code_[sc * 128];
-      for (int m = 0; m < 127; ++m) {
-        const float a = value[m] * s;
-        uint32_t u;
-        std::memcpy(&u, &a, 4);
-        bits[m] = static_cast<int32_t>(u);
-        x[m] = u >= 0x7f800000u ? kStop : mxfp4_kernels::scale_code(u, u >> 23);
-      }
-      bits[127] = 0;
-      x[127] = kStop;
-    }
-    if (one_multiply_)
-      for (float& m : multiplier_) m *= 0x1p120f;  // exact: a power of two, no overflow
-    for (uint32_t i : built_) slot_of_[i] = nullptr;
-    built_.clear();
-    used_ = 0;
+// The slot at E8M0 code x: code = flip + the number of rounding boundaries below a
+// (mxfp4_quantize.cpp's strict tests on bit patterns), 16 magnitude codes a step.
+void fill_code_slot(CodeSlot& slot, const int32_t* magnitude_bits, uint8_t x, uint8_t flip) {
+  const mxfp4_kernels::BoundaryTable& table = mxfp4_kernels::boundary_table();
+  const int32_t* boundary = table.by_code[x].f32;
+  const __m512i one = _mm512_set1_epi32(1);
+  for (int v = 0; v < 8; ++v) {
+    const __m512i a = _mm512_loadu_si512(magnitude_bits + 16 * v);
+    __m512i c = _mm512_set1_epi32(flip);
+    for (int i = 0; i < 7; ++i)
+      c = _mm512_mask_add_epi32(c, _mm512_cmpgt_epi32_mask(a, _mm512_set1_epi32(boundary[i])), c, one);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(slot.code + 16 * v), _mm512_cvtepi32_epi8(c));
   }
+  for (int i = 0; i < 16; ++i) slot.dequantized[i] = mxfp4_kernels::kE2m1Magnitude[i & 7] * table.scale_value[x];
+}
 
-  // Whether every |s| * 2^120 is finite: then a = fl(f * (|s| * 2^120)) for f = value * 2^-120,
-  // one rounding of the same exact product; otherwise a = fl(fl(f * 2^120) * |s|).
-  bool one_multiply() const { return one_multiply_; }
-  float multiplier(int64_t sc) const { return multiplier_[sc]; }
-  // The E8M0 code of a block of scale column sc whose largest magnitude code is m.
-  uint8_t scale_code(int64_t sc, uint32_t m) const { return scale_code_data_[sc * 128 + m]; }
-
-  // The slot of scale column sc at E8M0 code x, built on first use; slots never move.
-  const CodeSlot* slot(int64_t sc, uint8_t x) {
-    const CodeSlot* slot = slot_of_data_[sc * 256 + x];
-    return __builtin_expect(slot != nullptr, 1) ? slot : build(sc, x);
-  }
-
- private:
-  static constexpr size_t kPage = 64;
-
-  // code = the number of rounding boundaries below a (mxfp4_quantize.cpp's strict tests on bit
-  // patterns), 16 magnitude codes a step.
-  __attribute__((noinline)) const CodeSlot* build(int64_t sc, uint8_t x) {
-    if (used_ == pages_.size() * kPage) pages_.emplace_back(new CodeSlot[kPage]);
-    CodeSlot& slot = pages_[used_ / kPage][used_ % kPage];
-    ++used_;
-    const mxfp4_kernels::BoundaryTable& table = mxfp4_kernels::boundary_table();
-    const int32_t* boundary = table.by_code[x].f32;
-    const __m512i one = _mm512_set1_epi32(1);
-    for (int v = 0; v < 8; ++v) {
-      const __m512i a = _mm512_loadu_si512(&magnitude_bits_[sc * 128 + 16 * v]);
-      __m512i c = _mm512_set1_epi32(flip_[sc]);
-      for (int i = 0; i < 7; ++i)
-        c = _mm512_mask_add_epi32(c, _mm512_cmpgt_epi32_mask(a, _mm512_set1_epi32(boundary[i])), c, one);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(slot.code + 16 * v), _mm512_cvtepi32_epi8(c));
-    }
-    for (int i = 0; i < 16; ++i) slot.dequantized[i] = mxfp4_kernels::kE2m1Magnitude[i & 7] * table.scale_value[x];
-    slot_of_[sc * 256 + x] = &slot;
-    built_.push_back(static_cast<uint32_t>(sc * 256 + x));
-    return &slot;
-  }
-
-  int64_t scale_cols_;
-  std::vector<int32_t> magnitude_bits_;     // bits of a by magnitude code
-  std::vector<uint8_t> scale_code_;         // E8M0 code by largest magnitude code
-  std::vector<const CodeSlot*> slot_of_;    // slot by E8M0 code, null where not built yet
-  std::vector<uint32_t> built_;             // the slot_of_ entries set in this band
-  std::vector<std::unique_ptr<CodeSlot[]>> pages_;
-  size_t used_ = 0;
-  std::vector<float> multiplier_;
-  std::vector<uint8_t> flip_;
-  bool one_multiply_ = true;
-  // The data of scale_code_ and slot_of_, which never move, for the inlined lookups.
-  const uint8_t* scale_code_data_;
-  const CodeSlot* const* slot_of_data_;
-};
+using BandTables = mxfp4_fp8_kernels::BandTables<CodeSlot>;
 
 // A row pair's per-block state between the passes, and each row's place.
 struct PairRow {
@@ -301,27 +226,7 @@ void round_blocks(const PairScratch& p, int64_t blocks, int64_t block_stride, in
 // prefetch never faults).
 constexpr int64_t kAhead = 4;
 
-// Each thread's tables of the last band it met, kept from call to call: convert quantizes 16
-// rows a call (a group of the tile-shuffled layout), 8 calls a band of 128 rows, and rebuilding
-// the tables each time had cost 14.0 against 8.9 ms per 33 MB (dev VM). They are reused only for
-// a scale row of the same bits.
-struct TableCache {
-  std::unique_ptr<BandTables> tables;
-  std::vector<float> scale_row;  // compared bit for bit
-  PairScratch scratch;
-};
-
-BandTables& tables_for(TableCache& cache, const float* scale_row, int64_t scale_cols) {
-  const size_t bytes = static_cast<size_t>(scale_cols) * sizeof(float);
-  if (cache.tables && cache.scale_row.size() == static_cast<size_t>(scale_cols) &&
-      std::memcmp(cache.scale_row.data(), scale_row, bytes) == 0)
-    return *cache.tables;
-  if (!cache.tables || cache.scale_row.size() != static_cast<size_t>(scale_cols))
-    cache.tables = std::make_unique<BandTables>(scale_cols);
-  cache.scale_row.assign(scale_row, scale_row + scale_cols);
-  cache.tables->start_band(scale_row);
-  return *cache.tables;
-}
+using TableCache = mxfp4_fp8_kernels::BandTableCache<CodeSlot, PairScratch>;
 
 bool quantize_rows(const Fp8Rows& job, Sums* sums) {
   static thread_local TableCache cache;
@@ -342,7 +247,7 @@ bool quantize_rows(const Fp8Rows& job, Sums* sums) {
   for (int64_t i = 0; i < job.rows;) {
     const int64_t absolute = job.first_row + i, this_band = absolute / job.block_n;
     if (this_band != band) {
-      tables = &tables_for(cache, job.scale_inv + this_band * job.scale_cols, job.scale_cols);
+      tables = &cache.tables_for(job.scale_inv + this_band * job.scale_cols, job.scale_cols);
       for (int64_t b = 0; b < blocks; ++b) p.multiplier[b] = tables->multiplier(p.scale_col[b]);
       band = this_band;
     }

@@ -104,5 +104,7 @@ const Kernels& baseline_kernels();
 const Kernels& avx2_kernels();
 const Kernels& avx512_kernels();
 #endif
+// The loops of the SIMD level in use (core/simd_level.h), for every quantizer entry point.
+const Kernels& kernels_in_use();
 
 }  // namespace moeprep::mxfp4_kernels

@@ -2,6 +2,7 @@
 // transposed into rows (transpose_bf16) and quantized by the row quantizer. Codes, scales, error
 // sums and error messages must agree exactly, at every SIMD level, for any stride, first column,
 // byte alignment and code layout.
+#include "simd_levels.h"
 #include "formats/mxfp4_quantize_columns.h"
 
 #include <gtest/gtest.h>
@@ -135,16 +136,7 @@ Output by_columns(const Source& s, int64_t first_col, int64_t cols, int64_t row_
   return o;
 }
 
-template <class Body>
-void for_each_level(Body body) {
-  const SimdLevel before = simd_level();
-  for (SimdLevel level : supported_simd_levels()) {
-    cap_simd_level(level);
-    SCOPED_TRACE(simd_level_name(level));
-    body();
-  }
-  cap_simd_level(before);
-}
+using moeprep::testing::for_each_simd_level;
 
 struct Case {
   int64_t k, cols, stride, first_col, misalign;
@@ -169,7 +161,7 @@ void expect_same_as_transposing(const Case& c, uint32_t seed) {
       ASSERT_GT(want.sums.error, 1.0);
     }
   }
-  for_each_level([&] {
+  for_each_simd_level([&] {
     const Output got = by_columns(s, c.first_col, c.cols, row_stride, block_stride);
     EXPECT_EQ(got.codes, want.codes);
     EXPECT_EQ(got.scales, want.scales);
@@ -226,7 +218,7 @@ TEST(Mxfp4QuantizeColumns, WritesEachRowWhereItsPointerSays) {
   const Output want = by_transposing(s, 2, cols, k / 2, 16);
   cap_simd_level(before);
   const auto output_row = [&](int64_t i) { return i % 2 == 0 ? i / 2 : half + i / 2; };
-  for_each_level([&] {
+  for_each_simd_level([&] {
     std::vector<uint8_t> codes(static_cast<size_t>((cols + 15) / 16 * 16 * k / 2), 0xa5), scales(cols * blocks);
     std::vector<uint8_t*> rows(cols);
     for (int64_t i = 0; i < cols; ++i) {
@@ -282,7 +274,7 @@ TEST(Mxfp4QuantizeColumns, RejectsNanAndInfAsTheRowQuantizerDoes) {
   for (size_t p = 0; p < placements.size(); ++p) {
     Source s = make_source(96, 310, 1, 5 + static_cast<uint32_t>(p), true);
     for (const Bad& b : placements[p]) s.set(b.row, b.col, b.bits);
-    for_each_level([&] {
+    for_each_simd_level([&] {
       Output want = make_output(300, 96, 48, 16), got = make_output(300, 96, 48, 16);
       std::vector<uint16_t> rows(300 * 96);
       transpose_bf16(s.at(0, 0), s.stride, 96, 300, rows.data(), 96);

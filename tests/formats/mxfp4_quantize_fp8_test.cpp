@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "simd_levels.h"
 #include "core/error.h"
 #include "core/simd_level.h"
 #include "formats/fp8_block_dequant.h"
@@ -26,17 +27,7 @@ namespace {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Runs `body` once per level, restoring the level in use afterwards.
-template <class Body>
-void for_each_level(Body body) {
-  const SimdLevel before = simd_level();
-  for (SimdLevel level : supported_simd_levels()) {
-    cap_simd_level(level);
-    SCOPED_TRACE(simd_level_name(level));
-    body(level);
-  }
-  cap_simd_level(before);
-}
+using moeprep::testing::for_each_simd_level;
 
 // A whole FP8 weight [n, k] and its scale grid.
 struct Weight {
@@ -137,7 +128,7 @@ void expect_as_defined(const Weight& w, int64_t first_row, int64_t rows, const L
   const SimdLevel before = cap_simd_level(SimdLevel::Baseline);
   const Output want = by_definition(w, first_row, rows, layout);
   cap_simd_level(before);
-  for_each_level([&](SimdLevel) { expect_identical(by_fp8_quantizer(w, first_row, rows, layout), want); });
+  for_each_simd_level([&](SimdLevel) { expect_identical(by_fp8_quantizer(w, first_row, rows, layout), want); });
 }
 
 std::string error_of(const std::function<void()>& f) {
@@ -275,7 +266,7 @@ TEST(Mxfp4QuantizeFp8, ANanCodeNamesItsAbsoluteRowAndColumnAsTheDequantizationDo
     w.fp8[230 * 256 + 3] = nan;  // a later one is not the one named
     const std::string want = definition_error(w, 150, 120);
     EXPECT_NE(want.find("NaN in FP8 E4M3 weight at row 200, column 77"), std::string::npos) << want;
-    for_each_level([&](SimdLevel) {
+    for_each_simd_level([&](SimdLevel) {
       Output o = fresh_output(120, 256, {128, 16});
       const std::string got = error_of([&] {
         quantize_mxfp4_rows_fp8_measured(w.fp8.data() + 150 * 256, 150, 120, 256, w.scale.data(), 2, 128, 128,
@@ -297,14 +288,14 @@ TEST(Mxfp4QuantizeFp8, AProductOverflowingFloatGivesTheQuantizersInfError) {
   w.fp8[35 * 256 + 200] = 0x7e;                    // 448 * 2^121 = Inf
   const std::string want = definition_error(w, 10, 30);
   EXPECT_NE(want.find("Inf at row 25, block 6"), std::string::npos) << want;
-  for_each_level([&](SimdLevel) {
+  for_each_simd_level([&](SimdLevel) {
     EXPECT_EQ(error_of([&] { by_fp8_quantizer(w, 10, 30, {128, 16}); }), want);
   });
   // A NaN anywhere is reported first, as the dequantization runs over all rows before.
   w.fp8[38 * 256 + 1] = 0xff;
   const std::string nan = definition_error(w, 10, 30);
   EXPECT_NE(nan.find("NaN in FP8 E4M3 weight at row 38, column 1"), std::string::npos) << nan;
-  for_each_level([&](SimdLevel) { EXPECT_EQ(error_of([&] { by_fp8_quantizer(w, 10, 30, {128, 16}); }), nan); });
+  for_each_simd_level([&](SimdLevel) { EXPECT_EQ(error_of([&] { by_fp8_quantizer(w, 10, 30, {128, 16}); }), nan); });
 }
 
 TEST(Mxfp4QuantizeFp8, BadScalesAndShapesAreNamed) {
@@ -337,7 +328,7 @@ TEST(Mxfp4QuantizeFp8, BadScalesAndShapesAreNamed) {
 
 TEST(Mxfp4QuantizeFp8, SaysWhetherTheTableLoopRuns) {
   // The portable level dequantizes; every x86 vector level has a table loop.
-  for_each_level([](SimdLevel level) {
+  for_each_simd_level([](SimdLevel level) {
     EXPECT_EQ(mxfp4_fp8_quantizer_uses_tables(), level != SimdLevel::Baseline);
     std::printf("FP8 table loop at %s: %s\n", simd_level_name(level), mxfp4_fp8_quantizer_uses_tables() ? "yes" : "no");
   });

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "simd_levels.h"
 #include "core/error.h"
 #include "core/hash.h"
 #include "core/simd_level.h"
@@ -22,17 +23,7 @@ using namespace moeprep;
 
 namespace {
 
-// Runs `body` once per level, restoring the level in use afterwards.
-template <class Body>
-void for_each_level(Body body) {
-  const SimdLevel before = simd_level();
-  for (SimdLevel level : supported_simd_levels()) {
-    cap_simd_level(level);
-    SCOPED_TRACE(simd_level_name(level));
-    body(level);
-  }
-  cap_simd_level(before);
-}
+using moeprep::testing::for_each_simd_level;
 
 const float kTies[7] = {0.25f, 0.75f, 1.25f, 1.75f, 2.5f, 3.5f, 5.0f};
 
@@ -145,7 +136,7 @@ void expect_same_on_every_level(const Source* src, int64_t rows, int64_t k) {
   const Mxfp4ErrorSums separate = mxfp4_error_sums(src, want.codes.data(), want.scales.data(), rows, k);
   EXPECT_EQ(separate.error, want.sums.error);
   EXPECT_EQ(separate.reference, want.sums.reference);
-  for_each_level([&](SimdLevel) {
+  for_each_simd_level([&](SimdLevel) {
     const Result got = quantize_all(src, rows, k);
     ASSERT_EQ(got.codes, want.codes);
     ASSERT_EQ(got.scales, want.scales);
@@ -222,7 +213,7 @@ TEST(Mxfp4SimdVariants, EveryBf16PatternAsABlockMaximumAndAsAnElement) {
 
 TEST(Mxfp4SimdVariants, SplittingRowsGivesTheSumsOfOneCall) {
   const Data d = make_data(40, 256, 5);
-  for_each_level([&](SimdLevel) {
+  for_each_simd_level([&](SimdLevel) {
     std::vector<uint8_t> codes(d.bf16.size() / 2), scales(d.bf16.size() / 32);
     Mxfp4ErrorSums whole, parts;
     quantize_mxfp4_rows_bf16_measured(d.bf16.data(), 40, 256, codes.data(), scales.data(), "t", whole);
@@ -244,7 +235,7 @@ TEST(Mxfp4SimdVariants, MeasuredErrorEqualsTheDequantizedDifference) {
   std::mt19937 rng(3);
   std::normal_distribution<float> normal(0.0f, 0.02f);
   for (auto& v : gauss) v = bf16_to_float(float_to_bf16(normal(rng)));
-  for_each_level([&](SimdLevel) {
+  for_each_simd_level([&](SimdLevel) {
     std::vector<uint8_t> codes(gauss.size() / 2), scales(gauss.size() / 32);
     Mxfp4ErrorSums sums;
     quantize_mxfp4_rows_measured(gauss.data(), 16, 2048, codes.data(), scales.data(), "t", sums);
@@ -272,7 +263,7 @@ TEST(Mxfp4SimdVariants, NanAndInfAtEveryPositionFailWithTheSameMessage) {
       for (size_t i = 0; i < h.size(); ++i) f[i] = bf16_to_float(h[i]);
       const std::string want = std::string(bad == 0xff80 ? "Inf" : "NaN") + " at row 1, block 2 (element " +
                                std::to_string(64 + pos) + ")";
-      for_each_level([&](SimdLevel) {
+      for_each_simd_level([&](SimdLevel) {
         std::vector<uint8_t> codes(k), scales(6);
         Mxfp4ErrorSums sums;
         const std::vector<std::function<void()>> calls = {
@@ -303,7 +294,7 @@ TEST(Mxfp4SimdVariants, CodesGoWhereTheLayoutSaysWithTheSameScalesAndSums) {
   // gets the same 16-byte blocks, and the scales and sums do not change.
   const int64_t rows = 20, k = 256, blocks = k / 32;
   const Data d = make_data(rows, k, 9, true);
-  for_each_level([&](SimdLevel) {
+  for_each_simd_level([&](SimdLevel) {
     for (bool bf16 : {true, false}) {
       SCOPED_TRACE(bf16 ? "bf16" : "f32");
       std::vector<uint8_t> plain(static_cast<size_t>(rows * k / 2)), plain_scales(static_cast<size_t>(rows * blocks));
@@ -342,7 +333,7 @@ TEST(Mxfp4SimdVariants, RowsHashedWhileQuantizedGiveTheirDigestAndTheSameCodes) 
     std::vector<uint16_t> src(static_cast<size_t>(rows * k));
     for (auto& v : src) v = float_to_bf16(normal(rng));
     const std::string want = xxh3_128_hex(src.data(), src.size() * 2);
-    for_each_level([&](SimdLevel) {
+    for_each_simd_level([&](SimdLevel) {
       std::vector<uint8_t> codes(src.size() / 2), scales(src.size() / 32), plain_codes(codes), plain_scales(scales);
       Mxfp4ErrorSums sums, plain;
       quantize_mxfp4_rows_bf16_measured(src.data(), rows, k, plain_codes.data(), plain_scales.data(), "w", plain);
