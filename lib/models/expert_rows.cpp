@@ -204,32 +204,6 @@ ExpertRowsPtr stacked_fp8_rows(const io::Checkpoint& c, const std::vector<std::v
     }
     m->labels.push_back(join_labels(parts[e]));
   }
-  m->read_f32 = [&c, located, cols, block_n, block_k](int64_t e, int64_t row, int64_t count, float* out) {
-    int64_t first = 0;  // the part's first row within the expert
-    for (const Part& p : located[static_cast<size_t>(e)]) {
-      const int64_t from = std::max(row, first), to = std::min(row + count, first + p.rows);
-      if (from < to) {
-        const io::ByteView w = c.data(*p.weight);
-        const io::ByteView s = c.data(*p.scale);
-        const Shape& grid = p.scale->info->shape;
-        const Fp8RowRange range{from - first, to - from};
-        float* dst = out + (from - row) * cols;
-        // Mapped tensors need not be aligned for their element type: copy the (small) scales.
-        if (p.scale->info->dtype == Dtype::BF16) {
-          std::vector<uint16_t> sc(s.size / 2);
-          std::memcpy(sc.data(), s.data, s.size);
-          fp8_block_dequant_bf16_scales(w.data, p.rows, cols, sc.data(), grid[0], grid[1], dst, p.name, block_n,
-                                        block_k, range);
-        } else {
-          std::vector<float> sc(s.size / 4);
-          std::memcpy(sc.data(), s.data, s.size);
-          fp8_block_dequant(w.data, p.rows, cols, sc.data(), grid[0], grid[1], dst, p.name, block_n, block_k,
-                            range);
-        }
-      }
-      first += p.rows;
-    }
-  };
   m->fp8_block_n = block_n;
   m->fp8_block_k = block_k;
   m->fp8_parts = [&c, located](int64_t e) {
@@ -250,6 +224,17 @@ ExpertRowsPtr stacked_fp8_rows(const io::Checkpoint& c, const std::vector<std::v
       parts.push_back(std::move(part));
     }
     return parts;
+  };
+  m->read_f32 = [parts_of = m->fp8_parts, cols, block_n, block_k](int64_t e, int64_t row, int64_t count, float* out) {
+    int64_t first = 0;  // the part's first row within the expert
+    for (const ExpertRows::Fp8Part& p : parts_of(e)) {
+      const int64_t from = std::max(row, first), to = std::min(row + count, first + p.rows);
+      if (from < to)
+        fp8_block_dequant(p.weight, p.rows, cols, p.scale_inv.data(),
+                          static_cast<int64_t>(p.scale_inv.size()) / p.scale_cols, p.scale_cols,
+                          out + (from - row) * cols, *p.name, block_n, block_k, Fp8RowRange{from - first, to - from});
+      first += p.rows;
+    }
   };
   m->release = [&c, located](int64_t e) {
     for (const Part& p : located[static_cast<size_t>(e)])
