@@ -106,6 +106,20 @@ struct RunHash {
   Xxh3Hasher* chunks = nullptr;
 };
 
+// Rows [row, row + rows) of the expert's code destination, span by span and at most `most` rows
+// a step: fn(span, done, n) for the rows [row + done, row + done + n), which begin the span.
+template <class Fn>
+void for_each_code_span(const std::function<CodeRowSpan(int64_t row)>& to, int64_t row, int64_t rows, int64_t most,
+                        const std::string& context, Fn&& fn) {
+  for (int64_t done = 0; done < rows;) {
+    const CodeRowSpan span = to(row + done);
+    if (span.rows <= 0) throw_internal(context + ": code destination of no rows");
+    const int64_t n = std::min({span.rows, rows - done, most});
+    fn(span, done, n);
+    done += n;
+  }
+}
+
 // Quantizes `rows` rows of `k` starting at row `row` of the expert, whose codes go through `to`.
 template <class Source>
 void quantize_rows_to(const Source* src, int64_t row, int64_t rows, int64_t k,
@@ -114,10 +128,7 @@ void quantize_rows_to(const Source* src, int64_t row, int64_t rows, int64_t k,
   constexpr int64_t kHashedBytes = 64 << 10;
   const int64_t row_bytes = k * static_cast<int64_t>(sizeof(Source));
   const int64_t most = hash.chunks ? std::max<int64_t>(1, kHashedBytes / row_bytes) : rows;
-  for (int64_t done = 0; done < rows;) {
-    const CodeRowSpan span = to(row + done);
-    if (span.rows <= 0) throw_internal(context + ": code destination of no rows");
-    const int64_t n = std::min({span.rows, rows - done, most});
+  for_each_code_span(to, row, rows, most, context, [&](const CodeRowSpan& span, int64_t done, int64_t n) {
     const Mxfp4CodeLayout layout{span.data, span.row_stride, span.block_stride};
     uint8_t* const span_scales = scales + (row + done) * (k / kBlock);
     if constexpr (sizeof(Source) == 2) {
@@ -131,8 +142,7 @@ void quantize_rows_to(const Source* src, int64_t row, int64_t rows, int64_t k,
       quantize_mxfp4_rows_measured(src + done * k, n, k, layout, span_scales, context, sums);
     }
     if (hash.chunks) hash.chunks->update(src + done * k, static_cast<size_t>(n * row_bytes));
-    done += n;
-  }
+  });
 }
 
 // Quantizes one FP8 tensor of an expert, whose rows start at `row` of the expert, straight from
@@ -140,15 +150,11 @@ void quantize_rows_to(const Source* src, int64_t row, int64_t rows, int64_t k,
 void quantize_fp8_part_to(const ExpertRows::Fp8Part& part, const ExpertRows& m, int64_t row,
                           const std::function<CodeRowSpan(int64_t row)>& to, uint8_t* scales, Mxfp4ErrorSums& sums) {
   const int64_t k = m.cols;
-  for (int64_t done = 0; done < part.rows;) {
-    const CodeRowSpan span = to(row + done);
-    if (span.rows <= 0) throw_internal(*part.name + ": code destination of no rows");
-    const int64_t n = std::min(span.rows, part.rows - done);
+  for_each_code_span(to, row, part.rows, part.rows, *part.name, [&](const CodeRowSpan& span, int64_t done, int64_t n) {
     quantize_mxfp4_rows_fp8_measured(part.weight + done * k, done, n, k, part.scale_inv.data(), part.scale_cols,
                                      m.fp8_block_n, m.fp8_block_k, Mxfp4CodeLayout{span.data, span.row_stride, span.block_stride},
                                      scales + (row + done) * (k / kBlock), *part.name, sums);
-    done += n;
-  }
+  });
 }
 
 // Quantizes an expert stored inputs-first as it lies, in one call over all its rows (the
@@ -159,16 +165,12 @@ void quantize_columns_to(const ExpertRows::MappedColumns& src, const ExpertRows&
                          Mxfp4ErrorSums& sums, std::vector<uint8_t*>& row_codes) {
   row_codes.resize(static_cast<size_t>(m.rows));
   int64_t block_stride = -1;
-  for (int64_t row = 0; row < m.rows;) {
-    const CodeRowSpan span = to(row);
-    if (span.rows <= 0) throw_internal(label + ": code destination of no rows");
+  for_each_code_span(to, 0, m.rows, m.rows, label, [&](const CodeRowSpan& span, int64_t row, int64_t n) {
     if (block_stride >= 0 && span.block_stride != block_stride)
       throw_internal(label + ": code destinations with different block strides");
     block_stride = span.block_stride;
-    const int64_t n = std::min(span.rows, m.rows - row);
     for (int64_t i = 0; i < n; ++i) row_codes[static_cast<size_t>(row + i)] = span.data + i * span.row_stride;
-    row += n;
-  }
+  });
   quantize_mxfp4_columns_bf16_measured(src.data, src.stride, m.cols, m.rows, row_codes.data(), block_stride, scales,
                                        label, sums);
 }
