@@ -226,6 +226,21 @@ const Kernels& baseline_kernels() {
   return k;
 }
 
+void check_quantize_shape(int64_t rows, int64_t k, const std::string& context) {
+  if (rows < 0 || k < 0)
+    throw_bad_input(context + ": MXFP4 quantization: negative shape [" + std::to_string(rows) +
+                    ", " + std::to_string(k) + "]");
+  if (k % kBlock != 0)
+    throw_bad_input(context + ": MXFP4 quantization needs K (the last dimension) divisible by " +
+                    "32, got K=" + std::to_string(k));
+}
+
+void throw_non_finite(const std::string& context, uint32_t magnitude_bits, int64_t row, int64_t element) {
+  throw_bad_input(context + ": MXFP4 quantization: " + (magnitude_bits > 0x7f800000u ? "NaN" : "Inf") + " at row " +
+                  std::to_string(row) + ", block " + std::to_string(element / kBlock) + " (element " +
+                  std::to_string(element) + "); MXFP4 cannot encode NaN or Inf");
+}
+
 const Kernels& kernels_in_use() {
   switch (simd_level()) {
 #if defined(MOEPREP_X86_SIMD)
@@ -245,11 +260,6 @@ using mxfp4_kernels::Sums;
 
 const mxfp4_kernels::Kernels& kernels() { return mxfp4_kernels::kernels_in_use(); }
 
-std::string block_position(int64_t row, int64_t block, int64_t element) {
-  return "row " + std::to_string(row) + ", block " + std::to_string(block) + " (element " +
-         std::to_string(element) + ")";
-}
-
 uint32_t float_bits(float f) {
   uint32_t u;
   std::memcpy(&u, &f, 4);
@@ -264,21 +274,11 @@ void throw_if_bad(const Source* src, int64_t k, int64_t bad_block, const std::st
   const int64_t blocks = k / kBlock, row = bad_block / blocks, block = bad_block % blocks;
   for (int64_t i = 0; i < kBlock; ++i) {
     const uint32_t a = float_bits(src[bad_block * kBlock + i]) & 0x7fffffffu;
-    if (a >= 0x7f800000u)
-      throw_bad_input(context + ": MXFP4 quantization: " + (a > 0x7f800000u ? "NaN" : "Inf") + " at " +
-                      block_position(row, block, block * kBlock + i) + "; MXFP4 cannot encode NaN or Inf");
+    if (a >= 0x7f800000u) mxfp4_kernels::throw_non_finite(context, a, row, block * kBlock + i);
   }
   throw_internal(context + ": MXFP4 quantization stopped at a finite block");
 }
 
-void check_shape(int64_t rows, int64_t k, const std::string& context) {
-  if (rows < 0 || k < 0)
-    throw_bad_input(context + ": MXFP4 quantization: negative shape [" + std::to_string(rows) +
-                    ", " + std::to_string(k) + "]");
-  if (k % kBlock != 0)
-    throw_bad_input(context + ": MXFP4 quantization needs K (the last dimension) divisible by " +
-                    "32, got K=" + std::to_string(k));
-}
 
 Mxfp4ErrorSums to_public(const Sums& s) { return {s.error, s.reference}; }
 
@@ -327,13 +327,13 @@ uint8_t mxfp4_scale_code_for_amax(float amax) {
 
 void quantize_mxfp4_rows(const float* src, int64_t rows, int64_t k, uint8_t* codes,
                          uint8_t* scales, const std::string& context) {
-  check_shape(rows, k, context);
+  mxfp4_kernels::check_quantize_shape(rows, k, context);
   throw_if_bad(src, k, kernels().quantize_f32(src, rows, k, contiguous(codes, k), scales, nullptr), context);
 }
 
 void quantize_mxfp4_rows_bf16(const uint16_t* src, int64_t rows, int64_t k, uint8_t* codes,
                               uint8_t* scales, const std::string& context) {
-  check_shape(rows, k, context);
+  mxfp4_kernels::check_quantize_shape(rows, k, context);
   throw_if_bad(src, k, kernels().quantize_bf16(src, rows, k, contiguous(codes, k), scales, nullptr), context);
 }
 
@@ -349,7 +349,7 @@ void quantize_mxfp4_rows_bf16_measured(const uint16_t* src, int64_t rows, int64_
 
 void quantize_mxfp4_rows_measured(const float* src, int64_t rows, int64_t k, const Mxfp4CodeLayout& codes,
                                   uint8_t* scales, const std::string& context, Mxfp4ErrorSums& sums) {
-  check_shape(rows, k, context);
+  mxfp4_kernels::check_quantize_shape(rows, k, context);
   Sums s{sums.error, sums.reference};
   throw_if_bad(src, k, kernels().quantize_f32(src, rows, k, codes, scales, &s), context);
   sums = to_public(s);
@@ -357,7 +357,7 @@ void quantize_mxfp4_rows_measured(const float* src, int64_t rows, int64_t k, con
 
 void quantize_mxfp4_rows_bf16_measured(const uint16_t* src, int64_t rows, int64_t k, const Mxfp4CodeLayout& codes,
                                        uint8_t* scales, const std::string& context, Mxfp4ErrorSums& sums) {
-  check_shape(rows, k, context);
+  mxfp4_kernels::check_quantize_shape(rows, k, context);
   Sums s{sums.error, sums.reference};
   throw_if_bad(src, k, kernels().quantize_bf16(src, rows, k, codes, scales, &s), context);
   sums = to_public(s);
@@ -366,7 +366,7 @@ void quantize_mxfp4_rows_bf16_measured(const uint16_t* src, int64_t rows, int64_
 void quantize_mxfp4_rows_bf16_measured(const uint16_t* src, int64_t rows, int64_t k, const Mxfp4CodeLayout& codes,
                                        uint8_t* scales, const std::string& context, Mxfp4ErrorSums& sums,
                                        Xxh3StripeHash& hash, int64_t first_stripe) {
-  check_shape(rows, k, context);
+  mxfp4_kernels::check_quantize_shape(rows, k, context);
   const int64_t hashed = std::clamp<int64_t>(hash.regular_stripes() - first_stripe, 0, rows * (k / kBlock));
   if (!kernels().quantize_bf16_hashed) {  // no hashing loop at this level: the rows after quantizing
     quantize_mxfp4_rows_bf16_measured(src, rows, k, codes, scales, context, sums);
@@ -394,13 +394,13 @@ Mxfp4ErrorSums mxfp4_error_sums(const float* src, const uint8_t* codes, const ui
 }
 
 void mxfp4_block_scales(const float* src, int64_t rows, int64_t k, uint8_t* scales, const std::string& context) {
-  check_shape(rows, k, context);
+  mxfp4_kernels::check_quantize_shape(rows, k, context);
   throw_if_bad(src, k, kernels().scales_f32(src, rows, k, scales), context);
 }
 
 void mxfp4_block_scales_bf16(const uint16_t* src, int64_t rows, int64_t k, uint8_t* scales,
                              const std::string& context) {
-  check_shape(rows, k, context);
+  mxfp4_kernels::check_quantize_shape(rows, k, context);
   throw_if_bad(src, k, kernels().scales_bf16(src, rows, k, scales), context);
 }
 

@@ -19,16 +19,6 @@ using mxfp4_kernels::Sums;
 // Columns the portable path transposes at a time: 16 x k bf16 (64 KiB at k = 2048) stays in L2.
 constexpr int64_t kPieceColumns = 16;
 
-// The row quantizer's argument errors, worded as it words them (rows = cols here).
-void check_shape(int64_t cols, int64_t k, const std::string& context) {
-  if (cols < 0 || k < 0)
-    throw_bad_input(context + ": MXFP4 quantization: negative shape [" + std::to_string(cols) + ", " +
-                    std::to_string(k) + "]");
-  if (k % kBlock != 0)
-    throw_bad_input(context + ": MXFP4 quantization needs K (the last dimension) divisible by " +
-                    "32, got K=" + std::to_string(k));
-}
-
 uint16_t element(const uint8_t* src, int64_t src_stride, int64_t row, int64_t col) {
   uint16_t v;
   std::memcpy(&v, src + (row * src_stride + col) * 2, 2);
@@ -42,11 +32,8 @@ uint16_t element(const uint8_t* src, int64_t src_stride, int64_t row, int64_t co
                                          const std::string& context) {
   for (int64_t c = 0; c < cols; ++c)
     for (int64_t r = 0; r < k; ++r) {
-      const uint16_t a = element(src, src_stride, r, c) & 0x7fff;
-      if (a >= 0x7f80)
-        throw_bad_input(context + ": MXFP4 quantization: " + (a > 0x7f80 ? "NaN" : "Inf") + " at row " +
-                        std::to_string(c) + ", block " + std::to_string(r / kBlock) + " (element " +
-                        std::to_string(r) + "); MXFP4 cannot encode NaN or Inf");
+      const uint32_t a = static_cast<uint32_t>(element(src, src_stride, r, c) & 0x7fff) << 16;
+      if (a >= 0x7f800000u) mxfp4_kernels::throw_non_finite(context, a, c, r);
     }
   throw_internal(context + ": MXFP4 column quantization stopped without a NaN or Inf");
 }
@@ -75,7 +62,7 @@ bool quantize_by_transposing(const uint8_t* src, int64_t src_stride, int64_t k, 
 void quantize_mxfp4_columns_bf16_measured(const uint8_t* src, int64_t src_stride, int64_t k, int64_t cols,
                                           uint8_t* const* row_codes, int64_t block_stride, uint8_t* scales,
                                           const std::string& context, Mxfp4ErrorSums& sums) {
-  check_shape(cols, k, context);
+  mxfp4_kernels::check_quantize_shape(cols, k, context);
   if (cols == 0 || k == 0) return;
   Sums s{sums.error, sums.reference};
   bool finite;
@@ -92,7 +79,7 @@ void quantize_mxfp4_columns_bf16_measured(const uint8_t* src, int64_t src_stride
 void quantize_mxfp4_columns_bf16_measured(const uint8_t* src, int64_t src_stride, int64_t k, int64_t cols,
                                           const Mxfp4CodeLayout& codes, uint8_t* scales, const std::string& context,
                                           Mxfp4ErrorSums& sums) {
-  check_shape(cols, k, context);
+  mxfp4_kernels::check_quantize_shape(cols, k, context);
   std::vector<uint8_t*> row_codes(static_cast<size_t>(cols));
   for (int64_t i = 0; i < cols; ++i) row_codes[static_cast<size_t>(i)] = codes.data + i * codes.row_stride;
   quantize_mxfp4_columns_bf16_measured(src, src_stride, k, cols, row_codes.data(), codes.block_stride, scales, context,

@@ -25,6 +25,7 @@
 // BF16 checkpoint is what it was with separate operations; F32 sources (FP8 checkpoints) have
 // 24-bit d, whose squares are inexact, and their sums moved in the last bits.
 #include <cstdint>
+#include <string>
 
 #include "formats/mxfp4_quantize.h"
 
@@ -106,5 +107,11 @@ const Kernels& avx512_kernels();
 #endif
 // The loops of the SIMD level in use (core/simd_level.h), for every quantizer entry point.
 const Kernels& kernels_in_use();
+
+// The quantizers' errors, worded once for every entry point (row and column quantizers alike):
+// a shape they cannot take (BadInput), and the NaN or Inf at element `element` of row `row`,
+// given its float bit pattern's magnitude (>= 0x7f800000).
+void check_quantize_shape(int64_t rows, int64_t k, const std::string& context);
+[[noreturn]] void throw_non_finite(const std::string& context, uint32_t magnitude_bits, int64_t row, int64_t element);
 
 }  // namespace moeprep::mxfp4_kernels
