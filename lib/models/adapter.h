@@ -84,6 +84,7 @@ struct CanonicalSource {
   // occupy in each. assemble() leaves their pages mapped, and the executor hashes them a slice
   // at a time as the slices complete, in order, letting the pages go after: a pass over the
   // whole tensor at the end, on one thread, cost that tensor read back from the page cache.
+  // With count 0 it names the tensors (with empty views): the executor learns them so.
   std::function<std::vector<std::pair<const std::string*, io::ByteView>>(int64_t first, int64_t count)>
       expert_ordered_bytes;
   // Optional, for quantizing sources of MXFP4 blocks: assemble() with the codes written where
