@@ -187,12 +187,15 @@ TEST(Mxfp4QuantizeColumns, SameAsTransposingThenQuantizingRows) {
     expect_same_as_transposing({32, 1100, 1111, 7, 1, false, moderate}, seed++);
   }
   // Rows a whole number of cache lines apart, starting at even offsets within a line: the AVX-512
-  // loop takes the columns before the next line boundary first (all of them, when few).
-  for (const int64_t misalign : {2, 18, 40, 62})
+  // loop takes the columns before the next line boundary as a vector of their own, leading the
+  // first chunk (all of them, when few; and with chunks after it).
+  for (const int64_t misalign : {2, 18, 40, 62}) {
     for (const int64_t cols : {3, 100}) {
       expect_same_as_transposing({96, cols, 128, 5, misalign, true, true}, seed++);
       expect_same_as_transposing({96, cols, 128, 5, misalign, false, false}, seed++);
     }
+    expect_same_as_transposing({32, 1100, 1120, 5, misalign, false, true}, seed++);
+  }
 }
 
 TEST(Mxfp4QuantizeColumns, AddsToTheSumsOfEarlierCalls) {
