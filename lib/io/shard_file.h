@@ -2,9 +2,11 @@
 // A shard written by several threads at once: the header is written first, from the plan; then
 // each piece of tensor data goes straight to its planned offset (pwrite), in any order. The
 // caller hashes the bytes in order itself. The stream-shaped ShardWriter is the simpler tool;
-// this one lets convert's workers write in parallel, so one thread's write(2) is not the limit.
+// this one lets convert's workers write as their units complete, in any order, so that no one
+// thread does every write(2); the writes themselves go one at a time (write_at).
 #include <cstdint>
 #include <filesystem>
+#include <mutex>
 #include <vector>
 
 #include "io/safetensors_writer.h"
@@ -35,6 +37,7 @@ class ShardFile {
   int fd_ = -1;
   uint64_t data_start_ = 0;
   std::vector<uint64_t> offsets_;  // one more than tensors: the end of the data area last
+  std::mutex write_mutex_;  // write_at's
 };
 
 }  // namespace moeprep::io
