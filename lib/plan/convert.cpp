@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/hash.h"
+#include "core/huge_pages.h"
 #include "core/worker_pool.h"
 #include "core/version.h"
 #include "io/atomic_dir.h"
@@ -74,6 +75,10 @@ class BufferPool {
         b = std::move(*largest);
         free_.erase(largest);
       }
+    }
+    if (b.capacity() < size) {
+      b.reserve(size);
+      prefer_huge_pages(b.data(), b.capacity());  // before the zero fill below first writes it
     }
     b.resize(size);  // grows (zero-filled) only past the largest size seen
     return b;

@@ -1,0 +1,21 @@
+#include "core/huge_pages.h"
+
+#include <sys/mman.h>
+
+#include <cstdint>
+
+namespace moeprep {
+
+void prefer_huge_pages(void* data, size_t size) {
+#ifdef MADV_HUGEPAGE
+  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+  const auto first = reinterpret_cast<uintptr_t>(data);
+  const uintptr_t begin = (first + kHuge - 1) / kHuge * kHuge, end = (first + size) / kHuge * kHuge;
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+#else
+  (void)data;
+  (void)size;
+#endif
+}
+
+}  // namespace moeprep

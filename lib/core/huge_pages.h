@@ -1,0 +1,14 @@
+#pragma once
+// Large buffers backed by transparent huge pages where the system leaves that to the program
+// (THP "madvise", a common default): the first write to a fresh 8 MiB buffer then takes four
+// page faults instead of 2048. Convert's unit buffers and scale hand-offs are such buffers.
+#include <cstddef>
+
+namespace moeprep {
+
+// Advises the kernel to use huge pages for the 2 MiB-aligned pages inside [data, data + size),
+// best before they are first written. Never fails: it is advice, and nothing where the system
+// has no such pages.
+void prefer_huge_pages(void* data, size_t size);
+
+}  // namespace moeprep

@@ -1,0 +1,65 @@
+// prefer_huge_pages is advice: the buffer reads back what was written whatever the system does,
+// and where transparent huge pages are left to the program ("madvise") or always on, the
+// advised buffer is backed by some.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+
+#include "core/huge_pages.h"
+
+using namespace moeprep;
+
+namespace {
+
+// The kernel's setting, e.g. "always [madvise] never" -> "madvise"; "" where there is none.
+std::string thp_mode() {
+  std::ifstream in("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t open = text.find('['), close = text.find(']');
+  return open == std::string::npos || close == std::string::npos ? "" : text.substr(open + 1, close - open - 1);
+}
+
+// AnonHugePages of the smaps entry holding `p`, in kB; -1 where it cannot be read.
+long anon_huge_kb_at(const void* p) {
+  std::ifstream in("/proc/self/smaps");
+  const auto at = reinterpret_cast<uintptr_t>(p);
+  std::string line;
+  bool inside = false;
+  while (std::getline(in, line)) {
+    uintptr_t lo = 0, hi = 0;
+    char dash = 0;
+    std::istringstream head(line);
+    if (head >> std::hex >> lo >> dash >> hi && dash == '-') {
+      inside = lo <= at && at < hi;
+      continue;
+    }
+    if (inside && line.rfind("AnonHugePages:", 0) == 0) return std::strtol(line.c_str() + 14, nullptr, 10);
+  }
+  return -1;
+}
+
+}  // namespace
+
+TEST(HugePages, AdvisedBufferKeepsItsBytesAndGetsHugePagesWhereTheSystemAllows) {
+  constexpr size_t kSize = (size_t{8} << 20) + 12345;  // not a whole number of huge pages
+  std::unique_ptr<uint8_t[]> buffer(new uint8_t[kSize]);
+  prefer_huge_pages(buffer.get(), kSize);
+  for (size_t i = 0; i < kSize; ++i) buffer[i] = static_cast<uint8_t>(i * 7 + 3);
+  for (size_t i = 0; i < kSize; ++i) ASSERT_EQ(buffer[i], static_cast<uint8_t>(i * 7 + 3)) << i;
+  // Smaller than a huge page, and empty: nothing to advise, nothing to break.
+  uint8_t small[100] = {};
+  prefer_huge_pages(small, sizeof small);
+  prefer_huge_pages(nullptr, 0);
+  EXPECT_EQ(small[99], 0);
+
+  const std::string mode = thp_mode();
+  if (mode != "madvise" && mode != "always") GTEST_SKIP() << "transparent huge pages are '" << mode << "' here";
+  const long kb = anon_huge_kb_at(buffer.get() + kSize / 2);
+  if (kb < 0) GTEST_SKIP() << "no /proc/self/smaps";
+  EXPECT_GE(kb, 2048) << "an 8 MiB advised buffer has no huge page (THP '" << mode << "')";
+}
