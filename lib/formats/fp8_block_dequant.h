@@ -25,6 +25,17 @@ void fp8_block_dequant(const uint8_t* weight, int64_t n, int64_t k, const float*
                        const std::string& context, int64_t block_n = 128, int64_t block_k = 128,
                        Fp8RowRange range = {});
 
+// Its pieces, for readers that take a weight a few rows at a time (the FP8 quantizer):
+// - the scales of bands [first_band, last_band] (rows of the grid), each finite or BadInput;
+// - rows [first, first + count) dequantized into `out`: `rows` is the weight's row `first`,
+//   `scale_inv` the whole grid, whose scales the caller checked; BadInput at a NaN weight;
+// - the text of that error.
+void fp8_check_scale_bands(const float* scale_inv, int64_t first_band, int64_t last_band, int64_t scale_cols,
+                           const std::string& context);
+void fp8_dequant_rows(const uint8_t* rows, int64_t first, int64_t count, int64_t k, const float* scale_inv,
+                      int64_t scale_cols, int64_t block_n, int64_t block_k, float* out, const std::string& context);
+std::string fp8_nan_message(const std::string& context, int64_t row, int64_t column);
+
 // The same with BF16 scales (raw bits), widened to float exactly.
 void fp8_block_dequant_bf16_scales(const uint8_t* weight, int64_t n, int64_t k,
                                    const uint16_t* scale_inv, int64_t scale_rows,

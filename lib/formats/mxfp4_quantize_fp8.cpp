@@ -1,11 +1,11 @@
 #include "formats/mxfp4_quantize_fp8.h"
 
 #include <algorithm>
-#include <cmath>
 #include <vector>
 
 #include "core/error.h"
 #include "core/simd_level.h"
+#include "formats/fp8_block_dequant.h"
 #include "formats/fp8_e4m3.h"
 #include "formats/mxfp4_quantize_fp8_kernels.h"
 
@@ -32,41 +32,18 @@ mxfp4_fp8_kernels::Fp8Loop table_loop() {
   return nullptr;
 }
 
-std::string nan_message(const std::string& context, int64_t row, int64_t column) {
-  // fp8_block_dequant's text.
-  return context + ": NaN in FP8 E4M3 weight at row " + std::to_string(row) + ", column " + std::to_string(column);
-}
-
 // fp8_block_dequant of rows [first, first + count) of the job (relative to job.fp8) into
 // `out`, with its per-row NaN check: the same products, the same first error.
 void dequantize_rows(const Fp8Rows& job, int64_t first, int64_t count, float* out, const std::string& context) {
-  const float* table = kFp8E4m3ToFloat.data();
-  const int64_t k = job.k;
-  for (int64_t r = first; r < first + count; ++r) {
-    const int64_t row = job.first_row + r;
-    const uint8_t* w = job.fp8 + r * k;
-    const float* s = job.scale_inv + (row / job.block_n) * job.scale_cols;
-    float* dst = out + (r - first) * k;
-    uint8_t nan_seen = 0;
-    for (int64_t c0 = 0; c0 < k; c0 += job.block_k) {
-      const float scale = s[c0 / job.block_k];
-      const int64_t c1 = std::min(c0 + job.block_k, k);
-      for (int64_t j = c0; j < c1; ++j) {
-        nan_seen |= static_cast<uint8_t>(fp8_e4m3_is_nan(w[j]));
-        dst[j] = table[w[j]] * scale;
-      }
-    }
-    if (nan_seen)
-      for (int64_t j = 0; j < k; ++j)
-        if (fp8_e4m3_is_nan(w[j])) throw_bad_input(nan_message(context, row, j));
-  }
+  fp8_dequant_rows(job.fp8 + first * job.k, job.first_row + first, count, job.k, job.scale_inv, job.scale_cols,
+                   job.block_n, job.block_k, out, context);
 }
 
 // The first NaN code of the rows, in fp8_block_dequant's order, thrown; nothing if none.
 void throw_first_nan(const Fp8Rows& job, const std::string& context) {
   for (int64_t r = 0; r < job.rows; ++r)
     for (int64_t j = 0; j < job.k; ++j)
-      if (fp8_e4m3_is_nan(job.fp8[r * job.k + j])) throw_bad_input(nan_message(context, job.first_row + r, j));
+      if (fp8_e4m3_is_nan(job.fp8[r * job.k + j])) throw_bad_input(fp8_nan_message(context, job.first_row + r, j));
 }
 
 Mxfp4CodeLayout rows_from(const Mxfp4CodeLayout& c, int64_t row) {
@@ -120,14 +97,9 @@ void quantize_mxfp4_rows_fp8_measured(const uint8_t* fp8, int64_t first_row, int
     throw_bad_input(context + ": weight_scale_inv has " + std::to_string(scale_cols) + " columns, expected " +
                     std::to_string(ceil_div(k, block_k)) + " for K=" + std::to_string(k) + " with blocks of " +
                     std::to_string(block_k));
-  if (rows > 0) {
-    // fp8_block_dequant checks every scale before any weight; these rows read only their bands.
-    for (int64_t sr = first_row / block_n; sr <= (first_row + rows - 1) / block_n; ++sr)
-      for (int64_t sc = 0; sc < scale_cols; ++sc)
-        if (!std::isfinite(scale_inv[sr * scale_cols + sc]))
-          throw_bad_input(context + ": weight_scale_inv block [" + std::to_string(sr) + ", " + std::to_string(sc) +
-                          "] is not finite");
-  }
+  // fp8_block_dequant checks every scale before any weight; these rows read only their bands.
+  if (rows > 0)
+    fp8_check_scale_bands(scale_inv, first_row / block_n, (first_row + rows - 1) / block_n, scale_cols, context);
   const Fp8Rows job{fp8, first_row, rows, k, scale_inv, scale_cols, block_n, block_k, codes, scales};
   if (k % 32 != 0) {  // the float quantizer's error, after the dequantization's
     quantize_as_defined(job, context, sums);
