@@ -125,11 +125,18 @@ struct Loop {
   template <bool kFull>
   bool slab_scales(const uint8_t* base, __mmask32 valid, __m512i& scale) const {
     const __m512i abs_mask = pinned(_mm512_set1_epi16(0x7fff));
-    __m512i amax = _mm512_setzero_si512();
+    __m512i amax_even = _mm512_setzero_si512(), amax_odd = _mm512_setzero_si512();
     const uint8_t* p = base;
-    #pragma GCC unroll 32
-    for (int j = 0; j < kBlock; ++j, p += stride_bytes)
-      amax = _mm512_max_epu16(amax, _mm512_and_si512(load<kFull>(p, valid), abs_mask));
+    #pragma GCC unroll 16
+    for (int j = 0; j < kBlock; j += 2) {
+      amax_even = _mm512_max_epu16(amax_even, _mm512_and_si512(load<kFull>(p, valid), abs_mask));
+      amax_odd = _mm512_max_epu16(amax_odd, _mm512_and_si512(load<kFull>(p + stride_bytes, valid), abs_mask));
+      p += 2 * stride_bytes;
+      // One pointer walk a slab: GCC otherwise keeps the 32 row offsets, shared by a group's
+      // slabs, in vector registers and moves each back to an integer register to load.
+      asm("" : "+r"(p));
+    }
+    const __m512i amax = _mm512_max_epu16(amax_even, amax_odd);
     // Every NaN or Inf pattern is at least the Inf pattern.
     if (_mm512_cmpge_epu16_mask(amax, _mm512_set1_epi16(0x7f80))) return false;
     // scale_code per lane: biased exponent - 2 clamped at 0, and 127 for a zero block.
