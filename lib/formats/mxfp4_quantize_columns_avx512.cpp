@@ -344,7 +344,7 @@ struct Vectors {
   int64_t full() const { return (cols - head) / 32; }
   int rest() const { return static_cast<int>((cols - head) % 32); }
   int64_t count() const { return (head > 0) + full() + (rest() > 0); }
-  // Columns of vector v, and its first column.
+  // Columns of vector v.
   int width(int64_t v) const {
     if (head > 0 && v == 0) return static_cast<int>(head);
     return v - (head > 0) < full() ? 32 : rest();

@@ -82,8 +82,9 @@ struct CanonicalSource {
   // Optional, for assembled sources: the checkpoint tensors among `tensors` that hold every
   // expert in expert order (an [E, ...] tensor), as the bytes experts [first, first + count)
   // occupy in each. assemble() leaves their pages mapped, and the executor hashes them a slice
-  // at a time as the slices complete, in order, letting the pages go after: a pass over the
-  // whole tensor at the end, on one thread, cost that tensor read back from the page cache.
+  // at a time, in order, while the slice's unit runs, letting the pages go once it is done: a
+  // pass over the whole tensor at the end, on one thread, cost that tensor read back from the
+  // page cache.
   // With count 0 it names the tensors (with empty views): the executor learns them so.
   std::function<std::vector<std::pair<const std::string*, io::ByteView>>(int64_t first, int64_t count)>
       expert_ordered_bytes;
