@@ -3,6 +3,8 @@
 // (THP "madvise", a common default): the first write to a fresh 8 MiB buffer then takes four
 // page faults instead of 2048. Convert's unit buffers and scale hand-offs are such buffers.
 #include <cstddef>
+#include <cstdint>
+#include <vector>
 
 namespace moeprep {
 
@@ -10,5 +12,9 @@ namespace moeprep {
 // best before they are first written. Never fails: it is advice, and nothing where the system
 // has no such pages.
 void prefer_huge_pages(void* data, size_t size);
+
+// v.resize(size), with storage it has to grow into advised first, so that the zero fill that
+// first writes it faults huge pages (growing keeps the old bytes, as resize does).
+void resize_on_huge_pages(std::vector<uint8_t>& v, size_t size);
 
 }  // namespace moeprep

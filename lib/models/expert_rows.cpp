@@ -48,9 +48,7 @@ uint8_t* ScaleHandoff::slot(int64_t expert, int64_t experts, size_t per) {
   if (expert < 0 || expert >= experts) throw_internal("scale hand-off: expert " + std::to_string(expert) + " of " +
                                                      std::to_string(experts));
   if (buffer_.empty()) {
-    buffer_.reserve(static_cast<size_t>(experts) * per);
-    prefer_huge_pages(buffer_.data(), buffer_.capacity());  // before the zero fill first writes it
-    buffer_.resize(static_cast<size_t>(experts) * per);
+    resize_on_huge_pages(buffer_, static_cast<size_t>(experts) * per);
     kept_.assign(static_cast<size_t>(experts), 0);
     per_ = per;
     kept_count_ = 0;

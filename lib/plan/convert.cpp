@@ -76,11 +76,7 @@ class BufferPool {
         free_.erase(largest);
       }
     }
-    if (b.capacity() < size) {
-      b.reserve(size);
-      prefer_huge_pages(b.data(), b.capacity());  // before the zero fill below first writes it
-    }
-    b.resize(size);  // grows (zero-filled) only past the largest size seen
+    resize_on_huge_pages(b, size);  // grows (zero-filled) only past the largest size seen
     return b;
   }
   void give_back(std::vector<uint8_t>&& b) {
