@@ -44,6 +44,16 @@ long anon_huge_kb_at(const void* p) {
   return -1;
 }
 
+// Where the system lets a program ask for huge pages, at least one backs the mapping at `p`;
+// skipped elsewhere.
+void expect_huge_pages_at(const void* p, const std::string& what) {
+  const std::string mode = thp_mode();
+  if (mode != "madvise" && mode != "always") GTEST_SKIP() << "transparent huge pages are '" << mode << "' here";
+  const long kb = anon_huge_kb_at(p);
+  if (kb < 0) GTEST_SKIP() << "no /proc/self/smaps";
+  EXPECT_GE(kb, 2048) << what << " has no huge page (THP '" << mode << "')";
+}
+
 }  // namespace
 
 TEST(HugePages, AdvisedBufferKeepsItsBytesAndGetsHugePagesWhereTheSystemAllows) {
@@ -58,11 +68,7 @@ TEST(HugePages, AdvisedBufferKeepsItsBytesAndGetsHugePagesWhereTheSystemAllows) 
   prefer_huge_pages(nullptr, 0);
   EXPECT_EQ(small[99], 0);
 
-  const std::string mode = thp_mode();
-  if (mode != "madvise" && mode != "always") GTEST_SKIP() << "transparent huge pages are '" << mode << "' here";
-  const long kb = anon_huge_kb_at(buffer.get() + kSize / 2);
-  if (kb < 0) GTEST_SKIP() << "no /proc/self/smaps";
-  EXPECT_GE(kb, 2048) << "an 8 MiB advised buffer has no huge page (THP '" << mode << "')";
+  expect_huge_pages_at(buffer.get() + kSize / 2, "an 8 MiB advised buffer");
 }
 
 TEST(HugePages, ResizeOnHugePagesIsResize) {
@@ -83,9 +89,5 @@ TEST(HugePages, ResizeOnHugePagesIsResize) {
   ASSERT_EQ(v.size(), 20u);
   EXPECT_EQ(v[19], 0);
 
-  const std::string mode = thp_mode();
-  if (mode != "madvise" && mode != "always") GTEST_SKIP() << "transparent huge pages are '" << mode << "' here";
-  const long kb = anon_huge_kb_at(v.data() + kSize / 2);
-  if (kb < 0) GTEST_SKIP() << "no /proc/self/smaps";
-  EXPECT_GE(kb, 2048) << "an 8 MiB buffer grown on huge pages has none (THP '" << mode << "')";
+  expect_huge_pages_at(v.data() + kSize / 2, "an 8 MiB buffer grown on huge pages");
 }
