@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/hash.h"
+#include "core/huge_pages.h"
 #include "core/simd_level.h"
 #include "formats/bf16.h"
 #include "formats/bf16_transpose.h"
@@ -279,7 +280,12 @@ constexpr int64_t kColumnExperts = 12, kColumnK = 2048, kColumnN = 1536;
 
 const std::vector<uint16_t>& column_source() {
   static const std::vector<uint16_t> src = [] {
-    std::vector<uint16_t> v(static_cast<size_t>(kColumnExperts * kColumnK * kColumnN));
+    // On huge pages, as convert's mapped sources are where the page cache holds 2 MiB folios:
+    // on 4 KiB pages every row of a slab is another page, and the walk measures the TLB.
+    std::vector<uint16_t> v;
+    v.reserve(static_cast<size_t>(kColumnExperts * kColumnK * kColumnN));
+    moeprep::prefer_huge_pages(v.data(), v.capacity() * sizeof(uint16_t));
+    v.resize(v.capacity());
     std::mt19937 rng(7);
     std::normal_distribution<float> normal(0.0f, 0.02f);
     for (auto& x : v) x = float_to_bf16(normal(rng));

@@ -12,9 +12,10 @@
 // ~20 (every row a jump), 4.6 GB/s in all; 4 slabs (128 rows) at a time across the width read
 // it row after row, and with the partial sums in registers across the 4 slabs (read and written
 // once per 4 instead of every slab), 5.6-6.8 GB/s; the transpose and the row loop, 3.3.
-// Software prefetching changed nothing measurable on either the EPYC or a Xeon, and loading the
-// next columns' rows during this one's arithmetic halved the rate (a load that misses stalls
-// the arithmetic behind it).
+// Prefetching the next vector's lines of the same rows changed nothing measurable on either the
+// EPYC or a Xeon, and loading them during this one's arithmetic halved the rate (a load that
+// misses stalls the arithmetic behind it). What pays is RowPrefetch below: the next group's rows
+// asked of L2 row after row, a few lines per step of this group's arithmetic.
 #include "formats/mxfp4_quantize_columns_kernels.h"
 
 #if defined(MOEPREP_X86_SIMD) && defined(__AVX512F__) && defined(__AVX512BW__)
@@ -80,6 +81,42 @@ const SmallScaleBoundaries& small_scale_boundaries() {
 // of the odd ones, reference of the even, of the odd][16 lanes].
 struct alignas(64) VectorSums {
   float v[kBlock][4][16];
+};
+
+// The source lines of the group the walk takes next, asked of L2 (prefetcht1) a few at a time
+// while this group is encoded, row after row: the walk itself reads 128 rows a line at a time,
+// 128 streams that no hardware prefetcher follows, and its block maxima waited on memory for a
+// third of the loop's samples in GPT-OSS BF16's convert. Row after row, the requests are
+// sequential within each row. Into L1 (prefetcht0) they displaced the group being encoded and
+// were slower than none (quantize_bench, from memory: none 6.6 GB/s, L1 5.9, L2 6.8-7.3).
+class RowPrefetch {
+ public:
+  RowPrefetch() = default;
+  // `rows` rows from `first`, `stride_bytes` apart, `width_bytes` of each.
+  RowPrefetch(const uint8_t* first, int64_t rows, int64_t stride_bytes, int64_t width_bytes)
+      : row_(first),
+        end_(first + rows * stride_bytes),
+        stride_(stride_bytes),
+        // A row's bytes may start anywhere in a line.
+        lines_(static_cast<int>((width_bytes + 63) / 64 + 1)) {}
+  // Lines per step: a group has 32 steps per vector of columns (about 16 vectors a chunk) and
+  // its successor 128 rows of about 17 lines.
+  static constexpr int kLinesPerStep = 4;
+  void step() {
+    for (int l = 0; l < kLinesPerStep && row_ < end_; ++l) {
+      _mm_prefetch(reinterpret_cast<const char*>(row_) + 64 * line_, _MM_HINT_T1);
+      if (++line_ == lines_) {
+        line_ = 0;
+        row_ += stride_;
+      }
+    }
+  }
+
+ private:
+  const uint8_t* row_ = nullptr;
+  const uint8_t* end_ = nullptr;
+  int64_t stride_ = 0;
+  int lines_ = 0, line_ = 0;
 };
 
 // Keeps a constant in its register: GCC otherwise re-broadcasts it inside the unrolled loops.
@@ -250,7 +287,7 @@ struct Loop {
   // G consecutive slabs from blk0 of the 32 columns from col (the first n real; the rest read as
   // zeros, neither stored nor summed). False at a NaN or Inf.
   template <int G, bool kFull>
-  bool group(int64_t col, int n, int64_t blk0, VectorSums& acc) const {
+  bool group(int64_t col, int n, int64_t blk0, VectorSums& acc, RowPrefetch& prefetch) const {
     const int64_t slab_bytes = kBlock * stride_bytes;
     const uint8_t* const base = src + blk0 * slab_bytes + col * 2;
     const __mmask32 valid = kFull ? ~__mmask32{0} : static_cast<__mmask32>((uint64_t{1} << n) - 1);
@@ -266,7 +303,7 @@ struct Loop {
         encode_slab_small_scales<kFull>(base + q * slab_bytes, valid, col, n, blk0 + q, scale[q], acc);
       return true;
     }
-    encode_group<G, kFull>(base, valid, col, n, blk0, scale, acc);
+    encode_group<G, kFull>(base, valid, col, n, blk0, scale, acc, prefetch);
     return true;
   }
 
@@ -275,7 +312,7 @@ struct Loop {
   // least: normal, exact). Each element index's partial sums stay in registers across the G slabs.
   template <int G, bool kFull>
   void encode_group(const uint8_t* base, __mmask32 valid, int64_t col, int n, int64_t blk0, const __m512i (&scale)[G],
-                    VectorSums& acc) const {
+                    VectorSums& acc, RowPrefetch& prefetch) const {
     const int64_t slab_bytes = kBlock * stride_bytes;
     const __m512i abs_mask = pinned(_mm512_set1_epi16(0x7fff)), sign_bit = pinned(_mm512_set1_epi16(0x100)),
                   high = pinned(_mm512_set1_epi32(static_cast<int32_t>(0xffff0000u))),
@@ -294,6 +331,7 @@ struct Loop {
     for (int c = 0; c < 8; ++c) {
       #pragma GCC unroll 4
       for (int u = 0; u < 4; ++u, p += stride_bytes) {
+        prefetch.step();
         float* const partial = acc.v[4 * c + u][0];
         __m512 error_even = _mm512_load_ps(partial), error_odd = _mm512_load_ps(partial + 16),
                reference_even = _mm512_load_ps(partial + 32), reference_odd = _mm512_load_ps(partial + 48);
@@ -352,31 +390,39 @@ struct Vectors {
 };
 
 template <int G>
-bool group_of_vectors(const Loop& loop, const Vectors& vectors, int64_t blk0, VectorSums* acc) {
+bool group_of_vectors(const Loop& loop, const Vectors& vectors, int64_t blk0, VectorSums* acc, RowPrefetch& prefetch) {
   int64_t v = 0;
-  if (vectors.head > 0 && !loop.group<G, false>(0, static_cast<int>(vectors.head), blk0, acc[v++])) return false;
+  if (vectors.head > 0 && !loop.group<G, false>(0, static_cast<int>(vectors.head), blk0, acc[v++], prefetch))
+    return false;
   for (int64_t i = 0; i < vectors.full(); ++i, ++v)
-    if (!loop.group<G, true>(vectors.head + 32 * i, 32, blk0, acc[v])) return false;
-  if (vectors.rest() > 0 && !loop.group<G, false>(vectors.head + 32 * vectors.full(), vectors.rest(), blk0, acc[v]))
+    if (!loop.group<G, true>(vectors.head + 32 * i, 32, blk0, acc[v], prefetch)) return false;
+  if (vectors.rest() > 0 &&
+      !loop.group<G, false>(vectors.head + 32 * vectors.full(), vectors.rest(), blk0, acc[v], prefetch))
     return false;
   return true;
 }
 
 // Groups of kGroupSlabs slabs walk k; within one, vectors of 32 columns walk the width, so that
 // the source rows are read front to back. The partial sums of every column (256 bytes each)
-// live in memory between groups.
-bool quantize_columns(const Loop& loop, int64_t k, const Vectors& columns, Sums* sums) {
+// live in memory between groups. `after` is what the walk reads after this call's last group
+// (the next chunk's first group), prefetched during it.
+bool quantize_columns(const Loop& loop, int64_t k, const Vectors& columns, Sums* sums, RowPrefetch after) {
   const int64_t slabs = k / kBlock, vectors = columns.count();
   static thread_local std::vector<VectorSums> acc;
   if (static_cast<int64_t>(acc.size()) < vectors) acc.resize(static_cast<size_t>(vectors));
   std::memset(acc.data(), 0, static_cast<size_t>(vectors) * sizeof(VectorSums));
   for (int64_t blk0 = 0; blk0 < slabs; blk0 += kGroupSlabs) {
+    const int64_t next = blk0 + kGroupSlabs;
+    RowPrefetch prefetch = next < slabs ? RowPrefetch(loop.src + next * kBlock * loop.stride_bytes,
+                                                      std::min<int64_t>(kGroupSlabs, slabs - next) * kBlock,
+                                                      loop.stride_bytes, columns.cols * 2)
+                                        : after;
     bool finite;
     switch (std::min<int64_t>(kGroupSlabs, slabs - blk0)) {
-      case 1: finite = group_of_vectors<1>(loop, columns, blk0, acc.data()); break;
-      case 2: finite = group_of_vectors<2>(loop, columns, blk0, acc.data()); break;
-      case 3: finite = group_of_vectors<3>(loop, columns, blk0, acc.data()); break;
-      default: finite = group_of_vectors<4>(loop, columns, blk0, acc.data()); break;
+      case 1: finite = group_of_vectors<1>(loop, columns, blk0, acc.data(), prefetch); break;
+      case 2: finite = group_of_vectors<2>(loop, columns, blk0, acc.data(), prefetch); break;
+      case 3: finite = group_of_vectors<3>(loop, columns, blk0, acc.data(), prefetch); break;
+      default: finite = group_of_vectors<4>(loop, columns, blk0, acc.data(), prefetch); break;
     }
     if (!finite) return false;
   }
@@ -403,19 +449,19 @@ bool quantize_bf16_columns_avx512(const uint8_t* src, int64_t src_stride, int64_
   int64_t head = 0;
   const auto offset = static_cast<int64_t>(reinterpret_cast<uintptr_t>(src) % 64);
   if (offset % 2 == 0 && loop.stride_bytes % 64 == 0) head = std::min(cols, (64 - offset) % 64 / 2);
-  const auto columns = [&](int64_t first, const Vectors& vectors) {
-    const Loop part{src + first * 2, loop.stride_bytes, loop.blocks, row_codes + first, block_stride,
-                    scales + first * loop.blocks};
-    return quantize_columns(part, k, vectors, sums);
-  };
   // Chunks of columns, each down all of k, so that their partial sums stay in L2. The head
   // columns lead the first chunk, read with the rest of their rows: walked down k on their own,
   // one cache line a row, they were a stride through memory that no prefetcher followed, and
   // their loads took about 12% of this loop's samples in GPT-OSS BF16's convert.
+  const auto chunk_columns = [&](int64_t c) { return std::min(cols - c, (c == 0 ? head : 0) + kChunkColumns); };
   for (int64_t c = 0; c < cols;) {
-    const int64_t lead = c == 0 ? head : 0, count = std::min(cols - c, lead + kChunkColumns);
-    if (!columns(c, Vectors{lead, count})) return false;
-    c += count;
+    const int64_t count = chunk_columns(c), next = c + count;
+    const Loop part{src + c * 2, loop.stride_bytes, loop.blocks, row_codes + c, block_stride, scales + c * loop.blocks};
+    const RowPrefetch after = next < cols ? RowPrefetch(src + next * 2, std::min<int64_t>(kGroupSlabs * kBlock, k),
+                                                        loop.stride_bytes, chunk_columns(next) * 2)
+                                          : RowPrefetch();
+    if (!quantize_columns(part, k, Vectors{c == 0 ? head : 0, count}, sums, after)) return false;
+    c = next;
   }
   return true;
 }
