@@ -21,9 +21,9 @@ namespace moeprep {
 //
 // Cost: the AVX-512 loop reads 128 source rows at a time across up to 512 columns, so calls of
 // many columns (a whole expert, or 512 at a time, is best) read the rows as streams; a call of a
-// few columns reads k cache lines for them all the same (quantize_bench, dev VM, from memory:
-// 64 columns a call 3.0-3.7 GB/s, 256 4.4-4.8, 1536 5.1-6.0; transpose + rows 2.6-2.9). Other
-// levels transpose 16 columns at a time into a buffer for the row quantizer.
+// few columns reads k cache lines for them all the same (quantize_bench, dev VM, from memory, on
+// huge pages: 64 columns a call 4.5 GB/s, 256 6.2-6.3, 1536 6.6-6.8; transpose + rows 2.5-2.6).
+// Other levels transpose 16 columns at a time into a buffer for the row quantizer.
 void quantize_mxfp4_columns_bf16_measured(const uint8_t* src, int64_t src_stride, int64_t k, int64_t cols,
                                           const Mxfp4CodeLayout& codes, uint8_t* scales, const std::string& context,
                                           Mxfp4ErrorSums& sums);
