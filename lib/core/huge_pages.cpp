@@ -8,7 +8,7 @@ namespace moeprep {
 
 void prefer_huge_pages(void* data, size_t size) {
 #ifdef MADV_HUGEPAGE
-  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+  constexpr uintptr_t kHuge = kHugePageBytes;
   const auto first = reinterpret_cast<uintptr_t>(data);
   const uintptr_t begin = (first + kHuge - 1) / kHuge * kHuge, end = (first + size) / kHuge * kHuge;
   if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);

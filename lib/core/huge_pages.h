@@ -8,6 +8,10 @@
 
 namespace moeprep {
 
+// The size of a transparent huge page on x86-64 (one PMD mapping): what prefer_huge_pages
+// advises and what io/page_release.h releases whole so as not to split one.
+constexpr uintptr_t kHugePageBytes = uintptr_t{2} << 20;
+
 // Advises the kernel to use huge pages for the 2 MiB-aligned pages inside [data, data + size),
 // best before they are first written. Never fails: it is advice, and nothing where the system
 // has no such pages.

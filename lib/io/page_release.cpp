@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "core/huge_pages.h"
+
 namespace moeprep::io {
 
 void release_mapped_pages(ByteView range) {
@@ -16,7 +18,7 @@ void release_mapped_pages(ByteView range) {
 }
 
 void release_mapped_pages_around(ByteView range, ByteView mapping) {
-  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+  constexpr uintptr_t kHuge = kHugePageBytes;
   const uintptr_t first = reinterpret_cast<uintptr_t>(mapping.data);
   const uintptr_t last = first + mapping.size;
   const uintptr_t begin = std::max(first, reinterpret_cast<uintptr_t>(range.data) / kHuge * kHuge);
