@@ -283,9 +283,7 @@ const std::vector<uint16_t>& column_source() {
     // On huge pages, as convert's mapped sources are where the page cache holds 2 MiB folios:
     // on 4 KiB pages every row of a slab is another page, and the walk measures the TLB.
     std::vector<uint16_t> v;
-    v.reserve(static_cast<size_t>(kColumnExperts * kColumnK * kColumnN));
-    moeprep::prefer_huge_pages(v.data(), v.capacity() * sizeof(uint16_t));
-    v.resize(v.capacity());
+    resize_on_huge_pages(v, static_cast<size_t>(kColumnExperts * kColumnK * kColumnN));
     std::mt19937 rng(7);
     std::normal_distribution<float> normal(0.0f, 0.02f);
     for (auto& x : v) x = float_to_bf16(normal(rng));

@@ -18,12 +18,4 @@ void prefer_huge_pages(void* data, size_t size) {
 #endif
 }
 
-void resize_on_huge_pages(std::vector<uint8_t>& v, size_t size) {
-  if (v.capacity() < size) {
-    v.reserve(size);
-    prefer_huge_pages(v.data(), v.capacity());
-  }
-  v.resize(size);
-}
-
 }  // namespace moeprep

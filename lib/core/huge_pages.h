@@ -19,6 +19,13 @@ void prefer_huge_pages(void* data, size_t size);
 
 // v.resize(size), with storage it has to grow into advised first, so that the zero fill that
 // first writes it faults huge pages (growing keeps the old bytes, as resize does).
-void resize_on_huge_pages(std::vector<uint8_t>& v, size_t size);
+template <class T>
+void resize_on_huge_pages(std::vector<T>& v, size_t size) {
+  if (v.capacity() < size) {
+    v.reserve(size);
+    prefer_huge_pages(v.data(), v.capacity() * sizeof(T));
+  }
+  v.resize(size);
+}
 
 }  // namespace moeprep
