@@ -99,6 +99,14 @@ class RowPrefetch {
         stride_(stride_bytes),
         // A row's bytes may start anywhere in a line.
         lines_(static_cast<int>((width_bytes + 63) / 64 + 1)) {}
+  // The group of kGroupSlabs slabs (fewer at the end of k) from slab blk0 of the `width_bytes`
+  // from `columns` (the source's row 0), or nothing past the last of `slabs`.
+  static RowPrefetch group(const uint8_t* columns, int64_t blk0, int64_t slabs, int64_t stride_bytes,
+                           int64_t width_bytes) {
+    if (blk0 >= slabs) return {};
+    return {columns + blk0 * kBlock * stride_bytes, std::min<int64_t>(kGroupSlabs, slabs - blk0) * kBlock,
+            stride_bytes, width_bytes};
+  }
   // Lines per step: a group has 32 steps per vector of columns (about 16 vectors a chunk) and
   // its successor 128 rows of about 17 lines.
   static constexpr int kLinesPerStep = 4;
@@ -413,10 +421,8 @@ bool quantize_columns(const Loop& loop, int64_t k, const Vectors& columns, Sums*
   std::memset(acc.data(), 0, static_cast<size_t>(vectors) * sizeof(VectorSums));
   for (int64_t blk0 = 0; blk0 < slabs; blk0 += kGroupSlabs) {
     const int64_t next = blk0 + kGroupSlabs;
-    RowPrefetch prefetch = next < slabs ? RowPrefetch(loop.src + next * kBlock * loop.stride_bytes,
-                                                      std::min<int64_t>(kGroupSlabs, slabs - next) * kBlock,
-                                                      loop.stride_bytes, columns.cols * 2)
-                                        : after;
+    RowPrefetch prefetch =
+        next < slabs ? RowPrefetch::group(loop.src, next, slabs, loop.stride_bytes, columns.cols * 2) : after;
     bool finite;
     switch (std::min<int64_t>(kGroupSlabs, slabs - blk0)) {
       case 1: finite = group_of_vectors<1>(loop, columns, blk0, acc.data(), prefetch); break;
@@ -457,8 +463,8 @@ bool quantize_bf16_columns_avx512(const uint8_t* src, int64_t src_stride, int64_
   for (int64_t c = 0; c < cols;) {
     const int64_t count = chunk_columns(c), next = c + count;
     const Loop part{src + c * 2, loop.stride_bytes, loop.blocks, row_codes + c, block_stride, scales + c * loop.blocks};
-    const RowPrefetch after = next < cols ? RowPrefetch(src + next * 2, std::min<int64_t>(kGroupSlabs * kBlock, k),
-                                                        loop.stride_bytes, chunk_columns(next) * 2)
+    const RowPrefetch after = next < cols ? RowPrefetch::group(src + next * 2, 0, loop.blocks, loop.stride_bytes,
+                                                               chunk_columns(next) * 2)
                                           : RowPrefetch();
     if (!quantize_columns(part, k, Vectors{c == 0 ? head : 0, count}, sums, after)) return false;
     c = next;
