@@ -10,7 +10,7 @@
 
 #include "core/error.h"
 #include "core/hash.h"
-#include "core/huge_pages.h"
+#include "core/uninitialized_bytes.h"
 #include "core/worker_pool.h"
 #include "core/version.h"
 #include "io/atomic_dir.h"
@@ -50,36 +50,37 @@ struct Unit {
 
 // What a worker hands back: the output bytes of the unit (or a view of the source for copies).
 struct UnitOutput {
-  std::vector<uint8_t> owned;
+  UninitializedBytes pooled;   // the one-pass paths' output, in a reused buffer
+  std::vector<uint8_t> owned;  // a recipe's result
   const uint8_t* data = nullptr;
   size_t size = 0;
 };
 
-// Output buffers are reused: a fresh 8 MiB vector per unit costs a zero fill and a page fault
-// per 4 KiB page (about a fifth of convert's CPU time at 1 GB/s), and the fused path writes
-// every byte of its output anyway. At most the in-flight units' buffers are kept.
+// Output buffers are reused: a fresh 8 MiB buffer per unit costs a page fault per 4 KiB page
+// (about a fifth of convert's CPU time at 1 GB/s). They are never zero-filled: the one-pass
+// paths write every byte of their output. At most the in-flight units' buffers are kept.
 class BufferPool {
  public:
   static constexpr size_t kMaxPooledBytes = 2 * kTargetChunkBytes;
 
-  std::vector<uint8_t> take(size_t size) {
-    std::vector<uint8_t> b;
+  UninitializedBytes take(size_t size) {
+    UninitializedBytes b;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (!free_.empty()) {
         // The largest: a weight unit that took a scale unit's small buffer would grow it into
-        // fresh, zero-filled pages (4-5% of convert's CPU time, measured) while a large one
-        // waited.
+        // fresh pages (4-5% of convert's CPU time, measured, when growing zero-filled them)
+        // while a large one waited.
         auto largest = std::max_element(free_.begin(), free_.end(),
                                         [](const auto& x, const auto& y) { return x.capacity() < y.capacity(); });
         b = std::move(*largest);
         free_.erase(largest);
       }
     }
-    resize_on_huge_pages(b, size);  // grows (zero-filled) only past the largest size seen
+    b.resize_discarding(size);  // new storage only past the largest size seen
     return b;
   }
-  void give_back(std::vector<uint8_t>&& b) {
+  void give_back(UninitializedBytes&& b) {
     // Whole-tensor units (scales of the separated layout: 66 MB for gpt-oss-120b) are rare;
     // keeping their buffers would let every pooled buffer grow to that size.
     if (b.capacity() == 0 || b.capacity() > kMaxPooledBytes) return;
@@ -89,7 +90,7 @@ class BufferPool {
 
  private:
   std::mutex mutex_;
-  std::vector<std::vector<uint8_t>> free_;
+  std::vector<UninitializedBytes> free_;
 };
 
 UnitOutput run_unit(const ConvertPlan& plan, const TensorJob& job, const Unit& unit, io::ByteView src,
@@ -109,11 +110,11 @@ UnitOutput run_unit(const ConvertPlan& plan, const TensorJob& job, const Unit& u
   // The one-pass paths: from the map (MXFP4 sources) or from the assembled canonical slice
   // (quantized or stacked sources), straight into a reused buffer.
   auto write_fused = [&](const uint8_t* in, size_t in_size) {
-    out.owned = pool.take(cb.out_size);
+    out.pooled = pool.take(cb.out_size);
     const auto write = fused_weight ? write_weight_recipe_fused : write_scale_recipe_fused;
-    write(job.role, dims, plan.options, plan.gate_up_interleaved, in, in_size, out.owned.data(), out.owned.size());
-    out.data = out.owned.data();
-    out.size = out.owned.size();
+    write(job.role, dims, plan.options, plan.gate_up_interleaved, in, in_size, out.pooled.data(), out.pooled.size());
+    out.data = out.pooled.data();
+    out.size = out.pooled.size();
   };
   if (job.reads_source_directly()) {
     io::populate_mapped_pages({src.data + cb.in_begin, cb.in_size});
@@ -125,13 +126,13 @@ UnitOutput run_unit(const ConvertPlan& plan, const TensorJob& job, const Unit& u
   if (!job.reads_source_directly() && fused_weight && job.canonical.assemble_codes) {
     // Quantizing sources put their codes straight into the shuffled output.
     const int64_t first = unit.chunk.whole ? 0 : unit.chunk.first;
-    out.owned = pool.take(cb.out_size);
-    write_weight_recipe_fused_from_codes(job.role, dims, plan.options, plan.gate_up_interleaved, out.owned.data(),
-                                         out.owned.size(), [&](const models::CodeRowDestination& to) {
+    out.pooled = pool.take(cb.out_size);
+    write_weight_recipe_fused_from_codes(job.role, dims, plan.options, plan.gate_up_interleaved, out.pooled.data(),
+                                         out.pooled.size(), [&](const models::CodeRowDestination& to) {
                                            job.canonical.assemble_codes(first, dims.experts, to);
                                          });
-    out.data = out.owned.data();
-    out.size = out.owned.size();
+    out.data = out.pooled.data();
+    out.size = out.pooled.size();
     return out;
   }
   ByteTensor in;
@@ -352,7 +353,7 @@ Manifest execute_plan(const ConvertPlan& plan, const io::Checkpoint& source, con
           io::release_mapped_pages({sources[job_index].data + cb.in_begin, cb.in_size});
         }
         for (const io::ByteView& bytes : hashed_slices) io::release_mapped_pages(bytes);
-        pool.give_back(std::move(out.owned));
+        pool.give_back(std::move(out.pooled));
         done += cb.in_size;
         progress.advance(done, job.output_name);
         if (unit.last_of_job) break;

@@ -1,0 +1,51 @@
+#pragma once
+// Whether huge pages back a buffer, for the tests of buffers that ask for them: read from
+// /proc/self/smaps, and skipped where the system leaves no such choice to a program.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+namespace moeprep::test {
+
+// The kernel's setting, e.g. "always [madvise] never" -> "madvise"; "" where there is none.
+inline std::string thp_mode() {
+  std::ifstream in("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t open = text.find('['), close = text.find(']');
+  return open == std::string::npos || close == std::string::npos ? "" : text.substr(open + 1, close - open - 1);
+}
+
+// AnonHugePages of the smaps entry holding `p`, in kB; -1 where it cannot be read.
+inline long anon_huge_kb_at(const void* p) {
+  std::ifstream in("/proc/self/smaps");
+  const auto at = reinterpret_cast<uintptr_t>(p);
+  std::string line;
+  bool inside = false;
+  while (std::getline(in, line)) {
+    uintptr_t lo = 0, hi = 0;
+    char dash = 0;
+    std::istringstream head(line);
+    if (head >> std::hex >> lo >> dash >> hi && dash == '-') {
+      inside = lo <= at && at < hi;
+      continue;
+    }
+    if (inside && line.rfind("AnonHugePages:", 0) == 0) return std::strtol(line.c_str() + 14, nullptr, 10);
+  }
+  return -1;
+}
+
+// Where the system lets a program ask for huge pages, at least one backs the mapping at `p`;
+// skipped elsewhere.
+inline void expect_huge_pages_at(const void* p, const std::string& what) {
+  const std::string mode = thp_mode();
+  if (mode != "madvise" && mode != "always") GTEST_SKIP() << "transparent huge pages are '" << mode << "' here";
+  const long kb = anon_huge_kb_at(p);
+  if (kb < 0) GTEST_SKIP() << "no /proc/self/smaps";
+  EXPECT_GE(kb, 2048) << what << " has no huge page (THP '" << mode << "')";
+}
+
+}  // namespace moeprep::test
