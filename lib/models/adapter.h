@@ -92,6 +92,12 @@ struct CanonicalSource {
   // `to` says instead of into a new tensor (same codes, error, digests), so that the executor
   // can quantize straight into the shuffled output without a copy of the slice in between.
   std::function<void(int64_t first, int64_t count, const CodeRowDestination& to)> assemble_codes;
+  // Optional: when experts [first, first + count) already lie assembled (the scales a quantizing
+  // pass handed over), calls use(bytes, size) with them, as assemble() would have returned them,
+  // and returns true; false (nothing done) otherwise. Lets the executor read them where they lie
+  // instead of from a fresh tensor.
+  std::function<bool(int64_t first, int64_t count, const std::function<void(const uint8_t*, size_t)>& use)>
+      use_assembled;
 };
 
 struct MoeLayer {

@@ -5,7 +5,6 @@
 #include <map>
 
 #include "core/error.h"
-#include "core/huge_pages.h"
 #include "formats/bf16.h"
 #include "formats/bf16_transpose.h"
 #include "formats/fp8_block_dequant.h"
@@ -47,8 +46,8 @@ uint8_t* ScaleHandoff::slot(int64_t expert, int64_t experts, size_t per) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (expert < 0 || expert >= experts) throw_internal("scale hand-off: expert " + std::to_string(expert) + " of " +
                                                      std::to_string(experts));
-  if (buffer_.empty()) {
-    resize_on_huge_pages(buffer_, static_cast<size_t>(experts) * per);
+  if (buffer_.size() == 0) {
+    buffer_.resize_discarding(static_cast<size_t>(experts) * per);
     kept_.assign(static_cast<size_t>(experts), 0);
     per_ = per;
     kept_count_ = 0;
@@ -86,13 +85,16 @@ bool ScaleHandoff::take(int64_t expert, uint8_t* out, size_t size) {
   return true;
 }
 
-bool ScaleHandoff::take_all(std::vector<uint8_t>& out) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (kept_.empty() || kept_count_ != static_cast<int64_t>(kept_.size()) || writing_ != 0) return false;
-  out = std::move(buffer_);
-  buffer_.clear();
-  kept_.clear();
-  kept_count_ = 0;
+bool ScaleHandoff::use_all(const std::function<void(const uint8_t* bytes, size_t size)>& use) {
+  UninitializedBytes all;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (kept_.empty() || kept_count_ != static_cast<int64_t>(kept_.size()) || writing_ != 0) return false;
+    all = std::move(buffer_);
+    kept_.clear();
+    kept_count_ = 0;
+  }
+  use(all.data(), all.size());
   return true;
 }
 
@@ -104,7 +106,7 @@ void ScaleHandoff::forget(int64_t expert) {
 
 void ScaleHandoff::release_if_unused() {
   if (kept_count_ != 0 || writing_ != 0) return;
-  std::vector<uint8_t>().swap(buffer_);
+  buffer_ = UninitializedBytes();
   kept_.clear();
 }
 

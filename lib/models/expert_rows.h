@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/uninitialized_bytes.h"
 #include "io/checkpoint.h"
 
 namespace moeprep::models {
@@ -48,9 +49,11 @@ class TensorDigests {
 // for them: convert runs an expert's codes (w13_weight) before its scales (w13_weight_scale),
 // and without the hand-off the scales source would read and scan the BF16/FP8 rows again. Each
 // entry is taken once; a miss (the scales asked first, or from another process) recomputes.
-// All experts' scales share one buffer, which a scales source asking for every expert takes
-// whole, by a move: per-expert vectors and the copy into a fresh output cost the quantizing
-// convert of a Qwen3 layer 6.2k page faults on fresh memory (4.1k this way) and ~4% of its CPU.
+// All experts' scales share one buffer, which a scales source asking for every expert uses whole,
+// where it lies: per-expert vectors and the copy into a fresh output cost the quantizing convert
+// of a Qwen3 layer 6.2k page faults on fresh memory (4.1k with one buffer) and ~4% of its CPU.
+// The buffer is never zero-filled: nothing reads a slot before put() (2.7% of Qwen3's convert
+// samples went to that fill, perf, tenth session).
 class ScaleHandoff {
  public:
   // A slot being written, handed back by abandon() unless put() was called: the quantizing
@@ -83,15 +86,16 @@ class ScaleHandoff {
   void put(int64_t expert);
   // Hands back a slot whose pass failed: nothing is kept for the expert (scales an earlier pass
   // kept may be overwritten in part), and the buffer is no longer held for it (a slot never
-  // handed back would keep take_all refusing and the buffer alive for the rest of the convert).
+  // handed back would keep use_all refusing and the buffer alive for the rest of the convert).
   void abandon(int64_t expert);
   // Copies expert e's scales straight into out[0, size) and forgets them; false (nothing
   // changes) when none are kept or they are not `size` bytes. The buffer goes once nothing is
   // kept or being written.
   bool take(int64_t expert, uint8_t* out, size_t size);
-  // Every expert's scales in expert order, the buffer itself moved into `out`, when all are
-  // kept; false (nothing changes) otherwise.
-  bool take_all(std::vector<uint8_t>& out);
+  // When every expert's scales are kept: calls use(bytes, size) with all of them in expert
+  // order, the buffer itself (outside the lock), which then goes; false (nothing changes)
+  // otherwise.
+  bool use_all(const std::function<void(const uint8_t* bytes, size_t size)>& use);
 
  private:
   // With mutex_ held: expert e's scales no longer kept (whether or not they were).
@@ -99,7 +103,7 @@ class ScaleHandoff {
   void release_if_unused();  // with mutex_ held
 
   std::mutex mutex_;
-  std::vector<uint8_t> buffer_;
+  UninitializedBytes buffer_;
   std::vector<uint8_t> kept_;  // per expert: 1 from put() until taken
   size_t per_ = 0;
   int64_t kept_count_ = 0, writing_ = 0;

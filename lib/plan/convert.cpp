@@ -135,6 +135,11 @@ UnitOutput run_unit(const ConvertPlan& plan, const TensorJob& job, const Unit& u
     out.size = out.pooled.size();
     return out;
   }
+  if (!job.reads_source_directly() && fused && job.canonical.use_assembled) {
+    const int64_t first = unit.chunk.whole ? 0 : unit.chunk.first;
+    const int64_t count = unit.chunk.whole ? plan.dims.experts : unit.chunk.count;
+    if (job.canonical.use_assembled(first, count, write_fused)) return out;
+  }
   ByteTensor in;
   if (job.reads_source_directly()) {
     in.dtype = spec.in_dtype;

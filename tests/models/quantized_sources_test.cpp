@@ -21,6 +21,11 @@
 namespace moeprep::models::testing {
 namespace {
 
+// Every expert's scales out of the hand-off, as a copy; false when it has not all of them.
+bool take_all(ScaleHandoff& h, std::vector<uint8_t>& out) {
+  return h.use_all([&](const uint8_t* bytes, size_t size) { out.assign(bytes, bytes + size); });
+}
+
 std::vector<uint16_t> random_bf16(size_t n, uint64_t seed, double sd = 0.05) {
   SplitMix64 rng(seed);
   std::vector<uint16_t> v(n);
@@ -138,17 +143,17 @@ TEST(QuantizedSources, ScaleHandOffKeepsSlotsUntilTakenOnceWholeOrOneByOne) {
   std::vector<uint8_t> out;
   uint8_t one[2] = {0, 0};
   EXPECT_FALSE(h.take(0, one, 2));
-  EXPECT_FALSE(h.take_all(out));
+  EXPECT_FALSE(take_all(h, out));
   for (int64_t e = 0; e < 3; ++e) {
     uint8_t* slot = h.slot(e, 3, 2);
     slot[0] = static_cast<uint8_t>(10 * e);
     slot[1] = static_cast<uint8_t>(10 * e + 1);
     if (e < 2) {
-      EXPECT_FALSE(h.take_all(out));  // expert 2 is not handed over yet
+      EXPECT_FALSE(take_all(h, out));  // expert 2 is not handed over yet
     }
     h.put(e);
   }
-  ASSERT_TRUE(h.take_all(out));
+  ASSERT_TRUE(take_all(h, out));
   EXPECT_EQ(out, (std::vector<uint8_t>{0, 1, 10, 11, 20, 21}));
   EXPECT_FALSE(h.take(1, one, 2));  // taken whole: nothing kept
   // One by one, while another expert's slot is still being written.
@@ -157,7 +162,7 @@ TEST(QuantizedSources, ScaleHandOffKeepsSlotsUntilTakenOnceWholeOrOneByOne) {
     h.put(e);
   }
   uint8_t* pending = h.slot(2, 3, 2);
-  EXPECT_FALSE(h.take_all(out));
+  EXPECT_FALSE(take_all(h, out));
   EXPECT_FALSE(h.take(1, one, 3));  // not the slots' size: nothing taken
   ASSERT_TRUE(h.take(1, one, 2));
   EXPECT_EQ(one[0], 8);
@@ -192,13 +197,13 @@ TEST(QuantizedSources, ScaleHandOffSlotsHandedBackByAFailedPassLeaveItUsable) {
   }
   uint8_t one = 0;
   EXPECT_FALSE(h.take(0, &one, 1));
-  EXPECT_FALSE(h.take_all(out));
+  EXPECT_FALSE(take_all(h, out));
   for (int64_t e = 0; e < 2; ++e) {
     ScaleHandoff::SlotGuard slot(h, e, 2, 1);
     slot.data()[0] = static_cast<uint8_t>(20 + e);
     slot.put();
   }
-  ASSERT_TRUE(h.take_all(out));  // nothing is still being written
+  ASSERT_TRUE(take_all(h, out));  // nothing is still being written
   EXPECT_EQ(out, (std::vector<uint8_t>{20, 21}));
 }
 
@@ -223,7 +228,7 @@ TEST(QuantizedSources, AThrowingQuantizingPassLeavesTheScaleHandOffUsable) {
   *bad = false;
   const ByteTensor codes = mxfp4_blocks_source(rows).assemble(0, E);
   std::vector<uint8_t> all;
-  ASSERT_TRUE(rows->scale_handoff->take_all(all));
+  ASSERT_TRUE(take_all(*rows->scale_handoff, all));
   std::vector<uint8_t> want_codes(codes.bytes.size()), want_scales(all.size());
   experts[1][70] = kept;
   for (int64_t e = 0; e < E; ++e)
@@ -231,6 +236,29 @@ TEST(QuantizedSources, AThrowingQuantizingPassLeavesTheScaleHandOffUsable) {
                              want_scales.data() + e * N * K / 32, "t");
   EXPECT_EQ(codes.bytes, want_codes);
   EXPECT_EQ(all, want_scales);
+}
+
+TEST(QuantizedSources, ScalesSourceUsesHandedOverScalesWhereTheyLieOnlyWhole) {
+  // After a blocks pass over every expert, the scales source offers all of them where they lie
+  // (once: the hand-off then lets them go), the bytes assemble() would have made; never a slice.
+  const int64_t E = 3, N = 8, K = 64;
+  const auto experts = random_experts(E, N * K, 90);
+  auto reads = std::make_shared<int>(0);
+  const auto rows = memory_rows(experts, N, K, reads);
+  const CanonicalSource scales = mxfp4_scales_source(rows);
+  ASSERT_TRUE(scales.use_assembled);
+  const auto fail = [](const uint8_t*, size_t) { FAIL() << "nothing is handed over yet"; };
+  EXPECT_FALSE(scales.use_assembled(0, E, fail));
+  mxfp4_blocks_source(rows).assemble(0, E);
+  EXPECT_FALSE(scales.use_assembled(1, E - 1, fail));  // a slice: assemble() takes those one by one
+  std::vector<uint8_t> used;
+  ASSERT_TRUE(scales.use_assembled(0, E, [&](const uint8_t* bytes, size_t size) { used.assign(bytes, bytes + size); }));
+  EXPECT_FALSE(scales.use_assembled(0, E, fail));  // used once, then gone
+  std::vector<uint8_t> want(static_cast<size_t>(E * N * K / 32)), codes(static_cast<size_t>(N * K / 2));
+  for (int64_t e = 0; e < E; ++e)
+    quantize_mxfp4_rows_bf16(experts[e].data(), N, K, codes.data(), want.data() + e * N * K / 32, "t");
+  EXPECT_EQ(used, want);
+  EXPECT_EQ(scales.assemble(0, E).bytes, want);  // recomputed from the rows
 }
 
 TEST(QuantizedSources, ExpertsReadPieceByPieceQuantizeAsOneCallOverTheWholeExpert) {
@@ -245,7 +273,7 @@ TEST(QuantizedSources, ExpertsReadPieceByPieceQuantizeAsOneCallOverTheWholeExper
   const CanonicalSource blocks = mxfp4_blocks_source(rows);
   const ByteTensor b = blocks.assemble(0, E);
   std::vector<uint8_t> all_scales;
-  ASSERT_TRUE(rows->scale_handoff->take_all(all_scales));
+  ASSERT_TRUE(take_all(*rows->scale_handoff, all_scales));
   EXPECT_EQ(*reads, E);  // each expert read once, piece by piece
   double err2 = 0, ref2 = 0;  // per expert, then added in expert order, as QuantizationStats does
   for (int64_t e = 0; e < E; ++e) {
@@ -472,8 +500,8 @@ TEST(QuantizedSources, Fp8ExpertsQuantizedFromTheirBytesEqualTheDequantizedFloat
   EXPECT_EQ(a.assemble(0, 8).bytes, b.assemble(0, 8).bytes);
   EXPECT_EQ(a.quantization->relative_error(), b.quantization->relative_error());
   std::vector<uint8_t> scales_a, scales_b;
-  ASSERT_TRUE(direct->scale_handoff->take_all(scales_a));
-  ASSERT_TRUE(via_floats->scale_handoff->take_all(scales_b));
+  ASSERT_TRUE(take_all(*direct->scale_handoff, scales_a));
+  ASSERT_TRUE(take_all(*via_floats->scale_handoff, scales_b));
   EXPECT_EQ(scales_a, scales_b);
   EXPECT_GT(a.quantization->relative_error(), 0.05);
 }
@@ -506,8 +534,8 @@ TEST(QuantizedSources, TransposedExpertsQuantizedAsTheyLieEqualTheTransposingPat
   EXPECT_NE(codes_a, std::vector<uint8_t>(codes_a.size(), 0xee));
   EXPECT_EQ(a.quantization->relative_error(), b.quantization->relative_error());
   std::vector<uint8_t> scales_a, scales_b;
-  ASSERT_TRUE(direct->scale_handoff->take_all(scales_a));
-  ASSERT_TRUE(transposing->scale_handoff->take_all(scales_b));
+  ASSERT_TRUE(take_all(*direct->scale_handoff, scales_a));
+  ASSERT_TRUE(take_all(*transposing->scale_handoff, scales_b));
   EXPECT_EQ(scales_a, scales_b);
 }
 
