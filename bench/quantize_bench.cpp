@@ -7,12 +7,13 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "core/hash.h"
-#include "core/huge_pages.h"
+#include "core/uninitialized_bytes.h"
 #include "core/simd_level.h"
 #include "formats/bf16.h"
 #include "formats/bf16_transpose.h"
@@ -278,16 +279,20 @@ void BM_QuantizeMxfp4Fp8MeasuredByDequantization(benchmark::State& state) {
 // transpose. Arguments: SIMD level, columns per call.
 constexpr int64_t kColumnExperts = 12, kColumnK = 2048, kColumnN = 1536;
 
-const std::vector<uint16_t>& column_source() {
-  static const std::vector<uint16_t> src = [] {
+const UninitializedBytes& column_source() {
+  static const UninitializedBytes src = [] {
     // On huge pages, as convert's mapped sources are where the page cache holds 2 MiB folios:
     // on 4 KiB pages every row of a slab is another page, and the walk measures the TLB.
-    std::vector<uint16_t> v;
-    resize_on_huge_pages(v, static_cast<size_t>(kColumnExperts * kColumnK * kColumnN));
+    const size_t elements = static_cast<size_t>(kColumnExperts * kColumnK * kColumnN);
+    UninitializedBytes b;
+    b.resize_discarding(elements * sizeof(uint16_t));
     std::mt19937 rng(7);
     std::normal_distribution<float> normal(0.0f, 0.02f);
-    for (auto& x : v) x = float_to_bf16(normal(rng));
-    return v;
+    for (size_t i = 0; i < elements; ++i) {
+      const uint16_t x = float_to_bf16(normal(rng));
+      std::memcpy(b.data() + 2 * i, &x, sizeof x);
+    }
+    return b;
   }();
   return src;
 }
@@ -295,7 +300,7 @@ const std::vector<uint16_t>& column_source() {
 void quantize_columns(benchmark::State& state, bool by_transposing) {
   if (!use_level(state)) return;
   const int64_t per_call = state.range(1), expert_elements = kColumnK * kColumnN;
-  const auto* src = reinterpret_cast<const uint8_t*>(column_source().data());
+  const uint8_t* src = column_source().data();
   std::vector<uint8_t> codes(static_cast<size_t>(kColumnExperts * expert_elements / 2)),
       scales(static_cast<size_t>(kColumnExperts * expert_elements / 32));
   std::vector<uint16_t> rows(static_cast<size_t>(per_call * kColumnK));

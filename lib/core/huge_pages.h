@@ -1,10 +1,10 @@
 #pragma once
 // Large buffers backed by transparent huge pages where the system leaves that to the program
 // (THP "madvise", a common default): the first write to a fresh 8 MiB buffer then takes four
-// page faults instead of 2048. Convert's unit buffers and scale hand-offs are such buffers.
+// page faults instead of 2048. Convert's unit buffers and scale hand-offs are such buffers
+// (core/uninitialized_bytes.h).
 #include <cstddef>
 #include <cstdint>
-#include <vector>
 
 namespace moeprep {
 
@@ -16,16 +16,5 @@ constexpr uintptr_t kHugePageBytes = uintptr_t{2} << 20;
 // best before they are first written. Never fails: it is advice, and nothing where the system
 // has no such pages.
 void prefer_huge_pages(void* data, size_t size);
-
-// v.resize(size), with storage it has to grow into advised first, so that the zero fill that
-// first writes it faults huge pages (growing keeps the old bytes, as resize does).
-template <class T>
-void resize_on_huge_pages(std::vector<T>& v, size_t size) {
-  if (v.capacity() < size) {
-    v.reserve(size);
-    prefer_huge_pages(v.data(), v.capacity() * sizeof(T));
-  }
-  v.resize(size);
-}
 
 }  // namespace moeprep
