@@ -415,7 +415,7 @@ __device__ __forceinline__ bool select_by_threshold(const float* x, bool selecti
     // mask bit, at the next free place of the lane's run of the list: a fixed, unrolled pass of
     // predicated stores, with no shared copy, no load at a run-time index and no loop whose trip
     // count is the busiest lane's. On the H100 at T = 16384 (with the unrolled ranks below) 0.2 us
-    // faster than the loop at k = 8, 0.1 at k = 6, 0.05 slower at k = 4 (bench/NOTES-router.md, v20).
+    // faster than the loop at k = 8, 0.1 at k = 6, 0.07 slower at k = 4 (bench/NOTES-router.md, v20).
     uint64_t* out = list + before;
 #pragma unroll
     for (int j = 0; j < kSlots; ++j) {
