@@ -8,9 +8,8 @@ namespace moeprep {
 
 void prefer_huge_pages(void* data, size_t size) {
 #ifdef MADV_HUGEPAGE
-  constexpr uintptr_t kHuge = kHugePageBytes;
   const auto first = reinterpret_cast<uintptr_t>(data);
-  const uintptr_t begin = (first + kHuge - 1) / kHuge * kHuge, end = (first + size) / kHuge * kHuge;
+  const uintptr_t begin = huge_page_ceil(first), end = huge_page_floor(first + size);
   if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
 #else
   (void)data;

@@ -13,7 +13,7 @@ void UninitializedBytes::Free::operator()(uint8_t* p) const { std::free(p); }
 void UninitializedBytes::resize_discarding(size_t size) {
   if (size > capacity_) {
     // Whole huge pages, aligned to one, so that the advice covers every byte of the buffer.
-    const size_t bytes = (size + kHugePageBytes - 1) / kHugePageBytes * kHugePageBytes;
+    const size_t bytes = huge_page_ceil(size);
     data_.reset();  // the old storage goes first: the bytes are not kept, so there is no copy
     capacity_ = 0;
     auto* p = static_cast<uint8_t*>(std::aligned_alloc(kHugePageBytes, bytes));

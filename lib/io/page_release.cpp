@@ -18,12 +18,10 @@ void release_mapped_pages(ByteView range) {
 }
 
 void release_mapped_pages_around(ByteView range, ByteView mapping) {
-  constexpr uintptr_t kHuge = kHugePageBytes;
   const uintptr_t first = reinterpret_cast<uintptr_t>(mapping.data);
   const uintptr_t last = first + mapping.size;
-  const uintptr_t begin = std::max(first, reinterpret_cast<uintptr_t>(range.data) / kHuge * kHuge);
-  const uintptr_t end =
-      std::min(last, (reinterpret_cast<uintptr_t>(range.data) + range.size + kHuge - 1) / kHuge * kHuge);
+  const uintptr_t begin = std::max(first, huge_page_floor(reinterpret_cast<uintptr_t>(range.data)));
+  const uintptr_t end = std::min(last, huge_page_ceil(reinterpret_cast<uintptr_t>(range.data) + range.size));
   if (range.size > 0 && end > begin) release_mapped_pages({reinterpret_cast<const uint8_t*>(begin), end - begin});
 }
 
