@@ -372,9 +372,9 @@ __device__ __forceinline__ void count_above(const uint64_t* list, int total, uin
 // token's candidate list and pick list. Fills pick[] (pick r on lane r % LPT, in pick[r / LPT])
 // and returns true, or returns false on every lane of the warp when some token of the warp has
 // more than candidate_cap<LPT>() candidates (then nothing has been written).
-// kFromRegisters and kRankUnrolled (the softmax kernel; measured below) choose how the list is
-// built and ranked; the sigmoid kernel keeps the shared-memory compaction and the ranking loop,
-// which hold it at the 64 registers that let 32 one-warp blocks share an SM.
+// kFromRegisters and kRankUnrolled (measured below) choose how the list is built and ranked; the
+// sigmoid kernel keeps the shared-memory compaction and the ranking loop, which hold it at the 64
+// registers that let 32 one-warp blocks share an SM.
 template <int LPT, int VEC, int kPicks, bool kFromRegisters, int kRankUnrolled>
 __device__ __forceinline__ bool select_by_threshold(const float* x, bool selecting, int top_k, int sub, int lane,
                                                     float* lane_copy, uint64_t* list, uint64_t* picks,
@@ -415,7 +415,8 @@ __device__ __forceinline__ bool select_by_threshold(const float* x, bool selecti
     // mask bit, at the next free place of the lane's run of the list: a fixed, unrolled pass of
     // predicated stores, with no shared copy, no load at a run-time index and no loop whose trip
     // count is the busiest lane's. On the H100 at T = 16384 (with the unrolled ranks below) 0.2 us
-    // faster than the loop at k = 8, 0.1 at k = 6, 0.07 slower at k = 4 (bench/NOTES-router.md, v20).
+    // faster than the loop at k = 8, 0.1 at k = 6, 0.07 slower at k = 4 (bench/NOTES-router.md, v20),
+    // so the softmax kernel takes it for k > 4 only.
     uint64_t* out = list + before;
 #pragma unroll
     for (int j = 0; j < kSlots; ++j) {
@@ -558,7 +559,11 @@ __device__ __forceinline__ void select_by_rounds(const float* x, int top_k, int 
 // hot path (about 640 instructions) ran through many instruction-cache misses. Split, the E = 128
 // softmax kernel is 2968 instructions and 54 registers instead of 5376 and 64, and small T got
 // faster (bench/NOTES-router.md, v8).
-template <typename LogitT, int LPT, int VEC, bool kSigmoid>
+// kFromRegisters: the threshold way builds its candidate list from registers (select_by_threshold);
+// the softmax kernel takes it for k > 4 only, where it pays, and keeps the loop for k <= 4 (a
+// kernel each, so that each path gets its own registers: one kernel with a branch on k was
+// slower at both k, bench/NOTES-router.md, v20-c4).
+template <typename LogitT, int LPT, int VEC, bool kSigmoid, bool kFromRegisters>
 __global__ void __launch_bounds__(kBlockThreads) fused_router_kernel(const LogitT* __restrict__ logits, RouterLaunch a) {
   extern __shared__ uint32_t shared_words[];
   wait_for_previous_grid();  // before any global read or write
@@ -686,7 +691,7 @@ __global__ void __launch_bounds__(kBlockThreads) fused_router_kernel(const Logit
   if constexpr (threshold_capable<LPT>()) {
     if (p.top_k <= 2 * LPT) {  // uniform
       constexpr int kRankUnrolled = kSigmoid ? 0 : 12;
-      by_rounds = !select_by_threshold<LPT, VEC, kPicks, !kSigmoid, kRankUnrolled>(
+      by_rounds = !select_by_threshold<LPT, VEC, kPicks, kFromRegisters, kRankUnrolled>(
           x, real && !has_nan, p.top_k, sub, lane, reinterpret_cast<float*>(shared_words) + threadIdx.x * kSlots, list,
           picks, pick);
     }
@@ -790,6 +795,17 @@ gpuError_t launch_kernel(void (*kernel)(Params...), unsigned blocks, size_t shar
   return gpuGetLastError();
 }
 
+// The kernel for a variant and k: the softmax variants' list from registers at k > 4 (where the
+// threshold way has a list at all).
+template <typename LogitT, int LPT, int VEC>
+auto router_kernel_for(bool sigmoid, int top_k) {
+  if (sigmoid) return fused_router_kernel<LogitT, LPT, VEC, true, false>;
+  if constexpr (threshold_capable<LPT>()) {
+    if (top_k > 4) return fused_router_kernel<LogitT, LPT, VEC, false, true>;
+  }
+  return fused_router_kernel<LogitT, LPT, VEC, false, false>;
+}
+
 template <typename LogitT, int LPT>
 gpuError_t launch_with(const void* logits, const RouterLaunch& a, bool vector_loads, gpuStream_t stream,
                        const RouterLaunchOptions& options) {
@@ -799,10 +815,9 @@ gpuError_t launch_with(const void* logits, const RouterLaunch& a, bool vector_lo
   const LogitT* in = static_cast<const LogitT*>(logits);
   const bool sigmoid = a.params.variant == RouterVariant::SigmoidGroupedBiased;
   const size_t shared_bytes = shared_bytes_for<LPT>(sigmoid && a.params.n_group > 1);
-  auto kernel = vector_loads ? (sigmoid ? fused_router_kernel<LogitT, LPT, kVec, true>
-                                        : fused_router_kernel<LogitT, LPT, kVec, false>)
-                             : (sigmoid ? fused_router_kernel<LogitT, LPT, 1, true>
-                                        : fused_router_kernel<LogitT, LPT, 1, false>);
+  const int top_k = a.params.top_k;
+  auto kernel = vector_loads ? router_kernel_for<LogitT, LPT, kVec>(sigmoid, top_k)
+                             : router_kernel_for<LogitT, LPT, 1>(sigmoid, top_k);
   return launch_kernel(kernel, blocks, shared_bytes, stream, options, in, a);
 }
 
