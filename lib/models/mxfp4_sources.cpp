@@ -247,10 +247,13 @@ void quantize_expert(const ExpertRows& m, int64_t e, const std::function<CodeRow
   if (slot) slot->put();
 }
 
-// Calls use() with every expert's scales when the quantizing pass handed all of them over.
-bool use_handed_over_scales(const ExpertRows& m, const std::function<void(const uint8_t*, size_t)>& use) {
+// Calls use() with every expert's scales when [first, first + count) is every expert and the
+// quantizing pass handed all of them over.
+bool use_handed_over_scales(const ExpertRows& m, int64_t first, int64_t count,
+                            const std::function<void(const uint8_t*, size_t)>& use) {
+  if (first != 0 || count != m.experts || !m.scale_handoff) return false;
   const size_t size = static_cast<size_t>(m.elements() / kBlock) * static_cast<size_t>(m.experts);
-  return m.scale_handoff && m.scale_handoff->use_all([&](const uint8_t* bytes, size_t n) {
+  return m.scale_handoff->use_all([&](const uint8_t* bytes, size_t n) {
     if (n != size)
       throw_internal("scale hand-off of " + std::to_string(n) + " bytes, expected " + std::to_string(size));
     use(bytes, n);
@@ -325,7 +328,7 @@ CanonicalSource mxfp4_scales_source(ExpertRowsPtr rows) {
   s.source_digest = digest_lookup(rows);
   s.expert_ordered_bytes = ordered_bytes(rows);
   s.use_assembled = [rows](int64_t first, int64_t count, const std::function<void(const uint8_t*, size_t)>& use) {
-    return first == 0 && count == rows->experts && use_handed_over_scales(*rows, use);
+    return use_handed_over_scales(*rows, first, count, use);
   };
   s.assemble = [rows](int64_t first, int64_t count) {
     const ExpertRows& m = *rows;
@@ -333,8 +336,8 @@ CanonicalSource mxfp4_scales_source(ExpertRowsPtr rows) {
     ByteTensor out{Dtype::U8, scales_shape(m, count), {}};
     const size_t per = static_cast<size_t>(m.elements() / kBlock);
     // Every expert's scales, all handed over: copied once from the hand-off's buffer.
-    if (first == 0 && count == m.experts &&
-        use_handed_over_scales(m, [&](const uint8_t* bytes, size_t size) { out.bytes.assign(bytes, bytes + size); }))
+    if (use_handed_over_scales(m, first, count,
+                               [&](const uint8_t* bytes, size_t size) { out.bytes.assign(bytes, bytes + size); }))
       return out;
     out.bytes.resize(per * static_cast<size_t>(count));
     std::vector<uint16_t> bf16;

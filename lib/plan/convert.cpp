@@ -103,6 +103,8 @@ UnitOutput run_unit(const ConvertPlan& plan, const TensorJob& job, const Unit& u
     return out;
   }
   const RecipeSpec spec = chunk_recipe(plan, job, unit.chunk);
+  // The unit's experts: [first, first + dims.experts).
+  const int64_t first = unit.chunk.whole ? 0 : unit.chunk.first;
   ExpertDims dims = plan.dims;
   dims.experts = unit.chunk.whole ? plan.dims.experts : unit.chunk.count;
   const bool fused_weight = has_fused_weight_recipe(job.role, dims, plan.options);
@@ -125,7 +127,6 @@ UnitOutput run_unit(const ConvertPlan& plan, const TensorJob& job, const Unit& u
   }
   if (!job.reads_source_directly() && fused_weight && job.canonical.assemble_codes) {
     // Quantizing sources put their codes straight into the shuffled output.
-    const int64_t first = unit.chunk.whole ? 0 : unit.chunk.first;
     out.pooled = pool.take(cb.out_size);
     write_weight_recipe_fused_from_codes(job.role, dims, plan.options, plan.gate_up_interleaved, out.pooled.data(),
                                          out.pooled.size(), [&](const models::CodeRowDestination& to) {
@@ -135,19 +136,16 @@ UnitOutput run_unit(const ConvertPlan& plan, const TensorJob& job, const Unit& u
     out.size = out.pooled.size();
     return out;
   }
-  if (!job.reads_source_directly() && fused && job.canonical.use_assembled) {
-    const int64_t first = unit.chunk.whole ? 0 : unit.chunk.first;
-    const int64_t count = unit.chunk.whole ? plan.dims.experts : unit.chunk.count;
-    if (job.canonical.use_assembled(first, count, write_fused)) return out;
-  }
+  if (!job.reads_source_directly() && fused && job.canonical.use_assembled &&
+      job.canonical.use_assembled(first, dims.experts, write_fused))
+    return out;
   ByteTensor in;
   if (job.reads_source_directly()) {
     in.dtype = spec.in_dtype;
     in.shape = spec.in_shape;
     in.bytes.assign(src.data + cb.in_begin, src.data + cb.in_begin + cb.in_size);
   } else {
-    in = unit.chunk.whole ? job.canonical.assemble(0, plan.dims.experts)
-                          : job.canonical.assemble(unit.chunk.first, unit.chunk.count);
+    in = job.canonical.assemble(first, dims.experts);
     if (in.dtype != spec.in_dtype || in.shape != spec.in_shape)
       throw_internal("assembled source of '" + job.output_name + "' is " + dtype_name(in.dtype) + " " +
                      shape_to_string(in.shape) + ", expected " + shape_to_string(spec.in_shape));
