@@ -48,12 +48,14 @@ uint8_t* ScaleHandoff::slot(int64_t expert, int64_t experts, size_t per) {
                                                      std::to_string(experts));
   if (buffer_.size() == 0) {
     buffer_.resize_discarding(static_cast<size_t>(experts) * per);
-    kept_.assign(static_cast<size_t>(experts), 0);
+    kept_.assign(static_cast<size_t>(experts), kNone);
     per_ = per;
     kept_count_ = 0;
   } else if (per != per_ || static_cast<size_t>(experts) != kept_.size()) {
     throw_internal("scale hand-off: slots of " + std::to_string(per) + " bytes for " + std::to_string(experts) +
                    " experts asked of a buffer of " + std::to_string(kept_.size()) + " x " + std::to_string(per_));
+  } else if (kept_[static_cast<size_t>(expert)] == kInUse) {
+    throw_internal("scale hand-off: expert " + std::to_string(expert) + "'s slot asked for while its scales are in use");
   }
   ++writing_;
   return buffer_.data() + static_cast<size_t>(expert) * per;
@@ -62,9 +64,9 @@ uint8_t* ScaleHandoff::slot(int64_t expert, int64_t experts, size_t per) {
 void ScaleHandoff::put(int64_t expert) {
   std::lock_guard<std::mutex> lock(mutex_);
   --writing_;
-  uint8_t& kept = kept_.at(static_cast<size_t>(expert));
-  if (!kept) ++kept_count_;
-  kept = 1;
+  Slot& kept = kept_.at(static_cast<size_t>(expert));
+  if (kept == kNone) ++kept_count_;
+  kept = kKept;
 }
 
 void ScaleHandoff::abandon(int64_t expert) {
@@ -76,7 +78,7 @@ void ScaleHandoff::abandon(int64_t expert) {
 
 bool ScaleHandoff::take(int64_t expert, uint8_t* out, size_t size) {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (expert < 0 || static_cast<size_t>(expert) >= kept_.size() || !kept_[static_cast<size_t>(expert)] ||
+  if (expert < 0 || static_cast<size_t>(expert) >= kept_.size() || kept_[static_cast<size_t>(expert)] != kKept ||
       size != per_)
     return false;
   std::memcpy(out, buffer_.data() + static_cast<size_t>(expert) * per_, per_);
@@ -85,23 +87,35 @@ bool ScaleHandoff::take(int64_t expert, uint8_t* out, size_t size) {
   return true;
 }
 
-bool ScaleHandoff::use_all(const std::function<void(const uint8_t* bytes, size_t size)>& use) {
-  UninitializedBytes all;
+bool ScaleHandoff::use_range(int64_t first, int64_t count,
+                             const std::function<void(const uint8_t* bytes, size_t size)>& use) {
+  const uint8_t* bytes = nullptr;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (kept_.empty() || kept_count_ != static_cast<int64_t>(kept_.size()) || writing_ != 0) return false;
-    all = std::move(buffer_);
-    kept_.clear();
-    kept_count_ = 0;
+    if (first < 0 || count <= 0 || static_cast<size_t>(first + count) > kept_.size()) return false;
+    for (int64_t e = first; e < first + count; ++e)
+      if (kept_[static_cast<size_t>(e)] != kKept) return false;
+    // Still counted as kept, so the buffer stays while use() reads it outside the lock.
+    for (int64_t e = first; e < first + count; ++e) kept_[static_cast<size_t>(e)] = kInUse;
+    bytes = buffer_.data() + static_cast<size_t>(first) * per_;
   }
-  use(all.data(), all.size());
+  struct Forget {
+    ScaleHandoff& h;
+    int64_t first, count;
+    ~Forget() {
+      std::lock_guard<std::mutex> lock(h.mutex_);
+      for (int64_t e = first; e < first + count; ++e) h.forget(e);
+      h.release_if_unused();
+    }
+  } forget_after{*this, first, count};
+  use(bytes, static_cast<size_t>(count) * per_);
   return true;
 }
 
 void ScaleHandoff::forget(int64_t expert) {
-  uint8_t& kept = kept_.at(static_cast<size_t>(expert));
-  if (kept) --kept_count_;
-  kept = 0;
+  Slot& kept = kept_.at(static_cast<size_t>(expert));
+  if (kept != kNone) --kept_count_;
+  kept = kNone;
 }
 
 void ScaleHandoff::release_if_unused() {

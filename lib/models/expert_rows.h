@@ -49,9 +49,11 @@ class TensorDigests {
 // for them: convert runs an expert's codes (w13_weight) before its scales (w13_weight_scale),
 // and without the hand-off the scales source would read and scan the BF16/FP8 rows again. Each
 // entry is taken once; a miss (the scales asked first, or from another process) recomputes.
-// All experts' scales share one buffer, which a scales source asking for every expert uses whole,
-// where it lies: per-expert vectors and the copy into a fresh output cost the quantizing convert
-// of a Qwen3 layer 6.2k page faults on fresh memory (4.1k with one buffer) and ~4% of its CPU.
+// All experts' scales share one buffer, which a scales source uses where it lies for any run of
+// experts all handed over: per-expert vectors and the copy into a fresh output cost the
+// quantizing convert of a Qwen3 layer 6.2k page faults on fresh memory (4.1k with one buffer)
+// and ~4% of its CPU, and the copy of a chunk's scales (convert cuts w13's 12.6 MB of scales
+// into two units) held a worker for ~27 ms while the pipeline waited on it (eleventh session).
 // The buffer is never zero-filled: nothing reads a slot before put() (2.7% of Qwen3's convert
 // samples went to that fill, perf, tenth session).
 class ScaleHandoff {
@@ -92,19 +94,21 @@ class ScaleHandoff {
   // changes) when none are kept or they are not `size` bytes. The buffer goes once nothing is
   // kept or being written.
   bool take(int64_t expert, uint8_t* out, size_t size);
-  // When every expert's scales are kept: calls use(bytes, size) with all of them in expert
-  // order, the buffer itself (outside the lock), which then goes; false (nothing changes)
-  // otherwise.
-  bool use_all(const std::function<void(const uint8_t* bytes, size_t size)>& use);
+  // When experts [first, first + count) all have their scales kept: calls use(bytes, size) with
+  // theirs in expert order, where they lie in the buffer (outside the lock), then forgets them,
+  // also when use() throws (the buffer goes once nothing is kept or being written); false
+  // (nothing changes) otherwise.
+  bool use_range(int64_t first, int64_t count, const std::function<void(const uint8_t* bytes, size_t size)>& use);
 
  private:
+  enum Slot : uint8_t { kNone, kKept, kInUse };  // kInUse: lent to use_range, still counted as kept
   // With mutex_ held: expert e's scales no longer kept (whether or not they were).
   void forget(int64_t expert);
   void release_if_unused();  // with mutex_ held
 
   std::mutex mutex_;
   UninitializedBytes buffer_;
-  std::vector<uint8_t> kept_;  // per expert: 1 from put() until taken
+  std::vector<Slot> kept_;  // per expert
   size_t per_ = 0;
   int64_t kept_count_ = 0, writing_ = 0;
 };

@@ -247,13 +247,13 @@ void quantize_expert(const ExpertRows& m, int64_t e, const std::function<CodeRow
   if (slot) slot->put();
 }
 
-// Calls use() with every expert's scales when [first, first + count) is every expert and the
-// quantizing pass handed all of them over.
+// Calls use() with experts [first, first + count)'s scales when the quantizing pass handed all
+// of them over.
 bool use_handed_over_scales(const ExpertRows& m, int64_t first, int64_t count,
                             const std::function<void(const uint8_t*, size_t)>& use) {
-  if (first != 0 || count != m.experts || !m.scale_handoff) return false;
-  const size_t size = static_cast<size_t>(m.elements() / kBlock) * static_cast<size_t>(m.experts);
-  return m.scale_handoff->use_all([&](const uint8_t* bytes, size_t n) {
+  if (!m.scale_handoff) return false;
+  const size_t size = static_cast<size_t>(m.elements() / kBlock) * static_cast<size_t>(count);
+  return m.scale_handoff->use_range(first, count, [&](const uint8_t* bytes, size_t n) {
     if (n != size)
       throw_internal("scale hand-off of " + std::to_string(n) + " bytes, expected " + std::to_string(size));
     use(bytes, n);
@@ -335,7 +335,7 @@ CanonicalSource mxfp4_scales_source(ExpertRowsPtr rows) {
     check_slice(m, first, count);
     ByteTensor out{Dtype::U8, scales_shape(m, count), {}};
     const size_t per = static_cast<size_t>(m.elements() / kBlock);
-    // Every expert's scales, all handed over: copied once from the hand-off's buffer.
+    // The slice's scales, all handed over: copied once from the hand-off's buffer.
     if (use_handed_over_scales(m, first, count,
                                [&](const uint8_t* bytes, size_t size) { out.bytes.assign(bytes, bytes + size); }))
       return out;

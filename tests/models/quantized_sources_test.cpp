@@ -22,8 +22,8 @@ namespace moeprep::models::testing {
 namespace {
 
 // Every expert's scales out of the hand-off, as a copy; false when it has not all of them.
-bool take_all(ScaleHandoff& h, std::vector<uint8_t>& out) {
-  return h.use_all([&](const uint8_t* bytes, size_t size) { out.assign(bytes, bytes + size); });
+bool take_all(ScaleHandoff& h, int64_t experts, std::vector<uint8_t>& out) {
+  return h.use_range(0, experts, [&](const uint8_t* bytes, size_t size) { out.assign(bytes, bytes + size); });
 }
 
 std::vector<uint16_t> random_bf16(size_t n, uint64_t seed, double sd = 0.05) {
@@ -143,17 +143,17 @@ TEST(QuantizedSources, ScaleHandOffKeepsSlotsUntilTakenOnceWholeOrOneByOne) {
   std::vector<uint8_t> out;
   uint8_t one[2] = {0, 0};
   EXPECT_FALSE(h.take(0, one, 2));
-  EXPECT_FALSE(take_all(h, out));
+  EXPECT_FALSE(take_all(h, 3, out));
   for (int64_t e = 0; e < 3; ++e) {
     uint8_t* slot = h.slot(e, 3, 2);
     slot[0] = static_cast<uint8_t>(10 * e);
     slot[1] = static_cast<uint8_t>(10 * e + 1);
     if (e < 2) {
-      EXPECT_FALSE(take_all(h, out));  // expert 2 is not handed over yet
+      EXPECT_FALSE(take_all(h, 3, out));  // expert 2 is not handed over yet
     }
     h.put(e);
   }
-  ASSERT_TRUE(take_all(h, out));
+  ASSERT_TRUE(take_all(h, 3, out));
   EXPECT_EQ(out, (std::vector<uint8_t>{0, 1, 10, 11, 20, 21}));
   EXPECT_FALSE(h.take(1, one, 2));  // taken whole: nothing kept
   // One by one, while another expert's slot is still being written.
@@ -162,7 +162,7 @@ TEST(QuantizedSources, ScaleHandOffKeepsSlotsUntilTakenOnceWholeOrOneByOne) {
     h.put(e);
   }
   uint8_t* pending = h.slot(2, 3, 2);
-  EXPECT_FALSE(take_all(h, out));
+  EXPECT_FALSE(take_all(h, 3, out));
   EXPECT_FALSE(h.take(1, one, 3));  // not the slots' size: nothing taken
   ASSERT_TRUE(h.take(1, one, 2));
   EXPECT_EQ(one[0], 8);
@@ -197,13 +197,13 @@ TEST(QuantizedSources, ScaleHandOffSlotsHandedBackByAFailedPassLeaveItUsable) {
   }
   uint8_t one = 0;
   EXPECT_FALSE(h.take(0, &one, 1));
-  EXPECT_FALSE(take_all(h, out));
+  EXPECT_FALSE(take_all(h, 2, out));
   for (int64_t e = 0; e < 2; ++e) {
     ScaleHandoff::SlotGuard slot(h, e, 2, 1);
     slot.data()[0] = static_cast<uint8_t>(20 + e);
     slot.put();
   }
-  ASSERT_TRUE(take_all(h, out));  // nothing is still being written
+  ASSERT_TRUE(take_all(h, 2, out));  // nothing is still being written
   EXPECT_EQ(out, (std::vector<uint8_t>{20, 21}));
 }
 
@@ -228,7 +228,7 @@ TEST(QuantizedSources, AThrowingQuantizingPassLeavesTheScaleHandOffUsable) {
   *bad = false;
   const ByteTensor codes = mxfp4_blocks_source(rows).assemble(0, E);
   std::vector<uint8_t> all;
-  ASSERT_TRUE(take_all(*rows->scale_handoff, all));
+  ASSERT_TRUE(take_all(*rows->scale_handoff, rows->experts, all));
   std::vector<uint8_t> want_codes(codes.bytes.size()), want_scales(all.size());
   experts[1][70] = kept;
   for (int64_t e = 0; e < E; ++e)
@@ -238,27 +238,71 @@ TEST(QuantizedSources, AThrowingQuantizingPassLeavesTheScaleHandOffUsable) {
   EXPECT_EQ(all, want_scales);
 }
 
-TEST(QuantizedSources, ScalesSourceUsesHandedOverScalesWhereTheyLieOnlyWhole) {
-  // After a blocks pass over every expert, the scales source offers all of them where they lie
-  // (once: the hand-off then lets them go), the bytes assemble() would have made; never a slice.
+TEST(QuantizedSources, ScalesSourceUsesHandedOverScalesWhereTheyLieForAnySlice) {
+  // After a blocks pass over every expert, the scales source offers any run of them where they
+  // lie (convert cuts a large scales tensor into slices), once each: the hand-off then lets
+  // them go. They are the bytes assemble() would have made.
   const int64_t E = 3, N = 8, K = 64;
   const auto experts = random_experts(E, N * K, 90);
   auto reads = std::make_shared<int>(0);
   const auto rows = memory_rows(experts, N, K, reads);
   const CanonicalSource scales = mxfp4_scales_source(rows);
   ASSERT_TRUE(scales.use_assembled);
-  const auto fail = [](const uint8_t*, size_t) { FAIL() << "nothing is handed over yet"; };
+  const auto fail = [](const uint8_t*, size_t) { FAIL() << "nothing is handed over for this slice"; };
   EXPECT_FALSE(scales.use_assembled(0, E, fail));
   mxfp4_blocks_source(rows).assemble(0, E);
-  EXPECT_FALSE(scales.use_assembled(1, E - 1, fail));  // a slice: assemble() takes those one by one
-  std::vector<uint8_t> used;
-  ASSERT_TRUE(scales.use_assembled(0, E, [&](const uint8_t* bytes, size_t size) { used.assign(bytes, bytes + size); }));
-  EXPECT_FALSE(scales.use_assembled(0, E, fail));  // used once, then gone
   std::vector<uint8_t> want(static_cast<size_t>(E * N * K / 32)), codes(static_cast<size_t>(N * K / 2));
   for (int64_t e = 0; e < E; ++e)
     quantize_mxfp4_rows_bf16(experts[e].data(), N, K, codes.data(), want.data() + e * N * K / 32, "t");
-  EXPECT_EQ(used, want);
+  const size_t per = static_cast<size_t>(N * K / 32);
+  std::vector<uint8_t> tail;
+  ASSERT_TRUE(scales.use_assembled(1, E - 1, [&](const uint8_t* bytes, size_t size) { tail.assign(bytes, bytes + size); }));
+  EXPECT_EQ(tail, std::vector<uint8_t>(want.begin() + per, want.end()));
+  EXPECT_FALSE(scales.use_assembled(0, E, fail));      // experts 1 and 2 are gone
+  EXPECT_FALSE(scales.use_assembled(E - 1, 1, fail));  // used once
+  std::vector<uint8_t> head;
+  ASSERT_TRUE(scales.use_assembled(0, 1, [&](const uint8_t* bytes, size_t size) { head.assign(bytes, bytes + size); }));
+  EXPECT_EQ(head, std::vector<uint8_t>(want.begin(), want.begin() + per));
+  const int before = *reads;
   EXPECT_EQ(scales.assemble(0, E).bytes, want);  // recomputed from the rows
+  EXPECT_EQ(*reads, before + E);
+}
+
+TEST(QuantizedSources, ScaleHandOffLendsARangeOnceAndForgetsItEvenWhenItsUseThrows) {
+  ScaleHandoff h;
+  for (int64_t e = 0; e < 2; ++e) {
+    h.slot(e, 4, 1)[0] = static_cast<uint8_t>(40 + e);
+    h.put(e);
+  }
+  uint8_t* pending = h.slot(2, 4, 1);  // expert 2 is being written, expert 3 never was
+  const auto fail = [](const uint8_t*, size_t) { FAIL() << "not every expert of the range is kept"; };
+  EXPECT_FALSE(h.use_range(1, 2, fail));
+  EXPECT_FALSE(h.use_range(3, 1, fail));
+  EXPECT_FALSE(h.use_range(-1, 2, fail));
+  EXPECT_FALSE(h.use_range(1, 4, fail));  // past the last expert
+  EXPECT_FALSE(h.use_range(0, 0, fail));
+  try {
+    h.use_range(1, 1, [&](const uint8_t* bytes, size_t size) {
+      EXPECT_EQ(size, 1u);
+      EXPECT_EQ(bytes[0], 41);
+      uint8_t one = 0;
+      EXPECT_FALSE(h.take(1, &one, 1));  // lent: not to be taken meanwhile
+      EXPECT_THROW(h.slot(1, 4, 1), Error);
+      throw std::runtime_error("use failed");
+    });
+    ADD_FAILURE() << "no error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_STREQ(e.what(), "use failed");
+  }
+  uint8_t one = 0;
+  EXPECT_FALSE(h.take(1, &one, 1));  // forgotten all the same
+  pending[0] = 42;
+  h.put(2);
+  std::vector<uint8_t> got;
+  ASSERT_TRUE(h.use_range(2, 1, [&](const uint8_t* bytes, size_t size) { got.assign(bytes, bytes + size); }));
+  EXPECT_EQ(got, std::vector<uint8_t>{42});
+  ASSERT_TRUE(h.take(0, &one, 1));  // the buffer outlived the ranges lent before
+  EXPECT_EQ(one, 40);
 }
 
 TEST(QuantizedSources, ExpertsReadPieceByPieceQuantizeAsOneCallOverTheWholeExpert) {
@@ -273,7 +317,7 @@ TEST(QuantizedSources, ExpertsReadPieceByPieceQuantizeAsOneCallOverTheWholeExper
   const CanonicalSource blocks = mxfp4_blocks_source(rows);
   const ByteTensor b = blocks.assemble(0, E);
   std::vector<uint8_t> all_scales;
-  ASSERT_TRUE(take_all(*rows->scale_handoff, all_scales));
+  ASSERT_TRUE(take_all(*rows->scale_handoff, rows->experts, all_scales));
   EXPECT_EQ(*reads, E);  // each expert read once, piece by piece
   double err2 = 0, ref2 = 0;  // per expert, then added in expert order, as QuantizationStats does
   for (int64_t e = 0; e < E; ++e) {
@@ -500,8 +544,8 @@ TEST(QuantizedSources, Fp8ExpertsQuantizedFromTheirBytesEqualTheDequantizedFloat
   EXPECT_EQ(a.assemble(0, 8).bytes, b.assemble(0, 8).bytes);
   EXPECT_EQ(a.quantization->relative_error(), b.quantization->relative_error());
   std::vector<uint8_t> scales_a, scales_b;
-  ASSERT_TRUE(take_all(*direct->scale_handoff, scales_a));
-  ASSERT_TRUE(take_all(*via_floats->scale_handoff, scales_b));
+  ASSERT_TRUE(take_all(*direct->scale_handoff, direct->experts, scales_a));
+  ASSERT_TRUE(take_all(*via_floats->scale_handoff, via_floats->experts, scales_b));
   EXPECT_EQ(scales_a, scales_b);
   EXPECT_GT(a.quantization->relative_error(), 0.05);
 }
@@ -534,8 +578,8 @@ TEST(QuantizedSources, TransposedExpertsQuantizedAsTheyLieEqualTheTransposingPat
   EXPECT_NE(codes_a, std::vector<uint8_t>(codes_a.size(), 0xee));
   EXPECT_EQ(a.quantization->relative_error(), b.quantization->relative_error());
   std::vector<uint8_t> scales_a, scales_b;
-  ASSERT_TRUE(take_all(*direct->scale_handoff, scales_a));
-  ASSERT_TRUE(take_all(*transposing->scale_handoff, scales_b));
+  ASSERT_TRUE(take_all(*direct->scale_handoff, direct->experts, scales_a));
+  ASSERT_TRUE(take_all(*transposing->scale_handoff, transposing->experts, scales_b));
   EXPECT_EQ(scales_a, scales_b);
 }
 
