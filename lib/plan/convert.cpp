@@ -1,6 +1,7 @@
 #include "plan/convert.h"
 
 #include <algorithm>
+#include <chrono>
 #include <deque>
 #include <fstream>
 #include <future>
@@ -286,10 +287,20 @@ Manifest execute_plan(const ConvertPlan& plan, const io::Checkpoint& source, con
   // (they use the files, the buffer pool and the plan) and drops the queued ones.
   WorkerPool workers(plan.options.threads);
   size_t next_unit = 0;
+  const auto all_done = [&pending] {
+    return std::all_of(pending.begin(), pending.end(), [](const std::future<UnitOutput>& f) {
+      return f.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+    });
+  };
   auto launch_more = [&] {
     while (next_unit < units.size() && pending.size() < in_flight) {
       const Unit& u = units[next_unit];
       const TensorJob& job = plan.jobs[u.job];
+      // A unit that may use what earlier units hand over (the scales their quantizing pass kept)
+      // starts once they are done: started beside the last of them, it found some experts'
+      // scales not handed over yet and recomputed them from the source (DeepSeek's w13 and w2
+      // scales, every time, eleventh session).
+      if (job.canonical.use_assembled && !all_done()) return;
       const io::ByteView src = sources[u.job];
       io::ShardFile* file = files[u.shard].get();
       pending.push_back(workers.submit([&plan, &job, u, src, file, &pool] {
