@@ -7,7 +7,8 @@ namespace moeprep {
 
 // XXH3-128 of tensor bytes, written as 32 lowercase hex digits (high 64 bits first, the
 // canonical big-endian form xxhsum prints). Runs the widest vectors the CPU has
-// (core/simd_level.h); the digest is the same on every path.
+// (core/simd_level.h), except that a call of 1 MiB or more, read from memory, runs AVX2's loop
+// where the CPU has AVX-512 (hash.cpp says why); the digest is the same on every path.
 class Xxh3Hasher {
  public:
   Xxh3Hasher();
