@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/hash.h"
+#include "core/hash_variant.h"
 #include "core/uninitialized_bytes.h"
 #include "core/simd_level.h"
 #include "formats/bf16.h"
@@ -179,6 +180,36 @@ void BM_Xxh3(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * s.rows * kCols * 2);
 }
 
+// Each XXH3 loop over 256 MiB (past any cache) at a 64-byte aligned start and 8 bytes past one
+// (safetensors puts tensors anywhere): why calls of 1 MiB or more take AVX2's loop where the CPU
+// has AVX-512 (core/hash.cpp). Arguments: level, offset. On the device host's Xeon every loop
+// reads 6.8-7.6 GB/s (memory-bound, bench/RESULTS.md); on the dev VM's EPYC this buffer read
+// 3.6-15 GB/s from run to run at every level (its guest memory is slow to stream at times),
+// where a standalone 1 GiB test read AVX2 24-31 GB/s, AVX-512 16-24.
+void BM_Xxh3LoopFromMemory(benchmark::State& state) {
+  const auto level = static_cast<SimdLevel>(state.range(0));
+  if (level > cpu_simd_level()) {
+    state.SkipWithError("this CPU lacks the SIMD level");
+    return;
+  }
+  constexpr size_t kBytes = size_t{256} << 20;
+  static const UninitializedBytes input = [] {
+    UninitializedBytes b;
+    b.resize_discarding(kBytes + 64);
+    for (size_t i = 0; i < b.size(); ++i) b.data()[i] = static_cast<uint8_t>(i * 131 + (i >> 13));
+    return b;
+  }();
+  const xxh3_variant::Functions& loop =
+#if defined(MOEPREP_X86_SIMD)
+      level == SimdLevel::Avx512 ? xxh3_variant::avx512() : level == SimdLevel::Avx2 ? xxh3_variant::avx2() :
+#endif
+                                                                                     xxh3_variant::baseline();
+  const uint8_t* start = input.data() + state.range(1);
+  for (auto _ : state) benchmark::DoNotOptimize(loop.oneshot(start, kBytes));
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kBytes));
+  state.SetLabel(std::string(simd_level_name(level)) + (state.range(1) % 64 == 0 ? ", aligned" : ", unaligned"));
+}
+
 void BM_QuantizeMxfp4F32(benchmark::State& state) {
   if (!use_level(state)) return;
   const Data& d = data();
@@ -343,6 +374,7 @@ MOEPREP_LEVELS_BENCHMARK(BM_QuantizeMxfp4Bf16MeasuredTiledHashed);
 MOEPREP_LEVELS_BENCHMARK(BM_QuantizeMxfp4Bf16MeasuredTiledHashedInL2);
 MOEPREP_LEVELS_BENCHMARK(BM_Mxfp4BlockScalesBf16);
 MOEPREP_LEVELS_BENCHMARK(BM_Xxh3);
+BENCHMARK(BM_Xxh3LoopFromMemory)->ArgsProduct({{0, 1, 2}, {0, 8}})->Unit(benchmark::kMillisecond)->UseRealTime();
 MOEPREP_LEVELS_BENCHMARK(BM_QuantizeMxfp4F32);
 MOEPREP_THROUGHPUT_BENCHMARK(BM_DequantizeMxfp4);
 MOEPREP_THROUGHPUT_BENCHMARK(BM_Fp8BlockDequant);
