@@ -57,6 +57,8 @@ uint8_t* ScaleHandoff::slot(int64_t expert, int64_t experts, size_t per) {
   } else if (kept_[static_cast<size_t>(expert)] == kInUse) {
     throw_internal("scale hand-off: expert " + std::to_string(expert) + "'s slot asked for while its scales are in use");
   }
+  forget(expert);  // about to be overwritten
+  kept_[static_cast<size_t>(expert)] = kWriting;
   ++writing_;
   return buffer_.data() + static_cast<size_t>(expert) * per;
 }
@@ -65,7 +67,7 @@ void ScaleHandoff::put(int64_t expert) {
   std::lock_guard<std::mutex> lock(mutex_);
   --writing_;
   Slot& kept = kept_.at(static_cast<size_t>(expert));
-  if (kept == kNone) ++kept_count_;
+  if (kept != kKept) ++kept_count_;
   kept = kKept;
 }
 
@@ -114,7 +116,7 @@ bool ScaleHandoff::use_range(int64_t first, int64_t count,
 
 void ScaleHandoff::forget(int64_t expert) {
   Slot& kept = kept_.at(static_cast<size_t>(expert));
-  if (kept != kNone) --kept_count_;
+  if (kept == kKept || kept == kInUse) --kept_count_;
   kept = kNone;
 }
 

@@ -101,7 +101,9 @@ class ScaleHandoff {
   bool use_range(int64_t first, int64_t count, const std::function<void(const uint8_t* bytes, size_t size)>& use);
 
  private:
-  enum Slot : uint8_t { kNone, kKept, kInUse };  // kInUse: lent to use_range, still counted as kept
+  // kWriting: between slot() and put() (an earlier pass's scales there are no longer kept);
+  // kInUse: lent to use_range, still counted as kept.
+  enum Slot : uint8_t { kNone, kWriting, kKept, kInUse };
   // With mutex_ held: expert e's scales no longer kept (whether or not they were).
   void forget(int64_t expert);
   void release_if_unused();  // with mutex_ held

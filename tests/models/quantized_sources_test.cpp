@@ -301,8 +301,13 @@ TEST(QuantizedSources, ScaleHandOffLendsARangeOnceAndForgetsItEvenWhenItsUseThro
   std::vector<uint8_t> got;
   ASSERT_TRUE(h.use_range(2, 1, [&](const uint8_t* bytes, size_t size) { got.assign(bytes, bytes + size); }));
   EXPECT_EQ(got, std::vector<uint8_t>{42});
+  // Expert 0 written again: its earlier scales are not lent or taken while the pass runs.
+  h.slot(0, 4, 1)[0] = 50;
+  EXPECT_FALSE(h.use_range(0, 1, fail));
+  EXPECT_FALSE(h.take(0, &one, 1));
+  h.put(0);
   ASSERT_TRUE(h.take(0, &one, 1));  // the buffer outlived the ranges lent before
-  EXPECT_EQ(one, 40);
+  EXPECT_EQ(one, 50);
 }
 
 TEST(QuantizedSources, ExpertsReadPieceByPieceQuantizeAsOneCallOverTheWholeExpert) {
