@@ -6,6 +6,21 @@
 
 namespace moeprep::models {
 
+void check_counts_fit_checkpoint(const io::Checkpoint& c, const ModelInfo& info, int64_t extra_layers,
+                                 bool per_expert_tensors, const std::string& config_path) {
+  uint64_t tensors = 0;
+  for (const auto& shard : c.shards()) tensors += shard->tensors().size();
+  const auto more_than = [&](uint64_t n, const char* what) {
+    throw_bad_input(config_path + ": " + std::to_string(n) + " " + what + ", more than the " + std::to_string(tensors) +
+                    " tensors the checkpoint holds (every one has tensors of its own)");
+  };
+  const uint64_t layers = static_cast<uint64_t>(std::max<int64_t>(info.layers, 0));
+  const uint64_t extra = static_cast<uint64_t>(std::max<int64_t>(extra_layers, 0));
+  if (layers > tensors || extra > tensors - layers) more_than(layers + extra, "layers");
+  if (per_expert_tensors && static_cast<uint64_t>(std::max<int64_t>(info.experts, 0)) > tensors)
+    more_than(static_cast<uint64_t>(info.experts), "experts");
+}
+
 void expect_tensor(const io::Checkpoint& c, const std::string& name, Dtype dtype, const Shape& shape,
                    const std::string& why) {
   const io::LocatedTensor* t = c.try_find(name);

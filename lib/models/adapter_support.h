@@ -5,8 +5,16 @@
 #include <vector>
 
 #include "io/checkpoint.h"
+#include "models/model_info.h"
 
 namespace moeprep::models {
+
+// Refuses counts from config.json that no checkpoint of this one's size holds, before anything
+// is walked or allocated by them (a fuzzed config's 2^53 layers ran convert out of memory):
+// every layer, `extra_layers` included (DeepSeek's prediction layers), has tensors of its own,
+// and so has every expert where `per_expert_tensors`.
+void check_counts_fit_checkpoint(const io::Checkpoint& c, const ModelInfo& info, int64_t extra_layers,
+                                 bool per_expert_tensors, const std::string& config_path);
 
 // Throws BadInput naming the file and tensor unless `name` exists with this dtype and shape.
 void expect_tensor(const io::Checkpoint& c, const std::string& name, Dtype dtype, const Shape& shape,

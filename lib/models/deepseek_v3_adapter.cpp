@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "models/activation_config.h"
+#include "models/adapter_support.h"
 #include "models/config_reader.h"
 #include "models/gated_moe_adapter.h"
 #include "models/grouped_router_config.h"
@@ -55,6 +56,7 @@ std::unique_ptr<ModelAdapter> make_deepseek_v3_adapter(const io::Checkpoint& c, 
   const int64_t first_moe = cfg.int_or("first_k_dense_replace", 0);
   const int64_t freq = cfg.has("moe_layer_freq") ? cfg.positive_int({"moe_layer_freq"}) : 1;
   const int64_t nextn = cfg.int_or("num_nextn_predict_layers", 0);
+  check_counts_fit_checkpoint(c, f.info, nextn, true, config_path);
   for (int64_t l = 0; l < f.info.layers + nextn; ++l) {
     if (l < first_moe || l % freq != 0) continue;
     // Exports often drop the prediction layers; only those present are converted.

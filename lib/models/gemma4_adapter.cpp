@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "models/activation_config.h"
+#include "models/adapter_support.h"
 #include "models/config_reader.h"
 #include "models/gated_moe_adapter.h"
 
@@ -22,6 +23,7 @@ std::unique_ptr<ModelAdapter> make_gemma4_adapter(const io::Checkpoint& c, const
   // Gemma4TextConfig names it hidden_activation, default "gelu_pytorch_tanh".
   f.info.activation.kind = read_gated_activation(cfg, "hidden_activation", "gelu_pytorch_tanh", f.label);
   check_moe_info(f.info, config_path);
+  check_counts_fit_checkpoint(c, f.info, 0, false, config_path);
   for (int64_t l = 0; l < f.info.layers; ++l) f.moe_layers.push_back(l);
 
   // The multimodal model keeps its text stack under model.language_model.

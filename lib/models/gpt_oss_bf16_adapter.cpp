@@ -1,5 +1,6 @@
 #include "models/gpt_oss_bf16_adapter.h"
 
+#include "models/adapter_support.h"
 #include "models/gated_moe_adapter.h"
 #include "models/gpt_oss.h"
 
@@ -15,6 +16,7 @@ std::unique_ptr<ModelAdapter> make_gpt_oss_bf16_adapter(const io::Checkpoint& c,
   f.family = gpt_oss::kModelType;
   f.label = "GPT-OSS BF16";
   f.info = gpt_oss::read_config(c.config(), config_path);
+  check_counts_fit_checkpoint(c, f.info, 0, false, config_path);
   for (int64_t l = 0; l < f.info.layers; ++l) f.moe_layers.push_back(l);
   f.layers_prefix = "model.layers.";
   f.experts_infix = "mlp.experts.";

@@ -1,6 +1,7 @@
 #include "models/mixtral_adapter.h"
 
 #include "models/activation_config.h"
+#include "models/adapter_support.h"
 #include "models/config_reader.h"
 #include "models/gated_moe_adapter.h"
 
@@ -15,6 +16,7 @@ std::unique_ptr<ModelAdapter> make_mixtral_adapter(const io::Checkpoint& c, cons
   // MixtralConfig defaults hidden_act to "silu".
   f.info.activation.kind = read_gated_activation(cfg, "hidden_act", "silu", f.label);
   check_moe_info(f.info, config_path);
+  check_counts_fit_checkpoint(c, f.info, 0, true, config_path);
   for (int64_t l = 0; l < f.info.layers; ++l) f.moe_layers.push_back(l);
 
   f.layers_prefix = "model.layers.";

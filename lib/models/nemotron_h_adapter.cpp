@@ -76,6 +76,7 @@ std::unique_ptr<ModelAdapter> make_nemotron_h_adapter(const io::Checkpoint& c, c
   f.info.router = read_sigmoid_grouped_router(cfg);  // NemotronHConfig's defaults match
   f.info.activation.kind = read_non_gated_activation(cfg, "mlp_hidden_act", "relu2", f.label);
   check_moe_info(f.info, config_path);
+  check_counts_fit_checkpoint(c, f.info, 0, true, config_path);
   refuse_experts_outside_backbone(c);
   for (int64_t l = 0; l < f.info.layers; ++l)
     if (moe[static_cast<size_t>(l)]) f.moe_layers.push_back(l);

@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "models/activation_config.h"
+#include "models/adapter_support.h"
 #include "models/config_reader.h"
 #include "models/gated_moe_adapter.h"
 
@@ -22,6 +23,7 @@ std::unique_ptr<ModelAdapter> make_qwen_moe_adapter(const io::Checkpoint& c, con
   // Qwen2MoeConfig and Qwen3MoeConfig default hidden_act to "silu".
   f.info.activation.kind = read_gated_activation(cfg, "hidden_act", "silu", f.label);
   check_moe_info(f.info, config_path);
+  check_counts_fit_checkpoint(c, f.info, 0, true, config_path);
 
   const int64_t step = cfg.has("decoder_sparse_step") ? cfg.positive_int({"decoder_sparse_step"}) : 1;
   const std::vector<int64_t> dense = cfg.int_list("mlp_only_layers");

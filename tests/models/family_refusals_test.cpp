@@ -40,6 +40,43 @@ TEST(FamilyRefusals, UnknownTensorInsideAnExpertBlockIsRejected) {
   }
 }
 
+TEST(FamilyRefusals, CountsNoCheckpointOfItsSizeHoldsAreRefusedBeforeAnythingIsAllocated) {
+  // A fuzzed config.json's 2^53 + 1 layers ran convert out of memory: every layer (and, for
+  // per-expert tensors, every expert) has tensors of its own, so larger counts are refused.
+  const int64_t huge = (int64_t{1} << 53) + 1;
+  const struct {
+    const char* family;
+    const char* key;
+    const char* what;
+  } cases[] = {
+      {"qwen3_moe", "num_hidden_layers", "layers"},      {"mixtral", "num_hidden_layers", "layers"},
+      {"deepseek_v3", "num_hidden_layers", "layers"},    {"deepseek_v3", "num_nextn_predict_layers", "layers"},
+      {"gpt_oss_bf16", "num_hidden_layers", "layers"},   {"qwen3_moe", "num_experts", "experts"},
+      {"mixtral", "num_local_experts", "experts"},       {"deepseek_v3", "n_routed_experts", "experts"},
+      {"nemotron_h", "n_routed_experts", "experts"},
+  };
+  for (const auto& c : cases) {
+    TempDir dir;
+    const fs::path src = make_family(dir, c.family);
+    const int64_t value = std::string(c.key) == "n_routed_experts" ? int64_t{1} << 53 : huge;  // grouped: whole groups
+    edit_config(src, [&](auto& j) { j[c.key] = value; });
+    const std::string msg = plan_error(src);
+    EXPECT_NE(msg.find(std::string(" ") + c.what + ", more than the "), std::string::npos)
+        << c.family << " " << c.key << ": " << msg;
+    EXPECT_NE(msg.find("tensors the checkpoint holds"), std::string::npos) << c.family << " " << c.key << ": " << msg;
+    EXPECT_NE(msg.find("config.json"), std::string::npos) << c.family << " " << c.key << ": " << msg;
+  }
+  {
+    // Gemma4's counts sit in text_config.
+    TempDir dir;
+    const fs::path src = make_family(dir, "gemma4");
+    edit_config(src, [&](auto& j) {
+      (j.contains("text_config") ? j["text_config"] : j)["num_hidden_layers"] = huge;
+    });
+    EXPECT_NE(plan_error(src).find(" layers, more than the "), std::string::npos) << plan_error(src);
+  }
+}
+
 TEST(FamilyRefusals, ExpertsInALayerTheConfigMakesDenseAreRejected) {
   TempDir dir;
   const fs::path src = make_family(dir, "qwen3_moe");
