@@ -171,6 +171,14 @@ struct StripeHash {
   int64_t first_stripe = 0, hashed = 0;
 };
 
+// The source 4 KiB ahead of the block being quantized is asked for (prefetcht0), a line per
+// block. On the device host's Xeon the loop waited on memory without it: its hardware
+// prefetchers stop at each 4 KiB page and keep few lines in flight for one core. Paired medians
+// of 5-7 converts pinned to 2 cores (twelfth session): Qwen3 0.348 -> 0.293 s wall and 0.617 ->
+// 0.485 s CPU, Mixtral 0.409 -> 0.283 and 0.729 -> 0.468; 8 and 16 KiB ahead the same within the
+// spread. The dev VM's EPYC gained 0.01 s CPU (2-3%).
+constexpr int64_t kPrefetchBytes = 4096;
+
 template <bool kMeasure, bool kHash = false>
 int64_t quantize_bf16_rows(const uint16_t* src, int64_t rows, int64_t k, const Mxfp4CodeLayout& codes,
                            uint8_t* scales, Sums* sums, const StripeHash& stripes = {}) {
@@ -221,6 +229,8 @@ int64_t quantize_bf16_rows(const uint16_t* src, int64_t rows, int64_t k, const M
       amax_next = amax_after;
       amax_after = block_max(blk + 2);
       const __m512i x = _mm512_loadu_si512(src + blk * kBlock);
+      // Past the source's end the hint is harmless (a prefetch never faults).
+      _mm_prefetch(reinterpret_cast<const char*>(src + blk * kBlock) + kPrefetchBytes, _MM_HINT_T0);
       if (kHash && blk < hashed) {
         hash_acc = xxh3_accumulate_product(hash_acc, x, key);
         hash_data = _mm512_add_epi64(hash_data, x);
