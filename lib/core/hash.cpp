@@ -1,5 +1,6 @@
 #include "core/hash.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <new>
@@ -39,6 +40,20 @@ std::string to_hex(xxh3_variant::Digest h) {
   std::snprintf(buf, sizeof buf, "%016llx%016llx", static_cast<unsigned long long>(h.high),
                 static_cast<unsigned long long>(h.low));
   return buf;
+}
+
+// The end of XXH3_hashLong_128b with the default secret: the last stripe's terms added to a copy
+// of the accumulators, which are merged into the two halves.
+std::string long_digest(const uint64_t* accumulators, uint64_t length, const void* last_stripe) {
+  alignas(64) uint64_t acc[8];
+  std::memcpy(acc, accumulators, sizeof acc);
+  XXH3_accumulate_512_scalar(acc, last_stripe,
+                             XXH3_kSecret + sizeof(XXH3_kSecret) - XXH_STRIPE_LEN - XXH_SECRET_LASTACC_START);
+  xxh3_variant::Digest d;
+  d.low = XXH3_mergeAccs(acc, XXH3_kSecret + XXH_SECRET_MERGEACCS_START, length * XXH_PRIME64_1);
+  d.high = XXH3_mergeAccs(acc, XXH3_kSecret + sizeof(XXH3_kSecret) - sizeof(acc) - XXH_SECRET_MERGEACCS_START,
+                          ~(length * XXH_PRIME64_2));
+  return to_hex(d);
 }
 
 }  // namespace
@@ -95,15 +110,42 @@ void Xxh3StripeHash::accumulate(const void* data, int64_t first, int64_t count) 
 }
 
 std::string Xxh3StripeHash::hex_digest(const void* last_stripe) const {
-  alignas(64) uint64_t acc[8];
-  std::memcpy(acc, acc_, sizeof acc);
-  XXH3_accumulate_512_scalar(acc, last_stripe,
-                             XXH3_kSecret + sizeof(XXH3_kSecret) - XXH_STRIPE_LEN - XXH_SECRET_LASTACC_START);
-  xxh3_variant::Digest d;
-  d.low = XXH3_mergeAccs(acc, XXH3_kSecret + XXH_SECRET_MERGEACCS_START, length_ * XXH_PRIME64_1);
-  d.high = XXH3_mergeAccs(acc, XXH3_kSecret + sizeof(XXH3_kSecret) - sizeof(acc) - XXH_SECRET_MERGEACCS_START,
-                          ~(length_ * XXH_PRIME64_2));
-  return to_hex(d);
+  return long_digest(acc_, length_, last_stripe);
+}
+
+// XXH3_hashLong_internal_loop of xxhash.h with the default secret (192 bytes: 16 stripes a
+// block), cut at its blocks.
+void Xxh3BlockFold::block_sums(uint64_t length, const void* data, uint64_t first, uint64_t count, uint64_t* out) {
+  if (!fits(length) || first + count > blocks(length) || first + count < first)
+    throw_internal("Xxh3BlockFold: blocks [" + std::to_string(first) + ", " + std::to_string(first + count) + ") of " +
+                   std::to_string(length) + " bytes");
+  if (count == 0) return;
+  // Regular stripes: all but the last, which hex_digest takes (XXH3 counts (length - 1) / 64).
+  const uint64_t regular = (length - 1) / XXH_STRIPE_LEN;
+  const uint64_t stripes = std::min(regular, (first + count) * 16) - std::min(regular, first * 16);
+  functions().block_sums(data, static_cast<size_t>(count), static_cast<size_t>(stripes), out);
+}
+
+Xxh3BlockFold::Xxh3BlockFold(uint64_t length) : acc_ XXH3_INIT_ACC, length_(length) {
+  if (!fits(length)) throw_internal("Xxh3BlockFold: " + std::to_string(length) + " bytes");
+}
+
+void Xxh3BlockFold::fold(const uint64_t* sums, uint64_t count) {
+  const uint64_t all = blocks(length_);
+  if (folded_ + count > all)
+    throw_internal("Xxh3BlockFold: " + std::to_string(folded_ + count) + " blocks folded of " + std::to_string(all));
+  for (uint64_t b = 0; b < count; ++b, sums += 8) {
+    for (int i = 0; i < 8; ++i) acc_[i] += sums[i];
+    // Every block but the last is scrambled (the last is the partial one, even when whole).
+    if (++folded_ < all) XXH3_scrambleAcc_scalar(acc_, XXH3_kSecret + sizeof(XXH3_kSecret) - XXH_STRIPE_LEN);
+  }
+}
+
+std::string Xxh3BlockFold::hex_digest(const void* last_stripe) const {
+  if (folded_ != blocks(length_))
+    throw_internal("Xxh3BlockFold: digest after " + std::to_string(folded_) + " of " + std::to_string(blocks(length_)) +
+                   " blocks");
+  return long_digest(acc_, length_, last_stripe);
 }
 
 }  // namespace moeprep

@@ -48,4 +48,33 @@ class Xxh3StripeHash {
   uint64_t length_;
 };
 
+// The XXH3-128 of xxh3_128_hex for an input hashed in 1 KiB blocks computed in any order and on
+// any thread, then put together in order. XXH3 adds one term per 64-byte stripe into its
+// accumulators and scrambles them after each block of 16 stripes, so a block's terms sum on
+// their own (block_sums, from accumulators at zero) and fold() applies the scrambles in order.
+// A worker that just read a piece of a tensor hashes it while it is in its cache, instead of the
+// thread that needs the digest in order reading it from memory later. For lengths that fit():
+// over 240 bytes (shorter inputs take XXH3's other algorithms).
+class Xxh3BlockFold {
+ public:
+  static constexpr uint64_t kBlockBytes = 1024;
+  static bool fits(uint64_t length) { return length > 240; }
+  // Blocks of an input of `length` bytes: the last may be partial; it takes no last stripe,
+  // which hex_digest adds.
+  static uint64_t blocks(uint64_t length) { return (length - 1) / kBlockBytes + 1; }
+  // The sums of blocks [first, first + count) of an input of `length` bytes, block `first` at
+  // `data`: 8 words a block into `out`. Runs the widest vectors the CPU has.
+  static void block_sums(uint64_t length, const void* data, uint64_t first, uint64_t count, uint64_t* out);
+  explicit Xxh3BlockFold(uint64_t length);
+  // The next `count` blocks' sums, in order.
+  void fold(const uint64_t* sums, uint64_t count);
+  uint64_t folded() const { return folded_; }
+  // With every block folded: the digest, given the input's last 64 bytes.
+  std::string hex_digest(const void* last_stripe) const;
+
+ private:
+  alignas(64) uint64_t acc_[8];
+  uint64_t length_, folded_ = 0;
+};
+
 }  // namespace moeprep

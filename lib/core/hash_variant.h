@@ -18,6 +18,10 @@ struct Functions {
   void (*update)(void* state, const void* data, size_t size);
   Digest (*digest)(const void* state);
   Digest (*oneshot)(const void* data, size_t size);
+  // XXH3's accumulator terms of the first `stripes` stripes from data, summed from zero a block
+  // of 16 stripes at a time: 8 words for each of `blocks` blocks into out (blocks past the
+  // stripes sum to zero).
+  void (*block_sums)(const void* data, size_t blocks, size_t stripes, uint64_t* out);
 };
 
 const Functions& baseline();

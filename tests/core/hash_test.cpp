@@ -122,3 +122,41 @@ TEST(Xxh3, StripesAccumulatedInAnyPiecesGiveTheDigestOfTheBytes) {
   Xxh3StripeHash h(256);
   EXPECT_THROW(h.accumulate(data.data(), 2, 2), Error);  // past the regular stripes
 }
+
+TEST(Xxh3, BlockSumsComputedInAnyOrderAndFoldedInOrderGiveTheDigestOfTheBytes) {
+  // Lengths from the first that fits past three blocks: whole blocks (the last block's last
+  // stripe is the input's last), partial ones, lengths not a multiple of 64 (the last stripe
+  // overlaps the one before); blocks summed back to front in pieces of 1 to 3, at every SIMD
+  // level this CPU runs, and folded in pieces of 1 to 2.
+  const std::vector<uint8_t> data = random_bytes(3 * 1024 + 200, 12);
+  const SimdLevel before = simd_level();
+  for (SimdLevel level : {SimdLevel::Baseline, SimdLevel::Avx2, SimdLevel::Avx512}) {
+    cap_simd_level(level);
+    for (uint64_t length = 241; length <= data.size(); length += length < 1100 ? 1 : 37) {
+      ASSERT_TRUE(Xxh3BlockFold::fits(length));
+      const uint64_t blocks = Xxh3BlockFold::blocks(length);
+      ASSERT_EQ(blocks, (length - 1) / 1024 + 1);
+      std::vector<uint64_t> sums(blocks * 8, 0xdeadbeef);
+      for (uint64_t end = blocks, piece = 1; end > 0; end -= std::min(piece, end), piece = piece % 3 + 1) {
+        const uint64_t first = end - std::min(piece, end);
+        Xxh3BlockFold::block_sums(length, data.data() + first * 1024, first, end - first, sums.data() + first * 8);
+      }
+      Xxh3BlockFold h(length);
+      for (uint64_t b = 0; b < blocks; b += 2) h.fold(sums.data() + b * 8, std::min<uint64_t>(2, blocks - b));
+      EXPECT_EQ(h.folded(), blocks);
+      ASSERT_EQ(h.hex_digest(data.data() + length - 64), xxh3_128_hex(data.data(), length))
+          << length << " at " << simd_level_name(simd_level());
+    }
+  }
+  cap_simd_level(before);
+  EXPECT_FALSE(Xxh3BlockFold::fits(240));
+  EXPECT_THROW(Xxh3BlockFold(240), Error);
+  uint64_t sums[16];
+  EXPECT_THROW(Xxh3BlockFold::block_sums(2048, data.data(), 1, 2, sums), Error);  // past the last block
+  Xxh3BlockFold h(2048);
+  EXPECT_THROW(h.hex_digest(data.data() + 2048 - 64), Error);  // nothing folded yet
+  Xxh3BlockFold::block_sums(2048, data.data(), 0, 2, sums);
+  EXPECT_THROW(h.fold(sums, 3), Error);
+  h.fold(sums, 2);
+  EXPECT_EQ(h.hex_digest(data.data() + 2048 - 64), xxh3_128_hex(data.data(), 2048));
+}
