@@ -77,4 +77,32 @@ class Xxh3BlockFold {
   uint64_t length_, folded_ = 0;
 };
 
+// Xxh3BlockFold's block sums made by a reader that goes over a piece of the input 64 bytes at a
+// time anyway, as Xxh3StripeHash's reader does (the MXFP4 quantizer), so that a tensor read by
+// several workers, each its own piece, is hashed without a pass of its own. The piece is blocks
+// [first_block, first_block + blocks) of an input of `length` bytes (Xxh3BlockFold::fits), whose
+// sums go to `out`, 8 words a block. The reader accumulates the piece's stripes 0 ..
+// regular_stripes() - 1 in order into accumulators(), stripe s with the key at
+// Xxh3StripeHash::secret() + (s % 16) * 8, and after each stripe s with s % 16 == 15 stores them
+// to block_out(s) and zeroes them (no scramble: Xxh3BlockFold::fold applies it). finish() then
+// stores the partial last block.
+class Xxh3PieceSums {
+ public:
+  Xxh3PieceSums(uint64_t length, uint64_t first_block, uint64_t blocks, uint64_t* out);
+  int64_t regular_stripes() const { return regular_; }
+  uint64_t* accumulators() { return acc_; }  // 8, 64-byte aligned
+  uint64_t* block_out(int64_t stripe) { return out_ + stripe / 16 * 8; }
+  // Portable: `count` stripes of the piece from stripe `first`, whose bytes are at `data`.
+  void accumulate(const void* data, int64_t first, int64_t count);
+  // With every regular stripe accumulated: the sums of the blocks no 16th stripe stored (the
+  // input's last block, partial or without stripes).
+  void finish();
+
+ private:
+  alignas(64) uint64_t acc_[8] = {};
+  uint64_t* out_;
+  uint64_t blocks_;
+  int64_t regular_;
+};
+
 }  // namespace moeprep

@@ -5,6 +5,7 @@
 namespace moeprep {
 
 class Xxh3StripeHash;  // core/hash.h
+class Xxh3PieceSums;
 
 // MXFP4 quantization following the conversion the OCP Microscaling Formats (MX) v1.0
 // specification recommends for FP32 input:
@@ -83,6 +84,12 @@ void quantize_mxfp4_rows_bf16_measured(const uint16_t* src, int64_t rows, int64_
 void quantize_mxfp4_rows_bf16_measured(const uint16_t* src, int64_t rows, int64_t k, const Mxfp4CodeLayout& codes,
                                        uint8_t* scales, const std::string& context, Mxfp4ErrorSums& sums,
                                        Xxh3StripeHash& hash, int64_t first_stripe);
+// The same for a piece of a tensor that other calls, on other threads, hash too: its stripes
+// from first_stripe (counted from the piece's start) summed block by block into `hash`
+// (Xxh3PieceSums), which Xxh3BlockFold puts together with the other pieces' in order.
+void quantize_mxfp4_rows_bf16_measured(const uint16_t* src, int64_t rows, int64_t k, const Mxfp4CodeLayout& codes,
+                                       uint8_t* scales, const std::string& context, Mxfp4ErrorSums& sums,
+                                       Xxh3PieceSums& hash, int64_t first_stripe);
 bool mxfp4_quantizer_hashes_in_pass();
 
 // The error of codes and scales that quantize_mxfp4_rows(_bf16) wrote for `src`, measured in

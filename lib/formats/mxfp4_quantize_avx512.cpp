@@ -169,6 +169,7 @@ const uint8_t* aligned_secret() {
 struct StripeHash {
   uint64_t* acc = nullptr;
   int64_t first_stripe = 0, hashed = 0;
+  uint64_t* block_out = nullptr;  // Xxh3PieceSums' blocks, or null for XXH3's scramble
 };
 
 // The source 4 KiB ahead of the block being quantized is asked for (prefetcht0), a line per
@@ -206,8 +207,9 @@ int64_t quantize_bf16_rows(const uint16_t* src, int64_t rows, int64_t k, const M
     hash_acc = _mm512_add_epi64(hash_acc, swapped);
     hash_data = _mm512_setzero_si512();
   };
-  // A local, as the strides above.
+  // Locals, as the strides above.
   const int64_t hashed = stripes.hashed;
+  uint64_t* block_out = stripes.block_out;
   for (int64_t r = 0; r < rows; ++r) {
     if (kMeasure) row_sums.clear();
     uint8_t* const code_row = codes.data + r * row_stride;
@@ -237,7 +239,13 @@ int64_t quantize_bf16_rows(const uint16_t* src, int64_t rows, int64_t k, const M
         key += 8;
         if (__builtin_expect(reinterpret_cast<uintptr_t>(key) % 128 == 0, 0)) {
           fold_hash_data();
-          hash_acc = xxh3_scramble(hash_acc, key);
+          if (block_out) {
+            _mm512_storeu_si512(block_out, hash_acc);
+            block_out += 8;
+            hash_acc = _mm512_setzero_si512();
+          } else {
+            hash_acc = xxh3_scramble(hash_acc, key);
+          }
           key -= 128;
         }
       }
@@ -318,8 +326,10 @@ int64_t quantize_bf16(const uint16_t* src, int64_t rows, int64_t k, const Mxfp4C
 }
 
 int64_t quantize_bf16_hashed(const uint16_t* src, int64_t rows, int64_t k, const Mxfp4CodeLayout& codes,
-                             uint8_t* scales, Sums* sums, uint64_t* acc, int64_t first_stripe, int64_t hashed) {
-  return quantize_bf16_rows<true, true>(src, rows, k, codes, scales, sums, StripeHash{acc, first_stripe, hashed});
+                             uint8_t* scales, Sums* sums, uint64_t* acc, int64_t first_stripe, int64_t hashed,
+                             uint64_t* block_out) {
+  return quantize_bf16_rows<true, true>(src, rows, k, codes, scales, sums,
+                                        StripeHash{acc, first_stripe, hashed, block_out});
 }
 
 template <bool kMeasure>

@@ -95,9 +95,12 @@ struct Kernels {
   int64_t (*scales_f32)(const float* src, int64_t rows, int64_t k, uint8_t* scales);
   // quantize_bf16 with sums that also accumulates its first `hashed` blocks as XXH3 stripes
   // first_stripe, first_stripe + 1, ... into `acc` (core/hash.h, Xxh3StripeHash): a block is
-  // the 64 bytes the loop loads anyway. Null where a level has no such loop.
+  // the 64 bytes the loop loads anyway. With block_out null, the accumulators are scrambled after
+  // each 16th stripe, as XXH3 does; else they are stored to block_out, the next 8 words, and
+  // zeroed there instead (Xxh3PieceSums). Null where a level has no such loop.
   int64_t (*quantize_bf16_hashed)(const uint16_t* src, int64_t rows, int64_t k, const Mxfp4CodeLayout& codes,
-                                  uint8_t* scales, Sums* sums, uint64_t* acc, int64_t first_stripe, int64_t hashed);
+                                  uint8_t* scales, Sums* sums, uint64_t* acc, int64_t first_stripe, int64_t hashed,
+                                  uint64_t* block_out);
 };
 
 const Kernels& baseline_kernels();

@@ -20,6 +20,7 @@
 
 #include "core/byte_tensor.h"
 #include "io/checkpoint.h"
+#include "models/expert_block_sums.h"
 #include "models/model_info.h"
 #include "reference/moe.h"
 
@@ -88,6 +89,11 @@ struct CanonicalSource {
   // With count 0 it names the tensors (with empty views): the executor learns them so.
   std::function<std::vector<std::pair<const std::string*, io::ByteView>>(int64_t first, int64_t count)>
       expert_ordered_bytes;
+  // Optional, with expert_ordered_bytes: for one of those tensors, block sums of its XXH3 that
+  // the quantizing pass makes as it reads each expert (models/expert_block_sums.h), or null.
+  // The executor asks for them (want()) before any unit runs, folds a unit's experts once the
+  // unit is done, and so reads the tensor once instead of twice.
+  std::function<std::shared_ptr<ExpertBlockSums>(const std::string& tensor)> ordered_block_sums;
   // Optional, for quantizing sources of MXFP4 blocks: assemble() with the codes written where
   // `to` says instead of into a new tensor (same codes, error, digests), so that the executor
   // can quantize straight into the shuffled output without a copy of the slice in between.

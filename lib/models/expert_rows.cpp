@@ -300,6 +300,7 @@ ExpertRowsPtr sliced_bf16_rows(const io::Checkpoint& c, const std::string& name,
     return std::vector<Bf16Run>{{reinterpret_cast<const uint16_t*>(p), rows, &name}};
   };
   m->expert_ordered_bytes = expert_ordered_bytes_of(c, t, per, m->tensors[0]);
+  if (ExpertBlockSums::usable(per, experts)) m->block_sums = std::make_shared<ExpertBlockSums>(per, experts);
   return m;
 }
 

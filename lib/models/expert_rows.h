@@ -14,6 +14,7 @@
 
 #include "core/uninitialized_bytes.h"
 #include "io/checkpoint.h"
+#include "models/expert_block_sums.h"
 
 namespace moeprep::models {
 
@@ -164,6 +165,9 @@ struct ExpertRows {
   // expert_ordered_bytes).
   std::function<std::vector<std::pair<const std::string*, io::ByteView>>(int64_t first, int64_t count)>
       expert_ordered_bytes;
+  // Optional, with expert_ordered_bytes of one tensor whose expert slices lie row after row:
+  // its XXH3 block sums, made by the quantizing passes as they read each slice.
+  std::shared_ptr<ExpertBlockSums> block_sums;
   // Shared by every canonical source made from these rows.
   std::shared_ptr<TensorDigests> digests = std::make_shared<TensorDigests>();
   std::shared_ptr<ScaleHandoff> scale_handoff = std::make_shared<ScaleHandoff>();

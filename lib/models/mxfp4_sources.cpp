@@ -48,6 +48,13 @@ std::function<std::vector<std::pair<const std::string*, io::ByteView>>(int64_t, 
   return [rows](int64_t first, int64_t count) { return rows->expert_ordered_bytes(first, count); };
 }
 
+std::function<std::shared_ptr<ExpertBlockSums>(const std::string&)> block_sums_lookup(const ExpertRowsPtr& rows) {
+  if (!rows->block_sums) return {};
+  return [rows](const std::string& tensor) {
+    return tensor == rows->tensors.front() ? rows->block_sums : std::shared_ptr<ExpertBlockSums>();
+  };
+}
+
 std::function<std::string(const std::string&)> digest_lookup(const ExpertRowsPtr& rows) {
   if (!rows->expert_tensors || !rows->digests) return {};
   return [digests = rows->digests](const std::string& tensor) { return digests->get(tensor); };
@@ -106,6 +113,7 @@ struct QuantizeScratch {
 struct RunHash {
   Xxh3StripeHash* stripes = nullptr;
   Xxh3Hasher* chunks = nullptr;
+  Xxh3PieceSums* piece = nullptr;  // the run is a piece of a tensor other passes hash too
 };
 
 // Rows [row, row + rows) of the expert's code destination, span by span and at most `most` rows
@@ -136,6 +144,10 @@ void quantize_rows_to(const Source* src, int64_t row, int64_t rows, int64_t k,
       if (hash.stripes) {
         quantize_mxfp4_rows_bf16_measured(src + done * k, n, k, layout, span_scales, context, sums, *hash.stripes,
                                           done * (k / kBlock));
+      } else if (hash.piece) {
+        // The piece is the expert: its stripes count from the expert's first row.
+        quantize_mxfp4_rows_bf16_measured(src + done * k, n, k, layout, span_scales, context, sums, *hash.piece,
+                                          (row + done) * (k / kBlock));
       } else {
         quantize_mxfp4_rows_bf16_measured(src + done * k, n, k, layout, span_scales, context, sums);
       }
@@ -241,13 +253,20 @@ void quantize_expert(const ExpertRows& m, int64_t e, const std::function<CodeRow
     });
   } else {
     const ExpertTensorList own = m.expert_tensors && m.digests ? m.expert_tensors(e) : ExpertTensorList{};
+    // A slice of a tensor holding every expert: summed for its digest as it is quantized.
+    std::optional<Xxh3PieceSums> piece = m.block_sums ? m.block_sums->piece(e) : std::nullopt;
     for_each_bf16_run(m, e, scratch.bf16, label, [&](const Bf16Run& run, int64_t row) {
       if (const std::string* hashed = tensor_hashed_in_pass(m, own, run)) {
         m.digests->put(*hashed, quantize_and_hash_run(run, row, m.cols, to, scales, se));
       } else {
-        quantize_rows_to(run.data, row, run.rows, m.cols, to, scales, *run.name, se);
+        quantize_rows_to(run.data, row, run.rows, m.cols, to, scales, *run.name, se,
+                         RunHash{nullptr, nullptr, piece ? &*piece : nullptr});
       }
     });
+    if (piece) {
+      piece->finish();
+      m.block_sums->done(e);
+    }
   }
   hash_expert_tensors(m, e);  // what the pass did not hash
   if (m.release) m.release(e);
@@ -301,6 +320,7 @@ CanonicalSource mxfp4_blocks_source(ExpertRowsPtr rows) {
   s.quantization = std::make_shared<QuantizationStats>();
   s.source_digest = digest_lookup(rows);
   s.expert_ordered_bytes = ordered_bytes(rows);
+  s.ordered_block_sums = block_sums_lookup(rows);
   auto stats = s.quantization;
   s.assemble = [rows, stats](int64_t first, int64_t count) {
     const ExpertRows& m = *rows;
@@ -335,6 +355,7 @@ CanonicalSource mxfp4_scales_source(ExpertRowsPtr rows) {
   s.transform = quantize_transform_name(*rows);
   s.source_digest = digest_lookup(rows);
   s.expert_ordered_bytes = ordered_bytes(rows);
+  s.ordered_block_sums = block_sums_lookup(rows);
   s.use_assembled = [rows](int64_t first, int64_t count, const std::function<void(const uint8_t*, size_t)>& use) {
     return use_handed_over_scales(*rows, first, count, use);
   };

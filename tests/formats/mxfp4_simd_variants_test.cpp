@@ -351,3 +351,45 @@ TEST(Mxfp4SimdVariants, RowsHashedWhileQuantizedGiveTheirDigestAndTheSameCodes) 
     });
   }
 }
+
+TEST(Mxfp4SimdVariants, ExpertSlicesSummedWhileQuantizedFoldToTheirTensorsDigest) {
+  // A tensor of 3 expert slices of whole 1 KiB blocks (4 x 128, 16 x 352 and 2 x 2048 bf16
+  // values a slice), each quantized on its own, last first, in calls of 1 to 3 rows that sum
+  // its XXH3 blocks on the way (Xxh3PieceSums): folded in order, the tensor's digest (its last
+  // stripe left to hex_digest), and the codes, scales and sums of the plain quantizer.
+  std::mt19937 rng(6);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  for (const auto& shape : std::vector<std::pair<int64_t, int64_t>>{{4, 128}, {16, 352}, {2, 2048}}) {
+    const int64_t rows = shape.first, k = shape.second, experts = 3, per = rows * k;
+    std::vector<uint16_t> src(static_cast<size_t>(experts * per));
+    for (auto& v : src) v = float_to_bf16(normal(rng));
+    const uint64_t length = src.size() * 2;
+    const std::string want = xxh3_128_hex(src.data(), length);
+    for_each_simd_level([&](SimdLevel) {
+      std::vector<uint8_t> codes(src.size() / 2), scales(src.size() / 32), plain_codes(codes), plain_scales(scales);
+      Mxfp4ErrorSums sums, plain;
+      quantize_mxfp4_rows_bf16_measured(src.data(), experts * rows, k, plain_codes.data(), plain_scales.data(), "w",
+                                        plain);
+      const uint64_t blocks_per = static_cast<uint64_t>(per) * 2 / 1024;
+      std::vector<uint64_t> block_sums(Xxh3BlockFold::blocks(length) * 8, 0xdeadbeef);
+      for (int64_t e = experts - 1; e >= 0; --e) {
+        Xxh3PieceSums piece(length, e * blocks_per, blocks_per, block_sums.data() + e * blocks_per * 8);
+        for (int64_t r = 0, n = 1; r < rows; r += n, n = n % 3 + 1) {
+          const int64_t m = std::min(n, rows - r), row = e * rows + r;
+          quantize_mxfp4_rows_bf16_measured(src.data() + row * k, m, k,
+                                            Mxfp4CodeLayout{codes.data() + row * k / 2, k / 2, 16},
+                                            scales.data() + row * k / 32, "w", sums, piece, r * k / 32);
+        }
+        piece.finish();
+      }
+      Xxh3BlockFold fold(length);
+      fold.fold(block_sums.data(), Xxh3BlockFold::blocks(length));
+      EXPECT_EQ(fold.hex_digest(src.data() + src.size() - 32), want) << rows << " x " << k;
+      EXPECT_EQ(codes, plain_codes);
+      EXPECT_EQ(scales, plain_scales);
+      // Summed expert by expert, last first: the same terms in another order.
+      EXPECT_NEAR(sums.error, plain.error, 1e-9 * plain.error);
+      EXPECT_NEAR(sums.reference, plain.reference, 1e-9 * plain.reference);
+    });
+  }
+}

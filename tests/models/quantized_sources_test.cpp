@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include "core/error.h"
 #include "core/hash.h"
 #include "core/random.h"
 #include "formats/bf16.h"
@@ -488,6 +489,49 @@ TEST(QuantizedSources, PerExpertTensorsAreHashedOnceWhileBeingRead) {
   const CanonicalSource shared = mxfp4_blocks_source(sliced);
   shared.assemble(0, 4);
   EXPECT_FALSE(shared.source_digest);
+}
+
+TEST(QuantizedSources, SlicesOfATensorHoldingEveryExpertAreSummedByTheirPassOnceAskedFor) {
+  // Gemma4-like [E, rows, cols] slices: the quantizing pass sums an expert's XXH3 blocks only
+  // once the executor wants them; an expert whose pass made none (before that) is summed from
+  // its bytes when folded; the fold in expert order is the tensor's digest; after release,
+  // passes make none.
+  TempDir dir;
+  const fs::path g = make_family(dir, "gpt_oss_bf16", "gptoss");
+  const auto gc = io::Checkpoint::open(g);
+  const std::string name = "model.layers.1.mlp.experts.gate_up_proj";
+  const auto sliced = sliced_bf16_rows(gc, name, 4, 64, 128, "test");
+  if (!mxfp4_quantizer_hashes_in_pass()) {
+    EXPECT_FALSE(sliced->block_sums);  // the portable accumulation would cost more than a pass
+    return;
+  }
+  ASSERT_TRUE(sliced->block_sums);
+  const CanonicalSource blocks = mxfp4_blocks_source(sliced);
+  ASSERT_TRUE(blocks.ordered_block_sums);
+  const std::shared_ptr<ExpertBlockSums> sums = blocks.ordered_block_sums(name);
+  ASSERT_EQ(sums, sliced->block_sums);
+  EXPECT_FALSE(blocks.ordered_block_sums("model.layers.1.mlp.experts.down_proj"));
+  EXPECT_FALSE(sums->piece(0));  // not wanted yet
+  std::vector<uint8_t> codes(static_cast<size_t>(4 * 64 * 128 / 2));
+  const auto to = [&](int64_t e, int64_t row) {
+    return CodeRowSpan{codes.data() + (e * 64 + row) * 64, 1 + row % 5, 64, 16};
+  };
+  blocks.assemble_codes(2, 2, to);  // no sums made
+  sums->want();
+  blocks.assemble_codes(0, 2, to);  // spans of 1 to 5 rows, summed in the pass
+  const io::ByteView whole = gc.data(gc.find(name));
+  ASSERT_EQ(whole.size, sums->length());
+  Xxh3BlockFold fold(sums->length());
+  sums->fold(fold, 0, 1, whole.data);
+  sums->fold(fold, 1, 3, whole.data + whole.size / 4);
+  EXPECT_EQ(fold.hex_digest(whole.data + whole.size - 64), xxh3_128_hex(whole.data, whole.size));
+  sums->release();
+  EXPECT_FALSE(sums->piece(1));
+  sums->want();  // released for good
+  EXPECT_FALSE(sums->piece(1));
+  // Slices of no whole number of XXH3 blocks are left to the executor's own pass.
+  EXPECT_FALSE(ExpertBlockSums::usable(1000, 4));
+  EXPECT_THROW(ExpertBlockSums(1000, 4), Error);
 }
 
 TEST(QuantizedSources, ScaleOnlyPathMatchesTheQuantizerOnEdgeValues) {
