@@ -156,14 +156,7 @@ void Xxh3PieceSums::accumulate(const void* data, int64_t first, int64_t count) {
   if (first < 0 || count < 0 || first + count > regular_)
     throw_internal("Xxh3PieceSums: stripes [" + std::to_string(first) + ", " + std::to_string(first + count) + ") of " +
                    std::to_string(regular_));
-  const auto* p = static_cast<const uint8_t*>(data);
-  for (int64_t s = first; s < first + count; ++s, p += XXH_STRIPE_LEN) {
-    XXH3_accumulate_512_scalar(acc_, p, XXH3_kSecret + (s % 16) * XXH_SECRET_CONSUME_RATE);
-    if (s % 16 == 15) {
-      std::memcpy(block_out(s), acc_, sizeof acc_);
-      std::memset(acc_, 0, sizeof acc_);
-    }
-  }
+  functions().piece_stripes(acc_, data, static_cast<size_t>(first), static_cast<size_t>(count), out_);
 }
 
 void Xxh3PieceSums::finish() {

@@ -92,7 +92,9 @@ class Xxh3PieceSums {
   int64_t regular_stripes() const { return regular_; }
   uint64_t* accumulators() { return acc_; }  // 8, 64-byte aligned
   uint64_t* block_out(int64_t stripe) { return out_ + stripe / 16 * 8; }
-  // Portable: `count` stripes of the piece from stripe `first`, whose bytes are at `data`.
+  // `count` stripes of the piece from stripe `first`, whose bytes are at `data`, with the
+  // widest vectors the CPU has: for readers whose own loop does not hash (a pass over bytes
+  // still in their cache).
   void accumulate(const void* data, int64_t first, int64_t count);
   // With every regular stripe accumulated: the sums of the blocks no 16th stripe stored (the
   // input's last block, partial or without stripes).

@@ -25,6 +25,9 @@ struct Functions {
   // Xxh3BlockFold's step: `blocks` blocks' sums added to acc (8 words, 64-byte aligned) in order,
   // XXH3's scramble after each of the first `scrambled`.
   void (*fold)(uint64_t* acc, const uint64_t* sums, size_t blocks, size_t scrambled);
+  // Xxh3PieceSums::accumulate: `count` stripes from the piece's stripe `first` at data into acc
+  // (64-byte aligned), stored to out + (block) * 8 and zeroed after each block's 16th.
+  void (*piece_stripes)(uint64_t* acc, const void* data, size_t first, size_t count, uint64_t* out);
 };
 
 const Functions& baseline();

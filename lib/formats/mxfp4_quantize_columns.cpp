@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/hash.h"
 #include "core/simd_level.h"
 #include "formats/bf16_transpose.h"
 #include "formats/mxfp4_quantize_columns_kernels.h"
@@ -57,23 +58,42 @@ bool quantize_by_transposing(const uint8_t* src, int64_t src_stride, int64_t k, 
   return true;
 }
 
-}  // namespace
-
-void quantize_mxfp4_columns_bf16_measured(const uint8_t* src, int64_t src_stride, int64_t k, int64_t cols,
-                                          uint8_t* const* row_codes, int64_t block_stride, uint8_t* scales,
-                                          const std::string& context, Mxfp4ErrorSums& sums) {
+void quantize_columns_hashed(const uint8_t* src, int64_t src_stride, int64_t k, int64_t cols,
+                             uint8_t* const* row_codes, int64_t block_stride, uint8_t* scales,
+                             const std::string& context, Mxfp4ErrorSums& sums, Xxh3PieceSums* hash) {
   mxfp4_kernels::check_quantize_shape(cols, k, context);
   if (cols == 0 || k == 0) return;
   Sums s{sums.error, sums.reference};
   bool finite;
 #if defined(MOEPREP_X86_SIMD)
-  if (simd_level() == SimdLevel::Avx512)
-    finite = mxfp4_kernels::quantize_bf16_columns_avx512(src, src_stride, k, cols, row_codes, block_stride, scales, &s);
-  else
+  if (simd_level() == SimdLevel::Avx512) {
+    finite = mxfp4_kernels::quantize_bf16_columns_avx512(src, src_stride, k, cols, row_codes, block_stride, scales, &s,
+                                                         hash);
+    hash = nullptr;  // hashed in the loop
+  } else
 #endif
     finite = quantize_by_transposing(src, src_stride, k, cols, row_codes, block_stride, scales, &s);
   if (!finite) throw_first_non_finite(src, src_stride, k, cols, context);
+  if (hash) hash->accumulate(src, 0, std::min<int64_t>(hash->regular_stripes(), k * cols * 2 / 64));
   sums = {s.error, s.reference};
+}
+
+}  // namespace
+
+void quantize_mxfp4_columns_bf16_measured(const uint8_t* src, int64_t src_stride, int64_t k, int64_t cols,
+                                          uint8_t* const* row_codes, int64_t block_stride, uint8_t* scales,
+                                          const std::string& context, Mxfp4ErrorSums& sums) {
+  quantize_columns_hashed(src, src_stride, k, cols, row_codes, block_stride, scales, context, sums, nullptr);
+}
+
+void quantize_mxfp4_columns_bf16_measured(const uint8_t* src, int64_t src_stride, int64_t k, int64_t cols,
+                                          uint8_t* const* row_codes, int64_t block_stride, uint8_t* scales,
+                                          const std::string& context, Mxfp4ErrorSums& sums, Xxh3PieceSums& hash) {
+  // (Whole rows are whole stripes: k is a multiple of 32.)
+  if (cols != src_stride)
+    throw_internal(context + ": a hashed column call takes whole rows (" + std::to_string(cols) + " columns of " +
+                   std::to_string(src_stride) + ")");
+  quantize_columns_hashed(src, src_stride, k, cols, row_codes, block_stride, scales, context, sums, &hash);
 }
 
 void quantize_mxfp4_columns_bf16_measured(const uint8_t* src, int64_t src_stride, int64_t k, int64_t cols,

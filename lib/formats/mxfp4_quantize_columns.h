@@ -36,4 +36,13 @@ void quantize_mxfp4_columns_bf16_measured(const uint8_t* src, int64_t src_stride
                                           uint8_t* const* row_codes, int64_t block_stride, uint8_t* scales,
                                           const std::string& context, Mxfp4ErrorSums& sums);
 
+// The same over whole source rows (cols == src_stride), whose bytes (k * cols * 2, a multiple of
+// 64 as k is of 32) are also hashed as the stripes 0, 1, ... of `hash` (core/hash.h, Xxh3PieceSums): the
+// AVX-512 loop hashes each group of rows once its walk is done with them, while they are cached;
+// other levels hash the bytes after quantizing. The piece's stripes past its regular ones are
+// left out; the caller finishes it.
+void quantize_mxfp4_columns_bf16_measured(const uint8_t* src, int64_t src_stride, int64_t k, int64_t cols,
+                                          uint8_t* const* row_codes, int64_t block_stride, uint8_t* scales,
+                                          const std::string& context, Mxfp4ErrorSums& sums, Xxh3PieceSums& hash);
+
 }  // namespace moeprep

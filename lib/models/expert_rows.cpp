@@ -322,7 +322,9 @@ ExpertRowsPtr transposed_bf16_rows(const io::Checkpoint& c, const std::string& n
   m->mapped_columns = [&c, t, rows, cols](int64_t e) {
     return ExpertRows::MappedColumns{c.data(*t).data + static_cast<uint64_t>(e * rows * cols) * 2, rows};
   };
-  m->expert_ordered_bytes = expert_ordered_bytes_of(c, t, static_cast<uint64_t>(rows * cols) * 2, m->tensors[0]);
+  const uint64_t per = static_cast<uint64_t>(rows * cols) * 2;
+  m->expert_ordered_bytes = expert_ordered_bytes_of(c, t, per, m->tensors[0]);
+  if (ExpertBlockSums::usable(per, experts)) m->block_sums = std::make_shared<ExpertBlockSums>(per, experts);
   return m;
 }
 

@@ -182,7 +182,7 @@ void quantize_fp8_part_to(const ExpertRows::Fp8Part& part, const ExpertRows& m, 
 // codes where `to` puts them.
 void quantize_columns_to(const ExpertRows::MappedColumns& src, const ExpertRows& m,
                          const std::function<CodeRowSpan(int64_t row)>& to, uint8_t* scales, const std::string& label,
-                         Mxfp4ErrorSums& sums, std::vector<uint8_t*>& row_codes) {
+                         Mxfp4ErrorSums& sums, std::vector<uint8_t*>& row_codes, Xxh3PieceSums* piece) {
   row_codes.resize(static_cast<size_t>(m.rows));
   int64_t block_stride = -1;
   for_each_code_span(to, 0, m.rows, m.rows, label, [&](const CodeRowSpan& span, int64_t row, int64_t n) {
@@ -191,8 +191,13 @@ void quantize_columns_to(const ExpertRows::MappedColumns& src, const ExpertRows&
     block_stride = span.block_stride;
     for (int64_t i = 0; i < n; ++i) row_codes[static_cast<size_t>(row + i)] = span.data + i * span.row_stride;
   });
-  quantize_mxfp4_columns_bf16_measured(src.data, src.stride, m.cols, m.rows, row_codes.data(), block_stride, scales,
-                                       label, sums);
+  if (piece) {
+    quantize_mxfp4_columns_bf16_measured(src.data, src.stride, m.cols, m.rows, row_codes.data(), block_stride, scales,
+                                         label, sums, *piece);
+  } else {
+    quantize_mxfp4_columns_bf16_measured(src.data, src.stride, m.cols, m.rows, row_codes.data(), block_stride, scales,
+                                         label, sums);
+  }
 }
 
 // Quantizes a run that is one whole tensor of the expert and returns that tensor's digest.
@@ -239,8 +244,10 @@ void quantize_expert(const ExpertRows& m, int64_t e, const std::function<CodeRow
   // The error is measured in the quantizing pass; runs split the rows, and their sums add up
   // to those of the expert's rows in one piece.
   Mxfp4ErrorSums se;
+  // A slice of a tensor holding every expert: summed for its digest as it is quantized.
+  std::optional<Xxh3PieceSums> piece = m.block_sums ? m.block_sums->piece(e) : std::nullopt;
   if (m.mapped_columns) {
-    quantize_columns_to(m.mapped_columns(e), m, to, scales, label, se, scratch.row_codes);
+    quantize_columns_to(m.mapped_columns(e), m, to, scales, label, se, scratch.row_codes, piece ? &*piece : nullptr);
   } else if (m.fp8_parts) {
     int64_t row = 0;
     for (const ExpertRows::Fp8Part& part : m.fp8_parts(e)) {
@@ -253,8 +260,6 @@ void quantize_expert(const ExpertRows& m, int64_t e, const std::function<CodeRow
     });
   } else {
     const ExpertTensorList own = m.expert_tensors && m.digests ? m.expert_tensors(e) : ExpertTensorList{};
-    // A slice of a tensor holding every expert: summed for its digest as it is quantized.
-    std::optional<Xxh3PieceSums> piece = m.block_sums ? m.block_sums->piece(e) : std::nullopt;
     for_each_bf16_run(m, e, scratch.bf16, label, [&](const Bf16Run& run, int64_t row) {
       if (const std::string* hashed = tensor_hashed_in_pass(m, own, run)) {
         m.digests->put(*hashed, quantize_and_hash_run(run, row, m.cols, to, scales, se));
@@ -263,10 +268,10 @@ void quantize_expert(const ExpertRows& m, int64_t e, const std::function<CodeRow
                          RunHash{nullptr, nullptr, piece ? &*piece : nullptr});
       }
     });
-    if (piece) {
-      piece->finish();
-      m.block_sums->done(e);
-    }
+  }
+  if (piece) {
+    piece->finish();
+    m.block_sums->done(e);
   }
   hash_expert_tensors(m, e);  // what the pass did not hash
   if (m.release) m.release(e);

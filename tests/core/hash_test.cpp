@@ -164,25 +164,32 @@ TEST(Xxh3, BlockSumsComputedInAnyOrderAndFoldedInOrderGiveTheDigestOfTheBytes) {
 TEST(Xxh3, PieceSumsAccumulatedStripeByStripeAndFoldedGiveTheDigestOfTheBytes) {
   // Inputs cut into pieces of 1 or 2 blocks, each accumulated in runs of 1 to 5 stripes as a
   // reader would, then finished: the last piece's partial block (or a block with no regular
-  // stripe, at lengths of 1024 n + 1 .. 64) comes from finish(). Folded in order, the digest.
+  // stripe, at lengths of 1024 n + 1 .. 64) comes from finish(). Folded in order, the digest,
+  // at every SIMD level this CPU runs.
   const std::vector<uint8_t> data = random_bytes(4 * 1024 + 100, 13);
-  for (uint64_t length = 241; length <= data.size(); length += length < 1300 ? 7 : 61) {
-    const uint64_t blocks = Xxh3BlockFold::blocks(length);
-    std::vector<uint64_t> sums(blocks * 8, 0xdeadbeef);
-    for (uint64_t first = 0, n = 1; first < blocks; first += n, n = n % 2 + 1) {
-      n = std::min(n, blocks - first);
-      Xxh3PieceSums piece(length, first, n, sums.data() + first * 8);
-      EXPECT_LE(piece.regular_stripes(), static_cast<int64_t>(n * 16));
-      for (int64_t s = 0, run = 1; s < piece.regular_stripes(); s += run, run = run % 5 + 1) {
-        run = std::min<int64_t>(run, piece.regular_stripes() - s);
-        piece.accumulate(data.data() + first * 1024 + s * 64, s, run);
+  const SimdLevel before = simd_level();
+  for (SimdLevel level : {SimdLevel::Baseline, SimdLevel::Avx2, SimdLevel::Avx512}) {
+    cap_simd_level(level);
+    for (uint64_t length = 241; length <= data.size(); length += length < 1300 ? 7 : 61) {
+      const uint64_t blocks = Xxh3BlockFold::blocks(length);
+      std::vector<uint64_t> sums(blocks * 8, 0xdeadbeef);
+      for (uint64_t first = 0, n = 1; first < blocks; first += n, n = n % 2 + 1) {
+        n = std::min(n, blocks - first);
+        Xxh3PieceSums piece(length, first, n, sums.data() + first * 8);
+        EXPECT_LE(piece.regular_stripes(), static_cast<int64_t>(n * 16));
+        for (int64_t s = 0, run = 1; s < piece.regular_stripes(); s += run, run = run % 5 + 1) {
+          run = std::min<int64_t>(run, piece.regular_stripes() - s);
+          piece.accumulate(data.data() + first * 1024 + s * 64, s, run);
+        }
+        piece.finish();
       }
-      piece.finish();
+      Xxh3BlockFold fold(length);
+      fold.fold(sums.data(), blocks);
+      ASSERT_EQ(fold.hex_digest(data.data() + length - 64), xxh3_128_hex(data.data(), length))
+          << length << " at " << simd_level_name(simd_level());
     }
-    Xxh3BlockFold fold(length);
-    fold.fold(sums.data(), blocks);
-    ASSERT_EQ(fold.hex_digest(data.data() + length - 64), xxh3_128_hex(data.data(), length)) << length;
   }
+  cap_simd_level(before);
   uint64_t sums[16];
   EXPECT_THROW(Xxh3PieceSums(2048, 1, 2, sums), Error);  // past the last block
   EXPECT_THROW(Xxh3PieceSums(240, 0, 1, sums), Error);   // XXH3's mid-size algorithm

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/hash.h"
 #include "core/simd_level.h"
 #include "formats/bf16_transpose.h"
 #include "formats/mxfp4_quantize.h"
@@ -312,3 +313,56 @@ TEST(Mxfp4QuantizeColumns, RejectsAKNotDivisibleBy32AsTheRowQuantizerDoes) {
 }
 
 }  // namespace
+
+TEST(Mxfp4QuantizeColumns, WholeRowsHashedWhileQuantizedFoldToTheirTensorsDigest) {
+  // Expert slices of a tensor holding 3, each [k, cols] quantized by one hashed call, last
+  // first: k with a partial last group (96: 3 slabs; 416: 3 groups and a rest of 1), one chunk
+  // of columns and several (1100), odd byte addresses and 64-byte ones (the loop's head
+  // columns). Folded in order, the tensor's digest; codes, scales and sums those of the plain
+  // call, at every SIMD level.
+  uint32_t seed = 40;
+  for (const auto& [k, cols] : std::vector<std::pair<int64_t, int64_t>>{{96, 64}, {416, 48}, {64, 1104}})
+    for (const int64_t misalign : {0, 1, 18}) {
+      SCOPED_TRACE("k " + std::to_string(k) + ", cols " + std::to_string(cols) + ", misalign " +
+                   std::to_string(misalign));
+      const int64_t experts = 3, per = k * cols * 2;
+      ASSERT_EQ(per % 1024, 0);
+      const Source s = make_source(experts * k, cols, misalign, seed++, true);
+      const uint64_t length = static_cast<uint64_t>(experts * per);
+      const std::string want = xxh3_128_hex(s.at(0, 0), length);
+      std::vector<Output> plain;
+      for (int64_t e = 0; e < experts; ++e) {
+        plain.push_back(make_output(cols, k, k / 2, 16));
+        quantize_mxfp4_columns_bf16_measured(s.at(e * k, 0), cols, k, cols, plain.back().layout,
+                                             plain.back().scales.data(), "t", plain.back().sums);
+      }
+      for_each_simd_level([&] {
+        const uint64_t blocks_per = static_cast<uint64_t>(per) / 1024;
+        std::vector<uint64_t> sums(Xxh3BlockFold::blocks(length) * 8, 0xdeadbeef);
+        for (int64_t e = experts - 1; e >= 0; --e) {
+          Output o = make_output(cols, k, k / 2, 16);
+          std::vector<uint8_t*> rows(static_cast<size_t>(cols));
+          for (int64_t i = 0; i < cols; ++i) rows[static_cast<size_t>(i)] = o.codes.data() + i * k / 2;
+          Xxh3PieceSums piece(length, e * blocks_per, blocks_per, sums.data() + e * blocks_per * 8);
+          quantize_mxfp4_columns_bf16_measured(s.at(e * k, 0), cols, k, cols, rows.data(), 16, o.scales.data(), "t",
+                                               o.sums, piece);
+          piece.finish();
+          EXPECT_EQ(o.codes, plain[static_cast<size_t>(e)].codes) << e;
+          EXPECT_EQ(o.scales, plain[static_cast<size_t>(e)].scales) << e;
+          EXPECT_EQ(o.sums.error, plain[static_cast<size_t>(e)].sums.error) << e;
+        }
+        Xxh3BlockFold fold(length);
+        fold.fold(sums.data(), Xxh3BlockFold::blocks(length));
+        EXPECT_EQ(fold.hex_digest(s.at(0, 0) + length - 64), want);
+      });
+    }
+  // A call over part of the rows cannot hash them.
+  const Source s = make_source(32, 40, 0, 1, true);
+  Output o = make_output(39, 32, 16, 16);
+  std::vector<uint8_t*> rows(40, o.codes.data());
+  uint64_t sums[8];
+  Xxh3PieceSums piece(32 * 40 * 2, 0, 3, sums);
+  EXPECT_THROW(quantize_mxfp4_columns_bf16_measured(s.at(0, 0), 40, 32, 39, rows.data(), 16, o.scales.data(), "t",
+                                                    o.sums, piece),
+               Error);
+}
