@@ -114,16 +114,11 @@ std::string Xxh3StripeHash::hex_digest(const void* last_stripe) const {
 }
 
 // XXH3_hashLong_internal_loop of xxhash.h with the default secret (192 bytes: 16 stripes a
-// block), cut at its blocks.
+// block), cut at its blocks: the blocks as one piece of the input.
 void Xxh3BlockFold::block_sums(uint64_t length, const void* data, uint64_t first, uint64_t count, uint64_t* out) {
-  if (!fits(length) || first + count > blocks(length) || first + count < first)
-    throw_internal("Xxh3BlockFold: blocks [" + std::to_string(first) + ", " + std::to_string(first + count) + ") of " +
-                   std::to_string(length) + " bytes");
-  if (count == 0) return;
-  // Regular stripes: all but the last, which hex_digest takes (XXH3 counts (length - 1) / 64).
-  const uint64_t regular = (length - 1) / XXH_STRIPE_LEN;
-  const uint64_t stripes = std::min(regular, (first + count) * 16) - std::min(regular, first * 16);
-  functions().block_sums(data, static_cast<size_t>(count), static_cast<size_t>(stripes), out);
+  Xxh3PieceSums piece(length, first, count, out);
+  piece.accumulate(data, 0, piece.regular_stripes());
+  piece.finish();
 }
 
 Xxh3BlockFold::Xxh3BlockFold(uint64_t length) : acc_ XXH3_INIT_ACC, length_(length) {

@@ -18,10 +18,6 @@ struct Functions {
   void (*update)(void* state, const void* data, size_t size);
   Digest (*digest)(const void* state);
   Digest (*oneshot)(const void* data, size_t size);
-  // XXH3's accumulator terms of the first `stripes` stripes from data, summed from zero a block
-  // of 16 stripes at a time: 8 words for each of `blocks` blocks into out (blocks past the
-  // stripes sum to zero).
-  void (*block_sums)(const void* data, size_t blocks, size_t stripes, uint64_t* out);
   // Xxh3BlockFold's step: `blocks` blocks' sums added to acc (8 words, 64-byte aligned) in order,
   // XXH3's scramble after each of the first `scrambled`.
   void (*fold)(uint64_t* acc, const uint64_t* sums, size_t blocks, size_t scrambled);
