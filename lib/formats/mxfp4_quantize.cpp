@@ -363,9 +363,15 @@ void quantize_mxfp4_rows_bf16_measured(const uint16_t* src, int64_t rows, int64_
   sums = to_public(s);
 }
 
-void quantize_mxfp4_rows_bf16_measured(const uint16_t* src, int64_t rows, int64_t k, const Mxfp4CodeLayout& codes,
-                                       uint8_t* scales, const std::string& context, Mxfp4ErrorSums& sums,
-                                       Xxh3StripeHash& hash, int64_t first_stripe) {
+namespace {
+
+// The hashed row quantizers' one body: with block_out null the loop scrambles as XXH3 does (a
+// whole tensor, Xxh3StripeHash), else it stores each block's sums there (a piece of one,
+// Xxh3PieceSums).
+template <class Hash>
+void quantize_bf16_rows_hashed(const uint16_t* src, int64_t rows, int64_t k, const Mxfp4CodeLayout& codes,
+                               uint8_t* scales, const std::string& context, Mxfp4ErrorSums& sums, Hash& hash,
+                               int64_t first_stripe, uint64_t* block_out) {
   mxfp4_kernels::check_quantize_shape(rows, k, context);
   const int64_t hashed = std::clamp<int64_t>(hash.regular_stripes() - first_stripe, 0, rows * (k / kBlock));
   if (!kernels().quantize_bf16_hashed) {  // no hashing loop at this level: the rows after quantizing
@@ -376,27 +382,24 @@ void quantize_mxfp4_rows_bf16_measured(const uint16_t* src, int64_t rows, int64_
   Sums s{sums.error, sums.reference};
   throw_if_bad(src, k,
                kernels().quantize_bf16_hashed(src, rows, k, codes, scales, &s, hash.accumulators(), first_stripe,
-                                              hashed, nullptr),
+                                              hashed, block_out),
                context);
   sums = to_public(s);
+}
+
+}  // namespace
+
+void quantize_mxfp4_rows_bf16_measured(const uint16_t* src, int64_t rows, int64_t k, const Mxfp4CodeLayout& codes,
+                                       uint8_t* scales, const std::string& context, Mxfp4ErrorSums& sums,
+                                       Xxh3StripeHash& hash, int64_t first_stripe) {
+  quantize_bf16_rows_hashed(src, rows, k, codes, scales, context, sums, hash, first_stripe, nullptr);
 }
 
 void quantize_mxfp4_rows_bf16_measured(const uint16_t* src, int64_t rows, int64_t k, const Mxfp4CodeLayout& codes,
                                        uint8_t* scales, const std::string& context, Mxfp4ErrorSums& sums,
                                        Xxh3PieceSums& hash, int64_t first_stripe) {
-  mxfp4_kernels::check_quantize_shape(rows, k, context);
-  const int64_t hashed = std::clamp<int64_t>(hash.regular_stripes() - first_stripe, 0, rows * (k / kBlock));
-  if (!kernels().quantize_bf16_hashed) {  // no hashing loop at this level: the rows after quantizing
-    quantize_mxfp4_rows_bf16_measured(src, rows, k, codes, scales, context, sums);
-    hash.accumulate(src, first_stripe, hashed);
-    return;
-  }
-  Sums s{sums.error, sums.reference};
-  throw_if_bad(src, k,
-               kernels().quantize_bf16_hashed(src, rows, k, codes, scales, &s, hash.accumulators(), first_stripe,
-                                              hashed, hash.block_out(first_stripe)),
-               context);
-  sums = to_public(s);
+  quantize_bf16_rows_hashed(src, rows, k, codes, scales, context, sums, hash, first_stripe,
+                            hash.block_out(first_stripe));
 }
 
 bool mxfp4_quantizer_hashes_in_pass() { return kernels().quantize_bf16_hashed != nullptr; }

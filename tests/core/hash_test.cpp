@@ -9,8 +9,11 @@
 #include "core/error.h"
 #include "core/hash.h"
 #include "core/simd_level.h"
+#include "simd_levels.h"
 
 using namespace moeprep;
+
+using moeprep::testing::for_each_simd_level;
 
 namespace {
 
@@ -129,9 +132,7 @@ TEST(Xxh3, BlockSumsComputedInAnyOrderAndFoldedInOrderGiveTheDigestOfTheBytes) {
   // overlaps the one before); blocks summed back to front in pieces of 1 to 3, at every SIMD
   // level this CPU runs, and folded in pieces of 1 to 2.
   const std::vector<uint8_t> data = random_bytes(3 * 1024 + 200, 12);
-  const SimdLevel before = simd_level();
-  for (SimdLevel level : {SimdLevel::Baseline, SimdLevel::Avx2, SimdLevel::Avx512}) {
-    cap_simd_level(level);
+  for_each_simd_level([&] {
     for (uint64_t length = 241; length <= data.size(); length += length < 1100 ? 1 : 37) {
       ASSERT_TRUE(Xxh3BlockFold::fits(length));
       const uint64_t blocks = Xxh3BlockFold::blocks(length);
@@ -144,11 +145,9 @@ TEST(Xxh3, BlockSumsComputedInAnyOrderAndFoldedInOrderGiveTheDigestOfTheBytes) {
       Xxh3BlockFold h(length);
       for (uint64_t b = 0; b < blocks; b += 2) h.fold(sums.data() + b * 8, std::min<uint64_t>(2, blocks - b));
       EXPECT_EQ(h.folded(), blocks);
-      ASSERT_EQ(h.hex_digest(data.data() + length - 64), xxh3_128_hex(data.data(), length))
-          << length << " at " << simd_level_name(simd_level());
+      ASSERT_EQ(h.hex_digest(data.data() + length - 64), xxh3_128_hex(data.data(), length)) << length;
     }
-  }
-  cap_simd_level(before);
+  });
   EXPECT_FALSE(Xxh3BlockFold::fits(240));
   EXPECT_THROW(Xxh3BlockFold(240), Error);
   uint64_t sums[16];
@@ -167,9 +166,7 @@ TEST(Xxh3, PieceSumsAccumulatedStripeByStripeAndFoldedGiveTheDigestOfTheBytes) {
   // stripe, at lengths of 1024 n + 1 .. 64) comes from finish(). Folded in order, the digest,
   // at every SIMD level this CPU runs.
   const std::vector<uint8_t> data = random_bytes(4 * 1024 + 100, 13);
-  const SimdLevel before = simd_level();
-  for (SimdLevel level : {SimdLevel::Baseline, SimdLevel::Avx2, SimdLevel::Avx512}) {
-    cap_simd_level(level);
+  for_each_simd_level([&] {
     for (uint64_t length = 241; length <= data.size(); length += length < 1300 ? 7 : 61) {
       const uint64_t blocks = Xxh3BlockFold::blocks(length);
       std::vector<uint64_t> sums(blocks * 8, 0xdeadbeef);
@@ -185,11 +182,9 @@ TEST(Xxh3, PieceSumsAccumulatedStripeByStripeAndFoldedGiveTheDigestOfTheBytes) {
       }
       Xxh3BlockFold fold(length);
       fold.fold(sums.data(), blocks);
-      ASSERT_EQ(fold.hex_digest(data.data() + length - 64), xxh3_128_hex(data.data(), length))
-          << length << " at " << simd_level_name(simd_level());
+      ASSERT_EQ(fold.hex_digest(data.data() + length - 64), xxh3_128_hex(data.data(), length)) << length;
     }
-  }
-  cap_simd_level(before);
+  });
   uint64_t sums[16];
   EXPECT_THROW(Xxh3PieceSums(2048, 1, 2, sums), Error);  // past the last block
   EXPECT_THROW(Xxh3PieceSums(240, 0, 1, sums), Error);   // XXH3's mid-size algorithm

@@ -1,5 +1,5 @@
 #pragma once
-// Test helper of the formats area: run a check at every SIMD level this CPU has.
+// Test helper of every area: run a check at every SIMD level this CPU has.
 #include <gtest/gtest.h>
 
 #include <type_traits>
