@@ -14,10 +14,11 @@ bool ExpertBlockSums::usable(uint64_t per_expert, int64_t experts) {
 }
 
 ExpertBlockSums::ExpertBlockSums(uint64_t per_expert, int64_t experts)
-    : per_expert_(per_expert), experts_(experts), done_(new std::atomic<bool>[static_cast<size_t>(experts)]) {
+    : per_expert_(per_expert), experts_(experts) {
   if (experts <= 0 || per_expert == 0 || per_expert % Xxh3BlockFold::kBlockBytes != 0 || !Xxh3BlockFold::fits(length()))
     throw_internal("ExpertBlockSums: " + std::to_string(experts) + " slices of " + std::to_string(per_expert) +
                    " bytes");
+  done_.reset(new std::atomic<bool>[static_cast<size_t>(experts)]);
   for (int64_t e = 0; e < experts; ++e) done_[static_cast<size_t>(e)].store(false, std::memory_order_relaxed);
 }
 

@@ -532,6 +532,7 @@ TEST(QuantizedSources, SlicesOfATensorHoldingEveryExpertAreSummedByTheirPassOnce
   // Slices of no whole number of XXH3 blocks are left to the executor's own pass.
   EXPECT_FALSE(ExpertBlockSums::usable(1000, 4));
   EXPECT_THROW(ExpertBlockSums(1000, 4), Error);
+  EXPECT_THROW(ExpertBlockSums(1024, 0), Error);
 }
 
 TEST(QuantizedSources, ScaleOnlyPathMatchesTheQuantizerOnEdgeValues) {
