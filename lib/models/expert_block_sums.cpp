@@ -7,15 +7,24 @@
 
 namespace moeprep::models {
 
+namespace {
+
+// Slices of whole XXH3 blocks, of a tensor XXH3's long algorithm hashes.
+bool whole_blocks(uint64_t per_expert, int64_t experts) {
+  return experts > 0 && per_expert > 0 && per_expert % Xxh3BlockFold::kBlockBytes == 0 &&
+         Xxh3BlockFold::fits(per_expert * static_cast<uint64_t>(experts));
+}
+
+}  // namespace
+
 bool ExpertBlockSums::usable(uint64_t per_expert, int64_t experts) {
   // The portable stripe accumulation is far slower than the reader's one pass of XXH3.
-  return experts > 0 && per_expert > 0 && per_expert % Xxh3BlockFold::kBlockBytes == 0 &&
-         Xxh3BlockFold::fits(per_expert * static_cast<uint64_t>(experts)) && mxfp4_quantizer_hashes_in_pass();
+  return whole_blocks(per_expert, experts) && mxfp4_quantizer_hashes_in_pass();
 }
 
 ExpertBlockSums::ExpertBlockSums(uint64_t per_expert, int64_t experts)
     : per_expert_(per_expert), experts_(experts) {
-  if (experts <= 0 || per_expert == 0 || per_expert % Xxh3BlockFold::kBlockBytes != 0 || !Xxh3BlockFold::fits(length()))
+  if (!whole_blocks(per_expert, experts))
     throw_internal("ExpertBlockSums: " + std::to_string(experts) + " slices of " + std::to_string(per_expert) +
                    " bytes");
   done_.reset(new std::atomic<bool>[static_cast<size_t>(experts)]);
