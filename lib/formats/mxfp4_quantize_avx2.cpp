@@ -69,13 +69,6 @@ constexpr int kF32Element[4][8] = {{0, 1, 2, 3, 4, 5, 6, 7},
                                    {16, 17, 18, 19, 20, 21, 22, 23},
                                    {24, 25, 26, 27, 28, 29, 30, 31}};
 
-// The source 4 KiB ahead of the block being quantized is asked for, as the AVX-512 loop does
-// (mxfp4_quantize_avx512.cpp says why). At this level the loop is more bound by its arithmetic:
-// on the device host's Xeon capped to AVX2, paired medians of 7 converts pinned to 2 cores,
-// Qwen3 0.802 -> 0.702 s CPU and 0.449 -> 0.404 s wall, Mixtral 0.754 -> 0.761 s CPU (paired
-// -0.028) and 0.427 -> 0.419 s wall (twelfth session).
-constexpr int64_t kPrefetchBytes = 4096;
-
 template <bool kMeasure>
 int64_t quantize_bf16_rows(const uint16_t* src, int64_t rows, int64_t k, const Mxfp4CodeLayout& codes,
                            uint8_t* scales, Sums* sums) {
@@ -89,7 +82,7 @@ int64_t quantize_bf16_rows(const uint16_t* src, int64_t rows, int64_t k, const M
     if (kMeasure) row_sums.clear();
     for (int64_t blk = r * blocks; blk < (r + 1) * blocks; ++blk) {
       const uint16_t* x = src + blk * kBlock;
-      _mm_prefetch(reinterpret_cast<const char*>(x) + kPrefetchBytes, _MM_HINT_T0);  // never faults
+      _mm_prefetch(reinterpret_cast<const char*>(x) + kPrefetchBytes, _MM_HINT_T0);
       const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
       const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 16));
       const __m256i a0 = _mm256_and_si256(x0, abs_mask), a1 = _mm256_and_si256(x1, abs_mask);

@@ -172,14 +172,6 @@ struct StripeHash {
   uint64_t* block_out = nullptr;  // Xxh3PieceSums' blocks, or null for XXH3's scramble
 };
 
-// The source 4 KiB ahead of the block being quantized is asked for (prefetcht0), a line per
-// block. On the device host's Xeon the loop waited on memory without it (presumably its
-// hardware prefetchers stop at each 4 KiB page and keep few lines in flight). Paired medians
-// of 5-7 converts pinned to 2 cores (twelfth session): Qwen3 0.348 -> 0.293 s wall and 0.617 ->
-// 0.485 s CPU, Mixtral 0.409 -> 0.283 and 0.729 -> 0.468; 8 and 16 KiB ahead the same within the
-// spread. The dev VM's EPYC gained 0.01 s CPU (2-3%).
-constexpr int64_t kPrefetchBytes = 4096;
-
 template <bool kMeasure, bool kHash = false>
 int64_t quantize_bf16_rows(const uint16_t* src, int64_t rows, int64_t k, const Mxfp4CodeLayout& codes,
                            uint8_t* scales, Sums* sums, const StripeHash& stripes = {}) {
