@@ -2,6 +2,7 @@
 
 #include <fstream>
 #include <sstream>
+#include <string_view>
 
 #include "core/error.h"
 #include "core/hash.h"
@@ -81,7 +82,11 @@ ordered_json source_to_json(const ManifestSourceTensor& s) {
 }  // namespace
 
 ordered_json Manifest::to_json() const {
-  ordered_json j;
+  // Objects are vectors of members here (ordered_json), and a member's key is const, so a vector
+  // that grows copies its members, tensors array and all, where it cannot move them: room is
+  // made up front (10 members at the top, at most 17 per tensor).
+  ordered_json j = ordered_json::object();
+  j.get_ref<ordered_json::object_t&>().reserve(16);
   j["format"] = kManifestFormat;
   j["format_version"] = kManifestVersion;
   j["tool"] = {{"name", "moeprep"}, {"version", tool_version}};
@@ -89,8 +94,10 @@ ordered_json Manifest::to_json() const {
   j["source"] = source;
   j["model"] = model;
   auto& arr = j["tensors"] = ordered_json::array();
+  arr.get_ref<ordered_json::array_t&>().reserve(tensors.size());
   for (const auto& t : tensors) {
-    ordered_json e;
+    ordered_json e = ordered_json::object();
+    e.get_ref<ordered_json::object_t&>().reserve(17);
     e["name"] = t.name;
     e["shard"] = t.shard;
     e["dtype"] = dtype_name(t.dtype);
@@ -200,10 +207,19 @@ std::string canonical_text(const ordered_json& j) { return j.dump(1) + "\n"; }
 }  // namespace
 
 std::string Manifest::serialize() const {
-  ordered_json j = to_json();
-  const std::string body = canonical_text(j);
-  j["checksum"] = xxh3_128_hex(body.data(), body.size());
-  return canonical_text(j);
+  // The text with the checksum is the body's with one more member before the closing brace:
+  // spliced in as dump() would write it (read() checks that it reads back to the same text),
+  // instead of adding it to the tree and dumping all of it again (DeepSeek's 1500 tensors: the
+  // second dump and the copy were 11 of convert's 18 ms here).
+  std::string text = canonical_text(to_json());
+  const std::string checksum = xxh3_128_hex(text.data(), text.size());
+  constexpr std::string_view kClose = "\n}\n";
+  if (text.size() < kClose.size() || text.compare(text.size() - kClose.size(), kClose.size(), kClose) != 0)
+    throw_internal("manifest text does not end with its object's closing brace");
+  text.resize(text.size() - kClose.size());
+  text += ",\n \"checksum\": \"" + checksum + "\"";
+  text += kClose;
+  return text;
 }
 
 Manifest Manifest::read(const std::filesystem::path& path) {
