@@ -38,10 +38,12 @@ class UninitializedBytes {
   void resize_discarding(size_t size);
 
  private:
-  struct Free {
+  // The storage is its own mapping (uninitialized_bytes.cpp says why), unmapped whole.
+  struct Unmap {
+    size_t bytes;  // value-initialized (0) in an empty buffer
     void operator()(uint8_t* p) const;
   };
-  std::unique_ptr<uint8_t, Free> data_;
+  std::unique_ptr<uint8_t, Unmap> data_;
   size_t size_ = 0, capacity_ = 0;
 };
 

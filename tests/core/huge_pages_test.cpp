@@ -2,8 +2,10 @@
 // and where transparent huge pages are left to the program ("madvise") or always on, the
 // advised buffer is backed by some.
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 
 #include <cstdint>
+#include <functional>
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -15,9 +17,17 @@ using namespace moeprep;
 using moeprep::test::expect_huge_pages_at;
 
 TEST(HugePages, AdvisedBufferKeepsItsBytesAndGetsHugePagesWhereTheSystemAllows) {
+  // Fresh pages of a mapping of its own, starting off a huge-page boundary. A buffer from new[]
+  // may be heap memory touched before (glibc serves large blocks from its heap once one has been
+  // freed), whose small pages the advice does not replace: that made this test fail in a
+  // process that had run others first.
   constexpr size_t kSize = (size_t{8} << 20) + 12345;  // not a whole number of huge pages
-  std::unique_ptr<uint8_t[]> buffer(new uint8_t[kSize]);
-  prefer_huge_pages(buffer.get(), kSize);
+  constexpr size_t kMapped = kSize + 3 * kHugePageBytes;
+  void* map = mmap(nullptr, kMapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(map, MAP_FAILED);
+  const std::unique_ptr<void, std::function<void(void*)>> unmap(map, [](void* p) { munmap(p, kMapped); });
+  uint8_t* const buffer = reinterpret_cast<uint8_t*>(huge_page_ceil(reinterpret_cast<uintptr_t>(map))) + 3 * 4096 + 16;
+  prefer_huge_pages(buffer, kSize);
   for (size_t i = 0; i < kSize; ++i) buffer[i] = static_cast<uint8_t>(i * 7 + 3);
   for (size_t i = 0; i < kSize; ++i) ASSERT_EQ(buffer[i], static_cast<uint8_t>(i * 7 + 3)) << i;
   // Smaller than a huge page, and empty: nothing to advise, nothing to break.
@@ -26,5 +36,5 @@ TEST(HugePages, AdvisedBufferKeepsItsBytesAndGetsHugePagesWhereTheSystemAllows) 
   prefer_huge_pages(nullptr, 0);
   EXPECT_EQ(small[99], 0);
 
-  expect_huge_pages_at(buffer.get() + kSize / 2, "an 8 MiB advised buffer");
+  expect_huge_pages_at(buffer + kSize / 2, "an 8 MiB advised buffer");
 }
