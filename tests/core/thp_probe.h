@@ -55,8 +55,8 @@ inline bool fresh_advised_page_gets_huge_page() {
 }
 
 // Where the system lets a program ask for huge pages, at least one backs the mapping at `p`;
-// skipped elsewhere, and where a fresh advised control page gets none either (the system had
-// none to give at that moment: this test failed so on a VM right after a 12 GiB allocation).
+// skipped elsewhere, and where a fresh advised control page gets none either (the system has
+// none to give at that moment, which is not the code's doing).
 inline void expect_huge_pages_at(const void* p, const std::string& what) {
   const std::string mode = thp_mode();
   if (mode != "madvise" && mode != "always") GTEST_SKIP() << "transparent huge pages are '" << mode << "' here";
