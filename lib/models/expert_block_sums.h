@@ -50,7 +50,7 @@ class ExpertBlockSums {
   bool wanted_ = false, released_ = false;
   // An expert's sums (64 bytes a block) live in a slot from its piece() until fold() has taken
   // them, and the slot then serves a later expert: passes run only a few units ahead of the
-  // fold (16 to 37 slots at most for Gemma4's 128 experts at the bench shape). One buffer for the
+  // fold (17 and 37 slots at most for Gemma4's 128 experts at the bench shape). One buffer for the
   // whole tensor had taken 64 bytes a KiB of it, fresh pages the kernel zeroed (50 MB for
   // GPT-OSS BF16's gate_up_proj at the bench shape).
   // Slots are carved from buffers of whole huge pages, as many as fit in one: on the dev VM a
