@@ -10,8 +10,10 @@
 namespace moeprep::plan {
 namespace {
 
-using nlohmann::json;
 using nlohmann::ordered_json;
+// Read as written: a std::map-backed json would sort the keys of options, source, model and
+// the steps, and a manifest read and serialized again would not be the text it came from.
+using json = nlohmann::ordered_json;
 
 // Typed field access with one-line errors naming the manifest and the field.
 class Reader {
@@ -233,12 +235,12 @@ Manifest Manifest::read(const std::filesystem::path& path) {
   if (!j.is_object() || !j.contains("checksum") || !j["checksum"].is_string())
     throw_bad_input(path.string() + ": \"checksum\" is missing");
   const std::string recorded = j["checksum"].get<std::string>();
-  ordered_json body = j;
-  body.erase("checksum");
-  const std::string body_text = canonical_text(body);
-  if (xxh3_128_hex(body_text.data(), body_text.size()) != recorded || canonical_text(j) != text)
+  const bool as_written = canonical_text(j) == text;
+  j.erase("checksum");  // the body, read as it is
+  const std::string body_text = canonical_text(j);
+  if (!as_written || xxh3_128_hex(body_text.data(), body_text.size()) != recorded)
     throw_bad_input(path.string() + ": checksum mismatch: the manifest was altered after convert wrote it");
-  return from_json(json::parse(body_text), path.string());
+  return from_json(j, path.string());
 }
 
 const ManifestTensor* Manifest::find(const std::string& name) const {

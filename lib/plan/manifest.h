@@ -70,7 +70,7 @@ struct Manifest {
 
   nlohmann::ordered_json to_json() const;
   // Throws BadInput naming `context` and the key on any missing or mistyped field.
-  static Manifest from_json(const nlohmann::json& j, const std::string& context);
+  static Manifest from_json(const nlohmann::ordered_json& j, const std::string& context);
   static Manifest read(const std::filesystem::path& path);
   // The file's text: to_json() with a trailing "checksum" (XXH3-128 of the text without it),
   // so that any change to the manifest itself is detected by read().

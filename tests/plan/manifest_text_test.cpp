@@ -15,9 +15,9 @@ namespace {
 Manifest sample_manifest() {
   Manifest m;
   m.tool_version = "0.0-test";
-  m.options = {{"gate_mode", "separated"}, {"threads", 2}};  // keys in order: read() parses them into a sorted map
+  m.options = {{"threads", 2}, {"gate_mode", "separated"}};  // not in key order: read() keeps the order
   m.source = {{"path", "/tmp/src"}, {"tensors", 2}};
-  m.model = {{"experts", 4}, {"family", "qwen3_moe"}};
+  m.model = {{"family", "qwen3_moe"}, {"experts", 4}};
   ManifestTensor q;
   q.name = "model.layers.0.mlp.experts.w13_weight";
   q.shard = "model-00001-of-00001.safetensors";
@@ -37,7 +37,7 @@ Manifest sample_manifest() {
                {"model.layers.0.mlp.experts.0.up_proj.weight", Dtype::BF16, {16, 32}, "ffeeddccbbaa99887766554433221100"}};
   q.source_transform = "quantize_mxfp4";
   q.quantization_rel_error = 0.09871234567;
-  q.steps = nlohmann::ordered_json::array({{{"id", "quantize_mxfp4"}, {"params", {{"block", 32}}}}});
+  q.steps = nlohmann::ordered_json::array({{{"id", "quantize_mxfp4"}, {"params", {{"block", 32}, {"axis", -1}}}}});
   ManifestTensor c;
   c.name = "model.embed_tokens.weight";
   c.shard = q.shard;
