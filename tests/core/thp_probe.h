@@ -10,6 +10,8 @@
 #include <sstream>
 #include <string>
 
+#include "core/huge_pages.h"
+
 namespace moeprep::test {
 
 // The kernel's setting, e.g. "always [madvise] never" -> "madvise"; "" where there is none.
@@ -43,14 +45,13 @@ inline long anon_huge_kb_at(const void* p) {
 // need not: with memory fragmented (right after a large allocation was freed, say) the fault
 // falls back to small pages. The control that tells that apart from advice not given.
 inline bool fresh_advised_page_gets_huge_page() {
-  constexpr size_t kHuge = size_t{2} << 20;
-  void* map = mmap(nullptr, 2 * kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void* map = mmap(nullptr, 2 * kHugePageBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (map == MAP_FAILED) return false;
-  auto* page = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(map) + kHuge - 1) / kHuge * kHuge);
-  madvise(page, kHuge, MADV_HUGEPAGE);
+  auto* page = reinterpret_cast<uint8_t*>(huge_page_ceil(reinterpret_cast<uintptr_t>(map)));
+  madvise(page, kHugePageBytes, MADV_HUGEPAGE);  // not prefer_huge_pages: the control must not depend on the code under test
   page[0] = 1;
   const long kb = anon_huge_kb_at(page);
-  munmap(map, 2 * kHuge);
+  munmap(map, 2 * kHugePageBytes);
   return kb >= 2048;
 }
 
