@@ -315,6 +315,9 @@ struct ColumnShape {
   int64_t experts, k, n;
 };
 constexpr ColumnShape kColumnsFromMemory{12, 2048, 1536}, kColumnsInL2{1, 2048, 128};
+// GPT-OSS BF16's down_proj from memory: rows 4 KiB apart, so that the lines of one vector of columns
+// down a group of slabs all fall in one L1 set (the column loop's worst case for reading them twice).
+constexpr ColumnShape kDownProjFromMemory{12, 768, 2048};
 
 const UninitializedBytes& column_source(const ColumnShape& shape) {
   // On huge pages, as convert's mapped sources are where the page cache holds 2 MiB folios:
@@ -367,6 +370,9 @@ void BM_QuantizeMxfp4ColumnsBf16Measured(benchmark::State& state) {
   quantize_columns(state, kColumnsFromMemory, false);
 }
 void BM_QuantizeMxfp4ColumnsBf16MeasuredInL2(benchmark::State& state) { quantize_columns(state, kColumnsInL2, false); }
+void BM_QuantizeMxfp4ColumnsBf16MeasuredDownProj(benchmark::State& state) {
+  quantize_columns(state, kDownProjFromMemory, false);
+}
 // The baseline: transpose_bf16 a piece of columns at a time, then the row quantizer.
 void BM_QuantizeMxfp4TransposedBf16Measured(benchmark::State& state) {
   quantize_columns(state, kColumnsFromMemory, true);
@@ -396,6 +402,7 @@ MOEPREP_LEVELS_BENCHMARK(BM_QuantizeMxfp4Fp8MeasuredByDequantization);
 
 BENCHMARK(BM_QuantizeMxfp4ColumnsBf16Measured)->Unit(benchmark::kMillisecond)->ArgsProduct({{0, 1, 2}, {64, 256, 1536}});
 BENCHMARK(BM_QuantizeMxfp4ColumnsBf16MeasuredInL2)->Unit(benchmark::kMillisecond)->ArgsProduct({{0, 1, 2}, {128}});
+BENCHMARK(BM_QuantizeMxfp4ColumnsBf16MeasuredDownProj)->Unit(benchmark::kMillisecond)->ArgsProduct({{0, 1, 2}, {2048}});
 BENCHMARK(BM_QuantizeMxfp4TransposedBf16Measured)->Unit(benchmark::kMillisecond)->ArgsProduct({{0, 1, 2}, {64}});
 
 BENCHMARK_MAIN();
