@@ -85,6 +85,42 @@ struct alignas(64) VectorSums {
   float v[kBlock][4][16];
 };
 
+// Where a vector's 32 columns put their 16 code bytes of a slab as 8 whole cache lines, the same
+// lines (a block stride further) in every slab: the tile-shuffled layouts, in which 4 consecutive
+// rows of a 16-row tile are one line, whether the columns are those rows in order or alternate
+// between two tiles (GPT-OSS BF16's interleaved gate/up). column_of[8 L + q] is the column whose
+// bytes are row L of line q, and line[q] that line in slab 0.
+struct CodeLines {
+  alignas(64) uint16_t column_of[32];
+  uint8_t* line[8];
+  bool valid = false;
+};
+
+CodeLines code_lines(uint8_t* const* row_codes, int64_t block_stride) {
+  CodeLines plan{};
+  if (block_stride % 64 != 0) return {};
+  bool taken[32] = {};
+  int lines = 0;
+  for (int i = 0; i < 32; ++i) {
+    const auto offset = static_cast<int>(reinterpret_cast<uintptr_t>(row_codes[i]) % 64);
+    if (offset % 16 != 0) return {};
+    uint8_t* const line = row_codes[i] - offset;
+    int q = 0;
+    while (q < lines && plan.line[q] != line) ++q;
+    if (q == lines) {
+      if (lines == 8) return {};
+      plan.line[lines++] = line;
+    }
+    const int slot = 8 * (offset / 16) + q;
+    if (taken[slot]) return {};
+    taken[slot] = true;
+    plan.column_of[slot] = static_cast<uint16_t>(i);
+  }
+  // 32 columns in 32 distinct slots of 8 lines: every line whole.
+  plan.valid = true;
+  return plan;
+}
+
 // The source lines of the group the walk takes next, asked of L2 (prefetcht1) a few at a time
 // while this group is encoded, row after row: the walk itself reads 128 rows a line at a time,
 // 128 streams that no hardware prefetcher follows, and its block maxima waited on memory for a
@@ -225,13 +261,24 @@ struct Loop {
 
   // The 16 code bytes of each of the 32 columns of slab blk, from its 8 words (word c holding
   // elements 4c .. 4c + 3, a nibble each): an 8 x 32 transpose of 16-bit words, after which
-  // 128-bit lane L of out[q] is column 8 L + q's bytes.
+  // 128-bit lane L of out[q] is column 8 L + q's bytes. Where `lines` places the columns as whole
+  // cache lines, the words' lanes are first put in line order, so that out[q] is line q, stored
+  // whole: a quarter of the stores and none of the lane extracts. On the device host's Xeon the
+  // 16-byte stores into uncached destination lines cost GPT-OSS BF16's convert about a tenth of
+  // its CPU time (stores to a buffer that stays in L1 instead: -10%); whole lines took back about
+  // half of that (bench/RESULTS.md). Streaming stores of the lines gave the same wall time.
   template <bool kFull>
-  void store_codes(const __m512i (&word)[8], int64_t col, int n, int64_t blk) const {
-    __m512i pair[8], quad[8], out[8];
+  void store_codes(const __m512i (&word)[8], int64_t col, int n, int64_t blk, const CodeLines* lines) const {
+    __m512i in[8], pair[8], quad[8], out[8];
+    if (kFull && lines) {
+      const __m512i order = _mm512_load_si512(lines->column_of);
+      for (int c = 0; c < 8; ++c) in[c] = _mm512_permutexvar_epi16(order, word[c]);
+    } else {
+      for (int c = 0; c < 8; ++c) in[c] = word[c];
+    }
     for (int c = 0; c < 4; ++c) {
-      pair[2 * c] = _mm512_unpacklo_epi16(word[2 * c], word[2 * c + 1]);      // columns 0..3 of each lane
-      pair[2 * c + 1] = _mm512_unpackhi_epi16(word[2 * c], word[2 * c + 1]);  // columns 4..7
+      pair[2 * c] = _mm512_unpacklo_epi16(in[2 * c], in[2 * c + 1]);      // columns 0..3 of each lane
+      pair[2 * c + 1] = _mm512_unpackhi_epi16(in[2 * c], in[2 * c + 1]);  // columns 4..7
     }
     for (int g = 0; g < 2; ++g)      // words 0..3, 4..7
       for (int h = 0; h < 2; ++h) {  // columns 0..3, 4..7
@@ -243,8 +290,13 @@ struct Loop {
       out[2 * q] = _mm512_unpacklo_epi64(quad[q], quad[4 + q]);
       out[2 * q + 1] = _mm512_unpackhi_epi64(quad[q], quad[4 + q]);
     }
-    uint8_t* const* const dst = row_codes + col;
     const int64_t offset = blk * block_stride;
+    if (kFull && lines) {
+      #pragma GCC unroll 8
+      for (int q = 0; q < 8; ++q) _mm512_store_si512(lines->line[q] + offset, out[q]);
+      return;
+    }
+    uint8_t* const* const dst = row_codes + col;
     const auto store = [&](int column, __m128i bytes) {
       if (kFull || column < n) _mm_storeu_si128(reinterpret_cast<__m128i*>(dst[column] + offset), bytes);
     };
@@ -298,13 +350,13 @@ struct Loop {
           _mm512_sub_ps(_mm512_mul_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(s, 16), magnitude), scale_odd), x_odd);
       add_terms(acc.v[j][0], d_even, d_odd, x_even, x_odd);
     }
-    store_codes<kFull>(word, col, n, blk);
+    store_codes<kFull>(word, col, n, blk, nullptr);
   }
 
   // G consecutive slabs from blk0 of the 32 columns from col (the first n real; the rest read as
   // zeros, neither stored nor summed). False at a NaN or Inf.
   template <int G, bool kFull>
-  bool group(int64_t col, int n, int64_t blk0, VectorSums& acc, RowPrefetch& prefetch) const {
+  bool group(int64_t col, int n, int64_t blk0, VectorSums& acc, const CodeLines* lines, RowPrefetch& prefetch) const {
     const int64_t slab_bytes = kBlock * stride_bytes;
     const uint8_t* const base = src + blk0 * slab_bytes + col * 2;
     const __mmask32 valid = kFull ? ~__mmask32{0} : static_cast<__mmask32>((uint64_t{1} << n) - 1);
@@ -320,7 +372,7 @@ struct Loop {
         encode_slab_small_scales<kFull>(base + q * slab_bytes, valid, col, n, blk0 + q, scale[q], acc);
       return true;
     }
-    encode_group<G, kFull>(base, valid, col, n, blk0, scale, acc, prefetch);
+    encode_group<G, kFull>(base, valid, col, n, blk0, scale, acc, lines, prefetch);
     return true;
   }
 
@@ -329,7 +381,7 @@ struct Loop {
   // least: normal, exact). Each element index's partial sums stay in registers across the G slabs.
   template <int G, bool kFull>
   void encode_group(const uint8_t* base, __mmask32 valid, int64_t col, int n, int64_t blk0, const __m512i (&scale)[G],
-                    VectorSums& acc, RowPrefetch& group_prefetch) const {
+                    VectorSums& acc, const CodeLines* lines, RowPrefetch& group_prefetch) const {
     // A local copy, written back at the end: through the reference GCC kept its fields in memory.
     RowPrefetch prefetch = group_prefetch;
     const int64_t slab_bytes = kBlock * stride_bytes;
@@ -384,7 +436,7 @@ struct Loop {
       }
     }
     group_prefetch = prefetch;
-    for (int q = 0; q < G; ++q) store_codes<kFull>(word[q], col, n, blk0 + q);
+    for (int q = 0; q < G; ++q) store_codes<kFull>(word[q], col, n, blk0 + q, lines);
   }
 };
 
@@ -415,14 +467,16 @@ struct Vectors {
 };
 
 template <int G>
-bool group_of_vectors(const Loop& loop, const Vectors& vectors, int64_t blk0, VectorSums* acc, RowPrefetch& prefetch) {
+bool group_of_vectors(const Loop& loop, const Vectors& vectors, int64_t blk0, VectorSums* acc, const CodeLines* lines,
+                      RowPrefetch& prefetch) {
   int64_t v = 0;
-  if (vectors.head > 0 && !loop.group<G, false>(0, static_cast<int>(vectors.head), blk0, acc[v++], prefetch))
+  if (vectors.head > 0 && !loop.group<G, false>(0, static_cast<int>(vectors.head), blk0, acc[v++], nullptr, prefetch))
     return false;
   for (int64_t i = 0; i < vectors.full(); ++i, ++v)
-    if (!loop.group<G, true>(vectors.head + 32 * i, 32, blk0, acc[v], prefetch)) return false;
+    if (!loop.group<G, true>(vectors.head + 32 * i, 32, blk0, acc[v], lines[v].valid ? &lines[v] : nullptr, prefetch))
+      return false;
   if (vectors.rest() > 0 &&
-      !loop.group<G, false>(vectors.head + 32 * vectors.full(), vectors.rest(), blk0, acc[v], prefetch))
+      !loop.group<G, false>(vectors.head + 32 * vectors.full(), vectors.rest(), blk0, acc[v], nullptr, prefetch))
     return false;
   return true;
 }
@@ -452,18 +506,24 @@ bool quantize_columns(const Loop& loop, int64_t k, const Vectors& columns, Sums*
                       const RowHash& hash) {
   const int64_t slabs = k / kBlock, vectors = columns.count();
   static thread_local std::vector<VectorSums> acc;
-  if (static_cast<int64_t>(acc.size()) < vectors) acc.resize(static_cast<size_t>(vectors));
+  static thread_local std::vector<CodeLines> lines;
+  if (static_cast<int64_t>(acc.size()) < vectors) {
+    acc.resize(static_cast<size_t>(vectors));
+    lines.resize(static_cast<size_t>(vectors));
+  }
   std::memset(acc.data(), 0, static_cast<size_t>(vectors) * sizeof(VectorSums));
+  for (int64_t i = 0, v = columns.head > 0; i < columns.full(); ++i, ++v)
+    lines[static_cast<size_t>(v)] = code_lines(loop.row_codes + columns.head + 32 * i, loop.block_stride);
   for (int64_t blk0 = 0; blk0 < slabs; blk0 += kGroupSlabs) {
     const int64_t next = blk0 + kGroupSlabs;
     RowPrefetch prefetch =
         next < slabs ? RowPrefetch::group(loop.src, next, slabs, loop.stride_bytes, columns.cols * 2) : after;
     bool finite;
     switch (std::min<int64_t>(kGroupSlabs, slabs - blk0)) {
-      case 1: finite = group_of_vectors<1>(loop, columns, blk0, acc.data(), prefetch); break;
-      case 2: finite = group_of_vectors<2>(loop, columns, blk0, acc.data(), prefetch); break;
-      case 3: finite = group_of_vectors<3>(loop, columns, blk0, acc.data(), prefetch); break;
-      default: finite = group_of_vectors<4>(loop, columns, blk0, acc.data(), prefetch); break;
+      case 1: finite = group_of_vectors<1>(loop, columns, blk0, acc.data(), lines.data(), prefetch); break;
+      case 2: finite = group_of_vectors<2>(loop, columns, blk0, acc.data(), lines.data(), prefetch); break;
+      case 3: finite = group_of_vectors<3>(loop, columns, blk0, acc.data(), lines.data(), prefetch); break;
+      default: finite = group_of_vectors<4>(loop, columns, blk0, acc.data(), lines.data(), prefetch); break;
     }
     if (!finite) return false;
     hash.rows(blk0 * kBlock, std::min<int64_t>(kGroupSlabs, slabs - blk0) * kBlock);

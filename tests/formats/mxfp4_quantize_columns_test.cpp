@@ -247,6 +247,55 @@ TEST(Mxfp4QuantizeColumns, WritesEachRowWhereItsPointerSays) {
   });
 }
 
+TEST(Mxfp4QuantizeColumns, WholeCacheLineDestinationsGetTheSameBytes) {
+  // Tile-shuffled destinations on a 64-byte boundary, where the AVX-512 loop stores each line of 4
+  // rows whole: rows in order, rows of interleaved gate/up sources alternating between two halves,
+  // and the same shifted by 16 bytes (no row's line whole: the 16-byte stores). 100 columns: three
+  // full vectors and a partial one in the same call, from a source whose rows start on a line.
+  const int64_t k = 96, cols = 100, blocks = k / 32, half = cols / 2, tile_rows = 16;
+  const Source s = make_source(k, 128, 0, 17, true);
+  std::vector<uint8_t> source_bytes(s.bytes.size() + 64);
+  uint8_t* const src = source_bytes.data() + (64 - reinterpret_cast<uintptr_t>(source_bytes.data()) % 64) % 64;
+  std::memcpy(src, s.at(0, 0), static_cast<size_t>(k * s.stride * 2));
+  const SimdLevel before = cap_simd_level(SimdLevel::Baseline);
+  const Output want = by_transposing(s, 0, cols, k / 2, 16);
+  cap_simd_level(before);
+  const int64_t tile_bytes = tile_rows * 16 * blocks;
+  for (const bool interleaved : {false, true})
+    for (const int64_t shift : {int64_t{0}, int64_t{16}}) {
+      SCOPED_TRACE(std::string(interleaved ? "interleaved" : "in order") + ", shift " + std::to_string(shift));
+      const auto output_row = [&](int64_t i) { return !interleaved ? i : i % 2 == 0 ? i / 2 : half + i / 2; };
+      for_each_simd_level([&] {
+        const size_t size = static_cast<size_t>((cols + tile_rows) / tile_rows * tile_bytes);
+        std::vector<uint8_t> buffer(size + 128, 0xa5), scales(static_cast<size_t>(cols * blocks));
+        uint8_t* const codes =
+            buffer.data() + (64 - reinterpret_cast<uintptr_t>(buffer.data()) % 64) % 64 + shift;
+        std::vector<uint8_t*> rows(cols);
+        for (int64_t i = 0; i < cols; ++i) {
+          const int64_t n = output_row(i);
+          rows[i] = codes + n / tile_rows * tile_bytes + n % tile_rows * 16;
+        }
+        Mxfp4ErrorSums sums{1.0, 2.0};
+        quantize_mxfp4_columns_bf16_measured(src, s.stride, k, cols, rows.data(), tile_rows * 16, scales.data(), "t",
+                                             sums);
+        std::vector<bool> written(buffer.size());
+        for (int64_t i = 0; i < cols; ++i)
+          for (int64_t b = 0; b < blocks; ++b) {
+            uint8_t* const at = rows[i] + b * tile_rows * 16;
+            EXPECT_EQ(0, std::memcmp(at, want.codes.data() + i * k / 2 + b * 16, 16)) << i << " " << b;
+            for (int64_t j = 0; j < 16; ++j) written[static_cast<size_t>(at + j - buffer.data())] = true;
+          }
+        for (size_t j = 0; j < buffer.size(); ++j)
+          if (!written[j]) {
+            EXPECT_EQ(buffer[j], 0xa5) << "stray write at " << j;
+          }
+        EXPECT_EQ(std::vector<uint8_t>(want.scales.begin(), want.scales.begin() + cols * blocks), scales);
+        EXPECT_EQ(sums.error, want.sums.error);
+        EXPECT_EQ(sums.reference, want.sums.reference);
+      });
+    }
+}
+
 std::string error_text(const std::function<void()>& f) {
   try {
     f();
