@@ -213,6 +213,30 @@ TEST(Mxfp4QuantizeColumns, AddsToTheSumsOfEarlierCalls) {
   EXPECT_EQ(parts.sums.reference, whole.sums.reference);
 }
 
+// What a call that put output row i's block b at rows[i] + b * block_stride, in `buffer` (filled
+// with the marker 0xa5 first), must leave: the definition's codes there and the marker everywhere
+// else, and the definition's scales and sums.
+void expect_rows_as_defined(const std::vector<uint8_t*>& rows, int64_t block_stride, const std::vector<uint8_t>& buffer,
+                            const std::vector<uint8_t>& scales, const Mxfp4ErrorSums& sums, const Output& want,
+                            int64_t k) {
+  const auto cols = static_cast<int64_t>(rows.size());
+  const int64_t blocks = k / 32;
+  std::vector<bool> written(buffer.size());
+  for (int64_t i = 0; i < cols; ++i)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const uint8_t* const at = rows[i] + b * block_stride;
+      EXPECT_EQ(0, std::memcmp(at, want.codes.data() + i * k / 2 + b * 16, 16)) << i << " " << b;
+      for (int64_t j = 0; j < 16; ++j) written[static_cast<size_t>(at + j - buffer.data())] = true;
+    }
+  for (size_t j = 0; j < buffer.size(); ++j)
+    if (!written[j]) {
+      EXPECT_EQ(buffer[j], 0xa5) << "stray write at " << j;
+    }
+  EXPECT_EQ(std::vector<uint8_t>(want.scales.begin(), want.scales.begin() + cols * blocks), scales);
+  EXPECT_EQ(sums.error, want.sums.error);
+  EXPECT_EQ(sums.reference, want.sums.reference);
+}
+
 TEST(Mxfp4QuantizeColumns, WritesEachRowWhereItsPointerSays) {
   // The tile-shuffled destination of interleaved gate/up rows: rows in groups of 16, a row's
   // blocks 256 bytes apart, even source columns to the first half and odd ones to the second.
@@ -231,19 +255,7 @@ TEST(Mxfp4QuantizeColumns, WritesEachRowWhereItsPointerSays) {
     }
     Mxfp4ErrorSums sums{1.0, 2.0};
     quantize_mxfp4_columns_bf16_measured(s.at(0, 2), s.stride, k, cols, rows.data(), 256, scales.data(), "t", sums);
-    std::vector<bool> written(codes.size());
-    for (int64_t i = 0; i < cols; ++i)
-      for (int64_t b = 0; b < blocks; ++b) {
-        EXPECT_EQ(0, std::memcmp(rows[i] + b * 256, want.codes.data() + i * k / 2 + b * 16, 16)) << i << " " << b;
-        for (int64_t j = 0; j < 16; ++j) written[static_cast<size_t>(rows[i] + b * 256 + j - codes.data())] = true;
-      }
-    for (size_t j = 0; j < codes.size(); ++j)
-      if (!written[j]) {
-        EXPECT_EQ(codes[j], 0xa5) << "stray write at " << j;
-      }
-    EXPECT_EQ(std::vector<uint8_t>(want.scales.begin(), want.scales.begin() + cols * blocks), scales);
-    EXPECT_EQ(sums.error, want.sums.error);
-    EXPECT_EQ(sums.reference, want.sums.reference);
+    expect_rows_as_defined(rows, 256, codes, scales, sums, want, k);
   });
 }
 
@@ -278,20 +290,7 @@ TEST(Mxfp4QuantizeColumns, WholeCacheLineDestinationsGetTheSameBytes) {
         Mxfp4ErrorSums sums{1.0, 2.0};
         quantize_mxfp4_columns_bf16_measured(src, s.stride, k, cols, rows.data(), tile_rows * 16, scales.data(), "t",
                                              sums);
-        std::vector<bool> written(buffer.size());
-        for (int64_t i = 0; i < cols; ++i)
-          for (int64_t b = 0; b < blocks; ++b) {
-            uint8_t* const at = rows[i] + b * tile_rows * 16;
-            EXPECT_EQ(0, std::memcmp(at, want.codes.data() + i * k / 2 + b * 16, 16)) << i << " " << b;
-            for (int64_t j = 0; j < 16; ++j) written[static_cast<size_t>(at + j - buffer.data())] = true;
-          }
-        for (size_t j = 0; j < buffer.size(); ++j)
-          if (!written[j]) {
-            EXPECT_EQ(buffer[j], 0xa5) << "stray write at " << j;
-          }
-        EXPECT_EQ(std::vector<uint8_t>(want.scales.begin(), want.scales.begin() + cols * blocks), scales);
-        EXPECT_EQ(sums.error, want.sums.error);
-        EXPECT_EQ(sums.reference, want.sums.reference);
+        expect_rows_as_defined(rows, tile_rows * 16, buffer, scales, sums, want, k);
       });
     }
 }
