@@ -266,8 +266,11 @@ TEST(Mxfp4QuantizeColumns, WholeCacheLineDestinationsGetTheSameBytes) {
   // full vectors and a partial one in the same call, from a source whose rows start on a line.
   const int64_t k = 96, cols = 100, blocks = k / 32, half = cols / 2, tile_rows = 16;
   const Source s = make_source(k, 128, 0, 17, true);
+  const auto first_line = [](std::vector<uint8_t>& bytes) {  // the first 64-byte boundary in `bytes`
+    return bytes.data() + (64 - reinterpret_cast<uintptr_t>(bytes.data()) % 64) % 64;
+  };
   std::vector<uint8_t> source_bytes(s.bytes.size() + 64);
-  uint8_t* const src = source_bytes.data() + (64 - reinterpret_cast<uintptr_t>(source_bytes.data()) % 64) % 64;
+  uint8_t* const src = first_line(source_bytes);
   std::memcpy(src, s.at(0, 0), static_cast<size_t>(k * s.stride * 2));
   const SimdLevel before = cap_simd_level(SimdLevel::Baseline);
   const Output want = by_transposing(s, 0, cols, k / 2, 16);
@@ -280,8 +283,7 @@ TEST(Mxfp4QuantizeColumns, WholeCacheLineDestinationsGetTheSameBytes) {
       for_each_simd_level([&] {
         const size_t size = static_cast<size_t>((cols + tile_rows) / tile_rows * tile_bytes);
         std::vector<uint8_t> buffer(size + 128, 0xa5), scales(static_cast<size_t>(cols * blocks));
-        uint8_t* const codes =
-            buffer.data() + (64 - reinterpret_cast<uintptr_t>(buffer.data()) % 64) % 64 + shift;
+        uint8_t* const codes = first_line(buffer) + shift;
         std::vector<uint8_t*> rows(cols);
         for (int64_t i = 0; i < cols; ++i) {
           const int64_t n = output_row(i);
