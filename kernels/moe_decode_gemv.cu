@@ -41,6 +41,7 @@
 #include <type_traits>
 
 #include "core/error.h"
+#include "core/shape.h"
 #include "formats/bf16.h"
 #include "kernels/moe_device_math.h"
 #include "kernels/moe_internal.h"
@@ -524,7 +525,10 @@ __global__ void __launch_bounds__(W * 32, W == 4 ? 8 : 4) decode_down_pick_kerne
   }
 }
 
-int32_t round_up(int64_t v, int64_t m) { return static_cast<int32_t>((v + m - 1) / m * m); }
+// A logical K (or row count) rounded up to whole runs of 32, within its padded size.
+int32_t k_in_runs_of_32(int64_t logical, int64_t padded) {
+  return static_cast<int32_t>(std::min(round_up(logical, 32), padded));
+}
 
 // Dynamic shared memory above the default 48 KB needs the kernel's opt-in (large top_k * I');
 // set once per kernel before any graph capture (the first call is eager).
@@ -609,10 +613,10 @@ void launch_decode_gate_up(const DecodeArgs& a, const uint16_t* x_perm, uint16_t
   p.bias = L.w13_bias;
   p.rows = a.w13_rows;
   p.rows_pad = static_cast<int32_t>(2 * L.intermediate_pad);
-  p.k_eff = std::min<int32_t>(round_up(L.hidden, 32), static_cast<int32_t>(L.hidden_pad));
+  p.k_eff = k_in_runs_of_32(L.hidden, L.hidden_pad);
   p.k_pad = static_cast<int32_t>(L.hidden_pad);
   p.rounds = (p.k_eff + 127) / 128;
-  p.out_rows = std::min<int32_t>(round_up(L.intermediate, 32), static_cast<int32_t>(L.intermediate_pad));
+  p.out_rows = k_in_runs_of_32(L.intermediate, L.intermediate_pad);
   p.up_offset = static_cast<int32_t>(L.intermediate_pad);
   p.act_stride = static_cast<int32_t>(L.intermediate_pad);
   p.b = x_perm;
@@ -662,7 +666,7 @@ void launch_decode_down(const DecodeArgs& a, const uint16_t* act, float* out, vo
   p.bias = L.w2_bias;
   p.rows = a.w2_rows;
   p.rows_pad = static_cast<int32_t>(L.hidden_pad);
-  p.k_eff = std::min<int32_t>(round_up(L.intermediate, 32), static_cast<int32_t>(L.intermediate_pad));
+  p.k_eff = k_in_runs_of_32(L.intermediate, L.intermediate_pad);
   p.k_pad = static_cast<int32_t>(L.intermediate_pad);
   p.rounds = (p.k_eff + 127) / 128;
   p.out_rows = static_cast<int32_t>(L.hidden);

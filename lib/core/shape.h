@@ -12,4 +12,7 @@ using Shape = std::vector<int64_t>;
 int64_t checked_numel(const Shape& shape, const std::string& what);
 std::string shape_to_string(const Shape& shape);  // "[4, 256, 90]"
 
+// `value` rounded up to a multiple of `multiple` (both positive): a padded dimension.
+constexpr int64_t round_up(int64_t value, int64_t multiple) { return (value + multiple - 1) / multiple * multiple; }
+
 }  // namespace moeprep

@@ -19,6 +19,7 @@
 #include "formats/mxfp4_quantize_columns_kernels.h"
 
 #include "core/hash.h"
+#include "core/shape.h"
 
 #if defined(MOEPREP_X86_SIMD) && defined(__AVX512F__) && defined(__AVX512BW__)
 #if defined(__GNUC__) && !defined(__clang__)
@@ -139,7 +140,7 @@ class RowPrefetch {
     row_ = first - offset;
     end_ = row_ + rows * stride_bytes;
     stride_ = stride_bytes;
-    span_ = (offset + width_bytes + kStepBytes - 1) / kStepBytes * kStepBytes;
+    span_ = round_up(offset + width_bytes, kStepBytes);
   }
   // The group of kGroupSlabs slabs (fewer at the end of k) from slab blk0 of the `width_bytes`
   // from `columns` (the source's row 0), or nothing past the last of `slabs`.

@@ -1,6 +1,7 @@
 // `aiter_shuffle_scale`: the E8M0 scale shuffles of ROCm/aiter (layouts.md sections 5 and 6).
 // ScaleLayout in addressing.h is the same map written as logical -> physical offsets.
 #include "core/error.h"
+#include "core/shape.h"
 #include "layout/pad_copy.h"
 #include "layout/byte_permutation_step.h"
 #include "layout/step_support.h"
@@ -10,8 +11,6 @@ namespace moeprep::layout {
 namespace {
 
 constexpr const char* kId = "aiter_shuffle_scale";
-
-int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
 class ScaleShuffleBase : public detail::BytePermutationStep {
  public:

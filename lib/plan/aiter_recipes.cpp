@@ -67,8 +67,6 @@ const char* role_name(ExpertRole role) {
   return "?";
 }
 
-int64_t round_up(int64_t value, int64_t multiple) { return (value + multiple - 1) / multiple * multiple; }
-
 ExpertDims padded_dims(int64_t experts, int64_t hidden, int64_t intermediate, const ConvertOptions& o, bool gated) {
   const int64_t ph = o.effective_pad_hidden(), pi = o.effective_pad_intermediate();
   // Both sizes are a K of some GEMM (hidden for w13, intermediate for w2): the weight tile

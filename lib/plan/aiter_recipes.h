@@ -25,8 +25,6 @@ struct ExpertDims {
   int64_t w13_rows_pad() const { return gated ? 2 * intermediate_pad : intermediate_pad; }
 };
 
-// Rounds `value` up to a multiple of `multiple`.
-int64_t round_up(int64_t value, int64_t multiple);
 // Physical sizes for the options; throws BadInput naming the constraint a pad value breaks.
 ExpertDims padded_dims(int64_t experts, int64_t hidden, int64_t intermediate, const ConvertOptions& options,
                        bool gated = true);

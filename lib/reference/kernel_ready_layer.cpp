@@ -1,6 +1,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "core/shape.h"
 #include "reference/moe.h"
 
 namespace moeprep::reference {
@@ -12,8 +13,6 @@ namespace {
                   std::to_string(l.hidden_pad) + " I=" + std::to_string(l.intermediate) + "/" +
                   std::to_string(l.intermediate_pad) + (l.gated ? "" : ", non-gated") + "): " + what);
 }
-
-int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
 }  // namespace
 

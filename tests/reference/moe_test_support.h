@@ -13,6 +13,7 @@
 #include "layout/recipe.h"
 #include "layout/steps.h"
 #include "core/random.h"
+#include "core/shape.h"
 #include "reference/moe.h"
 
 namespace moeprep::moe_testing {
@@ -137,7 +138,6 @@ inline KernelReadyTensors build_kernel_ready(const GptOssSource& src, layout::Ga
   const bool deint_weights = corruption != Corruption::GateUpLeftInterleaved;
   const bool deint_scales = deint_weights && corruption != Corruption::ScalesNotDeinterleaved;
   const bool shuffle_scales = corruption != Corruption::ScaleShuffleSkipped;
-  auto round_up = [](int64_t v, int64_t m) { return (v + m - 1) / m * m; };
 
   KernelReadyTensors out;
   out.mode = mode;
